@@ -1,0 +1,21 @@
+"""Exceptions that StyleGAN Studio raises for problems a user can cause and fix."""
+
+
+class StyleGANStudioError(Exception):
+    """Base class of every error the pack raises on purpose."""
+
+
+class CheckpointError(StyleGANStudioError, ValueError):
+    """A checkpoint file is missing, unreadable, corrupt, or not a StyleGAN generator."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint asked to run code or import something that a genuine checkpoint never does."""
+
+
+class LatentError(StyleGANStudioError, ValueError):
+    """A latent does not fit the generator or the operation it was given to."""
+
+
+class MissingDependencyError(StyleGANStudioError, ImportError):
+    """An optional Python package that a feature needs is not installed."""

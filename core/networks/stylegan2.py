@@ -1,0 +1,310 @@
+"""StyleGAN2 / StyleGAN2-ADA synthesis network (Karras et al. 2020, configs E/F; 'orig', 'skip', 'resnet').
+
+Parameter and buffer names equal those of NVIDIA's `training/networks.py`, so converting a checkpoint
+is a checked rename. The up/downsampling filter is configuration, not a stored tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..config import StyleGAN2Config
+from ..ops.bias_act import ACTIVATIONS, bias_act, can_modify_inplace
+from ..ops.conv2d_resample import conv2d_resample
+from ..ops.modulated_conv2d import modulated_conv2d
+from ..ops.upfirdn2d import setup_filter, upsample2d
+from .layers import FullyConnectedLayer
+
+NOISE_MODES = ("const", "random", "none")
+
+
+def activation_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """Channels-last on CPU and CUDA: oneDNN and cuDNN run these convolutions 1.5-3x faster in it."""
+    return torch.contiguous_format if x.device.type == "mps" else torch.channels_last
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 convolution (optionally 2x upsampling), noise, bias, activation, clamp."""
+
+    def __init__(self,
+                 in_channels: int,                  # Input channels.
+                 out_channels: int,                 # Output channels.
+                 w_dim: int,                        # W dimensionality (input of the affine layer).
+                 resolution: int,                   # Output resolution.
+                 *,
+                 kernel_size: int = 3,              # Convolution kernel size.
+                 up: int = 1,                       # Upsampling factor (1 or 2).
+                 use_noise: bool = True,            # Per-pixel noise input?
+                 activation: str = "lrelu",         # Activation after the bias.
+                 resample_filter: tuple = (1, 3, 3, 1),  # 1-D taps of the upsampling filter.
+                 conv_clamp: Optional[float] = None,  # Clamp outputs to +-X (before the layer gain).
+                 ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resolution = resolution
+        self.up = up
+        self.use_noise = use_noise
+        self.activation = activation
+        self.conv_clamp = conv_clamp
+        self.padding = kernel_size // 2
+        self.act_gain = ACTIVATIONS[activation].def_gain
+        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.empty([out_channels, in_channels, kernel_size, kernel_size]))
+        if use_noise:
+            self.register_buffer("noise_const", torch.empty([resolution, resolution]))
+            self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        self.affine.reset_parameters(generator)
+        self.weight.copy_(torch.randn(self.weight.shape, generator=generator))
+        if self.use_noise:
+            self.noise_const.copy_(torch.randn(self.noise_const.shape, generator=generator))
+            self.noise_strength.zero_()
+        self.bias.zero_()
+
+    def make_noise(self, x: torch.Tensor, noise_mode: str, noise: Optional[torch.Tensor],
+                   generator: Optional[torch.Generator]) -> Optional[torch.Tensor]:
+        """Noise map `[N or 1, 1, res, res]` before scaling by `noise_strength`, or None."""
+        if not self.use_noise or noise_mode == "none":
+            return None
+        if noise is not None:
+            return noise.reshape(-1, 1, self.resolution, self.resolution)
+        if noise_mode == "random":
+            return torch.randn([x.shape[0], 1, self.resolution, self.resolution], generator=generator,
+                               device=x.device if generator is None else generator.device).to(x.device)
+        return self.noise_const.reshape(1, 1, self.resolution, self.resolution)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const",
+                noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                gain: float = 1.0, fused_modconv: Optional[bool] = None) -> torch.Tensor:
+        """`x` `[N, in, res/up, res/up]`, `w` `[N, w_dim]` -> `[N, out, res, res]`."""
+        styles = self.affine(w)
+        act_gain = self.act_gain * gain
+        act_clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        bias = (self.bias * act_gain).to(x.dtype)
+        y = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
+                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                             prenormalize="fp16" if x.dtype == torch.float16 else None,
+                             out_gain=act_gain, bias=bias, fused=fused_modconv)
+        n = self.make_noise(x, noise_mode, noise, generator)
+        if n is not None:
+            n = n.to(y.dtype) * (self.noise_strength.to(y.dtype) * act_gain)
+            y = y.add_(n) if can_modify_inplace(y, n) else y + n
+        return bias_act(y, act=self.activation, gain=1.0, clamp=act_clamp, inplace=True)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_channels}, out={self.out_channels}, resolution={self.resolution}, up={self.up}"
+
+
+class ToRGBLayer(nn.Module):
+    """Modulated 1x1 convolution without demodulation, to image channels."""
+
+    def __init__(self,
+                 in_channels: int,                  # Input channels.
+                 out_channels: int,                 # Image channels.
+                 w_dim: int,                        # W dimensionality.
+                 *,
+                 kernel_size: int = 1,              # Convolution kernel size.
+                 conv_clamp: Optional[float] = None,  # Clamp outputs to +-X.
+                 ):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
+        self.weight = nn.Parameter(torch.empty([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        self.affine.reset_parameters(generator)
+        self.weight.copy_(torch.randn(self.weight.shape, generator=generator))
+        self.bias.zero_()
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: Optional[bool] = None) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        y = modulated_conv2d(x, self.weight, styles, demodulate=False, bias=self.bias.to(x.dtype),
+                             fused=fused_modconv)
+        return bias_act(y, clamp=self.conv_clamp, inplace=True)
+
+
+class Conv2dLayer(nn.Module):
+    """Plain equalised convolution with optional upsampling: the resnet skip connection."""
+
+    def __init__(self,
+                 in_channels: int,                  # Input channels.
+                 out_channels: int,                 # Output channels.
+                 kernel_size: int,                  # Kernel size.
+                 *,
+                 bias: bool = True,                 # Add a bias?
+                 activation: str = "linear",        # Activation after the bias.
+                 up: int = 1,                       # Upsampling factor.
+                 resample_filter: tuple = (1, 3, 3, 1),  # 1-D taps of the upsampling filter.
+                 conv_clamp: Optional[float] = None,  # Clamp outputs to +-X.
+                 ):
+        super().__init__()
+        self.activation = activation
+        self.up = up
+        self.conv_clamp = conv_clamp
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.act_gain = ACTIVATIONS[activation].def_gain
+        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        self.weight = nn.Parameter(torch.empty([out_channels, in_channels, kernel_size, kernel_size]))
+        self.bias = nn.Parameter(torch.zeros([out_channels])) if bias else None
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        self.weight.copy_(torch.randn(self.weight.shape, generator=generator))
+        if self.bias is not None:
+            self.bias.zero_()
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        y = conv2d_resample(x, w, self.resample_filter, up=self.up, padding=self.padding, flip_weight=(self.up == 1))
+        clamp = None if self.conv_clamp is None else self.conv_clamp * gain
+        b = None if self.bias is None else self.bias.to(x.dtype)
+        return bias_act(y, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp, inplace=True)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: [upsampling conv0], conv1, [ToRGB], with the image skip or resnet skip."""
+
+    def __init__(self,
+                 in_channels: int,                  # Input channels, 0 = first block (learned constant).
+                 out_channels: int,                 # Output channels.
+                 w_dim: int,                        # W dimensionality.
+                 resolution: int,                   # Resolution of this block.
+                 img_channels: int,                 # Image channels.
+                 is_last: bool,                     # Last block (always has ToRGB)?
+                 use_fp16: bool,                    # Trained in fp16 (used on devices that support it)?
+                 config: StyleGAN2Config,           # Architecture, filter, clamp, noise, activation.
+                 ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.resolution = resolution
+        self.img_channels = img_channels
+        self.is_last = is_last
+        self.architecture = config.architecture
+        self.use_fp16 = use_fp16
+        self.register_buffer("resample_filter", setup_filter(config.resample_filter), persistent=False)
+        layer_kwargs = dict(use_noise=config.use_noise, activation=config.activation,
+                            resample_filter=config.resample_filter, conv_clamp=config.conv_clamp)
+        self.num_conv = 0
+        self.num_torgb = 0
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.empty([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **layer_kwargs)
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **layer_kwargs)
+        self.num_conv += 1
+        if is_last or config.architecture == "skip":
+            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=config.conv_clamp)
+            self.num_torgb += 1
+        if in_channels != 0 and config.architecture == "resnet":
+            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
+                                    resample_filter=config.resample_filter)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        if self.in_channels == 0:
+            self.const.copy_(torch.randn(self.const.shape, generator=generator))
+        for module in self.children():
+            module.reset_parameters(generator)
+
+    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor, *,
+                force_fp32: bool, noise_mode: str, noise: dict[str, torch.Tensor], prefix: str,
+                generator: Optional[torch.Generator], fused_modconv: Optional[bool]):
+        """`ws` `[N, num_conv + num_torgb, w_dim]`; returns (features, image so far)."""
+        fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+        dtype = torch.float16 if fp16 else torch.float32
+        fmt = activation_memory_format(ws)
+        w_iter = iter(ws.unbind(dim=1))
+        kw = dict(noise_mode=noise_mode, generator=generator, fused_modconv=fused_modconv)
+        if self.in_channels == 0:
+            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1]).contiguous(memory_format=fmt)
+            x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), **kw)
+        else:
+            x = x.to(dtype).contiguous(memory_format=fmt)
+            if self.architecture == "resnet":
+                y = self.skip(x, gain=math.sqrt(0.5))
+                x = self.conv0(x, next(w_iter), noise=noise.get(prefix + "conv0"), **kw)
+                x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), gain=math.sqrt(0.5), **kw)
+                x = y.add_(x) if can_modify_inplace(y, x) else y + x
+            else:
+                x = self.conv0(x, next(w_iter), noise=noise.get(prefix + "conv0"), **kw)
+                x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), **kw)
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        if self.is_last or self.architecture == "skip":
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+            img = y if img is None else (img.add_(y) if can_modify_inplace(img, y) else img + y)
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """ws `[N, num_ws, w_dim]` -> image `[N, img_channels, R, R]`, roughly in [-1, 1]."""
+
+    def __init__(self,
+                 w_dim: int,                        # W dimensionality.
+                 img_resolution: int,               # Output resolution.
+                 img_channels: int,                 # Output channels.
+                 config: StyleGAN2Config,           # Synthesis architecture.
+                 ):
+        super().__init__()
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        self.block_resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
+        channels = {res: min(config.channel_base // res, config.channel_max) for res in self.block_resolutions}
+        fp16_resolution = max(2 ** (int(math.log2(img_resolution)) + 1 - config.num_fp16_res), 8)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, res, img_channels,
+                                   is_last=(res == img_resolution), use_fp16=(res >= fp16_resolution), config=config)
+            self.num_ws += block.num_conv + (block.num_torgb if res == img_resolution else 0)
+            setattr(self, f"b{res}", block)
+
+    @property
+    def noise_layer_names(self) -> list[str]:
+        """Names of the layers that take a noise map, e.g. 'b8.conv0' (keys of the `noise` argument)."""
+        return [name for name, m in self.named_modules() if isinstance(m, SynthesisLayer) and m.use_noise]
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        for res in self.block_resolutions:
+            getattr(self, f"b{res}").reset_parameters(generator)
+
+    def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", noise: Optional[dict[str, torch.Tensor]] = None,
+                force_fp32: bool = False, generator: Optional[torch.Generator] = None,
+                fused_modconv: Optional[bool] = None) -> torch.Tensor:
+        """Render `ws` `[N, num_ws, w_dim]` to `[N, C, R, R]` float32.
+
+        Args:
+            noise_mode: 'const' (the stored noise maps, deterministic), 'random' (fresh noise, from
+                `generator` when given) or 'none'.
+            noise: optional per-layer noise maps `{name: [N or 1, 1, r, r]}` overriding `noise_mode`
+                for those layers (names from `noise_layer_names`).
+            force_fp32: run fp16-trained blocks in fp32 even on CUDA.
+        """
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        ws = ws.to(torch.float32)
+        noise = noise or {}
+        x = img = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            x, img = block(x, img, block_ws, force_fp32=force_fp32, noise_mode=noise_mode, noise=noise,
+                           prefix=f"b{res}.", generator=generator, fused_modconv=fused_modconv)
+        return img.contiguous()
