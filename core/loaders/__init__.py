@@ -1,0 +1,216 @@
+"""Load any supported StyleGAN checkpoint safely, and save generators as `.safetensors`.
+
+Formats are recognised by content, not by file extension:
+- NVIDIA stylegan2-ada-pytorch / stylegan3 pickles and TensorFlow-era StyleGAN2 pickles (restricted
+  unpickler, nothing from the file runs);
+- rosinality / pSp / e4e `torch.save` checkpoints (`torch.load(weights_only=True)`);
+- our `.safetensors` (architecture as JSON in the metadata).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import struct
+import zipfile
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from ..config import GeneratorConfig
+from ..errors import CheckpointError
+from ..log import logger
+from ..networks import Generator, GeneratorInfo
+from .nvidia import generator_from_nvidia, generator_from_tf, select_network
+from .rosinality import generator_from_rosinality
+from .safe_pickle import PersistentObject, restricted_load
+
+PathLike = Union[str, os.PathLike]
+
+FORMAT_NAME = "stylegan-studio"
+FORMAT_VERSION = "1"
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def sniff_format(path: PathLike) -> str:
+    """Return 'pickle', 'torch-zip', 'safetensors' or 'unknown' from the file's first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    if len(head) >= 2 and head[0] == 0x80 and head[1] in (2, 3, 4, 5):
+        return "pickle"
+    if len(head) >= 9:
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 0 < header_len < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    return "unknown"
+
+
+def load_generator(path: PathLike, device: Optional[Union[str, torch.device]] = None, *,
+                   network: str = "G_ema") -> Generator:
+    """Load a generator from any supported checkpoint.
+
+    Args:
+        path: checkpoint file (.pkl, .pt, .pth, .safetensors; recognised by content).
+        device: where to put the generator (None = CPU).
+        network: for NVIDIA pickles, 'G_ema' (the averaged generator everyone samples from) or 'G'.
+
+    Returns:
+        `Generator` in eval mode with gradients disabled; `G.info` says where it came from.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: unreadable, truncated, corrupt, discriminator-only or not a StyleGAN generator.
+        UnsafeCheckpointError: the file tries to run code or import something a checkpoint never needs.
+    """
+    path = Path(path)
+    what = str(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {what}")
+    kind = sniff_format(path)
+    if kind == "safetensors":
+        G = _load_safetensors(path)
+    elif kind == "pickle":
+        G = _load_pickle(path, network)
+    elif kind == "torch-zip":
+        G = _load_torch_zip(path)
+    else:
+        raise CheckpointError(
+            f"{what}: not a StyleGAN checkpoint (unrecognised content, {path.stat().st_size} bytes); expected an "
+            f"NVIDIA .pkl, a rosinality .pt or a StyleGAN Studio .safetensors file")
+    if not G.info.name or G.info.name == "unnamed":
+        G.info.name = path.stem
+    G.info.source = G.info.source or what
+    G = G.eval().requires_grad_(False)
+    return G.to(device) if device is not None else G
+
+
+def _load_pickle(path: Path, network: str) -> Generator:
+    what = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = restricted_load(f)
+            if data == _TORCH_LEGACY_MAGIC:  # a pre-zip torch.save file
+                return _load_torch_legacy(path)
+    except (EOFError, pickle.UnpicklingError, struct.error, ValueError, TypeError, IndexError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: {e}); "
+                              f"download it again") from e
+    except RuntimeError as e:  # torch failed on an embedded tensor record
+        raise CheckpointError(f"{what}: a tensor in the file is corrupt ({e}); download it again") from e
+    record = select_network(data, network, what)
+    if isinstance(record, PersistentObject):
+        G = generator_from_nvidia(record, what)
+        G.info = GeneratorInfo(source_format="nvidia-pkl")
+    else:
+        G = generator_from_tf(record, what)
+        G.info = GeneratorInfo(source_format="nvidia-tf-pkl")
+    return G
+
+
+def _torch_load(path: Path):
+    import argparse
+
+    what = str(path)
+    try:
+        # rosinality stores its command-line `args` (an argparse.Namespace); allow only that class.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{what}: refused by the safe loader ({str(e).splitlines()[0]}); the file holds "
+                              f"Python objects a weights checkpoint does not need") from e
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); download it again") from e
+
+
+def _load_torch_zip(path: Path) -> Generator:
+    G, has_avg = generator_from_rosinality(_torch_load(path), str(path))
+    G.info = GeneratorInfo(source_format="rosinality-pt")
+    if not has_avg:
+        logger.warning("%s has no latent_avg; estimating w_avg from 10,000 mapped samples", path)
+        compute_w_avg(G)
+    return G
+
+
+_load_torch_legacy = _load_torch_zip
+
+
+def compute_w_avg(G: Generator, num_samples: int = 10_000, seed: int = 0) -> torch.Tensor:
+    """Set `G.mapping.w_avg` to the mean of `num_samples` mapped z (seeded), and return it."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        device = G.mapping.w_avg.device
+        total = torch.zeros(G.w_dim, dtype=torch.float64)
+        done = 0
+        while done < num_samples:
+            n = min(1000, num_samples - done)
+            z = torch.randn([n, G.z_dim], generator=gen).to(device)
+            c = None
+            if G.c_dim:  # average over uniformly drawn classes
+                c = torch.nn.functional.one_hot(torch.randint(G.c_dim, [n], generator=gen), G.c_dim).float().to(device)
+            total += G.mapping(z, c)[:, 0].double().sum(0).cpu()
+            done += n
+        G.mapping.w_avg.copy_((total / num_samples).float())
+    return G.mapping.w_avg
+
+
+def _load_safetensors(path: Path) -> Generator:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    what = str(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{what}: the .safetensors file is truncated or corrupt ({e}); download it again") from e
+    if meta.get("format") != FORMAT_NAME or "config" not in meta:
+        raise CheckpointError(
+            f"{what}: a .safetensors file without StyleGAN Studio metadata (format={meta.get('format')!r}); "
+            f"convert the original checkpoint with 'Save StyleGAN as safetensors' (or core.convert_checkpoint)")
+    config = GeneratorConfig.from_json(meta["config"])
+    G = Generator(config)
+    from .state import load_state_strict
+
+    load_state_strict(G, tensors, what, optional=())
+    info = json.loads(meta.get("info", "{}"))
+    G.info = GeneratorInfo(name=info.get("name", path.stem), source=info.get("source", what),
+                           source_format=info.get("source_format", "safetensors"),
+                           license=info.get("license", ""), extra=info.get("extra", {}))
+    return G
+
+
+def save_generator(G: Generator, path: PathLike) -> Path:
+    """Write `G` as `.safetensors` with its architecture and provenance in the metadata.
+
+    The file is written to a temporary name and renamed, so an interrupted save never leaves a
+    half-written checkpoint behind.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
+    info = {"name": G.info.name, "source": G.info.source, "source_format": G.info.source_format,
+            "license": G.info.license, "extra": G.info.extra}
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": G.config.to_json(),
+            "info": json.dumps(info)}
+    tmp = path.with_name(path.name + ".partial")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def convert_checkpoint(src: PathLike, dst: PathLike, *, network: str = "G_ema") -> Path:
+    """Load any supported checkpoint and save it as our `.safetensors` (see `load_generator`)."""
+    G = load_generator(src, network=network)
+    return save_generator(G, dst)
+
+
+__all__ = ["load_generator", "save_generator", "convert_checkpoint", "compute_w_avg", "sniff_format"]

@@ -1,0 +1,23 @@
+"""StyleGAN Studio core: pure-PyTorch StyleGAN2/3 networks, safe checkpoint loading and latent tools.
+
+Importable on its own (`import core` with the repository root on `sys.path`); never imports ComfyUI.
+"""
+
+from .config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config
+from .errors import CheckpointError, LatentError, MissingDependencyError, StyleGANStudioError, UnsafeCheckpointError
+from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, generator_ref, interpolate_latents,
+                      latent_to_ws, load_latent, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
+                      seeds_to_z, slerp, style_mix_layers, synthesize)
+from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
+from .networks import Generator, GeneratorInfo, build_generator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GeneratorConfig", "MappingConfig", "StyleGAN2Config", "StyleGAN3Config", "CheckpointError", "LatentError",
+    "MissingDependencyError", "StyleGANStudioError", "UnsafeCheckpointError", "GeneratorRef", "Latent",
+    "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_ws", "load_latent",
+    "mix_styles", "parse_layers", "parse_seeds", "sample_latents", "save_latent", "seeds_to_z", "slerp",
+    "style_mix_layers", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
+    "Generator", "GeneratorInfo", "build_generator",
+]

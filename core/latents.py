@@ -1,0 +1,434 @@
+"""Latents: sampling from seeds, mapping, synthesis, interpolation, style mixing, and latent files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, LatentError
+from .log import logger
+from .networks import Generator
+
+SPACES = ("z", "w", "w+")
+SEED_MODES = ("nvidia", "torch")
+INTERPOLATION_METHODS = ("auto", "lerp", "slerp")
+STYLE_MIX_PRESETS = ("coarse", "middle", "fine")
+LATENT_FORMAT = "stylegan-studio-latent"
+
+# Defaults shared by core functions and node schemas.
+DEFAULT_TRUNCATION_PSI = 1.0
+DEFAULT_NOISE_MODE = "const"
+DEFAULT_SYNTHESIS_BATCH = 4
+
+
+@dataclass(frozen=True)
+class GeneratorRef:
+    """What a latent remembers about the generator it was made with."""
+
+    name: str
+    fingerprint: str                       # Hash of the architecture and a few weights.
+    arch: str
+    z_dim: int
+    w_dim: int
+    num_ws: int
+    c_dim: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Latent:
+    """A batch of latents in one space, tied to the generator that defines it.
+
+    tensor: z `[N, z_dim]`, w `[N, w_dim]` or w+ `[N, num_ws, w_dim]`, float32.
+    c: labels `[N, c_dim]` for conditional generators (used when mapping z), else None.
+    truncation_psi / truncation_cutoff: applied when a z latent is mapped.
+    """
+
+    tensor: torch.Tensor
+    space: str
+    generator: GeneratorRef
+    c: Optional[torch.Tensor] = None
+    truncation_psi: float = DEFAULT_TRUNCATION_PSI
+    truncation_cutoff: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise LatentError(f"latent space must be one of {SPACES}, got {self.space!r}")
+        g = self.generator
+        expected = {"z": [g.z_dim], "w": [g.w_dim], "w+": [g.num_ws, g.w_dim]}[self.space]
+        if self.tensor.ndim != len(expected) + 1 or list(self.tensor.shape[1:]) != expected:
+            raise LatentError(f"a {self.space} latent for {g.name} must have shape [N, "
+                              f"{', '.join(map(str, expected))}], got {list(self.tensor.shape)}")
+        if not torch.isfinite(self.tensor).all():
+            raise LatentError("the latent contains NaN or infinite values; re-create it (an optimisation "
+                              "that diverged produces these)")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tensor.shape[0])
+
+    def describe(self) -> str:
+        return f"{self.batch_size} x {self.space} latent for {self.generator.name} ({self.generator.arch})"
+
+
+def generator_ref(G: Generator) -> GeneratorRef:
+    """The identity of `G` that latents carry (computed once and cached on `G.info`)."""
+    fp = G.info.extra.get("_fingerprint")
+    if fp is None:
+        h = hashlib.sha256(G.config.to_json().encode())
+        for name, t in G.state_dict().items():
+            if name.endswith(("w_avg", "const", "fc0.weight", "input.weight")):
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        fp = h.hexdigest()[:16]
+        G.info.extra["_fingerprint"] = fp
+    return GeneratorRef(name=G.info.name, fingerprint=fp, arch=G.arch, z_dim=G.z_dim, w_dim=G.w_dim,
+                        num_ws=G.num_ws, c_dim=G.c_dim)
+
+
+def check_compatible(latent: Latent, G: Generator) -> None:
+    """Raise LatentError if `latent` cannot drive `G`; log when it comes from a different but compatible model."""
+    ref, g = latent.generator, generator_ref(G)
+    needed = {"z": ("z_dim", ref.z_dim, g.z_dim), "w": ("w_dim", ref.w_dim, g.w_dim),
+              "w+": ("num_ws x w_dim", (ref.num_ws, ref.w_dim), (g.num_ws, g.w_dim))}[latent.space]
+    if needed[1] != needed[2]:
+        raise LatentError(
+            f"this {latent.space} latent was made for {ref.name} ({needed[0]} {needed[1]}), but {g.name} needs "
+            f"{needed[0]} {needed[2]}; sample or invert a latent with {g.name}, or load {ref.name}")
+    if latent.space == "z" and ref.c_dim != g.c_dim:
+        raise LatentError(f"this z latent was made for {ref.name} with {ref.c_dim} labels, but {g.name} has {g.c_dim}")
+    if ref.fingerprint != g.fingerprint:
+        logger.info("using a latent made for %s with %s (same shape, different weights)", ref.name, g.name)
+
+
+def seeds_to_z(seeds: Sequence[int], z_dim: int, *, seed_mode: str = "nvidia") -> torch.Tensor:
+    """z `[len(seeds), z_dim]` float32 from integer seeds.
+
+    seed_mode 'nvidia' reproduces NVIDIA's gen_images.py / generate.py exactly
+    (`np.random.RandomState(seed).randn(1, z_dim)`); 'torch' uses `torch.Generator().manual_seed(seed)`.
+    """
+    if seed_mode not in SEED_MODES:
+        raise ValueError(f"seed_mode must be one of {SEED_MODES}, got {seed_mode!r}")
+    rows = []
+    for seed in seeds:
+        seed = int(seed)
+        if not 0 <= seed < 2 ** 32:
+            raise ValueError(f"seeds must be in [0, 2**32), got {seed}")
+        if seed_mode == "nvidia":
+            rows.append(torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float())
+        else:
+            rows.append(torch.randn([1, z_dim], generator=torch.Generator().manual_seed(seed)))
+    return torch.cat(rows)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Parse '1,2,5-8' into [1, 2, 5, 6, 7, 8]."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            lo, hi = int(m.group(1)), int(m.group(2))
+            if hi < lo or hi - lo > 10_000:
+                raise ValueError(f"seed range {part!r} must go upwards and hold at most 10,000 seeds")
+            seeds.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            seeds.append(int(part))
+        else:
+            raise ValueError(f"cannot read seed {part!r}; write seeds like '1,2,5-8'")
+    if not seeds:
+        raise ValueError("no seeds given; write seeds like '1,2,5-8'")
+    return seeds
+
+
+def class_labels(G: Generator, class_idx: Optional[int], n: int) -> Optional[torch.Tensor]:
+    """One-hot labels `[n, c_dim]` for conditional generators, None for unconditional ones."""
+    if G.c_dim == 0:
+        return None
+    if class_idx is None or not 0 <= int(class_idx) < G.c_dim:
+        raise LatentError(f"{G.info.name} is conditional with {G.c_dim} classes: choose a class index "
+                          f"0..{G.c_dim - 1} (got {class_idx})")
+    c = torch.zeros([n, G.c_dim])
+    c[:, int(class_idx)] = 1
+    return c
+
+
+def sample_latents(G: Generator, seeds: Sequence[int], *, space: str = "w",
+                   truncation_psi: float = DEFAULT_TRUNCATION_PSI, truncation_cutoff: Optional[int] = None,
+                   seed_mode: str = "nvidia", class_idx: Optional[int] = None) -> Latent:
+    """Latents for `seeds` in `space` ('z', 'w' or 'w+'); truncation psi/cutoff as in NVIDIA's mapping.
+
+    A 'w' request with a truncation cutoff returns w+ (layers then differ). For 'z' the truncation is
+    stored and applied whenever the latent is mapped.
+    """
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    z = seeds_to_z(seeds, G.z_dim, seed_mode=seed_mode)
+    c = class_labels(G, class_idx, len(z))
+    ref = generator_ref(G)
+    if truncation_cutoff is not None and not 0 <= int(truncation_cutoff) <= G.num_ws:
+        raise ValueError(f"truncation_cutoff must be in 0..{G.num_ws} for {G.info.name}, got {truncation_cutoff}")
+    if space == "z":
+        return Latent(z, "z", ref, c, float(truncation_psi), truncation_cutoff)
+    device = G.w_avg.device
+    with torch.no_grad():
+        ws = G.mapping(z.to(device), None if c is None else c.to(device), truncation_psi=truncation_psi,
+                       truncation_cutoff=truncation_cutoff).cpu()
+    if space == "w" and (truncation_cutoff is None or truncation_psi == 1 or truncation_cutoff >= G.num_ws):
+        return Latent(ws[:, 0].contiguous(), "w", ref, c)
+    return Latent(ws, "w+", ref, c)
+
+
+def latent_to_ws(G: Generator, latent: Latent) -> torch.Tensor:
+    """ws `[N, num_ws, w_dim]` on G's device for any latent (maps z, broadcasts w)."""
+    check_compatible(latent, G)
+    device = G.w_avg.device
+    t = latent.tensor.to(device=device, dtype=torch.float32)
+    if latent.space == "z":
+        c = None if latent.c is None else latent.c.to(device)
+        if G.c_dim and c is None:
+            raise LatentError(f"{G.info.name} is conditional: this z latent carries no class labels")
+        with torch.no_grad():
+            return G.mapping(t, c, truncation_psi=latent.truncation_psi, truncation_cutoff=latent.truncation_cutoff)
+    if latent.space == "w":
+        return t.unsqueeze(1).repeat([1, G.num_ws, 1])
+    return t
+
+
+def convert_latent(G: Generator, latent: Latent, space: str) -> Latent:
+    """Express `latent` in `space` ('w' or 'w+'; z cannot be recovered from w)."""
+    if space == latent.space:
+        return latent
+    if space == "z":
+        raise LatentError("a w or w+ latent cannot be turned back into z (the mapping is not invertible); "
+                          "interpolate in W instead")
+    ws = latent_to_ws(G, latent).cpu()
+    if space == "w":
+        if not torch.allclose(ws, ws[:, :1].expand_as(ws)):
+            raise LatentError("this w+ latent has different codes per layer; it cannot be reduced to one w")
+        return Latent(ws[:, 0].contiguous(), "w", generator_ref(G), latent.c)
+    return Latent(ws, "w+", generator_ref(G), latent.c)
+
+
+def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_MODE,
+               batch_size: int = DEFAULT_SYNTHESIS_BATCH, seed: Optional[int] = None, force_fp32: bool = False,
+               callback: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+    """Render `latent` to images `[N, C, R, R]` float32 in about [-1, 1], on CPU.
+
+    Works in chunks of `batch_size` to bound memory; `callback(done, total)` after each chunk (it may
+    raise to cancel). `seed` makes noise_mode 'random' reproducible.
+    """
+    ws = latent_to_ws(G, latent)
+    gen = None
+    if noise_mode == "random" and seed is not None:
+        gen = torch.Generator(device=ws.device).manual_seed(int(seed))
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(ws), max(1, int(batch_size))):
+            chunk = ws[start:start + batch_size]
+            out.append(G.synthesis(chunk, noise_mode=noise_mode, generator=gen, force_fp32=force_fp32).cpu())
+            if callback is not None:
+                callback(min(start + batch_size, len(ws)), len(ws))
+    return torch.cat(out)
+
+
+# --- Interpolation --------------------------------------------------------------------------------
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Spherical interpolation along the last axis; falls back to lerp where a and b (nearly) coincide.
+
+    Unlike NVIDIA's slerp it keeps the vectors' lengths (no normalisation), so slerp(a, b, 0) == a.
+    `t` broadcasts against the leading axes.
+    """
+    a64, b64, t64 = a.double(), b.double(), t.double()
+    an = a64 / a64.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    bn = b64 / b64.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    omega = torch.acos((an * bn).sum(-1, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    safe = so > eps
+    so_safe = torch.where(safe, so, torch.ones_like(so))
+    s = torch.where(safe, torch.sin((1 - t64) * omega) / so_safe, 1 - t64)
+    e = torch.where(safe, torch.sin(t64 * omega) / so_safe, t64)
+    return (s * a64 + e * b64).to(a.dtype)
+
+
+def interpolation_times(num_frames: int) -> torch.Tensor:
+    """t_i = i / (num_frames - 1): both endpoints included."""
+    if num_frames < 2:
+        raise ValueError(f"num_frames must be at least 2 (both endpoints), got {num_frames}")
+    return torch.arange(num_frames, dtype=torch.float64) / (num_frames - 1)
+
+
+def interpolate_latents(a: Latent, b: Latent, num_frames: int, *, method: str = "auto",
+                        layer_start: int = 0, layer_end: Optional[int] = None,
+                        G: Optional[Generator] = None) -> Latent:
+    """Frames from `a` to `b` (both included) as one batch, pair by pair: `[B * num_frames, ...]`.
+
+    Args:
+        a, b: latents of the same generator; batch sizes equal, or one of them 1 (broadcast).
+        method: 'lerp', 'slerp', or 'auto' (slerp in Z, lerp in W/W+ as recommended for StyleGAN).
+        layer_start, layer_end: interpolate only w+ layers [start, end) and keep `a`'s other layers
+            (the result is w+); the default covers every layer.
+        G: the generator, needed only when `a` and `b` are in different spaces or layers are limited
+            for z/w latents (they are first expressed in W+).
+    """
+    if method not in INTERPOLATION_METHODS:
+        raise ValueError(f"method must be one of {INTERPOLATION_METHODS}, got {method!r}")
+    if a.generator.fingerprint != b.generator.fingerprint:
+        if (a.generator.w_dim, a.generator.num_ws) != (b.generator.w_dim, b.generator.num_ws):
+            raise LatentError(f"cannot interpolate between latents of {a.generator.name} and {b.generator.name}: "
+                              f"their shapes differ")
+    num_ws = a.generator.num_ws
+    layer_end = num_ws if layer_end is None else int(layer_end)
+    partial = (layer_start, layer_end) != (0, num_ws)
+    if not 0 <= layer_start < layer_end <= num_ws:
+        raise ValueError(f"layer range [{layer_start}, {layer_end}) must lie within 0..{num_ws}")
+    if a.space != b.space or (partial and a.space != "w+"):
+        if G is None:
+            raise LatentError(f"interpolating a {a.space} latent with a {b.space} latent"
+                              f"{' over selected layers' if partial else ''} needs the generator: connect it")
+        target = "w+" if partial or "w+" in (a.space, b.space) or "z" in (a.space, b.space) else "w"
+        a, b = convert_latent(G, a, target), convert_latent(G, b, target)
+    ta, tb = a.tensor, b.tensor
+    if len(ta) != len(tb):
+        if 1 not in (len(ta), len(tb)):
+            raise LatentError(f"batch sizes {len(ta)} and {len(tb)} do not match (one may be 1)")
+        n = max(len(ta), len(tb))
+        ta, tb = ta.expand(n, *ta.shape[1:]), tb.expand(n, *tb.shape[1:])
+    if method == "auto":
+        method = "slerp" if a.space == "z" else "lerp"
+    t = interpolation_times(num_frames).reshape(1, num_frames, *([1] * (ta.ndim - 1)))
+    A, B = ta.unsqueeze(1).double(), tb.unsqueeze(1).double()
+    frames = slerp(A, B, t) if method == "slerp" else A + (B - A) * t
+    frames[:, 0], frames[:, -1] = A[:, 0], B[:, 0]  # exact endpoints
+    if partial:
+        keep = A.expand_as(frames).clone()
+        keep[:, :, layer_start:layer_end] = frames[:, :, layer_start:layer_end]
+        frames = keep
+    frames = frames.reshape(-1, *ta.shape[1:]).float()
+    c = None if a.c is None else a.c.repeat_interleave(num_frames, 0) if len(a.c) == len(ta) else \
+        a.c.expand(len(ta), -1).repeat_interleave(num_frames, 0)
+    return Latent(frames, a.space, a.generator, c, a.truncation_psi, a.truncation_cutoff)
+
+
+# --- Style mixing ---------------------------------------------------------------------------------
+
+def layer_resolutions(G: Generator) -> list[float]:
+    """The image scale (in pixels) each w+ layer controls, used to group layers into coarse/middle/fine."""
+    if G.arch == "stylegan2":  # index i drives resolution 2**(i//2 + 2), the StyleGAN convention
+        return [2.0 ** (i // 2 + 2) for i in range(G.num_ws)]
+    syn = G.synthesis  # StyleGAN3: twice each layer's cutoff frequency
+    cutoffs = [syn.input.bandwidth] + [getattr(syn, n).in_cutoff for n in syn.layer_names]
+    return [2 * c for c in cutoffs]
+
+
+def style_mix_layers(G: Generator, preset: str) -> list[int]:
+    """Layer indices of a preset: 'coarse' (<= 8 px: pose, face shape), 'middle' (16-32 px: features,
+    hair style), 'fine' (>= 64 px: colours, micro-structure)."""
+    if preset not in STYLE_MIX_PRESETS:
+        raise ValueError(f"preset must be one of {STYLE_MIX_PRESETS}, got {preset!r}")
+    res = layer_resolutions(G)
+    lo, hi = {"coarse": (0, 8), "middle": (8, 32), "fine": (32, math.inf)}[preset]
+    layers = [i for i, r in enumerate(res) if lo < r <= hi]
+    if not layers:
+        raise LatentError(f"{G.info.name} ({G.img_resolution} px) has no {preset} layers; use explicit layers")
+    return layers
+
+
+def parse_layers(text: str, num_ws: int) -> list[int]:
+    """Parse '0-3, 8, 10-17' (inclusive ranges) into sorted layer indices below `num_ws`."""
+    layers: set[int] = set()
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
+        if not m:
+            raise ValueError(f"cannot read layers {part!r}; write layers like '0-3, 8'")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo or hi >= num_ws:
+            raise ValueError(f"layer range {part!r} must go upwards and stay below num_ws = {num_ws}")
+        layers.update(range(lo, hi + 1))
+    if not layers:
+        raise ValueError(f"no layers given; write layers like '0-3, 8' (0..{num_ws - 1})")
+    return sorted(layers)
+
+
+def mix_styles(G: Generator, base: Latent, style: Latent, layers: Sequence[int]) -> Latent:
+    """w+ that takes `layers` from `style` and every other layer from `base` (StyleGAN, sec. 3.1).
+
+    Batch sizes must match or one must be 1; the result has the larger batch.
+    """
+    wa, wb = latent_to_ws(G, base).cpu(), latent_to_ws(G, style).cpu()
+    if len(wa) != len(wb):
+        if 1 not in (len(wa), len(wb)):
+            raise LatentError(f"batch sizes {len(wa)} and {len(wb)} do not match (one may be 1)")
+        n = max(len(wa), len(wb))
+        wa, wb = wa.expand(n, -1, -1), wb.expand(n, -1, -1)
+    out = wa.clone()
+    idx = torch.as_tensor(list(layers), dtype=torch.long)
+    if len(idx) and (idx.min() < 0 or idx.max() >= G.num_ws):
+        raise LatentError(f"layers must lie in 0..{G.num_ws - 1}, got {list(layers)}")
+    out[:, idx] = wb[:, idx]
+    c = base.c if base.c is None or len(base.c) == len(out) else base.c.expand(len(out), -1)
+    return Latent(out, "w+", generator_ref(G), c)
+
+
+# --- Latent files ---------------------------------------------------------------------------------
+
+def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
+    """Write `latent` as `.safetensors` with its space and generator identity in the metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {"latent": latent.tensor.detach().cpu().float().contiguous()}
+    if latent.c is not None:
+        tensors["c"] = latent.c.detach().cpu().float().contiguous()
+    meta = {"format": LATENT_FORMAT, "space": latent.space, "generator": json.dumps(latent.generator.to_dict()),
+            "truncation_psi": repr(float(latent.truncation_psi)),
+            "truncation_cutoff": "" if latent.truncation_cutoff is None else str(int(latent.truncation_cutoff))}
+    tmp = path.with_name(path.name + ".partial")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_latent(path: Union[str, os.PathLike]) -> Latent:
+    """Read a latent written by `save_latent`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"latent file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable .safetensors latent file ({e})") from e
+    if meta.get("format") != LATENT_FORMAT or "latent" not in tensors:
+        raise CheckpointError(f"{path}: not a StyleGAN Studio latent (format={meta.get('format')!r}); "
+                              f"save latents with 'Save Latent'")
+    try:
+        ref = GeneratorRef(**json.loads(meta["generator"]))
+        cutoff = meta.get("truncation_cutoff") or None
+        return Latent(tensors["latent"].float(), meta["space"], ref, tensors.get("c"),
+                      float(meta.get("truncation_psi", 1.0)), None if cutoff is None else int(cutoff))
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, LatentError):
+            raise
+        raise CheckpointError(f"{path}: latent metadata is incomplete or invalid ({e})") from e
+
+
+__all__ = [
+    "Latent", "GeneratorRef", "generator_ref", "check_compatible", "seeds_to_z", "parse_seeds", "sample_latents",
+    "latent_to_ws", "convert_latent", "synthesize", "slerp", "interpolate_latents", "interpolation_times",
+    "style_mix_layers", "parse_layers", "mix_styles", "save_latent", "load_latent", "layer_resolutions",
+]

@@ -1,0 +1,131 @@
+"""rosinality/stylegan2-pytorch checkpoints (`torch.save` dicts with `g_ema`, `latent_avg`, maybe `args`).
+
+Also accepts the same generator inside pSp / e4e checkpoints (`state_dict` with a `decoder.` prefix).
+Names map one-to-one onto NVIDIA's: style.N -> mapping.fc(N-1), conv1/to_rgb1 -> b4, convs.2k / 2k+1 ->
+b(8*2^k).conv0 / conv1, to_rgbs.k -> b(8*2^k).torgb, noises.noise_K -> the K-th noise_const.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import torch
+
+from ..config import GeneratorConfig, MappingConfig, StyleGAN2Config
+from ..errors import CheckpointError
+from ..networks import Generator
+from .state import load_state_strict
+
+
+def extract_rosinality_state(data: Any, what: str) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Return (generator state dict with rosinality names, latent_avg or None) from a loaded checkpoint."""
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{what}: expected a dict from torch.save, got {type(data).__name__}")
+    latent_avg = data.get("latent_avg")
+    if "g_ema" in data or "g" in data:
+        state = data.get("g_ema") if data.get("g_ema") is not None else data["g"]
+    elif "state_dict" in data and any(str(k).startswith("decoder.") for k in data["state_dict"]):
+        state = {k[len("decoder."):]: v for k, v in data["state_dict"].items() if k.startswith("decoder.")}
+    elif any(str(k).startswith("style.") for k in data):
+        state = data  # a bare generator state dict
+    elif "d" in data or any(str(k).startswith("convs.0.") for k in data):
+        raise CheckpointError(f"{what}: the file contains only a discriminator, no generator (g_ema)")
+    else:
+        raise CheckpointError(f"{what}: not a rosinality StyleGAN2 checkpoint (no 'g_ema'; keys: "
+                              f"{sorted(map(str, data))[:8]})")
+    if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
+        raise CheckpointError(f"{what}: 'g_ema' is not a state dict of tensors")
+    if any("dwt" in k or "iwt" in k for k in state):
+        raise CheckpointError(f"{what}: SWAGAN (wavelet) generators are not supported; only StyleGAN2")
+    if latent_avg is not None and not torch.is_tensor(latent_avg):
+        raise CheckpointError(f"{what}: 'latent_avg' is a {type(latent_avg).__name__}, expected a tensor")
+    return dict(state), latent_avg
+
+
+def config_from_rosinality(state: Mapping[str, torch.Tensor], what: str) -> GeneratorConfig:
+    try:
+        w_dim = state["style.1.weight"].shape[1]
+        n_mlp = max(int(m.group(1)) for k in state if (m := re.fullmatch(r"style\.(\d+)\.weight", k)))
+        num_convs = max(int(m.group(1)) for k in state if (m := re.fullmatch(r"convs\.(\d+)\.conv\.weight", k))) + 1
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{what}: the generator state lacks the mapping or synthesis layers ({e})") from e
+    resolution = 2 ** (2 + num_convs // 2)
+    # Output channels per resolution; NVIDIA's rule is min(channel_base // res, channel_max).
+    chans = {4: state["conv1.conv.weight"].shape[1]}
+    chans.update({2 ** (3 + i // 2): state[f"convs.{i}.conv.weight"].shape[1] for i in range(1, num_convs, 2)})
+    channel_max = max(chans.values())
+    below = sorted((res, c) for res, c in chans.items() if c < channel_max)
+    channel_base = below[0][0] * below[0][1] if below else channel_max * resolution
+    return GeneratorConfig(
+        arch="stylegan2", z_dim=w_dim, c_dim=0, w_dim=w_dim, img_resolution=resolution,
+        img_channels=state["to_rgb1.conv.weight"].shape[1],
+        mapping=MappingConfig(num_layers=n_mlp, lr_multiplier=0.01),
+        synthesis=StyleGAN2Config(channel_base=channel_base, channel_max=channel_max, conv_clamp=None,
+                                  architecture="skip"))
+
+
+def convert_rosinality_state(state: Mapping[str, torch.Tensor], G: Generator) -> dict[str, torch.Tensor]:
+    """Rename (and reshape) rosinality tensors to our names."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.startswith("style."):
+            idx, param = k.split(".")[1:]
+            out[f"mapping.fc{int(idx) - 1}.{param}"] = v
+        elif k == "input.input":
+            out["synthesis.b4.const"] = v[0]
+        elif k.startswith("noises.noise_"):
+            i = int(k[len("noises.noise_"):])
+            name = "b4.conv1" if i == 0 else f"b{2 ** (2 + (i + 1) // 2)}.conv{(i + 1) % 2}"
+            out[f"synthesis.{name}.noise_const"] = v[0, 0]
+        elif k.startswith(("conv1.", "convs.")):
+            if k.startswith("conv1."):
+                layer, rest = "b4.conv1", k[len("conv1."):]
+            else:
+                i, rest = k[len("convs."):].split(".", 1)
+                layer = f"b{2 ** (3 + int(i) // 2)}.conv{int(i) % 2}"
+            out.update(_modconv(f"synthesis.{layer}", rest, v))
+        elif k.startswith(("to_rgb1.", "to_rgbs.")):
+            if k.startswith("to_rgb1."):
+                layer, rest = "b4.torgb", k[len("to_rgb1."):]
+            else:
+                i, rest = k[len("to_rgbs."):].split(".", 1)
+                layer = f"b{2 ** (3 + int(i))}.torgb"
+            if rest == "bias":
+                out[f"synthesis.{layer}.bias"] = v.reshape(-1)
+            elif rest.startswith("upsample."):
+                continue  # the fixed blur kernel; ours is configuration
+            else:
+                out.update(_modconv(f"synthesis.{layer}", rest, v))
+        elif k.endswith((".kernel", "blur.kernel")):
+            continue
+        else:
+            out[k] = v  # left for the strict check to report
+    return out
+
+
+def _modconv(prefix: str, rest: str, v: torch.Tensor) -> dict[str, torch.Tensor]:
+    if rest == "conv.weight":
+        return {f"{prefix}.weight": v[0]}
+    if rest == "conv.modulation.weight":
+        return {f"{prefix}.affine.weight": v}
+    if rest == "conv.modulation.bias":
+        return {f"{prefix}.affine.bias": v}
+    if rest == "noise.weight":
+        return {f"{prefix}.noise_strength": v.reshape([])}
+    if rest == "activate.bias":
+        return {f"{prefix}.bias": v}
+    if rest.endswith("kernel"):
+        return {}
+    return {f"{prefix}.{rest}": v}
+
+
+def generator_from_rosinality(data: Any, what: str) -> tuple[Generator, bool]:
+    """Build our generator from a loaded rosinality checkpoint; returns (G, has_latent_avg)."""
+    state, latent_avg = extract_rosinality_state(data, what)
+    G = Generator(config_from_rosinality(state, what))
+    converted = convert_rosinality_state(state, G)
+    if latent_avg is not None:
+        converted["mapping.w_avg"] = latent_avg.reshape(-1)
+    load_state_strict(G, converted, what)
+    return G, latent_avg is not None
