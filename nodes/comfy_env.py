@@ -1,0 +1,197 @@
+"""Everything that touches ComfyUI: model folders, devices, progress/preview/interrupt, output folders.
+
+Every ComfyUI import of the pack lives here. Outside ComfyUI (tests, the headless demo) the same functions
+fall back to plain behaviour: folders models/stylegan, input and output under STYLEGAN_STUDIO_HOME (default:
+the current directory; each can be moved with STYLEGAN_STUDIO_MODELS / _INPUT / _OUTPUT), the best available
+torch device, and progress reported to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..core.log import logger
+
+MODEL_FOLDER = "stylegan"
+MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
+DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
+
+try:  # inside ComfyUI
+    import comfy.model_management as _mm
+    import comfy.utils as _comfy_utils
+    import folder_paths as _folder_paths
+
+    IN_COMFYUI = True
+except ImportError:  # tests, scripts and the headless demo
+    _mm = _comfy_utils = _folder_paths = None
+    IN_COMFYUI = False
+
+
+def _fallback_dir(kind: str, default: str) -> Path:
+    """Folder used outside ComfyUI: $STYLEGAN_STUDIO_<KIND>, else $STYLEGAN_STUDIO_HOME/<default>."""
+    override = os.environ.get(f"STYLEGAN_STUDIO_{kind}")
+    return Path(override) if override else Path(os.environ.get("STYLEGAN_STUDIO_HOME", os.getcwd())) / default
+
+
+def register_model_folders() -> None:
+    """Add `models/stylegan` to ComfyUI's model folders, merging with the user's extra paths."""
+    if not IN_COMFYUI:
+        return
+    default = os.path.join(_folder_paths.models_dir, MODEL_FOLDER)
+    if MODEL_FOLDER in _folder_paths.folder_names_and_paths:
+        paths, exts = _folder_paths.folder_names_and_paths[MODEL_FOLDER]
+        if default not in paths:
+            paths.append(default)
+        extensions = set(exts) | MODEL_EXTENSIONS
+        _folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, extensions)
+    else:
+        _folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], set(MODEL_EXTENSIONS))
+
+
+def model_dirs() -> list[Path]:
+    """Folders searched for StyleGAN checkpoints (the first one receives downloads and conversions)."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(MODEL_FOLDER)]
+    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}")]
+
+
+def list_models() -> list[str]:
+    """Checkpoint names (paths relative to a model folder), sorted."""
+    if IN_COMFYUI:
+        return sorted(_folder_paths.get_filename_list(MODEL_FOLDER))
+    names = set()
+    for folder in model_dirs():
+        if folder.is_dir():
+            names.update(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*")
+                         if p.suffix.lower() in MODEL_EXTENSIONS and p.is_file())
+    return sorted(names)
+
+
+def model_path(name: str) -> Path:
+    """Full path of a checkpoint chosen from `list_models()`."""
+    if IN_COMFYUI:
+        path = _folder_paths.get_full_path(MODEL_FOLDER, name)
+        if path:
+            return Path(path)
+    for folder in model_dirs():
+        candidate = (folder / name).resolve()
+        if candidate.is_file() and folder.resolve() in candidate.parents:
+            return candidate
+    raise FileNotFoundError(f"checkpoint {name!r} not found in {', '.join(map(str, model_dirs()))}; put StyleGAN "
+                            f"checkpoints (.pkl, .pt, .safetensors) in models/{MODEL_FOLDER}")
+
+
+def output_dir() -> Path:
+    return Path(_folder_paths.get_output_directory()) if IN_COMFYUI else _fallback_dir("OUTPUT", "output")
+
+
+def input_dir() -> Path:
+    return Path(_folder_paths.get_input_directory()) if IN_COMFYUI else _fallback_dir("INPUT", "input")
+
+
+def torch_device(choice: str = "auto") -> torch.device:
+    """The device for a generator: 'auto' follows ComfyUI (respecting --cpu), else the named device."""
+    if choice not in DEVICE_CHOICES:
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {choice!r}")
+    if choice == "auto":
+        if IN_COMFYUI:
+            return _mm.get_torch_device()
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was chosen but no CUDA GPU is available; choose 'auto' or 'cpu'")
+    if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("device 'mps' was chosen but Apple MPS is not available; choose 'auto' or 'cpu'")
+    return torch.device(choice)
+
+
+def intermediate_device() -> torch.device:
+    """Where IMAGE and MASK tensors live between nodes."""
+    return _mm.intermediate_device() if IN_COMFYUI else torch.device("cpu")
+
+
+def free_memory() -> None:
+    if IN_COMFYUI:
+        _mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed cancel."""
+    if IN_COMFYUI:
+        _mm.throw_exception_if_processing_interrupted()
+
+
+class Progress:
+    """Progress bar (with optional preview image) that is also an interrupt point.
+
+    `update(done, preview=None)`; `preview` is a PIL image shown on the node in ComfyUI.
+    """
+
+    def __init__(self, total: int, node_id: Optional[str] = None, preview_max_px: int = 512):
+        self.total = max(1, int(total))
+        self.preview_max_px = preview_max_px
+        self._bar = _comfy_utils.ProgressBar(self.total, node_id=node_id) if IN_COMFYUI else None
+
+    def update(self, done: int, preview=None) -> None:
+        throw_if_interrupted()
+        if self._bar is not None:
+            self._bar.update_absolute(done, self.total,
+                                      None if preview is None else ("JPEG", preview, self.preview_max_px))
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug("progress %d/%d", done, self.total)
+
+    def callback(self) -> Callable[[int, int], None]:
+        """A `callback(done, total)` for core functions."""
+        return lambda done, total: self.update(done)
+
+
+LATENT_EXTENSION = ".safetensors"
+
+
+def next_output_path(filename_prefix: str, extension: str) -> Path:
+    """A new file path in the output folder: '<prefix>_00001_<ext>', ComfyUI's naming and counter."""
+    root = output_dir()
+    if IN_COMFYUI:
+        folder, name, counter, _subfolder, _ = _folder_paths.get_save_image_path(filename_prefix, str(root))
+        path = Path(folder) / f"{name}_{counter:05}_{extension}"
+    else:
+        target = (root / filename_prefix).resolve()
+        if root.resolve() not in target.parents:
+            raise ValueError(f"filename_prefix {filename_prefix!r} points outside the output folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        counter = 1 + sum(1 for p in target.parent.glob(f"{target.name}_*_{extension}"))
+        path = target.parent / f"{target.name}_{counter:05}_{extension}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def list_latent_files() -> list[str]:
+    """Latent files: those in the input folder, and those in the output folder marked ' [output]'."""
+    names = []
+    for folder, tag in ((input_dir(), ""), (output_dir(), " [output]")):
+        if folder.is_dir():
+            names += [str(p.relative_to(folder)).replace(os.sep, "/") + tag
+                      for p in sorted(folder.rglob("*" + LATENT_EXTENSION)) if p.is_file()]
+    return names
+
+
+def latent_file_path(name: str) -> Path:
+    """Resolve a name from `list_latent_files()` to a path inside the input or output folder."""
+    folder = output_dir() if name.endswith(" [output]") else input_dir()
+    rel = name[: -len(" [output]")] if name.endswith(" [output]") else name
+    path = (folder / rel).resolve()
+    if folder.resolve() not in path.parents:
+        raise ValueError(f"latent file {name!r} is outside the input and output folders")
+    if not path.is_file():
+        raise FileNotFoundError(f"latent file {name!r} not found in {folder}")
+    return path

@@ -1,0 +1,44 @@
+"""The one place where ComfyUI IMAGE tensors and generator images are converted into each other."""
+
+from __future__ import annotations
+
+import torch
+
+
+def generator_to_comfy(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Generator output `[N, C, H, W]` in about [-1, 1] -> ComfyUI IMAGE `[N, H, W, 3]` float in [0, 1].
+
+    Uses NVIDIA's quantisation: saving the IMAGE as 8-bit gives the bytes NVIDIA's scripts write
+    (`clamp(x * 127.5 + 128, 0, 255)` truncated). Grayscale outputs are repeated to RGB, extra channels dropped.
+    """
+    x = images.detach().to(torch.float32)
+    if x.ndim != 4:
+        raise ValueError(f"expected generator images [N, C, H, W], got {list(x.shape)}")
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    x = ((x[:, :3] * 127.5 + 128) / 255).clamp(0, 1)
+    return x.permute(0, 2, 3, 1).contiguous().to(device)
+
+
+def comfy_to_generator(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE `[B, H, W, C]` in [0, 1] -> `[B, 3, H, W]` in [-1, 1] (inverse of `generator_to_comfy`).
+
+    Grayscale is repeated to RGB and an alpha channel dropped.
+    """
+    if image.ndim == 3:
+        image = image.unsqueeze(0)
+    if image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"expected an IMAGE [B, H, W, C] with 1, 3 or 4 channels, got {list(image.shape)}")
+    x = image.detach().to(torch.float32)
+    if x.shape[-1] == 1:
+        x = x.repeat(1, 1, 1, 3)
+    x = x[..., :3].permute(0, 3, 1, 2)
+    return (x * 255 - 128) / 127.5
+
+
+def to_pil(image: torch.Tensor):
+    """One IMAGE `[H, W, 3]` in [0, 1] -> PIL image (for previews and files)."""
+    from PIL import Image
+
+    array = (image.detach().cpu().clamp(0, 1) * 255).to(torch.uint8).numpy()
+    return Image.fromarray(array)

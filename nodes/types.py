@@ -1,0 +1,5 @@
+"""Names shared by the node modules: custom ComfyUI types and the category root."""
+
+GENERATOR = "SGS_GENERATOR"  # a core.Generator (never modified by nodes)
+LATENT = "SGS_LATENT"        # a core.Latent (space, tensor, generator identity)
+CATEGORY_ROOT = "StyleGAN"

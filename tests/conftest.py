@@ -1,0 +1,81 @@
+"""Shared test fixtures: tiny seeded generators, and the pack imported the way ComfyUI imports it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import core  # noqa: E402  (needs the repository root on sys.path)
+
+PACK_NAME = "stylegan_studio"
+
+
+def tiny_config(arch: str = "stylegan2", **overrides) -> core.GeneratorConfig:
+    """A generator small enough for CPU tests (32 px, 16-d latents, <= 32 channels)."""
+    if arch == "stylegan2":
+        syn = core.StyleGAN2Config(**{"channel_base": 512, "channel_max": 32, "conv_clamp": 256,
+                                      **overrides.pop("synthesis", {})})
+    else:
+        syn = core.StyleGAN3Config(**{"channel_base": 512, "channel_max": 32, **overrides.pop("synthesis", {})})
+    fields = dict(arch=arch, z_dim=16, w_dim=16, img_resolution=32, mapping=core.MappingConfig(num_layers=2),
+                  synthesis=syn)
+    fields.update(overrides)
+    return core.GeneratorConfig(**fields)
+
+
+def tiny_generator(arch: str = "stylegan2", seed: int = 0, **overrides) -> core.Generator:
+    G = core.build_generator(tiny_config(arch, **overrides), seed=seed)
+    core.compute_w_avg(G, num_samples=500, seed=seed)
+    G.info.name = f"tiny-{arch}"
+    return G
+
+
+@pytest.fixture(scope="session")
+def G2() -> core.Generator:
+    return tiny_generator("stylegan2")
+
+
+@pytest.fixture(scope="session")
+def G3() -> core.Generator:
+    return tiny_generator("stylegan3")
+
+
+def load_pack():
+    """Import the repository as the package 'stylegan_studio', as ComfyUI imports a custom node folder."""
+    if PACK_NAME in sys.modules:
+        return sys.modules[PACK_NAME]
+    spec = importlib.util.spec_from_file_location(PACK_NAME, REPO / "__init__.py",
+                                                  submodule_search_locations=[str(REPO)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = pack
+    spec.loader.exec_module(pack)
+    return pack
+
+
+@pytest.fixture()
+def pack(tmp_path, monkeypatch):
+    """The pack, with its fallback model/input/output folders in a temporary directory."""
+    monkeypatch.setenv("STYLEGAN_STUDIO_HOME", str(tmp_path))
+    for kind in ("MODELS", "INPUT", "OUTPUT"):
+        monkeypatch.delenv(f"STYLEGAN_STUDIO_{kind}", raising=False)
+    (tmp_path / "models" / "stylegan").mkdir(parents=True)
+    (tmp_path / "input").mkdir()
+    (tmp_path / "output").mkdir()
+    return load_pack()
+
+
+@pytest.fixture(params=["stylegan2", "stylegan3"])
+def arch(request) -> str:
+    return request.param
+
+
+def pytest_configure(config):
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
