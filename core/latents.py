@@ -27,7 +27,7 @@ LATENT_FORMAT = "stylegan-studio-latent"
 # Defaults shared by core functions and node schemas.
 DEFAULT_TRUNCATION_PSI = 1.0
 DEFAULT_NOISE_MODE = "const"
-DEFAULT_SYNTHESIS_BATCH = 4
+DEFAULT_CHUNK_SIZE = 4
 
 
 @dataclass(frozen=True)
@@ -220,24 +220,25 @@ def convert_latent(G: Generator, latent: Latent, space: str) -> Latent:
 
 
 def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_MODE,
-               batch_size: int = DEFAULT_SYNTHESIS_BATCH, seed: Optional[int] = None, force_fp32: bool = False,
+               chunk_size: int = DEFAULT_CHUNK_SIZE, noise_seed: Optional[int] = None, force_fp32: bool = False,
                callback: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """Render `latent` to images `[N, C, R, R]` float32 in about [-1, 1], on CPU.
 
-    Works in chunks of `batch_size` to bound memory; `callback(done, total)` after each chunk (it may
-    raise to cancel). `seed` makes noise_mode 'random' reproducible.
+    Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
+    (it may raise to cancel). `noise_seed` makes noise_mode 'random' reproducible.
     """
     ws = latent_to_ws(G, latent)
+    chunk_size = max(1, int(chunk_size))
     gen = None
-    if noise_mode == "random" and seed is not None:
-        gen = torch.Generator(device=ws.device).manual_seed(int(seed))
+    if noise_mode == "random" and noise_seed is not None:
+        gen = torch.Generator(device=ws.device).manual_seed(int(noise_seed))
     out = []
     with torch.no_grad():
-        for start in range(0, len(ws), max(1, int(batch_size))):
-            chunk = ws[start:start + batch_size]
+        for start in range(0, len(ws), chunk_size):
+            chunk = ws[start:start + chunk_size]
             out.append(G.synthesis(chunk, noise_mode=noise_mode, generator=gen, force_fp32=force_fp32).cpu())
             if callback is not None:
-                callback(min(start + batch_size, len(ws)), len(ws))
+                callback(min(start + chunk_size, len(ws)), len(ws))
     return torch.cat(out)
 
 

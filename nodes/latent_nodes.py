@@ -74,14 +74,14 @@ class Synthesize:
             "optional": {
                 "noise_seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1,
                                        "tooltip": "Seed of the noise when noise_mode is random."}),
-                "chunk_size": ("INT", {"default": L.DEFAULT_SYNTHESIS_BATCH, "min": 1, "max": 64,
+                "chunk_size": ("INT", {"default": L.DEFAULT_CHUNK_SIZE, "min": 1, "max": 64,
                                        "tooltip": "Images rendered at once; lower it if memory runs out."}),
             },
         }
 
-    def synthesize(self, generator, latent, noise_mode, noise_seed=0, chunk_size=L.DEFAULT_SYNTHESIS_BATCH):
+    def synthesize(self, generator, latent, noise_mode, noise_seed=0, chunk_size=L.DEFAULT_CHUNK_SIZE):
         progress = comfy_env.Progress(latent.batch_size)
-        images = L.synthesize(generator, latent, noise_mode=noise_mode, batch_size=chunk_size, seed=noise_seed,
+        images = L.synthesize(generator, latent, noise_mode=noise_mode, chunk_size=chunk_size, noise_seed=noise_seed,
                               callback=progress.callback())
         out = generator_to_comfy(images, comfy_env.intermediate_device())
         progress.update(latent.batch_size, preview=to_pil(out[-1]))
@@ -94,7 +94,7 @@ class InterpolateLatents:
     CATEGORY = f"{CATEGORY_ROOT}/latent"
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("frames latents: for each pair, frames from a to b.",)
+    OUTPUT_TOOLTIPS = ("num_frames latents per pair, from a to b, pair after pair.",)
     FUNCTION = "interpolate"
 
     @classmethod
@@ -103,8 +103,8 @@ class InterpolateLatents:
             "required": {
                 "latent_a": (LATENT, {"tooltip": "Start latent(s)."}),
                 "latent_b": (LATENT, {"tooltip": "End latent(s); same batch size as latent_a, or 1."}),
-                "frames": ("INT", {"default": 16, "min": 2, "max": 10000, "tooltip": "Frames per pair, "
-                           "including both endpoints."}),
+                "num_frames": ("INT", {"default": 16, "min": 2, "max": 10000, "tooltip": "Frames per pair, "
+                               "including both endpoints."}),
                 "method": (list(L.INTERPOLATION_METHODS), {"default": "auto", "tooltip": "auto: slerp for z, "
                            "lerp for w/w+."}),
             },
@@ -118,8 +118,8 @@ class InterpolateLatents:
             },
         }
 
-    def interpolate(self, latent_a, latent_b, frames, method, generator=None, layer_start=0, layer_end=0):
-        return (L.interpolate_latents(latent_a, latent_b, frames, method=method, layer_start=layer_start,
+    def interpolate(self, latent_a, latent_b, num_frames, method, generator=None, layer_start=0, layer_end=0):
+        return (L.interpolate_latents(latent_a, latent_b, num_frames, method=method, layer_start=layer_start,
                                       layer_end=layer_end or None, G=generator),)
 
 
