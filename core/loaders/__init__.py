@@ -182,7 +182,7 @@ def _load_safetensors(path: Path) -> Generator:
     load_state_strict(G, tensors, what, optional=())
     info = json.loads(meta.get("info", "{}"))
     G.info = GeneratorInfo(name=info.get("name", path.stem), source=info.get("source", what),
-                           source_format=info.get("source_format", "safetensors"),
+                           source_format=info.get("source_format") or "safetensors",
                            license=info.get("license", ""), extra=info.get("extra", {}))
     return G
 

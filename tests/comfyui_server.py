@@ -1,0 +1,113 @@
+"""Start a real ComfyUI server with the pack loaded from outside its tree (for integration tests).
+
+Needs COMFYUI_DIR (a ComfyUI checkout) and a Python with ComfyUI's requirements: COMFYUI_PYTHON, else the
+running interpreter. Everything the server writes goes to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        for sub in ("custom", "models/stylegan", "input", "output", "user", "temp"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        # The pack is loaded from outside the ComfyUI tree, as a user's extra custom_nodes folder.
+        (root / "custom" / "comfyui-stylegan-studio").symlink_to(REPO, target_is_directory=True)
+        (root / "extra_model_paths.yaml").write_text(
+            f"sgs_test:\n  base_path: {root}\n  custom_nodes: custom\n  stylegan: models/stylegan\n")
+        settings = root / "user" / "default"
+        settings.mkdir(parents=True, exist_ok=True)
+        (settings / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models" / "stylegan"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    def start(self, timeout: float = 120) -> None:
+        comfy = Path(os.environ["COMFYUI_DIR"])
+        python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+        cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--extra-model-paths-config", str(self.root / "extra_model_paths.yaml"),
+               "--input-directory", str(self.root / "input"), "--output-directory", str(self.output),
+               "--user-directory", str(self.root / "user"), "--temp-directory", str(self.root / "temp"),
+               "--disable-api-nodes"]
+        self.log = open(self.root / "server.log", "w")
+        self.proc = subprocess.Popen(cmd, cwd=comfy, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited early:\n{self.read_log()[-3000:]}")
+            try:
+                self.get("/object_info/SGS_LoadStyleGAN")
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer within {timeout} s:\n{self.read_log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if getattr(self, "log", None):
+            self.log.close()
+
+    def read_log(self) -> str:
+        return (self.root / "server.log").read_text(errors="replace")
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.load(r)
+
+    def post(self, path: str, data) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url + path, data=json.dumps(data).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = r.read()
+                return r.status, json.loads(body) if body else {}
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def run_prompt(self, prompt: dict, timeout: float = 300) -> dict:
+        """Queue an API-format graph and wait for its history entry."""
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})
+        if status != 200:
+            raise AssertionError(f"prompt refused ({status}): {json.dumps(body)[:3000]}")
+        pid = body["prompt_id"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{pid}")
+            if pid in history and history[pid].get("status", {}).get("completed") is not None:
+                return history[pid]
+            time.sleep(0.25)
+        raise TimeoutError(f"prompt {pid} did not finish within {timeout} s")

@@ -1,0 +1,98 @@
+"""Integration tests against a real ComfyUI server (skipped unless COMFYUI_DIR is set)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import core
+from conftest import tiny_generator
+
+pytestmark = pytest.mark.skipif(not os.environ.get("COMFYUI_DIR"),
+                                reason="set COMFYUI_DIR to a ComfyUI checkout to run integration tests")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from comfyui_server import ComfyServer
+
+    srv = ComfyServer(tmp_path_factory.mktemp("comfyui"))
+    core.save_generator(tiny_generator("stylegan2"), srv.models / "tiny.safetensors")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def node(cls, **inputs):
+    return {"class_type": cls, "inputs": inputs}
+
+
+def sample(gen, seed, n=1, space="w"):
+    return node("SGS_SampleLatent", generator=gen, seed=seed, batch_size=n, space=space, truncation_psi=0.7,
+                truncation_cutoff=0, seed_mode="nvidia")
+
+
+def test_object_info_lists_every_node_with_tooltips(server):
+    info = server.get("/object_info")
+    ours = {k: v for k, v in info.items() if k.startswith("SGS_")}
+    assert {"SGS_LoadStyleGAN", "SGS_DemoGenerator", "SGS_SaveStyleGAN", "SGS_SampleLatent", "SGS_Synthesize",
+            "SGS_InterpolateLatents", "SGS_StyleMix", "SGS_SaveLatent", "SGS_LoadLatent"} <= set(ours)
+    for name, spec in ours.items():
+        assert spec["category"].startswith("StyleGAN/") and spec["description"], name
+        for group in ("required", "optional"):
+            for inp, entry in spec["input"].get(group, {}).items():
+                assert entry[1].get("tooltip"), f"{name}.{inp}"
+    assert info["SGS_LoadStyleGAN"]["input"]["required"]["ckpt_name"][0] == ["tiny.safetensors"]
+
+
+def test_generate_mix_interpolate_and_save(server):
+    prompt = {
+        "1": node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema"),
+        "2": sample(["1", 0], 0, n=2),
+        "3": sample(["1", 0], 10),
+        "4": node("SGS_StyleMix", generator=["1", 0], base=["2", 0], style=["3", 0], layers="coarse"),
+        "5": node("SGS_InterpolateLatents", latent_a=["2", 0], latent_b=["4", 0], num_frames=3, method="auto",
+                  generator=["1", 0]),
+        "6": node("SGS_Synthesize", generator=["1", 0], latent=["5", 0], noise_mode="const"),
+        "7": node("SaveImage", images=["6", 0], filename_prefix="sgs_it"),
+        "8": node("SGS_SaveLatent", latent=["4", 0], filename_prefix="latents/mix"),
+    }
+    result = server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "success", result["status"]
+    images = result["outputs"]["7"]["images"]
+    assert len(images) == 6 and all((server.output / im["filename"]).is_file() for im in images)
+    assert "stylegan2, 32 px" in result["outputs"]["1"]["text"][0]
+    saved = list((server.output / "latents").glob("mix_*_.safetensors"))
+    assert len(saved) == 1 and core.load_latent(saved[0]).space == "w+"
+
+
+def test_bad_input_is_a_node_error_not_a_crash(server):
+    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="missing.pkl", device="auto", network="G_ema"),
+              "2": sample(["1", 0], 0),
+              "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+              "4": node("PreviewImage", images=["3", 0])}
+    status, body = server.post("/prompt", {"prompt": prompt})
+    assert status == 400
+    assert "not in models/stylegan" in str(body["node_errors"]["1"])
+    assert server.get("/object_info/SGS_Synthesize")  # still serving
+
+
+def test_runtime_error_is_reported_and_server_stays_healthy(server):
+    narrow = tiny_generator("stylegan2", w_dim=8, z_dim=8)
+    core.save_generator(narrow, server.models / "narrow.safetensors")
+    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema"),
+              "2": node("SGS_LoadStyleGAN", ckpt_name="narrow.safetensors", device="auto", network="G_ema"),
+              "3": sample(["2", 0], 0, space="w+"),
+              "4": node("SGS_Synthesize", generator=["1", 0], latent=["3", 0], noise_mode="const"),
+              "5": node("PreviewImage", images=["4", 0])}
+    result = server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "error"
+    errors = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and "LatentError" in errors[0]["exception_type"]
+    assert "made for" in errors[0]["exception_message"]
+    ok = server.run_prompt({"1": node("SGS_DemoGenerator", arch="stylegan2", resolution=32, seed=1, device="cpu"),
+                            "2": sample(["1", 0], 0),
+                            "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+                            "4": node("PreviewImage", images=["3", 0])})
+    assert ok["status"]["status_str"] == "success"
