@@ -11,7 +11,7 @@ from .log import logger
 
 NVIDIA_NC_LICENSE = (
     "NVIDIA Source Code License-NC: research and evaluation use only, no commercial use "
-    "(https://nvlabs.github.io/stylegan3/license.html). Models fine-tuned from NVIDIA weights inherit it.")
+    "(https://github.com/NVlabs/stylegan3/blob/main/LICENSE.txt). Models fine-tuned from NVIDIA weights inherit it.")
 
 # File-name patterns of NVIDIA's published networks (and rosinality's conversions of them).
 _KNOWN_LICENSES = [
