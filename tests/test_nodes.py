@@ -184,8 +184,10 @@ def test_demo_generator_is_deterministic(pack):
 
 def test_image_conversion_round_trip(pack):
     from stylegan_studio.nodes.convert import comfy_to_generator, generator_to_comfy
-    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    # NVIDIA's quantisation maps x to (127.5 x + 128) / 255, so x in [-128/127.5, 127/127.5] survives exactly.
+    x = torch.linspace(-1.0, 127 / 127.5, 2 * 3 * 8 * 8).reshape(2, 3, 8, 8)
     assert torch.allclose(comfy_to_generator(generator_to_comfy(x)), x, atol=1e-5)
+    assert generator_to_comfy(torch.full((1, 3, 2, 2), 2.0)).max() == 1.0  # out-of-range values are clamped
     gray = torch.rand(1, 8, 8, 1)
     assert comfy_to_generator(gray).shape == (1, 3, 8, 8)
     rgba = torch.rand(1, 8, 8, 4)
