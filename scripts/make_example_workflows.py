@@ -1,0 +1,107 @@
+"""Write the UI-format example workflows in example_workflows/ from compact descriptions.
+
+Each node is (id, type, position, widget values, {input name: (source id, output slot)}). Widget values are
+listed in the order ComfyUI's frontend creates the widgets (required then optional inputs, with the extra
+'control after generate' value after `seed` / `noise_seed`). Run after changing a node's inputs, then check
+the result with `pytest tests/test_workflows.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = "stylegan2-ffhq-1024x1024.pkl"  # the checkpoint the README tells users to download
+
+GEN, LAT, IMG = "SGS_GENERATOR", "SGS_LATENT", "IMAGE"
+# Link inputs and outputs of the node types used below: {type: ([(input, type, optional)], [(output, type)])}
+SLOTS = {
+    "SGS_LoadStyleGAN": ([], [("generator", GEN), ("info", "STRING")]),
+    "SGS_SampleLatent": ([("generator", GEN, False)], [("latent", LAT)]),
+    "SGS_Synthesize": ([("generator", GEN, False), ("latent", LAT, False)], [("images", IMG)]),
+    "SGS_StyleMix": ([("generator", GEN, False), ("base", LAT, False), ("style", LAT, False)], [("latent", LAT)]),
+    "SGS_InterpolateLatents": ([("latent_a", LAT, False), ("latent_b", LAT, False), ("generator", GEN, True)],
+                               [("latent", LAT)]),
+    "SGS_SaveLatent": ([("latent", LAT, False)], []),
+    "SaveImage": ([("images", IMG, False)], []),
+    "SaveAnimatedWEBP": ([("images", IMG, False)], []),
+}
+SIZES = {"SGS_LoadStyleGAN": [320, 170], "SGS_SampleLatent": [320, 250], "SGS_Synthesize": [300, 130],
+         "SGS_StyleMix": [300, 150], "SGS_InterpolateLatents": [320, 190], "SGS_SaveLatent": [300, 80],
+         "SaveImage": [420, 420], "SaveAnimatedWEBP": [420, 460]}
+
+
+def load(nid, pos):
+    return (nid, "SGS_LoadStyleGAN", pos, [CHECKPOINT, "auto", "G_ema", "", ""], {})
+
+
+def sample(nid, pos, gen, seed, batch, space="w", psi=0.7):
+    return (nid, "SGS_SampleLatent", pos, [seed, "fixed", batch, space, psi, 0, "nvidia", "", 0], {"generator": gen})
+
+
+def synthesize(nid, pos, gen, lat):
+    return (nid, "SGS_Synthesize", pos, ["const", 0, "fixed", 4], {"generator": gen, "latent": lat})
+
+
+def build(nodes, title: str) -> dict:
+    links, out_links = [], {}
+    ui_nodes = []
+    for order, (nid, ntype, pos, widgets, inputs) in enumerate(nodes):
+        in_slots, out_slots = SLOTS[ntype]
+        ui_inputs = []
+        for index, (name, typ, optional) in enumerate(in_slots):
+            link_id = None
+            if name in inputs:
+                src, slot = inputs[name]
+                link_id = len(links) + 1
+                links.append([link_id, src, slot, nid, index, typ])
+                out_links.setdefault((src, slot), []).append(link_id)
+            entry = {"name": name, "type": typ, "link": link_id}
+            if optional:
+                entry["shape"] = 7
+            ui_inputs.append(entry)
+        ui_nodes.append({"id": nid, "type": ntype, "pos": pos, "size": SIZES[ntype], "flags": {}, "order": order,
+                         "mode": 0, "inputs": ui_inputs, "outputs": [], "properties": {"Node name for S&R": ntype},
+                         "widgets_values": widgets})
+    for node, (nid, ntype, *_rest) in zip(ui_nodes, nodes):
+        node["outputs"] = [{"name": name, "type": typ, "links": out_links.get((nid, slot), []), "slot_index": slot}
+                           for slot, (name, typ) in enumerate(SLOTS[ntype][1])]
+    return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"title": title}, "version": 0.4}
+
+
+WORKFLOWS = {
+    "generate_and_style_mix": ("Generate four faces, then give them the coarse styles (pose, face shape) of "
+                               "another seed", [
+        load(1, [40, 60]),
+        sample(2, [400, 60], (1, 0), 0, 4),
+        synthesize(3, [760, 60], (1, 0), (2, 0)),
+        (4, "SaveImage", [1100, 60], ["stylegan/samples"], {"images": (3, 0)}),
+        sample(5, [400, 360], (1, 0), 100, 1),
+        (6, "SGS_StyleMix", [760, 260], ["coarse", "0-3"], {"generator": (1, 0), "base": (2, 0), "style": (5, 0)}),
+        synthesize(7, [760, 460], (1, 0), (6, 0)),
+        (8, "SaveImage", [1100, 520], ["stylegan/style_mix"], {"images": (7, 0)}),
+        (9, "SGS_SaveLatent", [760, 640], ["latents/style_mix"], {"latent": (6, 0)}),
+    ]),
+    "interpolation_video": ("A latent walk: slerp between two seeds in Z, rendered as video frames", [
+        load(1, [40, 60]),
+        sample(2, [400, 60], (1, 0), 0, 1, space="z"),
+        sample(3, [400, 360], (1, 0), 1, 1, space="z"),
+        (4, "SGS_InterpolateLatents", [760, 60], [48, "auto", 0, 0], {"latent_a": (2, 0), "latent_b": (3, 0)}),
+        synthesize(5, [760, 300], (1, 0), (4, 0)),
+        (6, "SaveAnimatedWEBP", [1100, 60], ["stylegan/walk", 24.0, False, 90, "default"], {"images": (5, 0)}),
+    ]),
+}
+
+
+def main() -> None:
+    out = REPO / "example_workflows"
+    out.mkdir(exist_ok=True)
+    for name, (title, nodes) in WORKFLOWS.items():
+        (out / f"{name}.json").write_text(json.dumps(build(nodes, title), indent=1) + "\n")
+        print(f"wrote {out / name}.json")
+
+
+if __name__ == "__main__":
+    main()
