@@ -312,7 +312,8 @@ def generator_from_tf(net: TFNetwork, what: str) -> Generator:
         if theirs not in params:
             missing.append(theirs)
             continue
-        state[ours] = torch.from_numpy(np.ascontiguousarray(_convert_tf_value(params[theirs], kind))).float()
+        # np.array, not np.ascontiguousarray: the latter turns 0-d variables (noise_strength) into shape [1].
+        state[ours] = torch.from_numpy(np.array(_convert_tf_value(params[theirs], kind), order="C")).float()
     if missing:
         raise CheckpointError(f"{what}: TensorFlow variables missing for this architecture: "
                               f"{missing[:4]}{' ...' if len(missing) > 4 else ''}")
