@@ -40,6 +40,11 @@ def extract_rosinality_state(data: Any, what: str) -> tuple[dict[str, torch.Tens
         raise CheckpointError(f"{what}: SWAGAN (wavelet) generators are not supported; only StyleGAN2")
     if latent_avg is not None and not torch.is_tensor(latent_avg):
         raise CheckpointError(f"{what}: 'latent_avg' is a {type(latent_avg).__name__}, expected a tensor")
+    if latent_avg is not None and latent_avg.ndim == 2:  # pSp / e4e save it repeated once per style layer
+        if not torch.equal(latent_avg, latent_avg[:1].expand_as(latent_avg)):
+            raise CheckpointError(f"{what}: 'latent_avg' {list(latent_avg.shape)} differs between layers; "
+                                  f"expected one average w repeated per layer")
+        latent_avg = latent_avg[0]
     return dict(state), latent_avg
 
 
