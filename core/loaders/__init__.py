@@ -21,12 +21,12 @@ from typing import Optional, Union
 import torch
 
 from ..config import GeneratorConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UnsafeCheckpointError
 from ..log import logger
 from ..networks import Generator, GeneratorInfo
 from .nvidia import generator_from_nvidia, generator_from_tf, select_network
 from .rosinality import generator_from_rosinality
-from .safe_pickle import PersistentObject, restricted_load
+from .safe_pickle import PersistentObject, refused_global, restricted_load
 
 PathLike = Union[str, os.PathLike]
 
@@ -94,9 +94,14 @@ def _load_pickle(path: Path, network: str) -> Generator:
     try:
         with open(path, "rb") as f:
             data = restricted_load(f)
-            if data == _TORCH_LEGACY_MAGIC:  # a pre-zip torch.save file
+            if type(data) is int and data == _TORCH_LEGACY_MAGIC:  # a pre-zip torch.save file
                 return _load_torch_legacy(path)
-    except (EOFError, pickle.UnpicklingError, struct.error, ValueError, TypeError, IndexError) as e:
+    # Corrupt opcodes or lengths surface as any of these (a huge bogus length as OverflowError or
+    # MemoryError, a bad storage record as AssertionError inside torch); all mean "damaged file".
+    except (EOFError, pickle.UnpicklingError, struct.error, ValueError, TypeError, IndexError, KeyError,
+            AttributeError, OverflowError, MemoryError, AssertionError) as e:
+        if isinstance(e, UnsafeCheckpointError) and what not in str(e):
+            raise UnsafeCheckpointError(f"{what}: {e}") from e
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: {e}); "
@@ -122,9 +127,16 @@ def _torch_load(path: Path):
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{what}: refused by the safe loader ({str(e).splitlines()[0]}); the file holds "
-                              f"Python objects a weights checkpoint does not need") from e
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as e:
+        refused = refused_global(e)
+        if refused is not None:
+            raise UnsafeCheckpointError(f"{what}: refused by the safe loader ({refused}); the file holds Python "
+                                        f"objects a weights checkpoint does not need (nothing from it was "
+                                        f"executed)") from e
+        raise CheckpointError(f"{what}: the file is truncated or corrupt ({str(e).splitlines()[0]}); "
+                              f"download it again") from e
+    # A damaged zip or record surfaces as any of these inside torch (UnicodeDecodeError is a ValueError).
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, AssertionError,
+            OverflowError, MemoryError, struct.error) as e:
         raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); download it again") from e
 

@@ -7,6 +7,7 @@ with `torch.load(weights_only=True)`; every other global must be on a short allo
 
 from __future__ import annotations
 
+import _compat_pickle
 import ast
 import collections
 import io
@@ -194,10 +195,24 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
     return PersistentObject(meta)
 
 
+def refused_global(error: BaseException) -> str | None:
+    """The line of a `torch.load(weights_only=True)` error that names a refused global, if there is one."""
+    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+    return lines[0] if lines else None
+
+
 def _load_storage(data: bytes):
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafeCheckpointError("tensor storage record is not bytes")
-    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        refused = refused_global(e)
+        if refused is None:
+            raise  # malformed bytes: reported as a corrupt file by the caller
+        raise UnsafeCheckpointError(
+            f"a tensor storage record in the pickle holds Python objects, not tensor data ({refused}); "
+            f"nothing from the file was executed") from e
 
 
 def _check_hooks(hooks) -> None:
@@ -228,6 +243,16 @@ def _numpy_reconstruct(subtype, shape, dtype):
     return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
+def _numpy_frombuffer(buf, dtype, shape, order, axis_order=None):
+    """Protocol-5 pickles store numpy arrays as `numpy._core.numeric._frombuffer(buffer, dtype, shape, order)`."""
+    if not isinstance(buf, (bytes, bytearray)) or not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise UnsafeCheckpointError("numpy array record of an unexpected type")
+    array = np.frombuffer(buf, dtype=dtype)
+    if order == "K" and axis_order is not None:
+        return array.reshape(shape, order="C").transpose(axis_order)
+    return array.reshape(shape, order=order)
+
+
 def _codecs_encode(text, encoding="utf-8", errors="strict"):
     """Protocol-2 pickles store bytes as `_codecs.encode(str, 'latin1')`."""
     if not isinstance(text, str) or not isinstance(encoding, str):
@@ -253,6 +278,8 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
     ("_codecs", "encode"): _codecs_encode,
     ("dnnlib", "EasyDict"): EasyDict,
     ("dnnlib.util", "EasyDict"): EasyDict,
@@ -265,6 +292,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the allow-listed globals above and refuses everything else."""
 
     def find_class(self, module: str, name: str):
+        # Protocol 0-2 pickles written by Python 3 use Python 2 module names (`__builtin__.set`); map them
+        # back as the standard unpickler does, then apply the allow-list.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         target = _ALLOWED_GLOBALS.get((module, name))
         if target is None:
             raise UnsafeCheckpointError(
