@@ -1,0 +1,464 @@
+"""Write real-format StyleGAN checkpoints from the tiny test fixtures, with no NVIDIA or rosinality code.
+
+Each fixture (`tests/fixtures/<variant>.safetensors`) was made once, outside this repository, by running the
+reference implementation on a tiny random network. It holds:
+
+- tensors `net/<name>`: the reference generator's weights (random numbers we drew), named as the reference
+  stores them (NVIDIA state-dict names, TensorFlow variable paths, or rosinality state-dict names); values
+  were rounded to float16 before the reference ran, so most are stored as float16 without loss and are
+  read back as float32, the dtype real checkpoints use;
+- tensors `expected/<name>`: z, c, ws = mapping(z, c, truncation_psi=0.7) and images =
+  synthesis(ws, noise_mode='const', force_fp32=True) computed by the reference code, for batch 1 and 3;
+- metadata `record_zlib_b64`: JSON (zlib-compressed, base64) describing every object in the real checkpoint
+  (module, class name, constructor arguments, plain attributes, tensor names in order); tagged values
+  (`{"__type__": ...}`) restore tuples, dict subclasses and numpy types exactly. Networks the loader never
+  reads (D, augment_pipe, unused TensorFlow variables) are recorded by tensor shape only;
+- metadata `info`: how the fixture was made (reference code, constructor arguments, truncation_psi).
+
+The writers below turn a fixture back into a checkpoint file laid out exactly like the real one (same pickle
+globals, same object states); only the network source NVIDIA embeds is replaced by a placeholder that
+defines the class names. The fake `torch_utils` / `dnnlib` modules exist in `sys.modules` only while dumping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import contextlib
+import io
+import json
+import pickle
+import sys
+import types
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import torch
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURE_FORMAT = "sgs-test-fixture/1"
+
+TensorMap = dict[str, torch.Tensor]
+
+
+# --- Fixtures ------------------------------------------------------------------------------------------
+
+@dataclass
+class Fixture:
+    """One variant: reference weights, the checkpoint's record tree and the reference outputs."""
+
+    name: str
+    kind: str                 # 'nvidia', 'nvidia-tf' or 'rosinality'
+    record: Any               # decoded JSON record (see the module docstring)
+    net: TensorMap            # reference weights by their reference names
+    expected: TensorMap       # z1, c1, ws1, img1, z3, c3, ws3, img3, ws3_psi1
+    info: dict                # free-form description written by the fixture builder
+    derived: dict = field(default_factory=dict)  # values computed once from the record (caches)
+
+    @property
+    def truncation_psi(self) -> float:
+        return float(self.info["truncation_psi"])
+
+
+def fixture_names(kind: Optional[str] = None) -> list[str]:
+    names = sorted(p.stem for p in FIXTURES.glob("*.safetensors"))
+    return [n for n in names if kind is None or load_fixture(n).kind == kind]
+
+
+_cache: dict[str, Fixture] = {}
+
+
+def load_fixture(name: str) -> Fixture:
+    """Read `tests/fixtures/<name>.safetensors` (cached; callers must not modify the tensors)."""
+    if name not in _cache:
+        from safetensors import safe_open
+
+        path = FIXTURES / f"{name}.safetensors"
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != FIXTURE_FORMAT:
+            raise ValueError(f"{path} is not a test fixture (format={meta.get('format')!r})")
+        record = json.loads(zlib.decompress(base64.b64decode(meta["record_zlib_b64"])))
+        _cache[name] = Fixture(
+            name=name, kind=meta["kind"], record=record,
+            net={k[4:]: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()
+                 if k.startswith("net/")},
+            expected={k[9:]: v for k, v in tensors.items() if k.startswith("expected/")},
+            info=json.loads(meta["info"]))
+    return _cache[name]
+
+
+def perturbed(tensors: TensorMap, seed: int = 1) -> TensorMap:
+    """A deterministic, clearly different copy of a generator's weights (stands in for the training G).
+
+    Fixed resampling filters are left alone, as training never changes them.
+    """
+    out = {}
+    for k, v in tensors.items():
+        if v.is_floating_point() and not k.endswith(("filter", "kernel")):
+            gen = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(k.encode()))  # independent of key order
+            out[k] = v + 0.1 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+        else:
+            out[k] = v.clone()
+    return out
+
+
+# --- Fake modules that exist only while dumping ---------------------------------------------------------
+
+def _named(obj, module: str, name: str):
+    obj.__module__ = module
+    obj.__qualname__ = obj.__name__ = name
+    return obj
+
+
+def _reconstruct_persistent_obj(meta):  # never called: only its pickled name matters
+    raise AssertionError("placeholder for torch_utils.persistence._reconstruct_persistent_obj")
+
+
+_named(_reconstruct_persistent_obj, "torch_utils.persistence", "_reconstruct_persistent_obj")
+
+
+class EasyDict(dict):
+    """Pickles as `dnnlib.util.EasyDict`."""
+
+
+_named(EasyDict, "dnnlib.util", "EasyDict")
+
+
+class TFNetwork:
+    """Pickles as `dnnlib.tflib.network.Network`; `__getstate__` gives the TensorFlow state dict."""
+
+    def __init__(self, state: dict):
+        self._state = state
+
+    def __getstate__(self) -> dict:
+        return self._state
+
+
+_named(TFNetwork, "dnnlib.tflib.network", "Network")
+
+
+def _np_reconstruct(*args):
+    raise AssertionError("placeholder for numpy.core.multiarray._reconstruct")
+
+
+def _np_scalar(*args):
+    raise AssertionError("placeholder for numpy.core.multiarray.scalar")
+
+
+_named(_np_reconstruct, "numpy.core.multiarray", "_reconstruct")
+_named(_np_scalar, "numpy.core.multiarray", "scalar")
+
+
+class PersistentRecord:
+    """Pickles exactly like a `torch_utils.persistence` object: a call of
+    `torch_utils.persistence._reconstruct_persistent_obj(meta)` with no further state."""
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+
+    def __reduce__(self):
+        return (_reconstruct_persistent_obj, (self.meta,))
+
+
+_FAKE_MODULES = {
+    "torch_utils": {},
+    "torch_utils.persistence": {"_reconstruct_persistent_obj": _reconstruct_persistent_obj},
+    "dnnlib": {"EasyDict": EasyDict},
+    "dnnlib.util": {"EasyDict": EasyDict},
+    "dnnlib.tflib": {},
+    "dnnlib.tflib.network": {"Network": TFNetwork},
+}
+_LEGACY_NUMPY = {"numpy.core.multiarray": {"_reconstruct": _np_reconstruct, "scalar": _np_scalar}}
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def fake_modules(legacy_numpy: bool = False):
+    """Put the stand-in modules into `sys.modules` for the duration of a dump, then restore what was there."""
+    fakes = dict(_FAKE_MODULES, **(_LEGACY_NUMPY if legacy_numpy else {}))
+    saved = {name: sys.modules.get(name, _MISSING) for name in fakes}
+    try:
+        for name, attrs in fakes.items():
+            module = types.ModuleType(name)
+            module.__dict__.update(attrs)
+            sys.modules[name] = module
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is _MISSING:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+
+
+class _Pickler(pickle.Pickler):
+    """Optionally writes numpy arrays and scalars under numpy 1.x's global names, as old checkpoints do."""
+
+    def __init__(self, f, protocol: int, legacy_numpy: bool):
+        super().__init__(f, protocol=protocol)
+        self.legacy_numpy = legacy_numpy
+
+    def reducer_override(self, obj):
+        if self.legacy_numpy and (type(obj) is np.ndarray or isinstance(obj, np.generic)):
+            fn, *rest = obj.__reduce__()
+            legacy = {"_reconstruct": _np_reconstruct, "scalar": _np_scalar}[fn.__name__]
+            return (legacy, *rest)
+        return NotImplemented
+
+
+def dumps(obj: Any, *, protocol: int = 4, legacy_numpy: bool = False) -> bytes:
+    """Pickle `obj` (which may hold `PersistentRecord`, `EasyDict`, `TFNetwork`) with the fake modules present."""
+    buf = io.BytesIO()
+    with fake_modules(legacy_numpy):
+        _Pickler(buf, protocol, legacy_numpy).dump(obj)
+    return buf.getvalue()
+
+
+# --- Record tree -> Python objects ---------------------------------------------------------------------
+
+def placeholder_source(module: str, class_names: Iterable[str]) -> str:
+    """A stand-in for the module source NVIDIA embeds: it only defines the class names (no NVIDIA code)."""
+    lines = [f'"""Placeholder for {module}: a real checkpoint embeds the full network source here."""', "",
+             "import torch", "from torch_utils import persistence", ""]
+    for name in sorted(set(class_names)):
+        lines += ["", "@persistence.persistent_class", f"class {name}(torch.nn.Module):", "    pass", ""]
+    return "\n".join(lines)
+
+
+def _class_names_by_module(node: Any, out: dict[str, set]) -> dict[str, set]:
+    if isinstance(node, dict):
+        if node.get("__type__") == "persistent":
+            out.setdefault(node["module"], set()).add(node["class_name"])
+        for v in node.values():
+            _class_names_by_module(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _class_names_by_module(v, out)
+    return out
+
+
+class _Decoder:
+    """Turns the JSON record into the objects a real pickle holds; `tensor(ref)` supplies each tensor."""
+
+    def __init__(self, tensor: Callable[[dict], torch.Tensor], sources: dict[str, str]):
+        self.tensor = tensor
+        self.sources = sources
+
+    def __call__(self, v: Any) -> Any:
+        if isinstance(v, list):
+            return [self(x) for x in v]
+        if not isinstance(v, dict):
+            return v
+        kind, value = v["__type__"], v.get("value")
+        if kind == "tuple":
+            return tuple(self(x) for x in value)
+        if kind in ("dict", "EasyDict", "OrderedDict"):
+            cls = {"dict": dict, "EasyDict": EasyDict, "OrderedDict": collections.OrderedDict}[kind]
+            return cls((self(k), self(x)) for k, x in value)
+        if kind == "set":
+            return set(self(x) for x in value)
+        if kind == "float":
+            return float(value)
+        if kind == "np.scalar":
+            return np.dtype(v["dtype"]).type(value)
+        if kind == "np.ndarray":
+            return np.array(value, dtype=np.dtype(v["dtype"])).reshape(v["shape"])
+        if kind == "tensor":
+            t = self.tensor(v)
+            return torch.nn.Parameter(t, requires_grad=bool(v.get("requires_grad", False))) if v["param"] else t
+        if kind == "persistent":
+            state = {k: self(x) for k, x in v["state"]}
+            meta = dict(type="class", version=v.get("version", 6), module_src=self.sources[v["module"]],
+                        class_name=v["class_name"], state=state)
+            return PersistentRecord(meta)
+        raise ValueError(f"unknown record tag {kind!r}")
+
+
+def _shape_tensor(ref: dict) -> torch.Tensor:
+    """Tensors the fixture stores by shape only (D, augment pipe): deterministic, never used by the loader."""
+    n = int(np.prod(ref["shape"])) if ref["shape"] else 1
+    values = torch.linspace(-1, 1, n) if n > 1 else torch.zeros(n)
+    return values.reshape(ref["shape"]).to(getattr(torch, ref.get("dtype", "float32")))
+
+
+def _tensor_source(tensors: TensorMap) -> Callable[[dict], torch.Tensor]:
+    def get(ref: dict) -> torch.Tensor:
+        if "key" not in ref:
+            return _shape_tensor(ref)
+        if ref["key"] not in tensors:
+            raise KeyError(ref["key"])
+        return tensors[ref["key"]].clone()
+    return get
+
+
+# --- NVIDIA stylegan2-ada-pytorch / stylegan3 pickles -------------------------------------------------
+
+def nvidia_tensors(fx: Fixture, which: str = "G_ema") -> TensorMap:
+    """The generator weights the forged pickle holds for `which` ('G_ema' = the reference, 'G' = perturbed)."""
+    return dict(fx.net) if which == "G_ema" else perturbed(fx.net)
+
+
+def _referenced_keys(node: Any, out: set) -> set:
+    if isinstance(node, dict):
+        if node.get("__type__") == "tensor" and "key" in node:
+            out.add(node["key"])
+        for v in node.values():
+            _referenced_keys(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _referenced_keys(v, out)
+    return out
+
+
+def _drop_missing(node: Any, present: TensorMap) -> Any:
+    """Remove tensor entries whose key is absent from `present` (used to forge a file with a tensor missing)."""
+    if isinstance(node, list):
+        out = []
+        for x in node:
+            if (isinstance(x, list) and len(x) == 2 and isinstance(x[1], dict)
+                    and x[1].get("__type__") == "tensor" and "key" in x[1] and x[1]["key"] not in present):
+                continue
+            out.append(_drop_missing(x, present))
+        return out
+    if isinstance(node, dict):
+        return {k: _drop_missing(v, present) for k, v in node.items()}
+    return node
+
+
+def nvidia_objects(fx: Fixture, *, keys: Iterable[str] = ("G", "D", "G_ema", "augment_pipe", "training_set_kwargs"),
+                   g_ema: Optional[TensorMap] = None, g: Optional[TensorMap] = None) -> dict:
+    """The top-level dict of an NVIDIA snapshot pickle, in the reference's key order."""
+    assert fx.kind == "nvidia", fx.kind
+    rec = fx.record
+    tensors = {"G_ema": dict(fx.net) if g_ema is None else g_ema,
+               "G": nvidia_tensors(fx, "G") if g is None else g}
+    if "sources" not in fx.derived:  # one placeholder string per module, shared like NVIDIA's
+        fx.derived["sources"] = {m: placeholder_source(m, names)
+                                 for m, names in _class_names_by_module(rec, {}).items()}
+        fx.derived["referenced"] = _referenced_keys(rec["G_ema"], set())
+    sources = fx.derived["sources"]
+    out = {}
+    for key in rec["order"]:
+        if key not in keys:
+            continue
+        if key in ("G", "G_ema"):
+            complete = fx.derived["referenced"] <= tensors[key].keys()
+            tree = rec["G_ema"] if complete else _drop_missing(rec["G_ema"], tensors[key])
+            out[key] = _Decoder(_tensor_source(tensors[key]), sources)(tree)
+        else:
+            out[key] = _Decoder(_tensor_source({}), sources)(rec[key])
+    return out
+
+
+def write_nvidia_pickle(fx: Fixture, path: Path, *, protocol: int = 4, legacy_numpy: bool = False, **kwargs) -> Path:
+    """Write `fx` as an NVIDIA snapshot pickle (dict with G, D, G_ema, augment_pipe, training_set_kwargs).
+
+    `keys`, `g_ema` and `g` are passed to `nvidia_objects` (select entries, replace weights by name).
+    """
+    path = Path(path)
+    path.write_bytes(dumps(nvidia_objects(fx, **kwargs), protocol=protocol, legacy_numpy=legacy_numpy))
+    return path
+
+
+# --- TensorFlow-era NVIDIA pickles --------------------------------------------------------------------
+
+def _tf_network(node: dict, tensors: TensorMap, prefix: str = "") -> TFNetwork:
+    decode = _Decoder(lambda ref: None, {})
+    variables = []
+    for name, ref in node["variables"]:
+        if "key" in ref:
+            key = ref["key"]
+            if key not in tensors:
+                continue
+            value = tensors[key]
+        else:
+            value = _shape_tensor(ref)
+        variables.append((name, value.numpy().astype(np.float32)))
+    state = {
+        "version": node["version"],
+        "name": node["name"],
+        "static_kwargs": decode(node["static_kwargs"]),
+        "components": {name: _tf_network(child, tensors) for name, child in node["components"]},
+        "build_module_src": f'"""Placeholder for {node["build_module"]}: a real checkpoint embeds the network '
+                            f'source here."""\n\n\ndef {node["build_func_name"]}(*args, **kwargs):\n    pass\n',
+        "build_func_name": node["build_func_name"],
+        "variables": variables,
+    }
+    return TFNetwork(state)
+
+
+def tf_tensors(fx: Fixture, which: str = "Gs") -> TensorMap:
+    return dict(fx.net) if which == "Gs" else perturbed(fx.net)
+
+
+def write_tf_pickle(fx: Fixture, path: Path, *, protocol: int = 4, legacy_numpy: bool = True,
+                    gs: Optional[TensorMap] = None, g: Optional[TensorMap] = None,
+                    order: Optional[Iterable[str]] = None) -> Path:
+    """Write `fx` as a TensorFlow-era pickle: the tuple (G, D, Gs) of `dnnlib.tflib.network.Network`."""
+    assert fx.kind == "nvidia-tf", fx.kind
+    rec = fx.record
+    nets = {"Gs": _tf_network(rec["Gs"], tf_tensors(fx, "Gs") if gs is None else gs),
+            "G": _tf_network(dict(rec["Gs"], name="G"), tf_tensors(fx, "G") if g is None else g),
+            "D": _tf_network(rec["D"], {})}
+    data = tuple(nets[k] for k in (order or rec["order"]))
+    if len(data) == 1:
+        data = data[0]
+    path = Path(path)
+    path.write_bytes(dumps(data, protocol=protocol, legacy_numpy=legacy_numpy))
+    return path
+
+
+# --- rosinality / pSp checkpoints ---------------------------------------------------------------------
+
+def write_rosinality_pt(fx: Fixture, path: Path, *, latent_avg: bool = True, args: bool = True,
+                        training_state: bool = False, layout: str = "rosinality", legacy_format: bool = False,
+                        g_ema: Optional[TensorMap] = None) -> Path:
+    """Write `fx` as a `torch.save` checkpoint.
+
+    layout 'rosinality': {'g_ema', 'latent_avg', 'args'} (+ 'g', 'd', optimiser states, 'ada_aug_p' with
+    `training_state`, as rosinality's train.py writes them); 'psp': pSp / e4e style {'state_dict':
+    {'encoder.*', 'decoder.*'}, 'opts', 'latent_avg' repeated once per style layer}.
+    """
+    assert fx.kind == "rosinality", fx.kind
+    rec = fx.record
+    source = fx.net if g_ema is None else g_ema
+    state = collections.OrderedDict((k, source[k].clone()) for k in rec["state_keys"] if k in source)
+    state.update((k, v.clone()) for k, v in source.items() if k not in state and k != "latent_avg")
+    avg = fx.net["latent_avg"].clone()
+    if layout == "rosinality":
+        ckpt: dict = {}
+        if training_state:
+            ckpt["g"] = collections.OrderedDict(perturbed(dict(state)))
+            ckpt["d"] = collections.OrderedDict([("convs.0.0.weight", torch.zeros(8, 3, 1, 1)),
+                                                 ("final_linear.1.bias", torch.zeros(1))])
+        ckpt["g_ema"] = state
+        if training_state:
+            group = {"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8, "weight_decay": 0, "amsgrad": False,
+                     "params": [0, 1]}
+            ckpt["g_optim"] = {"state": {}, "param_groups": [dict(group)]}
+            ckpt["d_optim"] = {"state": {}, "param_groups": [dict(group)]}
+        if args:
+            ckpt["args"] = argparse.Namespace(**rec["args"])
+        if training_state:
+            ckpt["ada_aug_p"] = 0.0
+        if latent_avg:
+            ckpt["latent_avg"] = avg
+    elif layout == "psp":
+        sd = collections.OrderedDict([("encoder.input_layer.0.weight", torch.zeros(4, 3, 3, 3))])
+        sd.update((f"decoder.{k}", v) for k, v in state.items())
+        n_styles = fx.expected["ws1"].shape[1]
+        ckpt = {"state_dict": sd, "opts": {"encoder_type": "GradualStyleEncoder", "output_size": rec["args"]["size"],
+                                           "start_from_latent_avg": True, "learn_in_w": False}}
+        if latent_avg:
+            ckpt["latent_avg"] = avg.repeat(n_styles, 1)
+    else:
+        raise ValueError(layout)
+    path = Path(path)
+    torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy_format)
+    return path
