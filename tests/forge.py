@@ -65,8 +65,17 @@ class Fixture:
 
 
 def fixture_names(kind: Optional[str] = None) -> list[str]:
-    names = sorted(p.stem for p in FIXTURES.glob("*.safetensors"))
-    return [n for n in names if kind is None or load_fixture(n).kind == kind]
+    """Names of the checkpoint fixtures in `FIXTURES` (other .safetensors files there are skipped)."""
+    from safetensors import safe_open
+
+    names = []
+    for path in sorted(FIXTURES.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            if (f.metadata() or {}).get("format") != FIXTURE_FORMAT:
+                continue
+        if kind is None or load_fixture(path.stem).kind == kind:
+            names.append(path.stem)
+    return names
 
 
 _cache: dict[str, Fixture] = {}

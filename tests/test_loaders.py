@@ -94,6 +94,10 @@ def test_forged_checkpoint_matches_reference_outputs(name, tmp_path):
     assert G.c_dim == fx.expected["c1"].shape[1] and G.num_ws == fx.expected["ws1"].shape[1]
 
 
+def test_every_fixture_is_tested():
+    assert sorted(forge.fixture_names()) == sorted(ALL)
+
+
 def test_reference_outputs_are_not_trivial():
     """Guards the fixtures themselves: batch 1 and 3 differ, images are not constant, truncation matters."""
     for name in ALL:
