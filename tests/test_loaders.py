@@ -470,8 +470,12 @@ def test_malicious_embedded_source_is_refused_and_nothing_runs(case, tmp_path):
 @pytest.mark.parametrize("case", EVIL_SOURCES)
 def test_malicious_embedded_sources_are_live(case, tmp_path):
     """Control: importing each source, as NVIDIA's loader does, would create the sentinel."""
+    import importlib.util
     sentinel = tmp_path / "pwned"
-    exec(compile(_evil_sources(sentinel)[case], "<evil>", "exec"), {"__name__": "evil"})
+    module_path = tmp_path / "evil_module.py"
+    module_path.write_text(_evil_sources(sentinel)[case])
+    spec = importlib.util.spec_from_file_location("evil_module", module_path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
     assert sentinel.exists()
 
 
