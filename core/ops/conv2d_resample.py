@@ -61,32 +61,72 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
 
     if kw == 1 and kh == 1 and down == 1:  # 1x1 conv commutes with upsampling: convolve at low res
         x = F.conv2d(x, w, groups=groups)
-        x = upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter)
-        return _add_bias(x, bias)
+        return upfirdn2d(x, f, up=up, padding=[px0, px1, py0, py1], gain=up ** 2, flip_filter=flip_filter, bias=bias)
 
     if up == 1:  # downsampling only: filter, then strided conv
         x = upfirdn2d(x, f, padding=[px0, px1, py0, py1], flip_filter=flip_filter)
         return F.conv2d(x, w if flip_weight else w.flip([2, 3]), bias, stride=down, groups=groups)
 
-    # Upsampling: full transposed convolution with stride `up`, then the FIR filter. The filter's
-    # padding shrinks by the kernel's extent (derivation in tests/test_ops.py); a crop both sides
-    # share is done by the transposed conv's own padding so it is never computed.
-    out_channels, in_per_group = w.shape[0], w.shape[1]
-    if groups == 1:
-        wt = w.transpose(0, 1)
-    else:
-        wt = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
-        wt = wt.reshape(groups * in_per_group, out_channels // groups, kh, kw)
-    if flip_weight:
-        wt = wt.flip([2, 3])
-    px0, px1 = px0 - (kw - 1), px1 - (kw - up)
-    py0, py1 = py0 - (kh - 1), py1 - (kh - up)
-    pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
-    x = F.conv_transpose2d(x, wt, stride=up, padding=[pyt, pxt], groups=groups)
-    x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up ** 2, flip_filter=flip_filter)
+    # Upsampling: a transposed convolution with stride `up` followed by the FIR filter. The
+    # transposed convolution is split into its `up`**2 output phases, each an ordinary convolution
+    # of `x` with every `up`-th kernel tap (so no multiply touches an inserted zero); the phases are
+    # interleaved straight into the zero-padded image the filter needs, whose bias it adds for free.
+    # Relative to the full transposed-convolution output the filter pads by (p0, p1) per axis.
+    x = _upsample_conv_polyphase(x, w if not flip_weight else w.flip([2, 3]), up, groups,
+                                 (px0 - (kw - 1), px1 - (kw - up)), (py0 - (kh - 1), py1 - (kh - up)))
+    x = upfirdn2d(x, f, gain=up ** 2, flip_filter=flip_filter, bias=bias if down == 1 else None)
     if down > 1:
-        x = upfirdn2d(x, f, down=down, flip_filter=flip_filter)
-    return _add_bias(x, bias)
+        x = _add_bias(upfirdn2d(x, f, down=down, flip_filter=flip_filter), bias)
+    return x
+
+
+def _phase_plan(length: int, up: int, taps: int, pad0: int, pad1: int, phase: int):
+    """Where output phase `phase` of a stride-`up` transposed convolution lands in the padded image.
+
+    The full transposed convolution of `length` samples with `taps` taps has `z_len = (length - 1) * up
+    + taps` samples; z[up * r + phase] = sum_j x[r - j] * v[phase + j * up], i.e. phase `phase` is a
+    correlation of x with `phase_taps` taps. The padded image has `z_len + pad0 + pad1` samples
+    (negative pads crop) with padded[i] = z[i - pad0]. Returns (first, count, phase_taps, conv_pad,
+    start): padded[first::up] holds `count` samples, taken from a correlation with symmetric padding
+    `conv_pad` starting at its output `start`.
+    """
+    total = (length - 1) * up + taps + pad0 + pad1
+    first = (phase + pad0) % up
+    count = max(0, (total - first + up - 1) // up)
+    phase_taps = max(0, (taps - phase + up - 1) // up)
+    r0 = (first - pad0 - phase) // up  # index into the phase signal of padded[first]
+    conv_pad = max(0, phase_taps - 1 - r0, r0 + count - length)
+    start = r0 - (phase_taps - 1) + conv_pad
+    return first, count, phase_taps, conv_pad, start
+
+
+def _upsample_conv_polyphase(x: torch.Tensor, v: torch.Tensor, up: int, groups: int,
+                             pad_x: tuple[int, int], pad_y: tuple[int, int]) -> torch.Tensor:
+    """Zero-padded output of `conv_transpose2d(x, v', stride=up)` (v' = v as `[in, out // groups]`),
+    computed phase by phase. `v` is `[C_out, C_in // groups, kh, kw]` in convolution (not correlation)
+    orientation; `pad_x`, `pad_y` pad (or crop) the full transposed-convolution output.
+    """
+    n, _, h, w_in = x.shape
+    kh, kw = v.shape[2], v.shape[3]
+    plans_y = [_phase_plan(h, up, kh, pad_y[0], pad_y[1], p) for p in range(up)]
+    plans_x = [_phase_plan(w_in, up, kw, pad_x[0], pad_x[1], p) for p in range(up)]
+    out_h = (h - 1) * up + kh + pad_y[0] + pad_y[1]
+    out_w = (w_in - 1) * up + kw + pad_x[0] + pad_x[1]
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
+        else torch.contiguous_format
+    out = torch.empty([n, v.shape[0], out_h, out_w], dtype=x.dtype, device=x.device, memory_format=fmt)
+    for py, (fy, ny, ty, qy, sy) in enumerate(plans_y):
+        for px, (fx, nx, tx, qx, sx) in enumerate(plans_x):
+            if ny == 0 or nx == 0:
+                continue
+            dst = out[:, :, fy::up, fx::up]
+            if ty == 0 or tx == 0:  # kernel smaller than the stride: this phase is all inserted zeros
+                dst.zero_()
+                continue
+            g = v[:, :, py::up, px::up].flip([2, 3])
+            y = F.conv2d(x, g, padding=[qy, qx], groups=groups)
+            dst.copy_(y[:, :, sy:sy + ny, sx:sx + nx])
+    return out
 
 
 def _add_bias(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

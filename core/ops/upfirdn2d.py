@@ -120,46 +120,69 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding: Padding = 0,
-              flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
-    """Fast upfirdn2d; same arguments and result as `upfirdn2d_ref`.
+              flip_filter: bool = False, gain: float = 1.0, *, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Fast upfirdn2d; same arguments and result as `upfirdn2d_ref` (plus `bias` `[C]`, added at the end).
 
     Upsampling runs as a depthwise transposed convolution with stride `up` (a polyphase filter: no
     multiplications by inserted zeros), downsampling as a strided depthwise convolution, so only the
-    kept outputs are computed. The result keeps the memory format of `x`.
+    kept outputs are computed. Symmetric padding is the convolution's own, so no padded copy is
+    made. The result keeps the memory format of `x`.
     """
     assert x.ndim == 4, f"expected [N, C, H, W], got {list(x.shape)}"
     upx, upy = parse_scaling(up)
     downx, downy = parse_scaling(down)
     px0, px1, py0, py1 = parse_padding(padding)
+    if bias is not None:
+        bias = bias.to(device=x.device, dtype=x.dtype)
     if f is None:
         if upx == upy == 1:  # pure pad/crop/decimate
             x = F.pad(x, [px0, px1, py0, py1])
-            return x[:, :, ::downy, ::downx] if downx > 1 or downy > 1 else x
+            x = x[:, :, ::downy, ::downx] if downx > 1 or downy > 1 else x
+            x = x * gain if gain != 1 else x
+            return x if bias is None else x + bias.reshape(1, -1, 1, 1)
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     f = (f * (gain ** (f.ndim / 2))).to(device=x.device, dtype=x.dtype)
     if f.ndim == 1:
         x = _upfirdn_axis(x, f, upx, downx, px0, px1, dim=3, flip_filter=flip_filter)
-        return _upfirdn_axis(x, f, upy, downy, py0, py1, dim=2, flip_filter=flip_filter)
-    return _upfirdn_2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter)
+        return _upfirdn_axis(x, f, upy, downy, py0, py1, dim=2, flip_filter=flip_filter, bias=bias)
+    return _upfirdn_2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, bias)
 
 
-def _upfirdn_axis(x, f, up, down, p0, p1, *, dim, flip_filter):
+def _crop_and_padding(x: torch.Tensor, pads: list[int]) -> tuple[torch.Tensor, list[int], list[int]]:
+    """Split [x0, x1, y0, y1] padding into a crop of `x` (a view), the symmetric part a convolution
+    pads by itself ([y, x]) and a remainder for F.pad (all zero when the padding is symmetric)."""
+    x0, x1, y0, y1 = pads
+    h, w = x.shape[2], x.shape[3]
+    x = x[:, :, max(-y0, 0): h - max(-y1, 0), max(-x0, 0): w - max(-x1, 0)]
+    x0, x1, y0, y1 = (max(p, 0) for p in pads)
+    sym_x, sym_y = min(x0, x1), min(y0, y1)
+    return x, [sym_y, sym_x], [x0 - sym_x, x1 - sym_x, y0 - sym_y, y1 - sym_y]
+
+
+def _depthwise(x: torch.Tensor, k: torch.Tensor, pads: list[int], stride, bias: torch.Tensor | None) -> torch.Tensor:
+    """Correlate every channel of `x` with the 2-D kernel `k` `[kh, kw]` after padding by [x0, x1, y0, y1]."""
+    c = x.shape[1]
+    x, sym, rest = _crop_and_padding(x, pads)
+    if any(rest):
+        x = F.pad(x, rest)
+    return F.conv2d(x, k[None, None].expand(c, 1, *k.shape), bias, stride=stride, padding=sym, groups=c)
+
+
+def _upfirdn_axis(x, f, up, down, p0, p1, *, dim, flip_filter, bias=None):
     """Resample along one axis (dim 3 = x, dim 2 = y) with 1-D taps `f`."""
     taps = f.numel()
     if up == 1 and down == 1 and taps == 1 and p0 == 0 and p1 == 0:
-        return x * f[0] if float(f[0]) != 1 else x
+        x = x * f[0] if float(f[0]) != 1 else x
+        return x if bias is None else x + bias.reshape(1, -1, 1, 1)
     c = x.shape[1]
     length = x.shape[dim]
     out_len = _output_size(length, up, down, p0, p1, taps)
     shape = [1, taps] if dim == 3 else [taps, 1]
     if up == 1:
         # Correlate the padded signal with the flipped taps, striding by `down`.
-        k = f if flip_filter else f.flip(0)
-        k = k.reshape(1, 1, *shape).expand(c, 1, *shape)
-        pad = [p0, p1, 0, 0] if dim == 3 else [0, 0, p0, p1]
-        x = F.pad(x, pad)
-        stride = (1, down) if dim == 3 else (down, 1)
-        y = F.conv2d(x, k, stride=stride, groups=c)
+        k = (f if flip_filter else f.flip(0)).reshape(shape)
+        pads = [p0, p1, 0, 0] if dim == 3 else [0, 0, p0, p1]
+        y = _depthwise(x, k, pads, (1, down) if dim == 3 else (down, 1), bias)
     else:
         # Full convolution of the zero-stuffed signal = transposed conv with stride `up`.
         # Output sample m of the reference is z[m + taps - 1 - p0].
@@ -174,11 +197,13 @@ def _upfirdn_axis(x, f, up, down, p0, p1, *, dim, flip_filter):
         y = F.pad(z, pad)
         if down > 1:
             y = y[:, :, :, ::down] if dim == 3 else y[:, :, ::down, :]
+        if bias is not None:
+            y = y + bias.reshape(1, -1, 1, 1)
     assert y.shape[dim] == out_len, (y.shape, out_len)
     return y
 
 
-def _upfirdn_2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter):
+def _upfirdn_2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, bias=None):
     """Resample with a non-separable 2-D filter."""
     c = x.shape[1]
     fh, fw = f.shape
@@ -186,8 +211,7 @@ def _upfirdn_2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter):
     out_w = _output_size(x.shape[3], upx, downx, px0, px1, fw)
     if upx == 1 and upy == 1:
         k = f if flip_filter else f.flip([0, 1])
-        x = F.pad(x, [px0, px1, py0, py1])
-        y = F.conv2d(x, k[None, None].expand(c, 1, fh, fw), stride=(downy, downx), groups=c)
+        y = _depthwise(x, k, [px0, px1, py0, py1], (downy, downx), bias)
     else:
         k = f.flip([0, 1]) if flip_filter else f
         z = F.conv_transpose2d(x, k[None, None].expand(c, 1, fh, fw), stride=(upy, upx), groups=c)
@@ -197,6 +221,8 @@ def _upfirdn_2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter):
         y = F.pad(z, [-sx, sx + full_w - z.shape[3], -sy, sy + full_h - z.shape[2]])
         if downx > 1 or downy > 1:
             y = y[:, :, ::downy, ::downx]
+        if bias is not None:
+            y = y + bias.reshape(1, -1, 1, 1)
     assert y.shape[2:] == (out_h, out_w), (y.shape, out_h, out_w)
     return y
 
