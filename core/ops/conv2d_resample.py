@@ -72,7 +72,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     # of `x` with every `up`-th kernel tap (so no multiply touches an inserted zero); the phases are
     # interleaved straight into the zero-padded image the filter needs, whose bias it adds for free.
     # Relative to the full transposed-convolution output the filter pads by (p0, p1) per axis.
-    x = _upsample_conv_polyphase(x, w if not flip_weight else w.flip([2, 3]), up, groups,
+    x = _upsample_conv_polyphase(x, w if flip_weight else w.flip([2, 3]), up, groups,
                                  (px0 - (kw - 1), px1 - (kw - up)), (py0 - (kh - 1), py1 - (kh - up)))
     x = upfirdn2d(x, f, gain=up ** 2, flip_filter=flip_filter, bias=bias if down == 1 else None)
     if down > 1:
@@ -100,21 +100,22 @@ def _phase_plan(length: int, up: int, taps: int, pad0: int, pad1: int, phase: in
     return first, count, phase_taps, conv_pad, start
 
 
-def _upsample_conv_polyphase(x: torch.Tensor, v: torch.Tensor, up: int, groups: int,
+def _upsample_conv_polyphase(x: torch.Tensor, u: torch.Tensor, up: int, groups: int,
                              pad_x: tuple[int, int], pad_y: tuple[int, int]) -> torch.Tensor:
-    """Zero-padded output of `conv_transpose2d(x, v', stride=up)` (v' = v as `[in, out // groups]`),
-    computed phase by phase. `v` is `[C_out, C_in // groups, kh, kw]` in convolution (not correlation)
-    orientation; `pad_x`, `pad_y` pad (or crop) the full transposed-convolution output.
+    """Zero-padded output of the stride-`up` transposed convolution of `x` with the kernel `v` = `u`
+    flipped, computed phase by phase. `u` is `[C_out, C_in // groups, kh, kw]` in correlation
+    orientation (so phase kernels are strided views of it: flipping small strided blocks is slow);
+    `pad_x`, `pad_y` pad (or crop) the full transposed-convolution output.
     """
     n, _, h, w_in = x.shape
-    kh, kw = v.shape[2], v.shape[3]
+    kh, kw = u.shape[2], u.shape[3]
     plans_y = [_phase_plan(h, up, kh, pad_y[0], pad_y[1], p) for p in range(up)]
     plans_x = [_phase_plan(w_in, up, kw, pad_x[0], pad_x[1], p) for p in range(up)]
     out_h = (h - 1) * up + kh + pad_y[0] + pad_y[1]
     out_w = (w_in - 1) * up + kw + pad_x[0] + pad_x[1]
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
         else torch.contiguous_format
-    out = torch.empty([n, v.shape[0], out_h, out_w], dtype=x.dtype, device=x.device, memory_format=fmt)
+    out = torch.empty([n, u.shape[0], out_h, out_w], dtype=x.dtype, device=x.device, memory_format=fmt)
     for py, (fy, ny, ty, qy, sy) in enumerate(plans_y):
         for px, (fx, nx, tx, qx, sx) in enumerate(plans_x):
             if ny == 0 or nx == 0:
@@ -123,7 +124,8 @@ def _upsample_conv_polyphase(x: torch.Tensor, v: torch.Tensor, up: int, groups: 
             if ty == 0 or tx == 0:  # kernel smaller than the stride: this phase is all inserted zeros
                 dst.zero_()
                 continue
-            g = v[:, :, py::up, px::up].flip([2, 3])
+            # Taps v[p + j * up], j = T-1..0, are u[K-1-p-(T-1)*up :: up].
+            g = u[:, :, kh - 1 - py - (ty - 1) * up::up, kw - 1 - px - (tx - 1) * up::up]
             y = F.conv2d(x, g, padding=[qy, qx], groups=groups)
             dst.copy_(y[:, :, sy:sy + ny, sx:sx + nx])
     return out

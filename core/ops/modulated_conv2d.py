@@ -76,15 +76,16 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     if input_gain is not None:
         input_gain = input_gain.expand(n, in_channels)
+    # Eq. 3 without the modulated weight: sum_{i,k} (s_i w_oik)^2 = sum_i s_i^2 sum_k w_oik^2.
+    out_scale = torch.full([n, out_channels], float(out_gain), dtype=styles.dtype, device=styles.device)
+    if demodulate:
+        out_scale = (styles.square() @ weight.square().sum([2, 3]).t() + DEMOD_EPS).rsqrt() * out_gain
+    in_scale = styles if input_gain is None else styles * input_gain
 
     if fused:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_channels, 1, 1)  # [N, O, I, kh, kw]
-        out_scale = torch.full([n, out_channels], float(out_gain), dtype=w.dtype, device=w.device)
-        if demodulate:  # eq. 3: per-sample, per-output-channel norm of the modulated weight
-            out_scale = (w.square().sum([2, 3, 4]) + DEMOD_EPS).rsqrt() * out_gain
-        w = w * out_scale.reshape(n, out_channels, 1, 1, 1)
-        if input_gain is not None:
-            w = w * input_gain.reshape(n, 1, in_channels, 1, 1)
+        # One multiply makes every sample's weight: w_noik = w_oik * s_ni * g_ni * d_no.
+        scale = out_scale.reshape(n, out_channels, 1) * in_scale.reshape(n, 1, in_channels)
+        w = (weight.unsqueeze(0) * scale.reshape(n, out_channels, in_channels, 1, 1).to(weight.dtype))
         w = w.reshape(n * out_channels, in_channels, kh, kw).to(x.dtype)
         xg = x.reshape(1, n * in_channels, *x.shape[2:]) if n > 1 else x
         fused_bias = None if bias is None else bias.to(x.dtype).repeat(n)
@@ -93,14 +94,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         return y.reshape(n, out_channels, *y.shape[2:]) if n > 1 else y
 
     # Activation scaling: x * s -> shared conv -> * dcoefs * gain (+ bias).
-    post = torch.full([n, out_channels], float(out_gain), dtype=styles.dtype, device=styles.device)
-    if demodulate:
-        post = (styles.square() @ weight.square().sum([2, 3]).t() + DEMOD_EPS).rsqrt() * out_gain
-    scale = styles if input_gain is None else styles * input_gain
-    x = x * scale.to(x.dtype).reshape(n, in_channels, 1, 1)
+    x = x * in_scale.to(x.dtype).reshape(n, in_channels, 1, 1)
     y = conv2d_resample(x, weight.to(x.dtype), resample_filter, up=up, down=down, padding=padding,
                         flip_weight=flip_weight)
-    post = post.to(x.dtype).reshape(n, out_channels, 1, 1)
+    post = out_scale.to(x.dtype).reshape(n, out_channels, 1, 1)
     if bias is None:
         return y * post
     return torch.addcmul(bias.to(x.dtype).reshape(1, -1, 1, 1), y, post)
