@@ -9,7 +9,7 @@ from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, ge
                       latent_to_ws, load_latent, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
                       seeds_to_z, slerp, style_mix_layers, synthesize)
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
-from .networks import Generator, GeneratorInfo, build_generator
+from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
 
 __version__ = "0.1.0"
 
@@ -19,5 +19,5 @@ __all__ = [
     "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_ws", "load_latent",
     "mix_styles", "parse_layers", "parse_seeds", "sample_latents", "save_latent", "seeds_to_z", "slerp",
     "style_mix_layers", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
-    "Generator", "GeneratorInfo", "build_generator",
+    "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",
 ]

@@ -220,12 +220,13 @@ def convert_latent(G: Generator, latent: Latent, space: str) -> Latent:
 
 
 def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_MODE,
-               chunk_size: int = DEFAULT_CHUNK_SIZE, noise_seed: Optional[int] = None, force_fp32: bool = False,
+               chunk_size: int = DEFAULT_CHUNK_SIZE, noise_seed: Optional[int] = None, force_fp32: Optional[bool] = None,
                callback: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """Render `latent` to images `[N, C, R, R]` float32 in about [-1, 1], on CPU.
 
     Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
-    (it may raise to cancel). `noise_seed` makes noise_mode 'random' reproducible.
+    (it may raise to cancel). `noise_seed` makes noise_mode 'random' reproducible. `force_fp32` None
+    follows `G.precision`.
     """
     ws = latent_to_ws(G, latent)
     chunk_size = max(1, int(chunk_size))

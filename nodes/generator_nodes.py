@@ -6,7 +6,8 @@ import collections
 import threading
 from pathlib import Path
 
-from ..core import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config, build_generator, compute_w_avg
+from ..core import (PRECISIONS, GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config, build_generator,
+                    compute_w_avg)
 from ..core.hub import download_checkpoint, known_license
 from ..core.loaders import load_generator, save_generator
 from . import comfy_env
@@ -20,21 +21,22 @@ _cache_lock = threading.Lock()
 def describe_generator(G) -> str:
     lines = [f"{G.info.name}: {G.arch}, {G.img_resolution} px, z_dim {G.z_dim}, w_dim {G.w_dim}, "
              f"num_ws {G.num_ws}" + (f", {G.c_dim} classes" if G.c_dim else ""),
-             f"format: {G.info.source_format}, device: {G.w_avg.device}"]
+             f"format: {G.info.source_format}, device: {G.w_avg.device}, dtype: {G.precision}"]
     if G.info.license:
         lines.append(f"licence: {G.info.license}")
     return "\n".join(lines)
 
 
-def _load_cached(path: Path, device, network: str, license_text: str):
-    """Load once per (file version, device, network); cached generators are shared and never modified."""
+def _load_cached(path: Path, device, network: str, license_text: str, precision: str = "auto"):
+    """Load once per (file version, device, network, precision); cached generators are shared and never
+    modified."""
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device), network)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device), network, precision)
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    G = load_generator(path, device=device, network=network)
+    G = load_generator(path, device=device, network=network, precision=precision)
     G.info.license = G.info.license or license_text or known_license(path.name)
     with _cache_lock:
         _cache[key] = G
@@ -65,6 +67,11 @@ class LoadStyleGAN:
                 "network": (["G_ema", "G"], {
                     "default": "G_ema",
                     "tooltip": "For NVIDIA training snapshots: G_ema (the averaged generator everyone uses) or G."}),
+                "dtype": (list(PRECISIONS), {
+                    "default": "auto",
+                    "tooltip": "auto: the layers a model was trained in fp16 run in fp16 on CUDA, as NVIDIA samples "
+                               "them (fp32 on CPU and MPS). float32: everything in fp32 (slower on CUDA, matches "
+                               "CPU output more closely)."}),
             },
             "optional": {
                 "hf_repo": ("STRING", {"default": "", "tooltip": "Optional Hugging Face repo 'owner/name' to download "
@@ -84,13 +91,13 @@ class LoadStyleGAN:
                     f"or .safetensors there, or set hf_repo and hf_filename")
         return True
 
-    def load(self, ckpt_name, device="auto", network="G_ema", hf_repo="", hf_filename=""):
+    def load(self, ckpt_name, device="auto", network="G_ema", dtype="auto", hf_repo="", hf_filename=""):
         license_text = ""
         if hf_repo:
             path, license_text = download_checkpoint(hf_repo, hf_filename, comfy_env.model_dirs()[0])
         else:
             path = comfy_env.model_path(ckpt_name)
-        G = _load_cached(path, comfy_env.torch_device(device), network, license_text)
+        G = _load_cached(path, comfy_env.torch_device(device), network, license_text, dtype)
         info = describe_generator(G)
         return {"ui": {"text": [info]}, "result": (G, info)}
 

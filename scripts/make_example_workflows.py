@@ -33,7 +33,7 @@ SIZES = {"SGS_LoadStyleGAN": [320, 170], "SGS_SampleLatent": [320, 250], "SGS_Sy
 
 
 def load(nid, pos):
-    return (nid, "SGS_LoadStyleGAN", pos, [CHECKPOINT, "auto", "G_ema", "", ""], {})
+    return (nid, "SGS_LoadStyleGAN", pos, [CHECKPOINT, "auto", "G_ema", "auto", "", ""], {})
 
 
 def sample(nid, pos, gen, seed, batch, space="w", psi=0.7):

@@ -48,7 +48,7 @@ def test_object_info_lists_every_node_with_tooltips(server):
 
 def test_generate_mix_interpolate_and_save(server):
     prompt = {
-        "1": node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema"),
+        "1": node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema", dtype="auto"),
         "2": sample(["1", 0], 0, n=2),
         "3": sample(["1", 0], 10),
         "4": node("SGS_StyleMix", generator=["1", 0], base=["2", 0], style=["3", 0], layers="coarse"),
@@ -68,7 +68,7 @@ def test_generate_mix_interpolate_and_save(server):
 
 
 def test_bad_input_is_a_node_error_not_a_crash(server):
-    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="missing.pkl", device="auto", network="G_ema"),
+    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="missing.pkl", device="auto", network="G_ema", dtype="auto"),
               "2": sample(["1", 0], 0),
               "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
               "4": node("PreviewImage", images=["3", 0])}
@@ -81,8 +81,8 @@ def test_bad_input_is_a_node_error_not_a_crash(server):
 def test_runtime_error_is_reported_and_server_stays_healthy(server):
     narrow = tiny_generator("stylegan2", w_dim=8, z_dim=8)
     core.save_generator(narrow, server.models / "narrow.safetensors")
-    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema"),
-              "2": node("SGS_LoadStyleGAN", ckpt_name="narrow.safetensors", device="auto", network="G_ema"),
+    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema", dtype="auto"),
+              "2": node("SGS_LoadStyleGAN", ckpt_name="narrow.safetensors", device="auto", network="G_ema", dtype="auto"),
               "3": sample(["2", 0], 0, space="w+"),
               "4": node("SGS_Synthesize", generator=["1", 0], latent=["3", 0], noise_mode="const"),
               "5": node("PreviewImage", images=["4", 0])}

@@ -158,3 +158,38 @@ def test_clamp_limits_activations():
     img = G(torch.randn(1, 16))
     n_rgb_layers = math.log2(32) - 1  # skip architecture: one ToRGB per block, each clamped to +-1
     assert img.abs().max() <= n_rgb_layers + 1e-4
+
+
+@pytest.mark.parametrize("arch", ["stylegan2", "stylegan3"])
+def test_precision_setting_reaches_every_block(arch):
+    G = tiny_generator(arch)
+    blocks = [m for m in G.synthesis.children() if "force_fp32" in m.forward.__code__.co_varnames]
+    assert blocks
+    seen: list[bool] = []
+    handles = [b.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw["force_fp32"]), with_kwargs=True)
+               for b in blocks]
+    ws = G.mapping(torch.randn(1, G.z_dim), None)
+    try:
+        assert G.precision == "auto"
+        G.synthesis(ws)
+        assert seen == [False] * len(blocks)
+        G.precision = "float32"
+        seen.clear()
+        G.synthesis(ws)
+        assert seen == [True] * len(blocks)
+        seen.clear()
+        G.synthesis(ws, force_fp32=False)  # an explicit argument wins over the setting
+        assert seen == [False] * len(blocks)
+    finally:
+        for h in handles:
+            h.remove()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        G.precision = "float16"
+
+
+def test_load_generator_sets_precision(tmp_path):
+    core.save_generator(tiny_generator("stylegan2"), tmp_path / "g.safetensors")
+    assert core.load_generator(tmp_path / "g.safetensors").precision == "auto"
+    assert core.load_generator(tmp_path / "g.safetensors", precision="float32").precision == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        core.load_generator(tmp_path / "g.safetensors", precision="half")

@@ -65,6 +65,9 @@ def test_load_stylegan_lists_loads_and_caches(pack, ckpt):
     G, info = out["result"]
     assert "stylegan2, 32 px" in info and out["ui"]["text"] == [info]
     assert node_cls().load("tiny.safetensors", device="cpu")["result"][0] is G  # cached, same object
+    assert G.precision == "auto" and "dtype: auto" in info
+    G32 = node_cls().load("tiny.safetensors", device="cpu", dtype="float32")["result"][0]
+    assert G32 is not G and G32.precision == "float32" and G.precision == "auto"  # own cache entry
     z = torch.randn(1, 16)
     assert torch.allclose(G(z), ckpt(z), atol=1e-6)
 

@@ -23,7 +23,7 @@ import torch
 from ..config import GeneratorConfig
 from ..errors import CheckpointError, UnsafeCheckpointError
 from ..log import logger
-from ..networks import Generator, GeneratorInfo
+from ..networks import PRECISIONS, Generator, GeneratorInfo
 from .nvidia import generator_from_nvidia, generator_from_tf, select_network
 from .rosinality import generator_from_rosinality
 from .safe_pickle import PersistentObject, refused_global, restricted_load
@@ -51,13 +51,15 @@ def sniff_format(path: PathLike) -> str:
 
 
 def load_generator(path: PathLike, device: Optional[Union[str, torch.device]] = None, *,
-                   network: str = "G_ema") -> Generator:
+                   network: str = "G_ema", precision: str = "auto") -> Generator:
     """Load a generator from any supported checkpoint.
 
     Args:
         path: checkpoint file (.pkl, .pt, .pth, .safetensors; recognised by content).
         device: where to put the generator (None = CPU).
         network: for NVIDIA pickles, 'G_ema' (the averaged generator everyone samples from) or 'G'.
+        precision: 'auto' (blocks trained in fp16 run in fp16 on CUDA, as trained) or 'float32'
+            (everything in fp32); `G.precision` can be changed later.
 
     Returns:
         `Generator` in eval mode with gradients disabled; `G.info` says where it came from.
@@ -67,6 +69,8 @@ def load_generator(path: PathLike, device: Optional[Union[str, torch.device]] = 
         CheckpointError: unreadable, truncated, corrupt, discriminator-only or not a StyleGAN generator.
         UnsafeCheckpointError: the file tries to run code or import something a checkpoint never needs.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = Path(path)
     what = str(path)
     if not path.is_file():
@@ -86,6 +90,7 @@ def load_generator(path: PathLike, device: Optional[Union[str, torch.device]] = 
         G.info.name = path.stem
     G.info.source = G.info.source or what
     G = G.eval().requires_grad_(False)
+    G.precision = precision
     return G.to(device) if device is not None else G
 
 

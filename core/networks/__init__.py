@@ -1,6 +1,6 @@
 """Our own StyleGAN2 / StyleGAN3 networks (pure PyTorch, no compiled code)."""
 
-from .generator import Generator, GeneratorInfo, build_generator
+from .generator import PRECISIONS, Generator, GeneratorInfo, build_generator
 from .layers import FullyConnectedLayer, MappingNetwork
 
-__all__ = ["Generator", "GeneratorInfo", "build_generator", "FullyConnectedLayer", "MappingNetwork"]
+__all__ = ["PRECISIONS", "Generator", "GeneratorInfo", "build_generator", "FullyConnectedLayer", "MappingNetwork"]

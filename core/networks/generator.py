@@ -24,6 +24,11 @@ class GeneratorInfo:
     extra: dict = field(default_factory=dict)  # Free-form metadata kept on conversion.
 
 
+PRECISIONS = ("auto", "float32")
+"""'auto': blocks trained in fp16 run in fp16 on CUDA, as NVIDIA trained and samples them (fp32 elsewhere);
+'float32': everything in fp32 (slower on CUDA, bit-for-bit closer to a CPU run)."""
+
+
 class Generator(nn.Module):
     """z (+c) -> image. `G.mapping(z, c, truncation_psi, truncation_cutoff) -> ws [N, num_ws, w_dim]`,
     `G.synthesis(ws, noise_mode=...) -> [N, img_channels, R, R]` in about [-1, 1], `G(z, c, ...)`.
@@ -47,6 +52,17 @@ class Generator(nn.Module):
     @property
     def arch(self) -> str:
         return self.config.arch
+
+    @property
+    def precision(self) -> str:
+        """'auto' or 'float32' (see `PRECISIONS`); a `force_fp32` argument to synthesis overrides it."""
+        return "float32" if self.synthesis.force_fp32 else "auto"
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r}")
+        self.synthesis.force_fp32 = value == "float32"
 
     @property
     def w_avg(self) -> torch.Tensor:

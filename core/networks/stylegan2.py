@@ -266,6 +266,8 @@ class SynthesisNetwork(nn.Module):
         self.block_resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
         channels = {res: min(config.channel_base // res, config.channel_max) for res in self.block_resolutions}
         fp16_resolution = max(2 ** (int(math.log2(img_resolution)) + 1 - config.num_fp16_res), 8)
+        # Blocks trained in fp16 run in fp16 on CUDA unless this is set (or `force_fp32` is passed).
+        self.force_fp32 = False
         self.num_ws = 0
         for res in self.block_resolutions:
             block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, res, img_channels,
@@ -284,7 +286,7 @@ class SynthesisNetwork(nn.Module):
             getattr(self, f"b{res}").reset_parameters(generator)
 
     def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", noise: Optional[dict[str, torch.Tensor]] = None,
-                force_fp32: bool = False, generator: Optional[torch.Generator] = None,
+                force_fp32: Optional[bool] = None, generator: Optional[torch.Generator] = None,
                 fused_modconv: Optional[bool] = None) -> torch.Tensor:
         """Render `ws` `[N, num_ws, w_dim]` to `[N, C, R, R]` float32.
 
@@ -293,10 +295,11 @@ class SynthesisNetwork(nn.Module):
                 `generator` when given) or 'none'.
             noise: optional per-layer noise maps `{name: [N or 1, 1, r, r]}` overriding `noise_mode`
                 for those layers (names from `noise_layer_names`).
-            force_fp32: run fp16-trained blocks in fp32 even on CUDA.
+            force_fp32: run fp16-trained blocks in fp32 even on CUDA (None = `self.force_fp32`).
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
         ws = ws.to(torch.float32)
         noise = noise or {}
         x = img = None

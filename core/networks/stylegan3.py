@@ -217,6 +217,8 @@ class SynthesisNetwork(nn.Module):
                  ):
         super().__init__()
         self.w_dim = w_dim
+        # Layers trained in fp16 run in fp16 on CUDA unless this is set (or `force_fp32` is passed).
+        self.force_fp32 = False
         self.num_ws = config.num_layers + 2
         self.img_resolution = img_resolution
         self.img_channels = img_channels
@@ -265,12 +267,13 @@ class SynthesisNetwork(nn.Module):
             getattr(self, name).reset_parameters(generator)
 
     def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", noise: Optional[dict] = None,
-                force_fp32: bool = False, generator: Optional[torch.Generator] = None,
+                force_fp32: Optional[bool] = None, generator: Optional[torch.Generator] = None,
                 fused_modconv: Optional[bool] = None) -> torch.Tensor:
         """Render `ws` `[N, num_ws, w_dim]`; `noise_mode`/`noise`/`generator` are accepted for API symmetry
         with StyleGAN2 and have no effect (StyleGAN3 is noise-free)."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
         ws = ws.to(torch.float32).unbind(dim=1)
         x = self.input(ws[0]).contiguous(memory_format=activation_memory_format(ws[0]))
         for name, w in zip(self.layer_names, ws[1:]):
