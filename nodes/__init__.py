@@ -1,11 +1,12 @@
 """ComfyUI node classes of StyleGAN Studio (classic node API). All ComfyUI imports live in comfy_env."""
 
 from . import comfy_env
-from . import generator_nodes, latent_nodes
+from . import generator_nodes, invert_nodes, latent_nodes
 
 comfy_env.register_model_folders()
 
-NODE_CLASS_MAPPINGS = {**generator_nodes.NODE_CLASS_MAPPINGS, **latent_nodes.NODE_CLASS_MAPPINGS}
-NODE_DISPLAY_NAME_MAPPINGS = {**generator_nodes.NODE_DISPLAY_NAME_MAPPINGS, **latent_nodes.NODE_DISPLAY_NAME_MAPPINGS}
+_MODULES = [generator_nodes, latent_nodes, invert_nodes]
+NODE_CLASS_MAPPINGS = {k: v for m in _MODULES for k, v in m.NODE_CLASS_MAPPINGS.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {k: v for m in _MODULES for k, v in m.NODE_DISPLAY_NAME_MAPPINGS.items()}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

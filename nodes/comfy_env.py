@@ -19,6 +19,7 @@ from ..core.log import logger
 
 MODEL_FOLDER = "stylegan"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
+PERCEPTUAL_FOLDER = "perceptual"           # VGG16 / AlexNet / LPIPS weights for inversion losses
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 
 try:  # inside ComfyUI
@@ -51,6 +52,9 @@ def register_model_folders() -> None:
         _folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, extensions)
     else:
         _folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], set(MODEL_EXTENSIONS))
+    if PERCEPTUAL_FOLDER not in _folder_paths.folder_names_and_paths:
+        _folder_paths.folder_names_and_paths[PERCEPTUAL_FOLDER] = (
+            [os.path.join(_folder_paths.models_dir, PERCEPTUAL_FOLDER)], set(MODEL_EXTENSIONS))
 
 
 def model_dirs() -> list[Path]:
@@ -176,7 +180,8 @@ def next_output_path(filename_prefix: str, extension: str) -> Path:
 
 
 def list_latent_files() -> list[str]:
-    """Latent files: those in the input folder, and those in the output folder marked ' [output]'."""
+    """Latent (and weight-delta) files: those in the input folder, and those in the output folder marked
+    ' [output]'."""
     names = []
     for folder, tag in ((input_dir(), ""), (output_dir(), " [output]")):
         if folder.is_dir():
@@ -185,13 +190,20 @@ def list_latent_files() -> list[str]:
     return names
 
 
-def latent_file_path(name: str) -> Path:
+def latent_file_path(name: str, what: str = "latent file") -> Path:
     """Resolve a name from `list_latent_files()` to a path inside the input or output folder."""
     folder = output_dir() if name.endswith(" [output]") else input_dir()
     rel = name[: -len(" [output]")] if name.endswith(" [output]") else name
     path = (folder / rel).resolve()
     if folder.resolve() not in path.parents:
-        raise ValueError(f"latent file {name!r} is outside the input and output folders")
+        raise ValueError(f"{what} {name!r} is outside the input and output folders")
     if not path.is_file():
-        raise FileNotFoundError(f"latent file {name!r} not found in {folder}")
+        raise FileNotFoundError(f"{what} {name!r} not found in {folder}")
     return path
+
+
+def perceptual_dirs() -> list[Path]:
+    """Folders searched for perceptual-loss weights (VGG16, AlexNet, LPIPS): models/perceptual."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(PERCEPTUAL_FOLDER)]
+    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / PERCEPTUAL_FOLDER]

@@ -1,0 +1,141 @@
+"""Weight deltas: compact, shareable changes to a generator's tensors (PTI tuning, optimised noise maps).
+
+A delta holds `tuned - base` for only the tensors that changed, with the identity of the base generator, so
+a file made for one model is refused by another. Applying one never modifies the base generator: it returns
+a copy. Files are safetensors (no pickles).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from .errors import CheckpointError
+from .latents import GeneratorRef, generator_ref
+from .networks import Generator
+
+DELTA_FORMAT = "stylegan-studio-weight-delta"
+DELTA_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class WeightDelta:
+    """`tensors[name]` = tuned − base for state-dict entries of the base generator (same shapes)."""
+
+    tensors: dict[str, torch.Tensor]
+    base: GeneratorRef
+    kind: str = "pti"                      # What made it: 'pti', 'noise' (projector noise maps), ...
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def num_values(self) -> int:
+        return sum(t.numel() for t in self.tensors.values())
+
+    def describe(self) -> str:
+        return (f"{self.kind} delta for {self.base.name}: {len(self.tensors)} tensors, "
+                f"{self.num_values / 1e6:.2f} M values")
+
+
+def clone_generator(G: Generator) -> Generator:
+    """An independent copy of `G` whose tensors autograd can use.
+
+    Tensors created under `torch.inference_mode()` (as ComfyUI loads models) cannot be saved for backward;
+    copying outside inference mode gives ordinary tensors. The copy forgets the cached fingerprint.
+    """
+    with torch.inference_mode(False):
+        G2 = copy.deepcopy(G)
+    G2.info.extra.pop("_fingerprint", None)
+    return G2
+
+
+def compute_weight_delta(base: Generator, tuned: Generator, *, kind: str = "pti", dtype: str = "float32",
+                         atol: float = 0.0, metadata: Optional[dict] = None) -> WeightDelta:
+    """The tensors of `tuned` that differ from `base` (by more than `atol`), as differences in `dtype`.
+
+    `dtype` 'float16' halves the file; the rounding error is relative to the delta, not to the weight.
+    """
+    if dtype not in DELTA_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DELTA_DTYPES)}, got {dtype!r}")
+    b, t = base.state_dict(), tuned.state_dict()
+    if b.keys() != t.keys():
+        raise ValueError("the tuned generator has a different structure from the base generator")
+    tensors = {}
+    with torch.no_grad():
+        for name, tb in b.items():
+            d = t[name].detach().to(tb.device, torch.float32) - tb.detach().float()
+            if tb.is_floating_point() and d.abs().max() > atol:
+                tensors[name] = d.to(DELTA_DTYPES[dtype]).cpu().contiguous()
+    return WeightDelta(tensors, generator_ref(base), kind, dict(metadata or {}))
+
+
+def apply_weight_delta(G: Generator, delta: WeightDelta, *, scale: float = 1.0,
+                       check_base: bool = True) -> Generator:
+    """A copy of `G` with `scale * delta` added. `G` itself is not modified.
+
+    Raises:
+        CheckpointError: the delta was made for a different generator (shapes or weights differ); set
+            `check_base=False` to apply it to a same-shaped fine-tune anyway.
+    """
+    ref = generator_ref(G)
+    state = G.state_dict()
+    for name, d in delta.tensors.items():
+        if name not in state or tuple(state[name].shape) != tuple(d.shape):
+            raise CheckpointError(f"this {delta.kind} delta was made for {delta.base.name} and does not fit "
+                                  f"{G.info.name} (tensor {name!r}); load the generator it was made for")
+    if check_base and ref.fingerprint != delta.base.fingerprint:
+        raise CheckpointError(f"this {delta.kind} delta was made for {delta.base.name} (fingerprint "
+                              f"{delta.base.fingerprint}) but {G.info.name} has different weights ({ref.fingerprint}); "
+                              f"load {delta.base.name}")
+    G2 = clone_generator(G)
+    with torch.no_grad():
+        target = G2.state_dict()
+        for name, d in delta.tensors.items():
+            target[name].add_(d.to(target[name].device, torch.float32).to(target[name].dtype), alpha=float(scale))
+    G2.info.name = f"{G.info.name}+{delta.kind}" if scale == 1 else f"{G.info.name}+{scale:g}x{delta.kind}"
+    G2.info.extra["deltas"] = list(G.info.extra.get("deltas", [])) + [dict(kind=delta.kind, scale=float(scale),
+                                                                          **delta.metadata)]
+    return G2
+
+
+def save_weight_delta(delta: WeightDelta, path: Union[str, Path]) -> Path:
+    """Write `delta` as safetensors with its base generator's identity in the metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": DELTA_FORMAT, "kind": delta.kind, "base": json.dumps(delta.base.to_dict()),
+            "metadata": json.dumps(delta.metadata)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in delta.tensors.items()}, str(tmp), metadata=meta)
+    tmp.replace(path)  # never leave a half-written file under the real name
+    return path
+
+
+def load_weight_delta(path: Union[str, Path]) -> WeightDelta:
+    """Read a delta written by `save_weight_delta`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight delta not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if meta.get("format") != DELTA_FORMAT:
+        raise CheckpointError(f"{path}: not a StyleGAN Studio weight delta (format {meta.get('format')!r}); "
+                              f"expected a file written by Save Weight Delta")
+    try:
+        base = GeneratorRef(**json.loads(meta["base"]))
+        extra = json.loads(meta.get("metadata", "{}"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: damaged weight-delta metadata ({e})") from e
+    return WeightDelta(tensors, base, meta.get("kind", "pti"), extra)

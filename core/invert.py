@@ -1,0 +1,621 @@
+"""Inversion: real images into StyleGAN latents (Image2StyleGAN, NVIDIA's projector, II2S, PTI).
+
+`invert_image(G, target, method=...)` optimises a latent (and, for the projector, the noise maps; for PTI,
+then the generator's weights) so that `G` reproduces `target`. The input generator is never modified:
+anything tuned lives in a copy and is also returned as a compact `WeightDelta`. Gradients are enabled
+inside, so it works under ComfyUI's `torch.inference_mode()`.
+
+References (numbers from the public code, see docs/methods.md of the project):
+- Image2StyleGAN (Abdal et al. 2019): W+, Adam lr 0.01, MSE + Σ VGG16 feature MSE (conv1_1, conv1_2,
+  conv3_2, conv4_2) on 256 px, initialised at the mean w.
+- NVIDIA projector (stylegan2-ada-pytorch `projector.py`): one w + all noise maps, LPIPS-VGG at 256 px,
+  noise autocorrelation regulariser 1e5, lr 0.1 with 5 % ramp-up and cosine ramp-down over the last 25 %,
+  latent noise 0.05·w_std·max(0, 1 − t/0.75)², 1000 steps.
+- II2S (Zhu et al. 2020): W+ from the mean w, MSE + LPIPS-VGG at 256 px + 0.001 × PCA prior on
+  LeakyReLU(5)(w), Adam lr 0.01, fresh random noise every step, 1300 steps.
+- PTI (Roich et al. 2021): projector pivot (lr 5e-3, 450 steps), then all weights tuned with Adam lr 3e-4
+  on MSE + LPIPS-AlexNet, at most 350 steps, early stop at LPIPS ≤ 0.06.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .deltas import WeightDelta, clone_generator, compute_weight_delta
+from .errors import LatentError
+from .latents import Latent, generator_ref
+from .log import logger
+from .networks import Generator
+
+METHODS = ("image2stylegan", "projector", "ii2s", "pti")
+DEFAULT_METHOD = "ii2s"
+PERCEPTUAL_RESOLUTION = 256                # Every reference computes its perceptual loss at 256 px.
+PRIOR_MIN_STDEV = 0.01                     # II2S prior: floor on a direction's spread, relative to the largest.
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """Hyperparameters of one method; the defaults of `METHOD_DEFAULTS` are the references' values."""
+
+    num_steps: int                         # Optimisation steps (for PTI: pivot steps).
+    lr: float                              # Adam learning rate (peak, for the projector schedule).
+    space: str = "w+"                      # Optimised latent: 'w' (one w for every layer) or 'w+'.
+    init: str = "w_avg"                    # Start point: 'w_avg' (mean w).
+    mse_weight: float = 0.0                # Pixel MSE at full resolution, images in [-1, 1].
+    lpips_weight: float = 0.0              # LPIPS-VGG distance at 256 px.
+    vgg_weight: float = 0.0                # Σ MSE of VGG16 features (Image2StyleGAN) at 256 px.
+    prior_weight: float = 0.0              # II2S PCA prior on LeakyReLU(5)(w).
+    noise_reg_weight: float = 0.0          # Projector noise autocorrelation regulariser.
+    optimize_noise: bool = False           # Optimise the noise maps (projector).
+    keep_noise: bool = False               # Return a generator holding the optimised noise maps. The references
+                                           # discard them (their final image uses the original noise).
+    noise_mode: str = "const"              # Noise during optimisation: 'const' or 'random' (II2S).
+    lr_schedule: str = "constant"          # 'constant' or 'projector' (ramp up 5 %, cosine down 25 %).
+    lr_rampup: float = 0.05
+    lr_rampdown: float = 0.25
+    w_noise_factor: float = 0.0            # Projector latent noise: factor·w_std·max(0, 1 − t/ramp)².
+    w_noise_ramp: float = 0.75
+    w_avg_samples: int = 10_000            # Samples for w_avg / w_std.
+    tune_steps: int = 0                    # PTI: generator tuning steps after the pivot.
+    tune_lr: float = 3e-4                  # PTI: Adam lr for the weights.
+    tune_mse_weight: float = 1.0           # PTI: MSE weight while tuning.
+    tune_lpips_weight: float = 1.0         # PTI: LPIPS-AlexNet weight while tuning.
+    tune_lpips_stop: float = 0.06          # PTI: stop tuning once every image's LPIPS-AlexNet is this low.
+
+
+METHOD_DEFAULTS: dict[str, InversionConfig] = {
+    "image2stylegan": InversionConfig(num_steps=1500, lr=0.01, mse_weight=1.0, vgg_weight=1.0),
+    "projector": InversionConfig(num_steps=1000, lr=0.1, space="w", lpips_weight=1.0, noise_reg_weight=1e5,
+                                 optimize_noise=True, lr_schedule="projector", w_noise_factor=0.05),
+    "ii2s": InversionConfig(num_steps=1300, lr=0.01, mse_weight=1.0, lpips_weight=1.0, prior_weight=1e-3,
+                            noise_mode="random"),
+    "pti": InversionConfig(num_steps=450, lr=5e-3, space="w", lpips_weight=1.0, noise_reg_weight=1e5,
+                           optimize_noise=True, lr_schedule="projector", w_noise_factor=0.05, tune_steps=350),
+}
+
+# Perceptual networks each method needs: 'lpips_vgg', 'lpips_alex', 'vgg16_features'.
+PERCEPTUAL_NEEDS: dict[str, tuple[str, ...]] = {
+    "image2stylegan": ("vgg16_features",),
+    "projector": ("lpips_vgg",),
+    "ii2s": ("lpips_vgg",),
+    "pti": ("lpips_vgg", "lpips_alex"),
+}
+
+
+@dataclass
+class InversionProgress:
+    """What `callback` receives after each step. `image` is the current reconstruction `[N, 3, R, R]`
+    in [-1, 1] (detached, on G's device); `losses` the loss terms of this step."""
+
+    step: int                              # Steps done so far, over all phases.
+    total: int                             # Steps planned over all phases (early stops end sooner).
+    phase: str                             # 'latent' or 'tune' (PTI's second phase).
+    losses: dict[str, float]
+    image: torch.Tensor
+
+
+@dataclass
+class InversionResult:
+    """latent: w or w+ `[N, ...]`; image: final reconstruction `[N, 3, R, R]` in [-1, 1] on CPU;
+    generator: the input generator, or a tuned copy (projector noise maps, PTI weights) whose difference
+    from the input is `delta`; psnr `[N]` (dB, on [0, 1] images); lpips `[N]` (LPIPS-VGG at 256 px, when
+    that network was available)."""
+
+    latent: Latent
+    image: torch.Tensor
+    generator: Generator
+    delta: Optional[WeightDelta]
+    method: str
+    steps: int
+    seconds: float
+    psnr: torch.Tensor
+    lpips: Optional[torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        lines = [f"{self.method}: {self.steps} steps in {self.seconds:.1f} s "
+                 f"({self.seconds / max(1, self.steps):.3f} s/step)"]
+        for i in range(len(self.psnr)):
+            lp = "" if self.lpips is None else f", LPIPS {float(self.lpips[i]):.4f}"
+            lines.append(f"image {i}: PSNR {float(self.psnr[i]):.2f} dB{lp}")
+        if self.delta is not None:
+            lines.append(self.delta.describe())
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Targets
+
+
+def prepare_target(images: torch.Tensor, resolution: int) -> tuple[torch.Tensor, list[str]]:
+    """Images `[N, C, H, W]` in [-1, 1] → `[N, 3, resolution, resolution]` in [-1, 1], plus notes.
+
+    Grayscale is repeated to RGB, an alpha channel dropped, other sizes resized (area filter when
+    shrinking, bicubic when enlarging; non-square images are stretched, so align faces first).
+    """
+    notes: list[str] = []
+    if images.ndim != 4:
+        raise ValueError(f"target images must be [N, C, H, W], got shape {list(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError("the target image contains NaN or infinite values")
+    c = images.shape[1]
+    if c == 1:
+        images = images.repeat(1, 3, 1, 1)
+        notes.append("grayscale image repeated to RGB")
+    elif c == 4:
+        images = images[:, :3]
+        notes.append("alpha channel ignored (connect a MASK to ignore the background)")
+    elif c != 3:
+        raise ValueError(f"target images need 1, 3 or 4 channels, got {c}")
+    h, w = images.shape[2:]
+    if (h, w) != (resolution, resolution):
+        if h != w:
+            notes.append(f"image {w}x{h} is not square: stretched to {resolution}x{resolution}; align or crop first")
+        else:
+            notes.append(f"image resized from {w}x{h} to the generator's {resolution}x{resolution}")
+        mode = "area" if h >= resolution and w >= resolution else "bicubic"
+        images = F.interpolate(images.float(), size=(resolution, resolution), mode=mode,
+                               **({} if mode == "area" else {"align_corners": False})).clamp(-1, 1)
+    return images.float().contiguous(), notes
+
+
+def prepare_mask(mask: Optional[torch.Tensor], n: int, resolution: int) -> Optional[torch.Tensor]:
+    """Mask `[N or 1, H, W]` or `[N, 1, H, W]` in [0, 1] (1 = fit this pixel) → `[N, 1, R, R]`."""
+    if mask is None:
+        return None
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim == 3:
+        mask = mask[:, None]
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, n):
+        raise ValueError(f"mask must be [H, W], [N, H, W] or [N, 1, H, W] with N = 1 or {n}, got {list(mask.shape)}")
+    mask = F.interpolate(mask.float(), size=(resolution, resolution), mode="bilinear", align_corners=False)
+    mask = mask.clamp(0, 1).expand(n, 1, resolution, resolution)
+    if (mask.flatten(1).amax(1) <= 0).any():
+        raise ValueError("the mask is empty for at least one image: nothing would be fitted")
+    return mask.contiguous()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR `[N]` in dB of images in [-1, 1], measured on [0, 1]."""
+    mse = ((x.float().clamp(-1, 1) - y.float().clamp(-1, 1)) / 2).square().flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-12))
+
+
+def downsample_to(x: torch.Tensor, size: int = PERCEPTUAL_RESOLUTION) -> torch.Tensor:
+    """Area-downsample to `size` when larger, as every reference does before its perceptual network."""
+    return F.interpolate(x, size=(size, size), mode="area") if x.shape[-1] > size else x
+
+
+# ------------------------------------------------------------------------------------------------
+# Statistics of W: mean and spread (projector), PCA prior (II2S)
+
+
+def w_stats(G: Generator, num_samples: int = 10_000, *, seed: int = 123,
+            batch_size: int = 4096) -> tuple[torch.Tensor, float]:
+    """(w_avg `[w_dim]`, w_std) from `num_samples` mapped z, as NVIDIA's projector computes them
+    (z from `np.random.RandomState(seed)`; w_std = sqrt(Σ‖w − w_avg‖² / n))."""
+    device = G.w_avg.device
+    z = torch.from_numpy(np.random.RandomState(seed).randn(num_samples, G.z_dim)).float()
+    c = None
+    if G.c_dim:  # conditional models: average over uniformly drawn classes
+        idx = torch.from_numpy(np.random.RandomState(seed + 1).randint(0, G.c_dim, num_samples))
+        c = F.one_hot(idx, G.c_dim).float()
+    ws = []
+    with torch.no_grad():
+        for i in range(0, num_samples, batch_size):
+            ws.append(G.mapping(z[i:i + batch_size].to(device), None if c is None else c[i:i + batch_size].to(device),
+                                truncation_psi=1)[:, 0].double().cpu())
+    w = torch.cat(ws)
+    w_avg = w.mean(0)
+    w_std = float(((w - w_avg).square().sum() / num_samples).sqrt())
+    return w_avg.float(), w_std
+
+
+@dataclass
+class WPrior:
+    """II2S prior: PCA of v = LeakyReLU(slope 5)(w) over mapped samples. `mean [w_dim]`,
+    `components [k, w_dim]` (rows), `stdev [k]`; the loss is the mean squared whitened coordinate."""
+
+    mean: torch.Tensor
+    components: torch.Tensor
+    stdev: torch.Tensor
+    num_samples: int
+    fingerprint: str = ""
+
+    def loss(self, ws: torch.Tensor, min_stdev: float = PRIOR_MIN_STDEV) -> torch.Tensor:
+        """Mean over N, layers and components of ((LeakyReLU5(ws) − mean)·componentsᵀ / stdev)².
+
+        Directions whose spread is below `min_stdev` × the largest are whitened as if they had that spread:
+        they carry no visible content, and in a rank-deficient mapping network they would otherwise swamp
+        the loss (the reference has no such floor; 0 turns it off)."""
+        stdev = self.stdev.to(ws)
+        stdev = stdev.clamp_min(float(stdev.max()) * min_stdev)
+        v = F.leaky_relu(ws, negative_slope=5.0) - self.mean.to(ws)
+        return ((v @ self.components.to(ws).t()) / stdev).square().mean()
+
+
+def compute_w_prior(G: Generator, num_samples: int = 1_000_000, *, seed: int = 0, batch_size: int = 8192,
+                    callback: Optional[Callable[[int, int], None]] = None) -> WPrior:
+    """PCA prior of II2S from `num_samples` mapped z (the reference uses 10⁶), streamed in float64 so
+    memory stays at one batch. `callback(done, total)` may raise to cancel."""
+    gen = torch.Generator().manual_seed(int(seed))
+    device = G.w_avg.device
+    s = torch.zeros(G.w_dim, dtype=torch.float64)
+    ss = torch.zeros(G.w_dim, G.w_dim, dtype=torch.float64)
+    done = 0
+    with torch.no_grad():
+        while done < num_samples:
+            n = min(batch_size, num_samples - done)
+            z = torch.randn([n, G.z_dim], generator=gen)
+            c = None
+            if G.c_dim:
+                c = F.one_hot(torch.randint(0, G.c_dim, [n], generator=gen), G.c_dim).float().to(device)
+            v = F.leaky_relu(G.mapping(z.to(device), c)[:, 0], negative_slope=5.0).double().cpu()
+            s += v.sum(0)
+            ss += v.t() @ v
+            done += n
+            if callback is not None:
+                callback(done, num_samples)
+    mean = s / num_samples
+    cov = (ss - num_samples * torch.outer(mean, mean)) / max(1, num_samples - 1)
+    evals, evecs = torch.linalg.eigh(cov)                      # ascending
+    order = torch.argsort(evals, descending=True)
+    evals, evecs = evals[order].clamp_min(1e-12), evecs[:, order]
+    return WPrior(mean.float(), evecs.t().float().contiguous(), evals.sqrt().float(), int(num_samples),
+                  generator_ref(G).fingerprint)
+
+
+def save_w_prior(prior: WPrior, path: Union[str, Path]) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"mean": prior.mean, "components": prior.components, "stdev": prior.stdev}, str(tmp),
+              metadata={"format": "stylegan-studio-w-prior", "num_samples": str(prior.num_samples),
+                        "fingerprint": prior.fingerprint})
+    tmp.replace(path)
+    return path
+
+
+def load_w_prior(path: Union[str, Path], G: Optional[Generator] = None) -> Optional[WPrior]:
+    """The prior cached at `path`, or None when it is missing, unreadable or made for another generator."""
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        t = load_file(str(path))
+        prior = WPrior(t["mean"], t["components"], t["stdev"], int(meta.get("num_samples", 0)),
+                       meta.get("fingerprint", ""))
+    except Exception as e:  # noqa: BLE001 - a damaged cache is recomputed, never fatal
+        logger.warning("ignoring unreadable II2S prior cache %s (%s); it will be recomputed", path, e)
+        return None
+    if G is not None and (prior.fingerprint != generator_ref(G).fingerprint or prior.mean.shape[0] != G.w_dim):
+        logger.info("II2S prior cache %s belongs to another generator; recomputing", path)
+        return None
+    return prior
+
+
+# ------------------------------------------------------------------------------------------------
+# Loss pieces
+
+
+def noise_regularizer(noise: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """NVIDIA projector's noise regulariser: squared autocorrelation at lag 1 (x and y) of every noise
+    map, over an octave pyramid down to 8 px."""
+    reg = torch.zeros([])
+    for v in noise.values():
+        x = v.reshape(-1, 1, *v.shape[-2:])
+        reg = reg.to(x)
+        while True:
+            reg = reg + (x * torch.roll(x, shifts=1, dims=3)).mean().square()
+            reg = reg + (x * torch.roll(x, shifts=1, dims=2)).mean().square()
+            if x.shape[2] <= 8:
+                break
+            x = F.avg_pool2d(x, kernel_size=2)
+    return reg
+
+
+def projector_lr(t: float, lr: float, rampup: float, rampdown: float) -> float:
+    """NVIDIA projector's schedule at progress t in [0, 1)."""
+    ramp = min(1.0, (1.0 - t) / rampdown)
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    return lr * ramp * min(1.0, t / rampup)
+
+
+def _ready_for_autograd(module: Optional[nn.Module]) -> Optional[nn.Module]:
+    """`module`, or a copy of it when it holds inference-mode tensors (which backward cannot use)."""
+    if module is None:
+        return None
+    if any(t.is_inference() for t in list(module.parameters()) + list(module.buffers())):
+        import copy
+
+        with torch.inference_mode(False):
+            module = copy.deepcopy(module)
+    return module
+
+
+class _Loss:
+    """The weighted loss of one method; returns (total, {term: value}) for a batch of synthesised images."""
+
+    def __init__(self, cfg: InversionConfig, target: torch.Tensor, mask: Optional[torch.Tensor],
+                 nets: Mapping[str, nn.Module], prior: Optional[WPrior]):
+        self.cfg, self.target, self.mask, self.prior = cfg, target, mask, prior
+        self.lpips = nets.get("lpips_vgg") if cfg.lpips_weight else None
+        self.vgg = nets.get("vgg16_features") if cfg.vgg_weight else None
+        self.target_small = downsample_to(target)
+        self.mask_small = None if mask is None else downsample_to(mask)
+        self.target_feats = None
+        if self.vgg is not None:
+            with torch.no_grad():
+                self.target_feats = [f.detach() for f in self.vgg(self.target_small)]
+
+    def _masked(self, synth: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        # Outside the mask the reconstruction is replaced by the target, so those pixels cost nothing.
+        return synth if mask is None else synth * mask + target * (1 - mask)
+
+    def __call__(self, synth: torch.Tensor, ws: torch.Tensor,
+                 noise: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, terms = self.cfg, {}
+        n = synth.shape[0]
+        if cfg.mse_weight:
+            diff = (synth - self.target).square()
+            if self.mask is not None:
+                diff = diff * self.mask
+                terms["mse"] = diff.flatten(1).sum(1).div(self.mask.flatten(1).sum(1) * 3).sum()
+            else:
+                terms["mse"] = diff.flatten(1).mean(1).sum()
+        if self.lpips is not None or self.vgg is not None:
+            small = self._masked(downsample_to(synth), self.target_small, self.mask_small)
+            if self.lpips is not None:
+                terms["lpips"] = self.lpips(small, self.target_small).sum()
+            if self.vgg is not None:
+                feats = self.vgg(small)
+                terms["vgg"] = sum(F.mse_loss(f, t, reduction="none").flatten(1).mean(1).sum()
+                                   for f, t in zip(feats, self.target_feats))
+        if self.prior is not None and cfg.prior_weight:
+            terms["prior"] = self.prior.loss(ws) * n
+        if cfg.noise_reg_weight and noise:
+            terms["noise_reg"] = noise_regularizer(noise)
+        weights = {"mse": cfg.mse_weight, "lpips": cfg.lpips_weight, "vgg": cfg.vgg_weight,
+                   "prior": cfg.prior_weight, "noise_reg": cfg.noise_reg_weight}
+        total = sum(weights[k] * v for k, v in terms.items())
+        return total, terms
+
+
+# ------------------------------------------------------------------------------------------------
+# The optimisation
+
+
+def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_METHOD,
+                 num_steps: Optional[int] = None, lr: Optional[float] = None,
+                 mask: Optional[torch.Tensor] = None, perceptual: Optional[Mapping[str, nn.Module]] = None,
+                 prior: Optional[WPrior] = None, init_latent: Optional[Latent] = None,
+                 tune_steps: Optional[int] = None, seed: int = 0,
+                 callback: Optional[Callable[[InversionProgress], None]] = None,
+                 config: Optional[InversionConfig] = None, delta_dtype: str = "float16") -> InversionResult:
+    """Invert `target` into `G`'s latent space.
+
+    Args:
+        G: generator (not modified; runs on its own device).
+        target: images `[N, C, H, W]` in [-1, 1] (C = 1, 3 or 4; resized to G's resolution with a note).
+        method: 'image2stylegan', 'projector', 'ii2s' or 'pti' (see the module docstring).
+        num_steps, lr, tune_steps: override the method's defaults (`METHOD_DEFAULTS`); for PTI `num_steps`
+            is the pivot and `tune_steps` the weight tuning.
+        mask: `[N or 1, H, W]` in [0, 1]; only pixels with weight > 0 are fitted (e.g. ignore the background).
+        perceptual: networks by name ('lpips_vgg', 'lpips_alex', 'vgg16_features'; `PERCEPTUAL_NEEDS[method]`
+            says which); missing ones are loaded with `core.losses.perceptual` (which explains where to put
+            weights when offline).
+        prior: II2S prior; computed from G (10⁶ samples) when missing — pass a cached one.
+        init_latent: start from this w / w+ latent instead of the mean w.
+        seed: seeds the projector's initial noise maps, its latent noise and II2S's random noise.
+        callback: called with an `InversionProgress` after every step; raise in it to cancel (G stays untouched).
+        config: a full `InversionConfig` (overrides `method`'s defaults entirely).
+        delta_dtype: storage dtype of the returned `WeightDelta`.
+
+    Returns:
+        `InversionResult` (latent, reconstruction, generator, delta, PSNR, LPIPS, timings, notes).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    cfg = config or METHOD_DEFAULTS[method]
+    if not cfg.tune_steps:
+        tune_steps = None  # only PTI tunes the generator
+    overrides = {k: v for k, v in dict(num_steps=num_steps, lr=lr, tune_steps=tune_steps).items() if v is not None}
+    cfg = replace(cfg, **overrides)
+    if cfg.num_steps < 0 or cfg.tune_steps < 0 or cfg.lr <= 0:
+        raise ValueError(f"num_steps and tune_steps must be >= 0 and lr > 0, got {cfg.num_steps}, {cfg.tune_steps}, "
+                         f"{cfg.lr}")
+    device = G.w_avg.device
+    t0 = time.perf_counter()
+    with torch.inference_mode(False), torch.enable_grad():
+        images, notes = prepare_target(target.detach().clone(), G.img_resolution)
+        images = images.to(device)
+        n = images.shape[0]
+        mask_t = prepare_mask(None if mask is None else mask.detach().clone(), n, G.img_resolution)
+        mask_t = None if mask_t is None else mask_t.to(device)
+        nets = _perceptual_nets(method, perceptual, device)
+        if cfg.prior_weight and prior is None:
+            notes.append("II2S prior computed from the generator (pass a cached prior to skip this)")
+            prior = compute_w_prior(G, seed=seed)
+        keep_noise = cfg.optimize_noise and cfg.keep_noise and not cfg.tune_steps
+        work = clone_generator(G) if (keep_noise or cfg.tune_steps or _has_inference_tensors(G)) else G
+        state = _optimise_latent(work, images, mask_t, cfg, nets, prior, init_latent, seed, callback,
+                                 cfg.num_steps + cfg.tune_steps)
+        ws, history = state["ws"], state["history"]
+        delta = None
+        if keep_noise and work.synthesis.noise_layer_names:
+            _store_noise(work, state["noise"])
+        if cfg.tune_steps:
+            _tune_generator(work, ws, images, mask_t, cfg, nets, callback, cfg.num_steps, history)
+        with torch.no_grad():
+            final = work.synthesis(ws, noise_mode="const")
+            lp = nets["lpips_vgg"](downsample_to(final), downsample_to(images)).flatten() if "lpips_vgg" in nets else None
+            quality = psnr(final, images)
+        if work is not G:
+            work.requires_grad_(False).eval()
+            if keep_noise or cfg.tune_steps:
+                kind = "pti" if cfg.tune_steps else "noise"
+                delta = compute_weight_delta(G, work, kind=kind, dtype=delta_dtype,
+                                             metadata={"method": method, "steps": len(history)})
+                work.info.name = f"{G.info.name}+{kind}"
+                if not delta.tensors:
+                    delta, work = None, G
+            else:
+                work = G
+    latent_space = "w" if cfg.space == "w" else "w+"
+    lat = ws[:, 0] if latent_space == "w" else ws
+    latent = Latent(lat.detach().float().cpu().contiguous(), latent_space, generator_ref(G))
+    return InversionResult(latent=latent, image=final.detach().float().cpu(), generator=work, delta=delta,
+                           method=method, steps=len(history), seconds=time.perf_counter() - t0,
+                           psnr=quality.cpu(), lpips=None if lp is None else lp.detach().cpu(),
+                           history=history, notes=notes)
+
+
+def _has_inference_tensors(G: nn.Module) -> bool:
+    return any(t.is_inference() for t in list(G.parameters()) + list(G.buffers()))
+
+
+def _perceptual_nets(method: str, given: Optional[Mapping[str, nn.Module]], device) -> dict[str, nn.Module]:
+    nets = dict(given or {})
+    for name in PERCEPTUAL_NEEDS[method]:
+        if name not in nets:
+            from .losses import perceptual as P
+
+            if name == "vgg16_features":
+                nets[name] = P.load_vgg16_features()
+            else:
+                nets[name] = P.load_lpips("vgg" if name == "lpips_vgg" else "alex")
+    out = {}
+    for name, net in nets.items():
+        net = _ready_for_autograd(net).to(device).eval()
+        net.requires_grad_(False)
+        out[name] = net
+    return out
+
+
+def _initial_ws(G: Generator, n: int, cfg: InversionConfig, init_latent: Optional[Latent],
+                w_avg: torch.Tensor) -> torch.Tensor:
+    """Starting ws `[N, 1 or num_ws, w_dim]` (1 when optimising a single w)."""
+    device = G.w_avg.device
+    if init_latent is not None:
+        if init_latent.space == "z":
+            raise LatentError("start the inversion from a w or w+ latent, not z")
+        if init_latent.batch_size not in (1, n):
+            raise LatentError(f"init latent has {init_latent.batch_size} entries for {n} images")
+        from .latents import latent_to_ws
+
+        ws = latent_to_ws(G, init_latent).detach().to(device).expand(n, -1, -1).clone()
+        return ws[:, :1].clone() if cfg.space == "w" else ws
+    base = w_avg.to(device).reshape(1, 1, -1)
+    return base.repeat(n, 1 if cfg.space == "w" else G.num_ws, 1)
+
+
+def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Tensor], cfg: InversionConfig,
+                     nets: Mapping[str, nn.Module], prior: Optional[WPrior], init_latent: Optional[Latent],
+                     seed: int, callback, total_steps: int) -> dict:
+    device = images.device
+    n = images.shape[0]
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    w_avg, w_std = (G.w_avg.detach().float(), 0.0)
+    if cfg.w_noise_factor or cfg.init == "w_avg_sampled":
+        w_avg, w_std = w_stats(G, cfg.w_avg_samples)
+    w_opt = _initial_ws(G, n, cfg, init_latent, w_avg).detach().requires_grad_(True)
+    params = [w_opt]
+    noise: dict[str, torch.Tensor] = {}
+    if cfg.optimize_noise:
+        for name in G.synthesis.noise_layer_names:
+            r = G.synthesis.get_submodule(name).resolution
+            # One map per layer shared by the batch, so the tuned generator can hold it.
+            noise[name] = torch.randn([1, 1, r, r], generator=gen, device=device).requires_grad_(True)
+        params += list(noise.values())
+    opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
+    loss_fn = _Loss(cfg, images, mask, nets, prior)
+    history: list[dict[str, float]] = []
+    synth = None
+    for step in range(cfg.num_steps):
+        t = step / max(1, cfg.num_steps)
+        if cfg.lr_schedule == "projector":
+            for group in opt.param_groups:
+                group["lr"] = projector_lr(t, cfg.lr, cfg.lr_rampup, cfg.lr_rampdown)
+        w_in = w_opt
+        if cfg.w_noise_factor:
+            scale = w_std * cfg.w_noise_factor * max(0.0, 1.0 - t / cfg.w_noise_ramp) ** 2
+            w_in = w_opt + torch.randn(w_opt.shape, generator=gen, device=device) * scale
+        ws = w_in.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_in
+        synth = G.synthesis(ws, noise_mode=cfg.noise_mode, noise=noise or None,
+                            generator=gen if cfg.noise_mode == "random" else None)
+        total, terms = loss_fn(synth, ws, noise)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"the inversion diverged at step {step} (loss {float(total.detach())}); lower the "
+                                     f"learning rate (was {cfg.lr})")
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if noise:
+            with torch.no_grad():  # projector: keep every noise map zero-mean, unit-variance
+                for v in noise.values():
+                    v -= v.mean()
+                    v *= v.square().mean().rsqrt()
+        record = {k: float(v.detach()) for k, v in terms.items()}
+        record["loss"] = float(total.detach())
+        history.append(record)
+        if callback is not None:
+            callback(InversionProgress(step + 1, total_steps, "latent", record, synth.detach()))
+    ws = (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach()
+    return {"ws": ws.clone(), "noise": {k: v.detach() for k, v in noise.items()}, "history": history}
+
+
+def _store_noise(G: Generator, noise: Mapping[str, torch.Tensor]) -> None:
+    """Write optimised noise maps into G's (copied) constant noise buffers."""
+    with torch.no_grad():
+        for name, v in noise.items():
+            layer = G.synthesis.get_submodule(name)
+            layer.noise_const.copy_(v.reshape(layer.noise_const.shape))
+
+
+def _tune_generator(G: Generator, ws: torch.Tensor, images: torch.Tensor, mask: Optional[torch.Tensor],
+                    cfg: InversionConfig, nets: Mapping[str, nn.Module], callback, step0: int,
+                    history: list[dict[str, float]]) -> None:
+    """PTI's second phase: tune every synthesis weight of the (copied) G on MSE + LPIPS-AlexNet."""
+    alex = nets["lpips_alex"]
+    params = [p for p in G.synthesis.parameters()]
+    G.synthesis.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=cfg.tune_lr)
+    total_steps = cfg.num_steps + cfg.tune_steps
+    for step in range(cfg.tune_steps):
+        synth = G.synthesis(ws, noise_mode="const")
+        fit = synth if mask is None else synth * mask + images * (1 - mask)
+        mse = (fit - images).square().flatten(1).mean(1)
+        lp = alex(fit, images).flatten()
+        total = (cfg.tune_mse_weight * mse + cfg.tune_lpips_weight * lp).sum()
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"PTI tuning diverged at step {step}; lower tune_lr (was {cfg.tune_lr})")
+        record = {"mse": float(mse.detach().sum()), "lpips_alex": float(lp.detach().sum()), "loss": float(total.detach())}
+        history.append(record)
+        if bool((lp <= cfg.tune_lpips_stop).all()):  # the reference stops once LPIPS is low enough
+            if callback is not None:
+                callback(InversionProgress(step0 + step + 1, total_steps, "tune", record, synth.detach()))
+            break
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        if callback is not None:
+            callback(InversionProgress(step0 + step + 1, total_steps, "tune", record, synth.detach()))
+    G.synthesis.requires_grad_(False)
