@@ -4,7 +4,8 @@ Importable on its own (`import core` with the repository root on `sys.path`); ne
 """
 
 from .config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config
-from .errors import CheckpointError, LatentError, MissingDependencyError, StyleGANStudioError, UnsafeCheckpointError
+from .errors import (CheckpointError, LatentError, MissingDependencyError, MissingWeightsError, StyleGANStudioError,
+                     UnsafeCheckpointError)
 from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, generator_ref, interpolate_latents,
                       latent_to_ws, load_latent, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
                       seeds_to_z, slerp, style_mix_layers, synthesize)
@@ -15,7 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GeneratorConfig", "MappingConfig", "StyleGAN2Config", "StyleGAN3Config", "CheckpointError", "LatentError",
-    "MissingDependencyError", "StyleGANStudioError", "UnsafeCheckpointError", "GeneratorRef", "Latent",
+    "MissingDependencyError", "MissingWeightsError", "StyleGANStudioError", "UnsafeCheckpointError", "GeneratorRef", "Latent",
     "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_ws", "load_latent",
     "mix_styles", "parse_layers", "parse_seeds", "sample_latents", "save_latent", "seeds_to_z", "slerp",
     "style_mix_layers", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",

@@ -19,3 +19,8 @@ class LatentError(StyleGANStudioError, ValueError):
 
 class MissingDependencyError(StyleGANStudioError, ImportError):
     """An optional Python package that a feature needs is not installed."""
+
+
+class MissingWeightsError(StyleGANStudioError, FileNotFoundError):
+    """Weights that a feature needs (e.g. VGG16 for perceptual losses) are not on this machine and cannot be
+    downloaded; the message names the file, its URL and the folders searched."""

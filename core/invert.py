@@ -361,10 +361,13 @@ class _Loss:
         self.vgg = nets.get("vgg16_features") if cfg.vgg_weight else None
         self.target_small = downsample_to(target)
         self.mask_small = None if mask is None else downsample_to(mask)
-        self.target_feats = None
-        if self.vgg is not None:
-            with torch.no_grad():
+        self.target_feats = self.target_lpips = None
+        with torch.no_grad():
+            if self.vgg is not None:
                 self.target_feats = [f.detach() for f in self.vgg(self.target_small)]
+            if self.lpips is not None and hasattr(self.lpips, "lpips_features"):
+                # The target is fixed: its LPIPS features are computed once (as NVIDIA's projector does).
+                self.target_lpips = [f.detach() for f in self.lpips.lpips_features(self.target_small)]
 
     def _masked(self, synth: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         # Outside the mask the reconstruction is replaced by the target, so those pixels cost nothing.
@@ -383,7 +386,10 @@ class _Loss:
                 terms["mse"] = diff.flatten(1).mean(1).sum()
         if self.lpips is not None or self.vgg is not None:
             small = self._masked(downsample_to(synth), self.target_small, self.mask_small)
-            if self.lpips is not None:
+            if self.target_lpips is not None:
+                terms["lpips"] = sum((f - t).square().sum() for f, t in
+                                     zip(self.lpips.lpips_features(small), self.target_lpips))
+            elif self.lpips is not None:
                 terms["lpips"] = self.lpips(small, self.target_small).sum()
             if self.vgg is not None:
                 feats = self.vgg(small)

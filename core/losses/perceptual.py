@@ -1,0 +1,311 @@
+"""Perceptual losses: LPIPS (VGG16 / AlexNet, the `lpips` package's v0.1 numbers) and VGG16 feature maps.
+
+Our own modules (no torchvision needed) with torchvision's parameter names, so its weight files load as they
+are. Weights come from the user's model folders, torch hub's cache, or a download when online; every file is
+read with `torch.load(weights_only=True)` or safetensors, and every key and shape is checked.
+
+LPIPS (Zhang et al. 2018, eq. 1): d(x, y) = Σ_l mean_hw ‖w_l ⊙ (ŷ_l^x − ŷ_l^y)‖², ŷ = channel-unit-normalised
+backbone features after the input scaling layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CheckpointError, MissingWeightsError
+
+PathLike = Union[str, Path]
+
+# Backbone files as torchvision names and publishes them.
+BACKBONE_FILES = {
+    "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
+    "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
+}
+# LPIPS v0.1 linear layers, as the `lpips` package bundles them (lpips/weights/v0.1/<net>.pth).
+LIN_FILES = {
+    "vgg": ("lpips_vgg.pth", "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"),
+    "alex": ("lpips_alex.pth",
+             "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth"),
+}
+
+# (kind, out_channels) per torchvision `features` index; 'M' = 2x2 max-pool, 'R' = ReLU.
+_VGG16 = [("C", 64), "R", ("C", 64), "R", "M", ("C", 128), "R", ("C", 128), "R", "M",
+          ("C", 256), "R", ("C", 256), "R", ("C", 256), "R", "M", ("C", 512), "R", ("C", 512), "R", ("C", 512), "R",
+          "M", ("C", 512), "R", ("C", 512), "R", ("C", 512), "R", "M"]
+_LPIPS_TAPS = {"vgg": [3, 8, 15, 22, 29], "alex": [1, 4, 7, 9, 11]}       # relu1_2..relu5_3 / relu1..relu5
+_LPIPS_CHANNELS = {"vgg": [64, 128, 256, 512, 512], "alex": [64, 192, 384, 256, 256]}
+# Image2StyleGAN's layers (post-ReLU) by torchvision index.
+VGG16_LAYERS = {"conv1_1": 1, "conv1_2": 3, "conv2_1": 6, "conv2_2": 8, "conv3_1": 11, "conv3_2": 13, "conv3_3": 15,
+                "conv4_1": 18, "conv4_2": 20, "conv4_3": 22, "conv5_1": 25, "conv5_2": 27, "conv5_3": 29}
+IMAGE2STYLEGAN_LAYERS = ("conv1_1", "conv1_2", "conv3_2", "conv4_2")
+
+
+def _vgg16_features(upto: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    c_in = 3
+    for spec in _VGG16[:upto + 1]:
+        if spec == "R":
+            layers.append(nn.ReLU(inplace=False))
+        elif spec == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers.append(nn.Conv2d(c_in, spec[1], 3, padding=1))
+            c_in = spec[1]
+    return nn.Sequential(*layers)
+
+
+def _alexnet_features(upto: int) -> nn.Sequential:
+    layers = [nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+              nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
+              nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(), nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+              nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2)]
+    return nn.Sequential(*layers[:upto + 1])
+
+
+def _build_backbone(net: str, upto: int) -> nn.Sequential:
+    if net not in BACKBONE_FILES:
+        raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
+    return _vgg16_features(upto) if net == "vgg" else _alexnet_features(upto)
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 distance `[N]` between images `[N, 3, H, W]` in [-1, 1] (the `lpips` package's
+    `LPIPS(net=..., version='0.1')(x, y)` numbers). Frozen; differentiable with respect to the inputs."""
+
+    def __init__(self, net: str = "vgg", *, backbone_state: Optional[dict] = None, lin_state: Optional[dict] = None):
+        super().__init__()
+        if net not in _LPIPS_TAPS:
+            raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
+        self.net = net
+        self.taps = _LPIPS_TAPS[net]
+        self.features = _build_backbone(net, self.taps[-1])
+        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _LPIPS_CHANNELS[net])
+        self.register_buffer("shift", torch.tensor([-.030, -.088, -.188]).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor([.458, .448, .450]).reshape(1, 3, 1, 1), persistent=False)
+        if backbone_state is not None:
+            load_backbone_state(self.features, backbone_state, f"{net} backbone")
+        if lin_state is not None:
+            self.load_lin_state(lin_state)
+        self.eval().requires_grad_(False)
+
+    def load_lin_state(self, state: dict, what: str = "LPIPS linear layers") -> None:
+        """Linear layers from the lpips package's file (`lin{k}.model.1.weight`) or ours (`lins.{k}.weight`)."""
+        for k, lin in enumerate(self.lins):
+            key = next((n for n in (f"lin{k}.model.1.weight", f"lin{k}.model.weight", f"lins.{k}.weight")
+                        if n in state), None)
+            if key is None:
+                raise CheckpointError(f"{what}: no weight for linear layer {k} (expected 'lin{k}.model.1.weight'); "
+                                      f"is this an LPIPS v0.1 {self.net} file?")
+            if tuple(state[key].shape) != tuple(lin.weight.shape):
+                raise CheckpointError(f"{what}: linear layer {k} has shape {list(state[key].shape)}, expected "
+                                      f"{list(lin.weight.shape)} for LPIPS-{self.net}")
+            with torch.no_grad():
+                lin.weight.copy_(state[key])
+
+    def lpips_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer: unit-normalised features scaled by sqrt(w_l) and 1/sqrt(H·W), so that
+        Σ_l ‖f_l(x) − f_l(y)‖² (summed over everything but N) is the LPIPS distance (LPIPS's linear weights
+        are non-negative). Lets an optimisation compute a fixed target's features once, as NVIDIA's
+        projector does."""
+        out = []
+        for f, lin in zip(self._unit_features(x), self.lins):
+            w = lin.weight.reshape(1, -1, 1, 1).clamp_min(0)
+            out.append(f * w.sqrt() / (f.shape[2] * f.shape[3]) ** 0.5)
+        return out
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape != y.shape:
+            raise ValueError(f"LPIPS needs two image batches of one shape, got {list(x.shape)} and {list(y.shape)}")
+        both = self._unit_features(torch.cat([x, y]))
+        n = x.shape[0]
+        total = 0
+        for f, lin in zip(both, self.lins):
+            d = (f[:n] - f[n:]).square()
+            total = total + lin(d).mean([2, 3])
+        return total.reshape(n)
+
+    def _unit_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = (x - self.shift.to(x)) / self.scale.to(x)
+        out = []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in self.taps:  # the last layer is the last tap
+                out.append(h / (h.square().sum(1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+
+class VGG16Features(nn.Module):
+    """Post-ReLU VGG16 feature maps (Image2StyleGAN's conv1_1, conv1_2, conv3_2, conv4_2 by default) of images
+    `[N, 3, H, W]` in [-1, 1], with ImageNet normalisation inside."""
+
+    def __init__(self, layers: Sequence[str] = IMAGE2STYLEGAN_LAYERS, *, backbone_state: Optional[dict] = None):
+        super().__init__()
+        unknown = [n for n in layers if n not in VGG16_LAYERS]
+        if unknown:
+            raise ValueError(f"unknown VGG16 layers {unknown}; choose from {list(VGG16_LAYERS)}")
+        self.layer_names = tuple(layers)
+        self.taps = sorted(VGG16_LAYERS[n] for n in layers)
+        self.features = _vgg16_features(self.taps[-1])
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1), persistent=False)
+        if backbone_state is not None:
+            load_backbone_state(self.features, backbone_state, "VGG16 backbone")
+        self.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = ((x + 1) / 2 - self.mean.to(x)) / self.std.to(x)
+        out = []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in self.taps:
+                out.append(h)
+                if len(out) == len(self.taps):
+                    break
+        return out
+
+
+def load_backbone_state(features: nn.Sequential, state: dict, what: str) -> None:
+    """Copy torchvision-named weights (`features.{i}.weight`, or lpips' `net.slice{k}.{i}.weight`) into
+    `features`, checking every key and shape."""
+    flat = {}
+    for k, v in state.items():
+        parts = k.split(".")
+        if parts[0] == "features" and len(parts) == 3:
+            flat[f"{parts[1]}.{parts[2]}"] = v
+        elif parts[0] == "net" and len(parts) == 4 and parts[1].startswith("slice"):
+            flat[f"{parts[2]}.{parts[3]}"] = v
+    own = features.state_dict()
+    missing = [k for k in own if k not in flat]
+    if missing:
+        raise CheckpointError(f"{what}: missing {missing[:4]}{' ...' if len(missing) > 4 else ''}; expected "
+                              f"torchvision's weights ({', '.join(f for f, _ in BACKBONE_FILES.values())})")
+    for k, v in own.items():
+        if tuple(flat[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"{what}: tensor features.{k} has shape {list(flat[k].shape)}, expected "
+                                  f"{list(v.shape)}; is this the right network's file?")
+    features.load_state_dict({k: flat[k] for k in own})
+
+
+# ------------------------------------------------------------------------------------------------
+# Random networks for tests
+
+
+def _seeded_(module: nn.Module, seed: int, positive_lins: bool = False) -> nn.Module:
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim == 4:  # He initialisation keeps activations in range through the stack
+                fan_in = p.shape[1] * p.shape[2] * p.shape[3]
+                p.copy_(torch.randn(p.shape, generator=gen) * (2 / fan_in) ** 0.5)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.01)
+        if positive_lins:
+            for lin in module.lins:
+                lin.weight.copy_(torch.rand(lin.weight.shape, generator=gen) * 0.1)
+    return module.eval().requires_grad_(False)
+
+
+def random_lpips(net: str = "vgg", seed: int = 0) -> LPIPS:
+    """LPIPS with seeded random backbone and (non-negative) linear weights, for tests and benchmarks."""
+    return _seeded_(LPIPS(net), seed, positive_lins=True)
+
+
+def random_vgg16_features(seed: int = 0, layers: Sequence[str] = IMAGE2STYLEGAN_LAYERS) -> VGG16Features:
+    return _seeded_(VGG16Features(layers), seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding weights
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read means a damaged or foreign file
+        raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e}); download it again") from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def _find(names: Iterable[str], dirs: Sequence[PathLike]) -> Optional[Path]:
+    for d in dirs:
+        for name in names:
+            p = Path(d) / name
+            if p.is_file():
+                return p
+    return None
+
+
+def _hub_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _fetch(what: str, names: Sequence[str], url: str, dirs: Sequence[PathLike], extra: Sequence[Path] = ()) -> dict:
+    """A state dict from the first of `names` in `dirs`, `extra`, torch hub's cache, else downloaded from `url`."""
+    path = _find(names, [*dirs, *extra, _hub_dir()])
+    if path is not None:
+        return _read_state(path)
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True,
+                                                  file_name=names[0])
+    except Exception as e:  # noqa: BLE001 - offline, blocked, or a failed download
+        places = ", ".join(str(Path(d)) for d in [*dirs, _hub_dir()])
+        raise MissingWeightsError(
+            f"{what} weights not found and could not be downloaded ({type(e).__name__}: {e}). Download {url} and "
+            f"put it, named {names[0]}, in one of: {places}") from e
+
+
+def _lpips_package_dir() -> list[Path]:
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("lpips")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(p) / "weights" / "v0.1" for p in spec.submodule_search_locations]
+
+
+def load_lpips(net: str = "vgg", *, model_dirs: Sequence[PathLike] = (), device=None) -> LPIPS:
+    """LPIPS-`net` with real weights.
+
+    Backbone: torchvision's file (`vgg16-397923af.pth` / `alexnet-owt-7be5be79.pth`, or the same name with
+    .safetensors) from `model_dirs`, then torch hub's checkpoint cache, then downloaded when online. Linear
+    layers: `lpips_vgg.pth` / `lpips_alex.pth` from `model_dirs`, then the installed `lpips` package's
+    bundled file, then downloaded.
+
+    Raises:
+        MissingWeightsError: offline and a file is missing; the message names the file, its URL and the folders.
+        CheckpointError: a file is unreadable or holds the wrong network.
+    """
+    if net not in BACKBONE_FILES:
+        raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
+    bname, burl = BACKBONE_FILES[net]
+    lname, lurl = LIN_FILES[net]
+    backbone = _fetch(f"LPIPS-{net} backbone", [bname, Path(bname).with_suffix(".safetensors").name], burl, model_dirs)
+    lin_extra = [d for d in _lpips_package_dir() if (d / f"{net}.pth").is_file()]
+    lin_names = [lname, Path(lname).with_suffix(".safetensors").name]
+    path = _find(lin_names, model_dirs) or (lin_extra[0] / f"{net}.pth" if lin_extra else None)
+    lin = _read_state(path) if path is not None else _fetch(f"LPIPS-{net} linear layer", lin_names, lurl, model_dirs)
+    model = LPIPS(net, backbone_state=backbone, lin_state=lin)
+    return model.to(device) if device is not None else model
+
+
+def load_vgg16_features(layers: Sequence[str] = IMAGE2STYLEGAN_LAYERS, *, model_dirs: Sequence[PathLike] = (),
+                        device=None) -> VGG16Features:
+    """VGG16 feature extractor with torchvision's ImageNet weights (found as in `load_lpips`)."""
+    bname, burl = BACKBONE_FILES["vgg"]
+    state = _fetch("VGG16", [bname, Path(bname).with_suffix(".safetensors").name], burl, model_dirs)
+    model = VGG16Features(layers, backbone_state=state)
+    return model.to(device) if device is not None else model

@@ -1,0 +1,155 @@
+"""Perceptual losses: LPIPS equals the lpips package's numbers; weights are found, checked, or explained."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import core
+from core.losses import perceptual as P
+
+
+def images(n=2, size=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g) * 2 - 1, torch.rand(n, 3, size, size, generator=g) * 2 - 1
+
+
+@pytest.fixture(scope="module", params=["vgg", "alex"])
+def pair(request):
+    """Our LPIPS and the lpips package's, with the same random backbone and linear weights."""
+    lpips = pytest.importorskip("lpips")
+    net = request.param
+    theirs = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False).eval()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.05 if p.ndim == 4 else 0.01))
+            if p.shape[0] == 1 and p.ndim == 4:  # lin layers are non-negative in LPIPS
+                p.abs_()
+    state = theirs.state_dict()
+    ours = P.LPIPS(net, backbone_state=state, lin_state=state)
+    return net, ours, theirs
+
+
+def test_lpips_equals_lpips_package(pair):
+    net, ours, theirs = pair
+    x, y = images(size=64 if net == "alex" else 48)
+    expected = theirs(x, y).flatten()
+    got = ours(x, y)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    assert (got > 0).all()
+    # the feature form used by optimisations gives the same distance
+    fx, fy = ours.lpips_features(x), ours.lpips_features(y)
+    torch.testing.assert_close(sum((a - b).square().flatten(1).sum(1) for a, b in zip(fx, fy)), expected,
+                               rtol=1e-4, atol=1e-7)
+    # gradients with respect to the input agree too
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours(xa, y).sum().backward()
+    theirs(xb, y).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_lpips_basic_properties():
+    lp = P.random_lpips("vgg", seed=0)
+    x, y = images()
+    assert torch.equal(lp(x, x), torch.zeros(2))
+    torch.testing.assert_close(lp(x, y), lp(y, x))
+    assert not any(p.requires_grad for p in lp.parameters())
+    with pytest.raises(ValueError, match="one shape"):
+        lp(x, y[:1])
+    with pytest.raises(ValueError, match="'vgg' or 'alex'"):
+        P.LPIPS("squeeze")
+
+
+def test_vgg16_features_layers_and_normalisation():
+    m = P.random_vgg16_features(seed=1)
+    x, _ = images(1, 32)
+    feats = m(x)
+    assert [tuple(f.shape[1:]) for f in feats] == [(64, 32, 32), (64, 32, 32), (256, 8, 8), (512, 4, 4)]
+    assert all((f >= 0).all() for f in feats)  # post-ReLU
+    # ImageNet normalisation of [0, 1] images happens inside: conv1_1 on the normalised input
+    conv = m.features[0]
+    ref = torch.relu(conv(((x + 1) / 2 - torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1))
+                          / torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)))
+    torch.testing.assert_close(feats[0], ref)
+    with pytest.raises(ValueError, match="unknown VGG16 layers"):
+        P.VGG16Features(["conv9_9"])
+
+
+def torchvision_state(module: torch.nn.Sequential, extra: bool = True) -> dict:
+    state = {f"features.{k}": v for k, v in module.state_dict().items()}
+    if extra:  # a full torchvision file also holds the classifier, which is ignored
+        state["classifier.0.weight"] = torch.zeros(4, 4)
+    return state
+
+
+@pytest.fixture()
+def offline(monkeypatch, tmp_path):
+    """No hub cache, no lpips package files, no network."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def no_network(url, *a, **k):
+        raise OSError(f"network is unreachable ({url})")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(P, "_lpips_package_dir", lambda: [])
+    return tmp_path
+
+
+def test_load_lpips_from_model_folder(offline):
+    folder = offline / "models" / "perceptual"
+    folder.mkdir(parents=True)
+    ref = P.random_lpips("alex", seed=4)
+    torch.save(torchvision_state(ref.features), folder / "alexnet-owt-7be5be79.pth")
+    torch.save({f"lin{k}.model.1.weight": lin.weight for k, lin in enumerate(ref.lins)}, folder / "lpips_alex.pth")
+    loaded = P.load_lpips("alex", model_dirs=[folder])
+    x, y = images(1, 64)
+    torch.testing.assert_close(loaded(x, y), ref(x, y))
+    # the same backbone file serves from torch hub's cache
+    hub = offline / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (folder / "alexnet-owt-7be5be79.pth").rename(hub / "alexnet-owt-7be5be79.pth")
+    torch.testing.assert_close(P.load_lpips("alex", model_dirs=[folder])(x, y), ref(x, y))
+
+
+def test_missing_weights_error_says_what_to_put_where(offline):
+    folder = offline / "models" / "perceptual"
+    with pytest.raises(P.MissingWeightsError) as e:
+        P.load_lpips("vgg", model_dirs=[folder])
+    msg = str(e.value)
+    assert "vgg16-397923af.pth" in msg and "https://download.pytorch.org/models/vgg16-397923af.pth" in msg
+    assert str(folder) in msg and "network is unreachable" in msg
+    assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, core.StyleGANStudioError)
+    with pytest.raises(P.MissingWeightsError, match="vgg16-397923af.pth"):
+        P.load_vgg16_features(model_dirs=[folder])
+
+
+def test_wrong_or_damaged_weight_files_are_refused(offline):
+    folder = offline / "models" / "perceptual"
+    folder.mkdir(parents=True)
+    vgg = P.random_vgg16_features(seed=0)
+    torch.save(torchvision_state(vgg.features), folder / "alexnet-owt-7be5be79.pth")  # VGG saved as AlexNet
+    torch.save({f"lins.{k}.weight": lin.weight for k, lin in enumerate(P.random_lpips("alex").lins)},
+               folder / "lpips_alex.pth")
+    with pytest.raises(core.CheckpointError, match="alex backbone: missing"):
+        P.load_lpips("alex", model_dirs=[folder])
+    (folder / "vgg16-397923af.pth").write_bytes(b"not a torch file")
+    with pytest.raises(core.CheckpointError, match="cannot read weights"):
+        P.load_vgg16_features(model_dirs=[folder])
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, folder / "vgg16-397923af.pth")
+    with pytest.raises(core.CheckpointError, match="missing"):
+        P.load_vgg16_features(model_dirs=[folder])
+    lp = P.LPIPS("vgg")
+    with pytest.raises(core.CheckpointError, match="linear layer 0"):
+        lp.load_lin_state({"lin0.model.1.weight": torch.zeros(1, 3, 1, 1)})
+
+
+def test_vgg16_features_load_torchvision_file(offline):
+    folder = offline / "p"
+    folder.mkdir()
+    ref = P.random_vgg16_features(seed=5, layers=P.VGG16_LAYERS)  # every layer, so the file is complete
+    torch.save(torchvision_state(ref.features), folder / "vgg16-397923af.pth")
+    loaded = P.load_vgg16_features(model_dirs=[folder])
+    x, _ = images(1, 32)
+    for a, b in zip(loaded(x), P.VGG16Features(backbone_state=torchvision_state(ref.features))(x)):
+        torch.testing.assert_close(a, b)
