@@ -9,9 +9,10 @@ import core
 from core.losses import perceptual as P
 
 
-def images(n=2, size=48, seed=0):
+def images(n=2, size=48, seed=0, width=None):
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size, generator=g) * 2 - 1, torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    shape = (n, 3, size, width or size)
+    return torch.rand(shape, generator=g) * 2 - 1, torch.rand(shape, generator=g) * 2 - 1
 
 
 @pytest.fixture(scope="module", params=["vgg", "alex"])
@@ -33,11 +34,13 @@ def pair(request):
 
 def test_lpips_equals_lpips_package(pair):
     net, ours, theirs = pair
-    x, y = images(size=64 if net == "alex" else 48)
-    expected = theirs(x, y).flatten()
-    got = ours(x, y)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
-    assert (got > 0).all()
+    # the smallest size the network takes, and a non-square one that no pooling divides evenly
+    for h, w in [(16, 16), (35, 50)] if net == "vgg" else [(31, 31), (37, 70)]:
+        x, y = images(size=h, width=w, seed=h)
+        expected = theirs(x, y).flatten()
+        got = ours(x, y)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+        assert (got > 0).all()
     # the feature form used by optimisations gives the same distance
     fx, fy = ours.lpips_features(x), ours.lpips_features(y)
     torch.testing.assert_close(sum((a - b).square().flatten(1).sum(1) for a, b in zip(fx, fy)), expected,
@@ -46,12 +49,13 @@ def test_lpips_equals_lpips_package(pair):
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours(xa, y).sum().backward()
     theirs(xb, y).sum().backward()
+    assert xa.grad.isfinite().all() and xa.grad.abs().sum() > 0
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-8)
 
 
 def test_lpips_basic_properties():
     lp = P.random_lpips("vgg", seed=0)
-    x, y = images()
+    x, y = images(2, 24)
     assert torch.equal(lp(x, x), torch.zeros(2))
     torch.testing.assert_close(lp(x, y), lp(y, x))
     assert not any(p.requires_grad for p in lp.parameters())
@@ -59,6 +63,24 @@ def test_lpips_basic_properties():
         lp(x, y[:1])
     with pytest.raises(ValueError, match="'vgg' or 'alex'"):
         P.LPIPS("squeeze")
+    with pytest.raises(ValueError, match="at least 16x16 px, got 20x15"):
+        lp(x[..., :15, :20], y[..., :15, :20])
+    with pytest.raises(ValueError, match=r"RGB images \[N, 3, H, W\]"):
+        lp(x[:, :1], y[:, :1])
+    assert P.random_lpips("alex").min_size == 31
+
+
+def test_perceptual_mse_is_the_sum_of_layer_mses():
+    fx = [torch.ones(2, 4, 3, 3), torch.zeros(2, 8, 2, 2)]
+    fy = [torch.zeros(2, 4, 3, 3), torch.full((2, 8, 2, 2), 2.0)]
+    fy[0][1] = 1  # the second sample matches on the first layer
+    torch.testing.assert_close(P.perceptual_mse(fx, fy), torch.tensor([1.0 + 4.0, 4.0]))
+    m = P.random_vgg16_features(seed=2)
+    x, y = images(2, 16)
+    assert torch.equal(P.perceptual_mse(m(x), m(x)), torch.zeros(2))
+    xg = x.clone().requires_grad_()
+    P.perceptual_mse(m(xg), m(y)).sum().backward()
+    assert xg.grad.isfinite().all() and xg.grad.abs().sum() > 0
 
 
 def test_vgg16_features_layers_and_normalisation():
@@ -117,8 +139,10 @@ def test_missing_weights_error_says_what_to_put_where(offline):
     with pytest.raises(P.MissingWeightsError) as e:
         P.load_lpips("vgg", model_dirs=[folder])
     msg = str(e.value)
+    # every missing file at once: the backbone and the linear layers, each with its URL and name
     assert "vgg16-397923af.pth" in msg and "https://download.pytorch.org/models/vgg16-397923af.pth" in msg
-    assert str(folder) in msg and "network is unreachable" in msg
+    assert "save it as lpips_vgg.pth" in msg and P.LIN_FILES["vgg"][1] in msg
+    assert str(folder) in msg and str(offline / "hub" / "checkpoints") in msg and "network is unreachable" in msg
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, core.StyleGANStudioError)
     with pytest.raises(P.MissingWeightsError, match="vgg16-397923af.pth"):
         P.load_vgg16_features(model_dirs=[folder])
@@ -131,7 +155,7 @@ def test_wrong_or_damaged_weight_files_are_refused(offline):
     torch.save(torchvision_state(vgg.features), folder / "alexnet-owt-7be5be79.pth")  # VGG saved as AlexNet
     torch.save({f"lins.{k}.weight": lin.weight for k, lin in enumerate(P.random_lpips("alex").lins)},
                folder / "lpips_alex.pth")
-    with pytest.raises(core.CheckpointError, match="alex backbone: missing"):
+    with pytest.raises(core.CheckpointError, match=r"alexnet-owt-7be5be79.pth \(LPIPS-alex backbone\): missing"):
         P.load_lpips("alex", model_dirs=[folder])
     (folder / "vgg16-397923af.pth").write_bytes(b"not a torch file")
     with pytest.raises(core.CheckpointError, match="cannot read weights"):
@@ -139,6 +163,16 @@ def test_wrong_or_damaged_weight_files_are_refused(offline):
     torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, folder / "vgg16-397923af.pth")
     with pytest.raises(core.CheckpointError, match="missing"):
         P.load_vgg16_features(model_dirs=[folder])
+    state = torchvision_state(vgg.features)
+    state["features.0.weight"] = torch.zeros(64, 3, 5, 5)  # right names, wrong network
+    torch.save(state, folder / "vgg16-397923af.pth")
+    with pytest.raises(core.CheckpointError, match=r"vgg16-397923af.pth \(VGG16\): tensor features.0.weight has shape"):
+        P.load_vgg16_features(model_dirs=[folder])
+    # a backbone file given as the linear layers
+    torch.save(torchvision_state(P.random_lpips("alex").features), folder / "alexnet-owt-7be5be79.pth")
+    torch.save(torchvision_state(P.random_lpips("alex").features), folder / "lpips_alex.pth")
+    with pytest.raises(core.CheckpointError, match=r"lpips_alex.pth \(LPIPS-alex linear layers\): no weight"):
+        P.load_lpips("alex", model_dirs=[folder])
     lp = P.LPIPS("vgg")
     with pytest.raises(core.CheckpointError, match="linear layer 0"):
         lp.load_lin_state({"lin0.model.1.weight": torch.zeros(1, 3, 1, 1)})

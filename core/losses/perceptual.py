@@ -11,7 +11,7 @@ backbone features after the input scaling layer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,28 @@ def _alexnet_features(upto: int) -> nn.Sequential:
     return nn.Sequential(*layers[:upto + 1])
 
 
+def _min_size(features: nn.Sequential) -> int:
+    """Smallest image side for which every layer of `features` still has at least one output pixel."""
+    for size in range(1, 1024):
+        h = size
+        for layer in features:
+            if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+                k, st, p = (layer.kernel_size, layer.stride, layer.padding)
+                k, st, p = (v[0] if isinstance(v, tuple) else v for v in (k, st, p))
+                h = (h + 2 * p - k) // st + 1
+        if h >= 1:
+            return size
+    raise AssertionError("no image size fits the backbone")
+
+
+def _check_images(x: torch.Tensor, min_size: int, what: str) -> None:
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{what} needs RGB images [N, 3, H, W] in [-1, 1], got shape {list(x.shape)}")
+    if min(x.shape[2], x.shape[3]) < min_size:
+        raise ValueError(f"{what} needs images of at least {min_size}x{min_size} px, got "
+                         f"{x.shape[3]}x{x.shape[2]}; upsample them first")
+
+
 def _build_backbone(net: str, upto: int) -> nn.Sequential:
     if net not in BACKBONE_FILES:
         raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
@@ -87,6 +109,7 @@ class LPIPS(nn.Module):
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _LPIPS_CHANNELS[net])
         self.register_buffer("shift", torch.tensor([-.030, -.088, -.188]).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor([.458, .448, .450]).reshape(1, 3, 1, 1), persistent=False)
+        self.min_size = _min_size(self.features)  # 16 px for VGG, 31 px for AlexNet
         if backbone_state is not None:
             load_backbone_state(self.features, backbone_state, f"{net} backbone")
         if lin_state is not None:
@@ -130,6 +153,7 @@ class LPIPS(nn.Module):
         return total.reshape(n)
 
     def _unit_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        _check_images(x, self.min_size, f"LPIPS-{self.net}")
         h = (x - self.shift.to(x)) / self.scale.to(x)
         out = []
         for i, layer in enumerate(self.features):
@@ -153,11 +177,13 @@ class VGG16Features(nn.Module):
         self.features = _vgg16_features(self.taps[-1])
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1), persistent=False)
+        self.min_size = _min_size(self.features)
         if backbone_state is not None:
             load_backbone_state(self.features, backbone_state, "VGG16 backbone")
         self.eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        _check_images(x, self.min_size, "VGG16Features")
         h = ((x + 1) / 2 - self.mean.to(x)) / self.std.to(x)
         out = []
         for i, layer in enumerate(self.features):
@@ -167,6 +193,14 @@ class VGG16Features(nn.Module):
                 if len(out) == len(self.taps):
                     break
         return out
+
+
+def perceptual_mse(features_x: Sequence[torch.Tensor], features_y: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Image2StyleGAN's perceptual loss `[N]`: Σ over layers of the mean squared feature difference
+    (Abdal et al. 2019, eq. 2, with the per-layer mean as its 1/N_l normalisation)."""
+    if len(features_x) != len(features_y):
+        raise ValueError(f"feature lists differ in length: {len(features_x)} and {len(features_y)}")
+    return sum((a - b).square().flatten(1).mean(1) for a, b in zip(features_x, features_y))
 
 
 def load_backbone_state(features: nn.Sequential, state: dict, what: str) -> None:
@@ -250,22 +284,39 @@ def _hub_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _fetch(what: str, names: Sequence[str], url: str, dirs: Sequence[PathLike], extra: Sequence[Path] = ()) -> dict:
-    """A state dict from the first of `names` in `dirs`, `extra`, torch hub's cache, else downloaded from `url`."""
+class _Missing(NamedTuple):
+    what: str
+    file_name: str
+    url: str
+    error: str
+
+
+def _fetch(what: str, names: Sequence[str], url: str, dirs: Sequence[PathLike],
+           extra: Sequence[Path] = ()) -> Union[tuple[dict, str], _Missing]:
+    """(state dict, where it came from) for the first of `names` in `dirs`, `extra`, torch hub's cache, else
+    downloaded from `url` into that cache (named `names[0]`); what is missing when none of that works."""
     path = _find(names, [*dirs, *extra, _hub_dir()])
     if path is not None:
-        return _read_state(path)
+        return _read_state(path), str(path)
     try:
-        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True,
-                                                  file_name=names[0])
+        # check_hash: torchvision's file names end in the first digits of their SHA-256.
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True,
+                                                   weights_only=True, file_name=names[0])
+        return state, str(_hub_dir() / names[0])
     except Exception as e:  # noqa: BLE001 - offline, blocked, or a failed download
-        places = ", ".join(str(Path(d)) for d in [*dirs, _hub_dir()])
-        raise MissingWeightsError(
-            f"{what} weights not found and could not be downloaded ({type(e).__name__}: {e}). Download {url} and "
-            f"put it, named {names[0]}, in one of: {places}") from e
+        return _Missing(what, names[0], url, f"{type(e).__name__}: {e}")
+
+
+def _raise_missing(missing: Sequence[_Missing], dirs: Sequence[PathLike]) -> None:
+    places = [str(Path(d)) for d in dirs] + [str(_hub_dir())]
+    files = "; ".join(f"{m.what}: download {m.url} and save it as {m.file_name}" for m in missing)
+    raise MissingWeightsError(
+        f"{len(missing)} weight file(s) not found and not downloadable ({missing[0].error}). {files}. "
+        f"Put the file(s) in one of: {', '.join(places)}")
 
 
 def _lpips_package_dir() -> list[Path]:
+    """Where an installed `lpips` package keeps its v0.1 linear layers (read as data; it is not imported)."""
     try:
         import importlib.util
 
@@ -277,28 +328,39 @@ def _lpips_package_dir() -> list[Path]:
     return [Path(p) / "weights" / "v0.1" for p in spec.submodule_search_locations]
 
 
+def _names(file_name: str) -> list[str]:
+    return [file_name, Path(file_name).with_suffix(".safetensors").name]
+
+
 def load_lpips(net: str = "vgg", *, model_dirs: Sequence[PathLike] = (), device=None) -> LPIPS:
     """LPIPS-`net` with real weights.
 
     Backbone: torchvision's file (`vgg16-397923af.pth` / `alexnet-owt-7be5be79.pth`, or the same name with
-    .safetensors) from `model_dirs`, then torch hub's checkpoint cache, then downloaded when online. Linear
-    layers: `lpips_vgg.pth` / `lpips_alex.pth` from `model_dirs`, then the installed `lpips` package's
-    bundled file, then downloaded.
+    .safetensors) from `model_dirs`, then torch hub's checkpoint cache, then downloaded into that cache when
+    online. Linear layers: `lpips_vgg.pth` / `lpips_alex.pth` (or .safetensors) from `model_dirs`, then the
+    installed `lpips` package's bundled `weights/v0.1/<net>.pth`, then torch hub's cache, then downloaded.
 
     Raises:
-        MissingWeightsError: offline and a file is missing; the message names the file, its URL and the folders.
+        MissingWeightsError: offline and files are missing; the message names every missing file, its URL
+            and the folders searched.
         CheckpointError: a file is unreadable or holds the wrong network.
     """
     if net not in BACKBONE_FILES:
         raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
     bname, burl = BACKBONE_FILES[net]
     lname, lurl = LIN_FILES[net]
-    backbone = _fetch(f"LPIPS-{net} backbone", [bname, Path(bname).with_suffix(".safetensors").name], burl, model_dirs)
-    lin_extra = [d for d in _lpips_package_dir() if (d / f"{net}.pth").is_file()]
-    lin_names = [lname, Path(lname).with_suffix(".safetensors").name]
-    path = _find(lin_names, model_dirs) or (lin_extra[0] / f"{net}.pth" if lin_extra else None)
-    lin = _read_state(path) if path is not None else _fetch(f"LPIPS-{net} linear layer", lin_names, lurl, model_dirs)
-    model = LPIPS(net, backbone_state=backbone, lin_state=lin)
+    backbone = _fetch(f"LPIPS-{net} backbone (torchvision ImageNet weights)", _names(bname), burl, model_dirs)
+    # The package's file is called `<net>.pth`: look for it under that name there only.
+    package = next((d / f"{net}.pth" for d in _lpips_package_dir() if (d / f"{net}.pth").is_file()), None)
+    lin_path = _find(_names(lname), model_dirs) or package
+    lin = ((_read_state(lin_path), str(lin_path)) if lin_path is not None
+           else _fetch(f"LPIPS-{net} linear layers (v0.1)", _names(lname), lurl, model_dirs))
+    missing = [m for m in (backbone, lin) if isinstance(m, _Missing)]
+    if missing:
+        _raise_missing(missing, model_dirs)
+    model = LPIPS(net)
+    load_backbone_state(model.features, backbone[0], f"{backbone[1]} (LPIPS-{net} backbone)")
+    model.load_lin_state(lin[0], f"{lin[1]} (LPIPS-{net} linear layers)")
     return model.to(device) if device is not None else model
 
 
@@ -306,6 +368,9 @@ def load_vgg16_features(layers: Sequence[str] = IMAGE2STYLEGAN_LAYERS, *, model_
                         device=None) -> VGG16Features:
     """VGG16 feature extractor with torchvision's ImageNet weights (found as in `load_lpips`)."""
     bname, burl = BACKBONE_FILES["vgg"]
-    state = _fetch("VGG16", [bname, Path(bname).with_suffix(".safetensors").name], burl, model_dirs)
-    model = VGG16Features(layers, backbone_state=state)
+    state = _fetch("VGG16 (torchvision ImageNet weights)", _names(bname), burl, model_dirs)
+    if isinstance(state, _Missing):
+        _raise_missing([state], model_dirs)
+    model = VGG16Features(layers)
+    load_backbone_state(model.features, state[0], f"{state[1]} (VGG16)")
     return model.to(device) if device is not None else model
