@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
+
 import pytest
 import torch
 
 import core
+from core.losses import nvidia_vgg16 as NV
 from core.losses import perceptual as P
 
 
@@ -187,3 +192,94 @@ def test_vgg16_features_load_torchvision_file(offline):
     x, _ = images(1, 32)
     for a, b in zip(loaded(x), P.VGG16Features(backbone_state=torchvision_state(ref.features))(x)):
         torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# NVIDIA's vgg16.pt: a TorchScript archive with its tensor names, read without running its code
+
+
+class _NvidiaLayers(torch.nn.Module):
+    def __init__(self, convs):
+        super().__init__()
+        for k, conv in enumerate(convs, start=1):
+            setattr(self, f"conv{k}", conv)
+        self.fc1 = torch.nn.Linear(4, 2)  # the real file's classifier is ignored
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
+
+
+class _NvidiaLike(torch.nn.Module):
+    """The tensor names NVIDIA's file holds (`layers.conv1..13`, `lpips0..4` of shape [C, 1, 1])."""
+
+    def __init__(self, lpips: P.LPIPS):
+        super().__init__()
+        self.layers = _NvidiaLayers([m for m in lpips.features if isinstance(m, torch.nn.Conv2d)])
+        for k, lin in enumerate(lpips.lins):
+            self.register_parameter(f"lpips{k}", torch.nn.Parameter(lin.weight.detach()[0].clone()))
+
+    def forward(self, x: torch.Tensor, resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
+        return self.layers(x) * self.lpips0.sum()
+
+
+@pytest.fixture(scope="module")
+def nvidia_like_file(tmp_path_factory):
+    ref = P.random_lpips("vgg", seed=7)
+    path = tmp_path_factory.mktemp("nv") / "vgg16.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated; it still writes the archive format
+        try:
+            torch.jit.script(_NvidiaLike(ref)).save(str(path))
+        except Exception as e:  # noqa: BLE001
+            pytest.skip(f"this torch cannot write TorchScript archives ({e})")
+    return path, ref
+
+
+def test_nvidia_vgg16_is_read_as_data_and_rebuilt(nvidia_like_file, monkeypatch):
+    path, ref = nvidia_like_file
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load must not be called"))
+    tensors = NV.read_torchscript_tensors(path)
+    assert torch.equal(tensors["layers.conv13.weight"], ref.features[28].weight)
+    assert tensors["lpips4"].shape == (512, 1, 1)
+    with pytest.raises(core.CheckpointError, match="SHA-256 .* is not that of NVIDIA's vgg16.pt"):
+        NV.load_nvidia_vgg16(path)
+    vgg16 = NV.load_nvidia_vgg16(path, check_hash=False)
+    x, y = images(2, 32)
+    img_x, img_y = (x + 1) * 127.5, (y + 1) * 127.5  # NVIDIA's call takes [0, 255]
+    fx = vgg16(img_x, resize_images=False, return_lpips=True)
+    fy = vgg16(img_y, resize_images=False, return_lpips=True)
+    assert fx.ndim == 2 and fx.shape[0] == 2
+    torch.testing.assert_close((fx - fy).square().sum(1), ref(x, y), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(vgg16.lpips(x, y), ref(x, y))
+    with pytest.raises(ValueError, match="resize_images=False, return_lpips=True"):
+        vgg16(img_x)
+
+
+def test_nvidia_vgg16_refuses_code_and_wrong_files(tmp_path, nvidia_like_file):
+    import os
+    import zipfile
+
+    with pytest.raises(P.MissingWeightsError, match=re.escape(NV.NVIDIA_VGG16_URL)):
+        NV.load_nvidia_vgg16(tmp_path / "vgg16.pt")
+    # a data.pkl that would run os.system when unpickled
+    evil = tmp_path / "evil.pt"
+
+    class Boom:
+        def __reduce__(self):
+            return os.system, ("echo pwned > " + str(tmp_path / "pwned"),)
+
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("evil/data.pkl", pickle.dumps(Boom(), protocol=2))
+    with pytest.raises(core.UnsafeCheckpointError, match="asks for (posix|nt).system"):
+        NV.load_nvidia_vgg16(evil, check_hash=False)
+    assert not (tmp_path / "pwned").exists()
+    # another network's TorchScript archive: the tensor names are checked
+    other = tmp_path / "other.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(torch.nn.Linear(2, 2)).save(str(other))
+    with pytest.raises(core.CheckpointError, match=r"not NVIDIA's vgg16.pt: tensors \['layers.conv1.weight'"):
+        NV.load_nvidia_vgg16(other, check_hash=False)
+    (tmp_path / "not_zip.pt").write_bytes(b"\x80\x02}q\x00.")
+    with pytest.raises(core.CheckpointError, match="not a TorchScript archive"):
+        NV.load_nvidia_vgg16(tmp_path / "not_zip.pt", check_hash=False)
