@@ -460,6 +460,9 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
         if cfg.prior_weight and prior is None:
             notes.append("II2S prior computed from the generator (pass a cached prior to skip this)")
             prior = compute_w_prior(G, seed=seed)
+        if prior is not None and any(t.is_inference() for t in (prior.mean, prior.components, prior.stdev)):
+            prior = replace(prior, mean=prior.mean.clone(), components=prior.components.clone(),
+                            stdev=prior.stdev.clone())  # made under inference mode: autograd cannot save them
         keep_noise = cfg.optimize_noise and cfg.keep_noise and not cfg.tune_steps
         work = clone_generator(G) if (keep_noise or cfg.tune_steps or _has_inference_tensors(G)) else G
         state = _optimise_latent(work, images, mask_t, cfg, nets, prior, init_latent, seed, callback,

@@ -121,6 +121,21 @@ def test_works_under_inference_mode_with_a_generator_loaded_there(target, nets):
     assert r.history[0]["loss"] != r.history[-1]["loss"]
 
 
+@pytest.mark.parametrize("method", ["ii2s", "image2stylegan", "projector"])
+def test_every_input_may_come_from_inference_mode(method):
+    """In ComfyUI the generator, the perceptual networks, the II2S prior and the image are all made under
+    torch.inference_mode() by earlier nodes; autograd must not touch any of them."""
+    with torch.inference_mode():
+        G = tiny_generator("stylegan2")
+        z = torch.randn([1, G.z_dim], generator=torch.Generator().manual_seed(5))
+        image = G.synthesis(G.mapping(z, None), noise_mode="const")
+        inference_nets = {"lpips_vgg": P.random_lpips("vgg", seed=0), "vgg16_features": P.random_vgg16_features(2)}
+        prior = I.compute_w_prior(G, 2000)
+        assert prior.components.is_inference()
+        r = I.invert_image(G, image, method=method, num_steps=4, perceptual=inference_nets, prior=prior)
+    assert r.steps == 4 and torch.isfinite(r.image).all()
+
+
 def test_mask_ignores_pixels_outside_it(G, target, nets):
     mask = torch.zeros([1, 32, 32])
     mask[:, 8:24, 8:24] = 1
