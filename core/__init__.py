@@ -3,8 +3,9 @@
 Importable on its own (`import core` with the repository root on `sys.path`); never imports ComfyUI.
 """
 
+from .align import AlignTransform, align_face, face_keypoints, unalign_face
 from .config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config
-from .errors import (CheckpointError, LatentError, MissingDependencyError, MissingWeightsError, StyleGANStudioError,
+from .errors import (AlignmentError, CheckpointError, LatentError, MissingDependencyError, MissingWeightsError, StyleGANStudioError,
                      UnsafeCheckpointError)
 from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, generator_ref, interpolate_latents,
                       latent_to_ws, load_latent, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
@@ -15,6 +16,7 @@ from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlignTransform", "AlignmentError", "align_face", "face_keypoints", "unalign_face",
     "GeneratorConfig", "MappingConfig", "StyleGAN2Config", "StyleGAN3Config", "CheckpointError", "LatentError",
     "MissingDependencyError", "MissingWeightsError", "StyleGANStudioError", "UnsafeCheckpointError", "GeneratorRef", "Latent",
     "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_ws", "load_latent",

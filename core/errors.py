@@ -24,3 +24,7 @@ class MissingDependencyError(StyleGANStudioError, ImportError):
 class MissingWeightsError(StyleGANStudioError, FileNotFoundError):
     """Weights that a feature needs (e.g. VGG16 for perceptual losses) are not on this machine and cannot be
     downloaded; the message names the file, its URL and the folders searched."""
+
+
+class AlignmentError(StyleGANStudioError, ValueError):
+    """Landmarks or images that face alignment cannot work with; the message says what to change."""

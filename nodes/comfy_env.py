@@ -20,6 +20,7 @@ from ..core.log import logger
 MODEL_FOLDER = "stylegan"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
 PERCEPTUAL_FOLDER = "perceptual"           # VGG16 / AlexNet / LPIPS weights for inversion losses
+LANDMARKS_FOLDER = "landmarks"             # face_alignment's FAN / SFD weights for Align Face
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 
 try:  # inside ComfyUI
@@ -40,21 +41,20 @@ def _fallback_dir(kind: str, default: str) -> Path:
 
 
 def register_model_folders() -> None:
-    """Add `models/stylegan` to ComfyUI's model folders, merging with the user's extra paths."""
+    """Add models/stylegan, models/perceptual and models/landmarks to ComfyUI's model folders, keeping any paths
+    the user's extra_model_paths.yaml gave them."""
     if not IN_COMFYUI:
         return
-    default = os.path.join(_folder_paths.models_dir, MODEL_FOLDER)
-    if MODEL_FOLDER in _folder_paths.folder_names_and_paths:
-        paths, exts = _folder_paths.folder_names_and_paths[MODEL_FOLDER]
-        if default not in paths:
-            paths.append(default)
-        extensions = set(exts) | MODEL_EXTENSIONS
-        _folder_paths.folder_names_and_paths[MODEL_FOLDER] = (paths, extensions)
-    else:
-        _folder_paths.folder_names_and_paths[MODEL_FOLDER] = ([default], set(MODEL_EXTENSIONS))
-    if PERCEPTUAL_FOLDER not in _folder_paths.folder_names_and_paths:
-        _folder_paths.folder_names_and_paths[PERCEPTUAL_FOLDER] = (
-            [os.path.join(_folder_paths.models_dir, PERCEPTUAL_FOLDER)], set(MODEL_EXTENSIONS))
+    for folder, extensions in ((MODEL_FOLDER, MODEL_EXTENSIONS), (PERCEPTUAL_FOLDER, MODEL_EXTENSIONS),
+                               (LANDMARKS_FOLDER, {".pth", ".tar"})):
+        default = os.path.join(_folder_paths.models_dir, folder)
+        if folder in _folder_paths.folder_names_and_paths:
+            paths, exts = _folder_paths.folder_names_and_paths[folder]
+            if default not in paths:
+                paths.append(default)
+            _folder_paths.folder_names_and_paths[folder] = (paths, set(exts) | set(extensions))
+        else:
+            _folder_paths.folder_names_and_paths[folder] = ([default], set(extensions))
 
 
 def model_dirs() -> list[Path]:
@@ -207,3 +207,10 @@ def perceptual_dirs() -> list[Path]:
     if IN_COMFYUI:
         return [Path(p) for p in _folder_paths.get_folder_paths(PERCEPTUAL_FOLDER)]
     return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / PERCEPTUAL_FOLDER]
+
+
+def landmark_dirs() -> list[Path]:
+    """Folders searched for face-landmark detector weights: models/landmarks."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(LANDMARKS_FOLDER)]
+    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / LANDMARKS_FOLDER]

@@ -4,3 +4,4 @@ GENERATOR = "SGS_GENERATOR"  # a core.Generator (never modified by nodes)
 LATENT = "SGS_LATENT"        # a core.Latent (space, tensor, generator identity)
 CATEGORY_ROOT = "StyleGAN"
 WEIGHT_DELTA = "SGS_WEIGHT_DELTA"  # a core.deltas.WeightDelta (tuned - base weights), or None
+ALIGN_TRANSFORM = "SGS_ALIGN_TRANSFORM"  # list of core.align.AlignTransform, one per aligned image

@@ -1,0 +1,161 @@
+"""Face alignment nodes: FFHQ-style Align Face, and Unalign Face to paste an edit back into the photo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from ..core import align as A
+from ..core import landmarks as L
+from . import comfy_env
+from .types import ALIGN_TRANSFORM, CATEGORY_ROOT, GENERATOR
+
+_SOURCES = ["auto", "face_alignment (FAN)", "landmarks input"]
+
+
+def _landmark_frames(batch: int, pose_keypoint, landmarks_json: str):
+    """Per image, the list of faces given by the inputs (None when no landmarks were connected)."""
+    if pose_keypoint is not None:
+        frames = pose_keypoint if isinstance(pose_keypoint, list) else [pose_keypoint]
+        faces = [L.faces_from_pose_keypoint(f) for f in frames]
+    elif landmarks_json and landmarks_json.strip():
+        faces = L.parse_landmarks_text(landmarks_json)
+    else:
+        return None
+    if len(faces) == 1 and batch > 1:
+        return faces * batch
+    if len(faces) != batch:
+        raise A.AlignmentError(f"landmarks are given for {len(faces)} image(s) but the batch has {batch}")
+    return faces
+
+
+class AlignFace:
+    DESCRIPTION = ("Crops, rotates and scales a photo around its face exactly as the FFHQ dataset was made (from the "
+                   "eye and mouth landmarks), which is what face generators and inversion expect. Landmarks come from "
+                   "another node (OpenPose/DWPose face keypoints, JSON) or from the face_alignment package. Keep the "
+                   "transform to paste the edited face back with Unalign Face.")
+    CATEGORY = f"{CATEGORY_ROOT}/align"
+    RETURN_TYPES = ("IMAGE", ALIGN_TRANSFORM, "STRING")
+    RETURN_NAMES = ("aligned", "transform", "landmarks")
+    OUTPUT_TOOLTIPS = ("The aligned face(s), square, at the generator's resolution (or output_size).",
+                       "Where each aligned image came from, for Unalign Face.",
+                       "The landmarks used, as JSON (one list of [x, y] points per image): reuse or inspect them.")
+    FUNCTION = "align"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Photo(s) with a face; each image of a batch is aligned on its own."}),
+                "landmarks_source": (_SOURCES, {"default": "auto", "tooltip":
+                                     "auto: the connected landmarks if any, else the face_alignment detector. "
+                                     "face_alignment (FAN): detect (pip install face-alignment). landmarks input: "
+                                     "only the connected pose_keypoint / landmarks_json."}),
+                "output_size": ("INT", {"default": 1024, "min": 8, "max": 8192, "step": 8, "tooltip":
+                                "Side of the aligned image; ignored when a generator is connected (its resolution "
+                                "is used)."}),
+                "face_index": ("INT", {"default": 0, "min": 0, "max": 64,
+                                       "tooltip": "Which face when there are several: 0 = the largest."}),
+            },
+            "optional": {
+                "generator": (GENERATOR, {"tooltip": "Align at this generator's resolution."}),
+                "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "Face keypoints from an OpenPose/DWPose preprocessor "
+                                  "(enable its face detection)."}),
+                "landmarks_json": ("STRING", {"default": "", "multiline": True, "tooltip":
+                                   "Landmarks as JSON: [[x, y], ...] with 68 (iBUG/dlib), 70 (OpenPose), 98 (WFLW) "
+                                   "or 5 (eyes, nose, mouth corners) points in pixels, FFHQ's {\"face_landmarks\": "
+                                   "...}, or a list of those per image."}),
+                "transform_size": ("INT", {"default": A.FFHQ_TRANSFORM_SIZE, "min": 8, "max": 8192, "step": 8,
+                                           "tooltip": "Resolution of FFHQ's intermediate warp before the final "
+                                           "antialiased resize (4096 as FFHQ; smaller is faster)."}),
+                "rotate_level": ("BOOLEAN", {"default": True, "tooltip": "Rotate so the eyes are level (FFHQ)."}),
+                "enable_padding": ("BOOLEAN", {"default": True, "tooltip": "Fill the area outside the photo with "
+                                   "blurred reflection, as FFHQ did (else black)."}),
+            },
+        }
+
+    def align(self, image, landmarks_source, output_size, face_index, generator=None, pose_keypoint=None,
+              landmarks_json="", transform_size=A.FFHQ_TRANSFORM_SIZE, rotate_level=True, enable_padding=True):
+        if image.ndim == 3:
+            image = image[None]
+        size = int(generator.img_resolution) if generator is not None else int(output_size)
+        given = None if landmarks_source == _SOURCES[1] else _landmark_frames(image.shape[0], pose_keypoint,
+                                                                             landmarks_json)
+        if given is None and landmarks_source == _SOURCES[2]:
+            raise A.AlignmentError("landmarks_source is 'landmarks input' but neither pose_keypoint nor "
+                                   "landmarks_json is given")
+        detector = None
+        if given is None:
+            device = comfy_env.torch_device("auto")
+            detector = L.FANDetector("cpu" if device.type == "mps" else str(device), comfy_env.landmark_dirs())
+        progress = comfy_env.Progress(image.shape[0])
+        aligned, transforms, used = [], [], []
+        for i in range(image.shape[0]):
+            comfy_env.throw_if_interrupted()
+            photo = image[i]
+            what = f"image {i + 1} of {image.shape[0]}"
+            faces = given[i] if given is not None else detector.detect(A.to_uint8_rgb(photo))
+            points = L.pick_face(faces, int(face_index), what)
+            out, tf = A.align_face(photo, A.face_keypoints(points), size, int(transform_size),
+                                   bool(enable_padding), bool(rotate_level))
+            aligned.append(out)
+            transforms.append(tf)
+            used.append(np.round(points, 2).tolist())
+            progress.update(i + 1)
+        images = torch.stack(aligned).to(comfy_env.intermediate_device())
+        return (images, transforms, json.dumps(used))
+
+
+class UnalignFace:
+    DESCRIPTION = ("Pastes edited aligned faces back into the original photo with a soft edge, undoing Align Face's "
+                   "crop, rotation and scale. A batch of edits (e.g. interpolation frames) is pasted into the same "
+                   "photo, frame by frame.")
+    CATEGORY = f"{CATEGORY_ROOT}/align"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The photo(s) with the edited face pasted in, at the photo's size.",)
+    FUNCTION = "unalign"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "original": ("IMAGE", {"tooltip": "The photo(s) given to Align Face."}),
+                "edited": ("IMAGE", {"tooltip": "Edited aligned faces (any resolution, e.g. the generator's)."}),
+                "transform": (ALIGN_TRANSFORM, {"tooltip": "The transform output of Align Face."}),
+                "feather": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 0.5, "step": 0.01, "tooltip":
+                            "Width of the soft edge as a fraction of the face square (0 = hard edge)."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Where to use the edit, in aligned-image space (e.g. a face-parsing "
+                                  "mask); replaces the feathered square."}),
+            },
+        }
+
+    def unalign(self, original, edited, transform, feather, mask=None):
+        if original.ndim == 3:
+            original = original[None]
+        if edited.ndim == 3:
+            edited = edited[None]
+        transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
+        counts = {original.shape[0], edited.shape[0], len(transforms)}
+        n = max(counts)
+        if counts - {1, n}:
+            raise A.AlignmentError(f"batch sizes do not match: {original.shape[0]} photo(s), {edited.shape[0]} "
+                                   f"edit(s), {len(transforms)} transform(s); each must be 1 or the same number")
+        if mask is not None and mask.ndim == 2:
+            mask = mask[None]
+        out = []
+        for i in range(n):
+            comfy_env.throw_if_interrupted()
+            photo = original[i if original.shape[0] > 1 else 0]
+            m = None if mask is None else mask[i if mask.shape[0] > 1 else 0]
+            out.append(A.unalign_face(photo, edited[i if edited.shape[0] > 1 else 0],
+                                      transforms[i if len(transforms) > 1 else 0], float(feather), m))
+        return (torch.stack(out).to(comfy_env.intermediate_device()),)
+
+
+NODE_CLASS_MAPPINGS = {"SGS_AlignFace": AlignFace, "SGS_UnalignFace": UnalignFace}
+NODE_DISPLAY_NAME_MAPPINGS = {"SGS_AlignFace": "Align Face", "SGS_UnalignFace": "Unalign Face"}
