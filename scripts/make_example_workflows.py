@@ -14,7 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = "stylegan2-ffhq-1024x1024.pkl"  # the checkpoint the README tells users to download
 
-GEN, LAT, IMG = "SGS_GENERATOR", "SGS_LATENT", "IMAGE"
+GEN, LAT, IMG, TF = "SGS_GENERATOR", "SGS_LATENT", "IMAGE", "SGS_ALIGN_TRANSFORM"
+PHOTO = "face.jpg"  # the photo Load Image starts with: the user picks their own
 # Link inputs and outputs of the node types used below: {type: ([(input, type, optional)], [(output, type)])}
 SLOTS = {
     "SGS_LoadStyleGAN": ([], [("generator", GEN), ("info", "STRING")]),
@@ -24,12 +25,21 @@ SLOTS = {
     "SGS_InterpolateLatents": ([("latent_a", LAT, False), ("latent_b", LAT, False), ("generator", GEN, True)],
                                [("latent", LAT)]),
     "SGS_SaveLatent": ([("latent", LAT, False)], []),
+    "SGS_AlignFace": ([("image", IMG, False), ("generator", GEN, True), ("pose_keypoint", "POSE_KEYPOINT", True)],
+                      [("aligned", IMG), ("transform", TF), ("landmarks", "STRING")]),
+    "SGS_InvertImage": ([("generator", GEN, False), ("image", IMG, False), ("mask", "MASK", True)],
+                        [("latent", LAT), ("generator", GEN), ("reconstruction", IMG), ("report", "STRING"),
+                         ("delta", "SGS_WEIGHT_DELTA")]),
+    "SGS_UnalignFace": ([("original", IMG, False), ("edited", IMG, False), ("transform", TF, False),
+                         ("mask", "MASK", True)], [("image", IMG)]),
+    "LoadImage": ([], [("IMAGE", IMG), ("MASK", "MASK")]),
     "SaveImage": ([("images", IMG, False)], []),
     "SaveAnimatedWEBP": ([("images", IMG, False)], []),
 }
 SIZES = {"SGS_LoadStyleGAN": [320, 170], "SGS_SampleLatent": [320, 250], "SGS_Synthesize": [300, 130],
          "SGS_StyleMix": [300, 150], "SGS_InterpolateLatents": [320, 190], "SGS_SaveLatent": [300, 80],
-         "SaveImage": [420, 420], "SaveAnimatedWEBP": [420, 460]}
+         "SaveImage": [420, 420], "SaveAnimatedWEBP": [420, 460], "SGS_AlignFace": [340, 330],
+         "SGS_InvertImage": [340, 330], "SGS_UnalignFace": [300, 170], "LoadImage": [320, 380]}
 
 
 def load(nid, pos):
@@ -91,6 +101,22 @@ WORKFLOWS = {
         (4, "SGS_InterpolateLatents", [760, 60], [48, "auto", 0, 0], {"latent_a": (2, 0), "latent_b": (3, 0)}),
         synthesize(5, [760, 300], (1, 0), (4, 0)),
         (6, "SaveAnimatedWEBP", [1100, 60], ["stylegan/walk", 24.0, False, 90, "default"], {"images": (5, 0)}),
+    ]),
+    "invert_and_edit": ("Edit your own photo: align the face, invert it (II2S), walk toward a sampled face, and "
+                        "paste each frame back into the photo", [
+        load(1, [40, 60]),
+        (2, "LoadImage", [40, 300], [PHOTO, "image"], {}),
+        (3, "SGS_AlignFace", [400, 60], ["auto", 1024, 0, "", 4096, True, True],
+         {"image": (2, 0), "generator": (1, 0)}),
+        (4, "SGS_InvertImage", [780, 60], ["ii2s", 0, 0, "fixed", "fit inside mask", 0.0, 350, 10],
+         {"generator": (1, 0), "image": (3, 0)}),
+        (5, "SaveImage", [1160, 460], ["stylegan/reconstruction"], {"images": (4, 2)}),
+        sample(6, [400, 440], (1, 0), 7, 1),
+        (7, "SGS_InterpolateLatents", [1160, 60], [8, "auto", 0, 0],
+         {"latent_a": (4, 0), "latent_b": (6, 0), "generator": (1, 0)}),
+        synthesize(8, [1520, 60], (4, 1), (7, 0)),
+        (9, "SGS_UnalignFace", [1520, 260], [0.1], {"original": (2, 0), "edited": (8, 0), "transform": (3, 1)}),
+        (10, "SaveImage", [1880, 60], ["stylegan/invert_edit"], {"images": (9, 0)}),
     ]),
 }
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+import torch
 
 import core
 from conftest import tiny_generator
@@ -37,7 +39,8 @@ def test_object_info_lists_every_node_with_tooltips(server):
     info = server.get("/object_info")
     ours = {k: v for k, v in info.items() if k.startswith("SGS_")}
     assert {"SGS_LoadStyleGAN", "SGS_DemoGenerator", "SGS_SaveStyleGAN", "SGS_SampleLatent", "SGS_Synthesize",
-            "SGS_InterpolateLatents", "SGS_StyleMix", "SGS_SaveLatent", "SGS_LoadLatent"} <= set(ours)
+            "SGS_InterpolateLatents", "SGS_StyleMix", "SGS_SaveLatent", "SGS_LoadLatent", "SGS_AlignFace",
+            "SGS_UnalignFace", "SGS_InvertImage", "SGS_SaveWeightDelta", "SGS_ApplyWeightDelta"} <= set(ours)
     for name, spec in ours.items():
         assert spec["category"].startswith("StyleGAN/") and spec["description"], name
         for group in ("required", "optional"):
@@ -98,11 +101,38 @@ def test_runtime_error_is_reported_and_server_stays_healthy(server):
     assert ok["status"]["status_str"] == "success"
 
 
+def write_random_perceptual_weights(folder) -> None:
+    """VGG16 / AlexNet / LPIPS files with seeded random weights under the names users download them as (no
+    download is possible here); the pack reads them like the real ones."""
+    from core.losses import perceptual as P
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for net, (backbone_file, _url) in P.BACKBONE_FILES.items():
+        lp = P.random_lpips(net)
+        torch.save({f"features.{k}": v for k, v in lp.features.state_dict().items()}, folder / backbone_file)
+        torch.save({f"lin{k}.model.1.weight": lin.weight for k, lin in enumerate(lp.lins)},
+                   folder / f"lpips_{net}.pth")
+
+
+def example_face_photo(path) -> list:
+    """A smooth synthetic 'photo' saved as `path`, and 68 landmarks of a face in it (no real face photo or
+    detector weights can be used here)."""
+    from test_align import face_landmarks, synthetic_photo
+    from PIL import Image
+
+    Image.fromarray(synthetic_photo(11, 160, 140)).save(path, quality=95)
+    return face_landmarks(70, 72, 28, 0.15, seed=11).round(2).tolist()
+
+
 def test_example_workflows_run_unchanged(server):
     """Every example converts UI -> API against the server's own schemas and runs, given the documented
-    checkpoint name (a tiny stand-in generator saved under that name)."""
+    checkpoint name (a tiny stand-in generator saved under that name). Photos, perceptual weights and face
+    landmarks are stand-ins too: a synthetic photo under the example's file name, random-weight VGG/LPIPS
+    files in models/perceptual, and the face's landmarks typed into Align Face's landmarks_json (the
+    face_alignment detector's weights cannot be downloaded here); inversion runs its full default steps."""
     from workflows import check_workflow, example_paths, load_workflow, ui_to_api
 
+    write_random_perceptual_weights(server.root / "models" / "perceptual")
     info = server.get("/object_info")
     for path in example_paths():
         workflow = load_workflow(path)
@@ -111,9 +141,23 @@ def test_example_workflows_run_unchanged(server):
                 target = server.models / n["widgets_values"][0]
                 if not target.exists():
                     core.save_generator(tiny_generator("stylegan2"), target)
-        info = server.get("/object_info")  # refreshed model list
+            if n["type"] == "LoadImage":
+                landmarks = example_face_photo(server.root / "input" / n["widgets_values"][0])
+        info = server.get("/object_info")  # refreshed model and input lists
         assert check_workflow(workflow, info) == [], path.name
-        result = server.run_prompt(ui_to_api(workflow, info))
-        assert result["status"]["status_str"] == "success", (path.name, result["status"])
+        prompt = ui_to_api(workflow, info)
+        for entry in prompt.values():
+            if entry["class_type"] == "SGS_AlignFace":
+                assert entry["inputs"]["landmarks_source"] == "auto" and entry["inputs"]["landmarks_json"] == ""
+                entry["inputs"]["landmarks_json"] = json.dumps(landmarks)
+        result = server.run_prompt(prompt, timeout=900)
+        errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
+        assert result["status"]["status_str"] == "success", (path.name, errors)
         saved = [item for out in result["outputs"].values() for item in out.get("images", [])]
         assert saved and all((server.output / i["subfolder"] / i["filename"]).is_file() for i in saved), path.name
+        if path.stem == "invert_and_edit":
+            from PIL import Image
+
+            frames = [i for i in saved if i["filename"].startswith("invert_edit")]
+            assert len(frames) == 8  # the interpolation's frames, pasted back into the photo
+            assert all(Image.open(server.output / i["subfolder"] / i["filename"]).size == (140, 160) for i in frames)

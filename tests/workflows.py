@@ -24,6 +24,8 @@ CORE_NODES = {
         "method": [["default", "fastest", "slowest"], {}]}},
         "input_order": {"required": ["images", "filename_prefix", "fps", "lossless", "quality", "method"]},
         "output": [], "output_node": True},
+    "LoadImage": {"input": {"required": {"image": [[], {"image_upload": True}]}},
+                  "input_order": {"required": ["image"]}, "output": ["IMAGE", "MASK"], "output_node": False},
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
                      "output": [], "output_node": True},
 }
@@ -75,6 +77,15 @@ def has_control_widget(name: str, entry) -> bool:
     return bool(input_options(entry).get("control_after_generate")) or name in ("seed", "noise_seed")
 
 
+def has_upload_widget(entry) -> bool:
+    """Load Image's file combo is followed by an upload button, whose value ('image') is saved too."""
+    return bool(input_options(entry).get("image_upload"))
+
+
+def extra_values(name: str, entry) -> int:
+    return int(has_control_widget(name, entry)) + int(has_upload_widget(entry))
+
+
 def check_value(name: str, entry, value) -> str | None:
     kind, opts = input_kind(entry), input_options(entry)
     if kind == "COMBO":
@@ -107,7 +118,7 @@ def check_workflow(workflow: dict, object_info: dict, *, combos: bool = True) ->
             problems.append(f"node {n['id']}: unknown type {n['type']}")
             continue
         values = list(n.get("widgets_values", []))
-        expected = sum(2 if has_control_widget(k, e) else 1 for k, e in widget_inputs(info))
+        expected = sum(1 + extra_values(k, e) for k, e in widget_inputs(info))
         if len(values) != expected:
             problems.append(f"node {n['id']} ({n['type']}): {len(values)} widget values, expected {expected}")
             continue
@@ -117,7 +128,10 @@ def check_workflow(workflow: dict, object_info: dict, *, combos: bool = True) ->
                 control = values.pop(0)
                 if control not in ("fixed", "increment", "decrement", "randomize"):
                     problems.append(f"node {n['id']}: bad control_after_generate {control!r}")
-            is_file_combo = input_kind(entry) == "COMBO" and name in ("ckpt_name", "latent_file")
+            if has_upload_widget(entry) and values.pop(0) != "image":
+                problems.append(f"node {n['id']}: the upload widget's value must be 'image'")
+            is_file_combo = input_kind(entry) == "COMBO" and (name in ("ckpt_name", "latent_file", "delta_file")
+                                                               or has_upload_widget(entry))
             if is_file_combo and not combos:
                 continue
             problem = check_value(name, entry, value)
@@ -152,8 +166,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         values = list(n.get("widgets_values", []))
         for name, entry in widget_inputs(info):
             inputs[name] = values.pop(0)
-            if has_control_widget(name, entry):
-                values.pop(0)
+            del values[:extra_values(name, entry)]
         for inp in n.get("inputs", []):
             if inp.get("link") is not None:
                 link = links[inp["link"]]
