@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -99,12 +100,19 @@ class ComfyServer:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
-    def run_prompt(self, prompt: dict, timeout: float = 300) -> dict:
-        """Queue an API-format graph and wait for its history entry."""
-        status, body = self.post("/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})
+    def queue(self, prompt: dict, client_id: str | None = None) -> str:
+        """Queue an API-format graph; returns its prompt id."""
+        status, body = self.post("/prompt", {"prompt": prompt, "client_id": client_id or str(uuid.uuid4())})
         if status != 200:
             raise AssertionError(f"prompt refused ({status}): {json.dumps(body)[:3000]}")
-        pid = body["prompt_id"]
+        return body["prompt_id"]
+
+    def run_prompt(self, prompt: dict, timeout: float = 300, client_id: str | None = None) -> dict:
+        """Queue an API-format graph and wait for its history entry."""
+        return self.wait(self.queue(prompt, client_id), timeout)
+
+    def wait(self, pid: str, timeout: float = 300) -> dict:
+        """Wait for a queued prompt's history entry."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             history = self.get(f"/history/{pid}")
@@ -112,3 +120,52 @@ class ComfyServer:
                 return history[pid]
             time.sleep(0.25)
         raise TimeoutError(f"prompt {pid} did not finish within {timeout} s")
+
+
+class Listener:
+    """The websocket messages ComfyUI sends one client: JSON events as (type, data) and binary frames as
+    ('binary', (event type, payload bytes)), collected by a background thread."""
+
+    def __init__(self, server: ComfyServer):
+        import websocket  # websocket-client, a dev requirement
+
+        self.client_id = str(uuid.uuid4())
+        self.messages: list[tuple[str, object]] = []
+        self._ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws?clientId={self.client_id}",
+                                               timeout=5)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import websocket
+
+        while not self._stop.is_set():
+            try:
+                frame = self._ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketException, OSError):
+                return
+            if isinstance(frame, bytes):
+                self.messages.append(("binary", (int.from_bytes(frame[:4], "big"), frame[4:])))
+            elif frame:
+                msg = json.loads(frame)
+                self.messages.append((msg.get("type"), msg.get("data")))
+
+    def of_type(self, kind: str) -> list:
+        return [data for k, data in list(self.messages) if k == kind]
+
+    def wait_for(self, predicate, timeout: float = 120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for kind, data in list(self.messages):
+                if predicate(kind, data):
+                    return data
+            time.sleep(0.05)
+        raise TimeoutError(f"no matching websocket message within {timeout} s")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ws.close()
+        self._thread.join(timeout=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -124,6 +125,61 @@ def example_face_photo(path) -> list:
     return face_landmarks(70, 72, 28, 0.15, seed=11).round(2).tolist()
 
 
+def inversion_prompt(num_steps: int, preview_every: int = 5) -> dict:
+    return {"1": node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema", dtype="auto"),
+            "2": sample(["1", 0], 3),
+            "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+            "4": node("SGS_InvertImage", generator=["1", 0], image=["3", 0], method="image2stylegan",
+                      num_steps=num_steps, seed=0, preview_every=preview_every),
+            "5": node("PreviewImage", images=["4", 2])}
+
+
+@pytest.fixture(scope="module")
+def perceptual_weights(server):
+    write_random_perceptual_weights(server.root / "models" / "perceptual")
+
+
+def test_inversion_streams_progress_and_previews(server, perceptual_weights):
+    from comfyui_server import Listener
+
+    listener = Listener(server)
+    try:
+        result = server.run_prompt(inversion_prompt(20), client_id=listener.client_id)
+        assert result["status"]["status_str"] == "success"
+        listener.wait_for(lambda kind, data: kind == "executing" and data.get("node") is None)
+    finally:
+        listener.close()
+    steps = [p for p in listener.of_type("progress") if p["node"] == "4"]
+    assert steps and steps[-1]["value"] == steps[-1]["max"] == 20
+    assert [p["value"] for p in steps] == sorted(p["value"] for p in steps)
+    previews = [payload for event, payload in listener.of_type("binary") if event == 1]  # PREVIEW_IMAGE
+    assert len(previews) >= 4  # every 5 steps
+    assert all(p[4:6] == b"\xff\xd8" for p in previews)  # image type, then a JPEG
+    assert "image2stylegan: 20 steps" in result["outputs"]["4"]["text"][0]
+
+
+def test_interrupting_a_long_inversion_keeps_the_server_healthy(server, perceptual_weights):
+    from comfyui_server import Listener
+
+    listener = Listener(server)
+    try:
+        pid = server.queue(inversion_prompt(100_000), client_id=listener.client_id)
+        listener.wait_for(lambda kind, data: kind == "progress" and data["node"] == "4" and data["value"] >= 3)
+        stopped_at = time.time()
+        status, _ = server.post("/interrupt", {"prompt_id": pid})
+        assert status == 200
+        result = server.wait(pid, timeout=60)
+        took = time.time() - stopped_at
+    finally:
+        listener.close()
+    assert result["status"]["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in result["status"]["messages"])
+    assert took < 15, f"the inversion took {took:.1f} s to stop"
+    ok = server.run_prompt(inversion_prompt(2))
+    assert ok["status"]["status_str"] == "success"
+    assert server.get("/queue") == {"queue_running": [], "queue_pending": []}
+
+
 def test_example_workflows_run_unchanged(server):
     """Every example converts UI -> API against the server's own schemas and runs, given the documented
     checkpoint name (a tiny stand-in generator saved under that name). Photos, perceptual weights and face
@@ -133,7 +189,6 @@ def test_example_workflows_run_unchanged(server):
     from workflows import check_workflow, example_paths, load_workflow, ui_to_api
 
     write_random_perceptual_weights(server.root / "models" / "perceptual")
-    info = server.get("/object_info")
     for path in example_paths():
         workflow = load_workflow(path)
         for n in workflow["nodes"]:
