@@ -105,7 +105,7 @@ WORKFLOWS = {
     "invert_and_edit": ("Edit your own photo: align the face, invert it (II2S), walk toward a sampled face, and "
                         "paste each frame back into the photo", [
         load(1, [40, 60]),
-        (2, "LoadImage", [40, 300], [PHOTO, "image"], {}),
+        (2, "LoadImage", [40, 460], [PHOTO, "image"], {}),
         (3, "SGS_AlignFace", [400, 60], ["auto", 1024, 0, "", 4096, True, True],
          {"image": (2, 0), "generator": (1, 0)}),
         (4, "SGS_InvertImage", [780, 60], ["ii2s", 0, 0, "fixed", "fit inside mask", 0.0, 350, 10],
@@ -115,7 +115,7 @@ WORKFLOWS = {
         (7, "SGS_InterpolateLatents", [1160, 60], [8, "auto", 0, 0],
          {"latent_a": (4, 0), "latent_b": (6, 0), "generator": (1, 0)}),
         synthesize(8, [1520, 60], (4, 1), (7, 0)),
-        (9, "SGS_UnalignFace", [1520, 260], [0.1], {"original": (2, 0), "edited": (8, 0), "transform": (3, 1)}),
+        (9, "SGS_UnalignFace", [1520, 480], [0.1], {"original": (2, 0), "edited": (8, 0), "transform": (3, 1)}),
         (10, "SaveImage", [1880, 60], ["stylegan/invert_edit"], {"images": (9, 0)}),
     ]),
 }
