@@ -18,6 +18,7 @@ from ..ops.conv2d_resample import conv2d_resample
 from ..ops.modulated_conv2d import modulated_conv2d
 from ..ops.upfirdn2d import setup_filter, upsample2d
 from .layers import FullyConnectedLayer
+from .style_space import StyleLayer, StyleSpaceMixin
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -29,6 +30,8 @@ def activation_memory_format(x: torch.Tensor) -> torch.memory_format:
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution (optionally 2x upsampling), noise, bias, activation, clamp."""
+
+    is_torgb = False
 
     def __init__(self,
                  in_channels: int,                  # Input channels.
@@ -82,11 +85,13 @@ class SynthesisLayer(nn.Module):
                                device=x.device if generator is None else generator.device).to(x.device)
         return self.noise_const.reshape(1, 1, self.resolution, self.resolution)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const",
+    def forward(self, x: torch.Tensor, w: Optional[torch.Tensor], *, noise_mode: str = "const",
                 noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
-                gain: float = 1.0, fused_modconv: Optional[bool] = None) -> torch.Tensor:
-        """`x` `[N, in, res/up, res/up]`, `w` `[N, w_dim]` -> `[N, out, res, res]`."""
-        styles = self.affine(w)
+                gain: float = 1.0, fused_modconv: Optional[bool] = None,
+                styles: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`x` `[N, in, res/up, res/up]`, `w` `[N, w_dim]` -> `[N, out, res, res]`; `styles` `[N, in]` replaces A(w)."""
+        if styles is None:
+            styles = self.affine(w)
         act_gain = self.act_gain * gain
         act_clamp = None if self.conv_clamp is None else self.conv_clamp * gain
         bias = (self.bias * act_gain).to(x.dtype)
@@ -106,6 +111,8 @@ class SynthesisLayer(nn.Module):
 
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 convolution without demodulation, to image channels."""
+
+    is_torgb = True
 
     def __init__(self,
                  in_channels: int,                  # Input channels.
@@ -128,8 +135,10 @@ class ToRGBLayer(nn.Module):
         self.weight.copy_(torch.randn(self.weight.shape, generator=generator))
         self.bias.zero_()
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: Optional[bool] = None) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
+    def forward(self, x: torch.Tensor, w: Optional[torch.Tensor], fused_modconv: Optional[bool] = None,
+                styles: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`styles` `[N, in]` replaces A(w); the fixed 1/sqrt(fan_in) gain is not part of S, so it is applied here."""
+        styles = (self.affine(w) if styles is None else styles) * self.weight_gain
         y = modulated_conv2d(x, self.weight, styles, demodulate=False, bias=self.bias.to(x.dtype),
                              fused=fused_modconv)
         return bias_act(y, clamp=self.conv_clamp, inplace=True)
@@ -220,38 +229,44 @@ class SynthesisBlock(nn.Module):
         for module in self.children():
             module.reset_parameters(generator)
 
-    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor, *,
+    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: Optional[torch.Tensor], *,
                 force_fp32: bool, noise_mode: str, noise: dict[str, torch.Tensor], prefix: str,
-                generator: Optional[torch.Generator], fused_modconv: Optional[bool]):
-        """`ws` `[N, num_conv + num_torgb, w_dim]`; returns (features, image so far)."""
-        fp16 = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+                generator: Optional[torch.Generator], fused_modconv: Optional[bool],
+                styles: dict[str, torch.Tensor]):
+        """`ws` `[N, num_conv + num_torgb, w_dim]` (None when `styles` covers every layer; see
+        `SynthesisNetwork.forward`); returns (features, image so far)."""
+        ref = ws if ws is not None else styles[prefix + "conv1"]  # batch size and device
+        fp16 = self.use_fp16 and not force_fp32 and ref.device.type == "cuda"
         dtype = torch.float16 if fp16 else torch.float32
-        fmt = activation_memory_format(ws)
-        w_iter = iter(ws.unbind(dim=1))
+        fmt = activation_memory_format(ref)
+        w_iter = iter(ws.unbind(dim=1) if ws is not None else [None] * (self.num_conv + self.num_torgb))
         kw = dict(noise_mode=noise_mode, generator=generator, fused_modconv=fused_modconv)
         if self.in_channels == 0:
-            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1]).contiguous(memory_format=fmt)
-            x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), **kw)
+            x = self.const.to(dtype).unsqueeze(0).repeat([ref.shape[0], 1, 1, 1]).contiguous(memory_format=fmt)
+            x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), styles=styles.get(prefix + "conv1"),
+                           **kw)
         else:
             x = x.to(dtype).contiguous(memory_format=fmt)
+            s0, s1 = styles.get(prefix + "conv0"), styles.get(prefix + "conv1")
             if self.architecture == "resnet":
                 y = self.skip(x, gain=math.sqrt(0.5))
-                x = self.conv0(x, next(w_iter), noise=noise.get(prefix + "conv0"), **kw)
-                x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), gain=math.sqrt(0.5), **kw)
+                x = self.conv0(x, next(w_iter), noise=noise.get(prefix + "conv0"), styles=s0, **kw)
+                x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), gain=math.sqrt(0.5), styles=s1, **kw)
                 x = y.add_(x) if can_modify_inplace(y, x) else y + x
             else:
-                x = self.conv0(x, next(w_iter), noise=noise.get(prefix + "conv0"), **kw)
-                x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), **kw)
+                x = self.conv0(x, next(w_iter), noise=noise.get(prefix + "conv0"), styles=s0, **kw)
+                x = self.conv1(x, next(w_iter), noise=noise.get(prefix + "conv1"), styles=s1, **kw)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv,
+                           styles=styles.get(prefix + "torgb")).to(torch.float32)
             img = y if img is None else (img.add_(y) if can_modify_inplace(img, y) else img + y)
         return x, img
 
 
-class SynthesisNetwork(nn.Module):
-    """ws `[N, num_ws, w_dim]` -> image `[N, img_channels, R, R]`, roughly in [-1, 1]."""
+class SynthesisNetwork(StyleSpaceMixin, nn.Module):
+    """ws `[N, num_ws, w_dim]` -> image `[N, img_channels, R, R]`, roughly in [-1, 1]; `w_to_s` / `from_s` for S."""
 
     def __init__(self,
                  w_dim: int,                        # W dimensionality.
@@ -280,14 +295,32 @@ class SynthesisNetwork(nn.Module):
         """Names of the layers that take a noise map, e.g. 'b8.conv0' (keys of the `noise` argument)."""
         return [name for name, m in self.named_modules() if isinstance(m, SynthesisLayer) and m.use_noise]
 
+    def style_layers(self) -> list[StyleLayer]:
+        """The S layout in forward order: every conv (b4.conv1, b8.conv0, b8.conv1, ...) and every ToRGB.
+
+        A block's ToRGB reads the w after its convs, which is the next block's first w (NVIDIA's layout).
+        """
+        layers = []
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            convs = [name for name in ("conv0", "conv1") if hasattr(block, name)]
+            for i, name in enumerate(convs):
+                layers.append(StyleLayer(f"b{res}.{name}", getattr(block, name), w_idx + i, False))
+            if hasattr(block, "torgb"):
+                layers.append(StyleLayer(f"b{res}.torgb", block.torgb, w_idx + block.num_conv, True))
+            w_idx += block.num_conv
+        return layers
+
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
         for res in self.block_resolutions:
             getattr(self, f"b{res}").reset_parameters(generator)
 
-    def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", noise: Optional[dict[str, torch.Tensor]] = None,
-                force_fp32: Optional[bool] = None, generator: Optional[torch.Generator] = None,
-                fused_modconv: Optional[bool] = None) -> torch.Tensor:
+    def forward(self, ws: Optional[torch.Tensor], *, noise_mode: str = "const",
+                noise: Optional[dict[str, torch.Tensor]] = None, force_fp32: Optional[bool] = None,
+                generator: Optional[torch.Generator] = None, fused_modconv: Optional[bool] = None,
+                styles: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Render `ws` `[N, num_ws, w_dim]` to `[N, C, R, R]` float32.
 
         Args:
@@ -296,18 +329,26 @@ class SynthesisNetwork(nn.Module):
             noise: optional per-layer noise maps `{name: [N or 1, 1, r, r]}` overriding `noise_mode`
                 for those layers (names from `noise_layer_names`).
             force_fp32: run fp16-trained blocks in fp32 even on CUDA (None = `self.force_fp32`).
+            styles: optional S overrides `{layer name: [N, channels]}` (names from `style_layers()`) used
+                instead of those layers' A(w); with `ws=None` it must name every layer (see `from_s`).
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
-        ws = ws.to(torch.float32)
+        if styles:
+            self.check_styles(styles, complete=ws is None, batch=None if ws is None else ws.shape[0])
+            styles = {name: s.to(torch.float32) for name, s in styles.items()}
+        elif ws is None:
+            raise ValueError("synthesis needs ws [N, num_ws, w_dim] or a complete styles dict (see from_s)")
+        styles = styles or {}
+        ws = None if ws is None else ws.to(torch.float32)
         noise = noise or {}
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
-            block_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            block_ws = None if ws is None else ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
             x, img = block(x, img, block_ws, force_fp32=force_fp32, noise_mode=noise_mode, noise=noise,
-                           prefix=f"b{res}.", generator=generator, fused_modconv=fused_modconv)
+                           prefix=f"b{res}.", generator=generator, fused_modconv=fused_modconv, styles=styles)
         return img.contiguous()

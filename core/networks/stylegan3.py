@@ -18,6 +18,7 @@ from ..config import StyleGAN3Config
 from ..ops.filtered_lrelu import filtered_lrelu
 from ..ops.modulated_conv2d import modulated_conv2d
 from .layers import FullyConnectedLayer
+from .style_space import StyleLayer, StyleSpaceMixin
 from .stylegan2 import NOISE_MODES, activation_memory_format
 
 
@@ -60,6 +61,8 @@ def design_lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,
 class SynthesisInput(nn.Module):
     """Fourier-feature input: sinusoids of random frequencies, rotated and translated by an affine of w."""
 
+    is_torgb = False
+
     def __init__(self,
                  w_dim: int,                        # W dimensionality.
                  channels: int,                     # Number of Fourier features.
@@ -90,11 +93,12 @@ class SynthesisInput(nn.Module):
         self.affine.reset_parameters(generator)
         self.transform.copy_(torch.eye(3))
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:  # [N, w_dim] -> [N, C, H, W]
-        n = w.shape[0]
-        t = self.affine(w)  # (r_c, r_s, t_x, t_y)
+    def forward(self, w: Optional[torch.Tensor], styles: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`w` `[N, w_dim]` -> `[N, C, H, W]`; `styles` `[N, 4]` replaces A(w) = (r_c, r_s, t_x, t_y)."""
+        t = self.affine(w) if styles is None else styles  # (r_c, r_s, t_x, t_y)
+        n = t.shape[0]
         t = t / t[:, :2].norm(dim=1, keepdim=True)
-        eye = torch.eye(3, device=w.device, dtype=w.dtype).unsqueeze(0).repeat([n, 1, 1])
+        eye = torch.eye(3, device=t.device, dtype=t.dtype).unsqueeze(0).repeat([n, 1, 1])
         m_r = eye.clone()  # inverse rotation of the output image
         m_r[:, 0, 0], m_r[:, 0, 1], m_r[:, 1, 0], m_r[:, 1, 1] = t[:, 0], -t[:, 1], t[:, 1], t[:, 0]
         m_t = eye.clone()  # inverse translation
@@ -107,7 +111,7 @@ class SynthesisInput(nn.Module):
         # Fade out frequencies a user transform pushed past the band limit.
         amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth) / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
 
-        theta = torch.eye(2, 3, device=w.device, dtype=w.dtype)
+        theta = torch.eye(2, 3, device=t.device, dtype=t.dtype)
         theta[0, 0] = 0.5 * self.size[0] / self.sampling_rate
         theta[1, 1] = 0.5 * self.size[1] / self.sampling_rate
         grids = torch.nn.functional.affine_grid(theta.unsqueeze(0), [1, 1, self.size[1], self.size[0]],
@@ -186,9 +190,12 @@ class SynthesisLayer(nn.Module):
         self.bias.zero_()
         self.magnitude_ema.fill_(1)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, *, force_fp32: bool = False,
-                fused_modconv: Optional[bool] = None) -> torch.Tensor:
-        styles = self.affine(w)
+    def forward(self, x: torch.Tensor, w: Optional[torch.Tensor], *, force_fp32: bool = False,
+                fused_modconv: Optional[bool] = None, styles: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`styles` `[N, in]` replaces A(w); ToRGB's fixed 1/sqrt(fan_in) gain is not part of S, so it is
+        applied here (NVIDIA multiplies it into the affine output)."""
+        if styles is None:
+            styles = self.affine(w)
         if self.is_torgb:
             styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel ** 2))
         fp16 = self.use_fp16 and not force_fp32 and x.device.type == "cuda"
@@ -206,8 +213,8 @@ class SynthesisLayer(nn.Module):
                 f"up={self.up_factor}, down={self.down_factor}, torgb={self.is_torgb}")
 
 
-class SynthesisNetwork(nn.Module):
-    """ws `[N, num_layers + 2, w_dim]` -> image `[N, img_channels, R, R]`."""
+class SynthesisNetwork(StyleSpaceMixin, nn.Module):
+    """ws `[N, num_layers + 2, w_dim]` -> image `[N, img_channels, R, R]`; `w_to_s` / `from_s` for S."""
 
     def __init__(self,
                  w_dim: int,                        # W dimensionality.
@@ -260,24 +267,46 @@ class SynthesisNetwork(nn.Module):
     def noise_layer_names(self) -> list[str]:
         return []  # StyleGAN3 has no noise inputs
 
+    def style_layers(self) -> list[StyleLayer]:
+        """The S layout in forward order: 'input' (4 values), then every layer 'L0_...' to the ToRGB.
+
+        The input's style is its raw affine output (r_c, r_s, t_x, t_y): the rotation and translation of
+        the Fourier features, normalised by |(r_c, r_s)| inside the layer. It is in S because `from_s` then
+        needs no w at all and reproduces `forward(ws)` exactly; it is geometry rather than appearance, so
+        StyleCLIP-style channel statistics may want to skip it (stylegan3-editing's W2S keeps it as 'input' too).
+        """
+        layers = [StyleLayer("input", self.input, 0, False)]
+        for idx, name in enumerate(self.layer_names):
+            layer = getattr(self, name)
+            layers.append(StyleLayer(name, layer, idx + 1, layer.is_torgb))
+        return layers
+
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
         self.input.reset_parameters(generator)
         for name in self.layer_names:
             getattr(self, name).reset_parameters(generator)
 
-    def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", noise: Optional[dict] = None,
+    def forward(self, ws: Optional[torch.Tensor], *, noise_mode: str = "const", noise: Optional[dict] = None,
                 force_fp32: Optional[bool] = None, generator: Optional[torch.Generator] = None,
-                fused_modconv: Optional[bool] = None) -> torch.Tensor:
+                fused_modconv: Optional[bool] = None, styles: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Render `ws` `[N, num_ws, w_dim]`; `noise_mode`/`noise`/`generator` are accepted for API symmetry
-        with StyleGAN2 and have no effect (StyleGAN3 is noise-free)."""
+        with StyleGAN2 and have no effect (StyleGAN3 is noise-free). `styles`: optional S overrides
+        `{layer name: [N, channels]}` (names from `style_layers()`); with `ws=None` it must name every layer."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
-        ws = ws.to(torch.float32).unbind(dim=1)
-        x = self.input(ws[0]).contiguous(memory_format=activation_memory_format(ws[0]))
+        if styles:
+            self.check_styles(styles, complete=ws is None, batch=None if ws is None else ws.shape[0])
+            styles = {name: s.to(torch.float32) for name, s in styles.items()}
+        elif ws is None:
+            raise ValueError("synthesis needs ws [N, num_ws, w_dim] or a complete styles dict (see from_s)")
+        styles = styles or {}
+        ws = ws.to(torch.float32).unbind(dim=1) if ws is not None else [None] * self.num_ws
+        x = self.input(ws[0], styles=styles.get("input"))
+        x = x.contiguous(memory_format=activation_memory_format(x))
         for name, w in zip(self.layer_names, ws[1:]):
-            x = getattr(self, name)(x, w, force_fp32=force_fp32, fused_modconv=fused_modconv)
+            x = getattr(self, name)(x, w, force_fp32=force_fp32, fused_modconv=fused_modconv, styles=styles.get(name))
         if self.output_scale != 1:
             x = x * self.output_scale
         return x.to(torch.float32).contiguous()

@@ -1,0 +1,75 @@
+"""StyleSpace (Wu et al. 2021, "StyleSpace Analysis"): the per-layer style vectors of a synthesis network.
+
+S holds, for every modulated layer in forward order, the output of its affine transform A(w): the vector
+the layer multiplies into its convolution weights. It is the space StyleCLIP's global directions edit.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+
+
+class StyleLayer(NamedTuple):
+    """One entry of the S layout, read from the built modules."""
+
+    name: str                               # Module path inside the synthesis network, e.g. 'b8.conv0'.
+    module: nn.Module                       # The layer; `module.affine` computes its style from w.
+    w_index: int                            # Which of the `num_ws` w vectors feeds its affine.
+    is_torgb: bool                          # A ToRGB layer (not demodulated)?
+
+    @property
+    def channels(self) -> int:
+        return int(self.module.affine.out_features)
+
+
+class StyleSpaceMixin:
+    """`w_to_s` / `from_s` for a synthesis network that defines `style_layers()` and takes `styles=` in forward."""
+
+    def style_layers(self) -> list[StyleLayer]:  # pragma: no cover - each network defines it
+        raise NotImplementedError
+
+    def w_to_s(self, ws: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Map `ws` `[N, num_ws, w_dim]` to S: `{layer name: [N, channels]}` float32, in forward order.
+
+        Each entry is exactly the style `forward(ws)` computes for that layer (eq. 1 of Wu et al.: s = A(w)),
+        before any fixed per-layer gain (ToRGB's 1/sqrt(fan_in) is applied inside the layer), so
+        `from_s(w_to_s(ws))` equals `forward(ws)`. Differentiable with respect to `ws`.
+        """
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        ws = ws.to(torch.float32)
+        return {layer.name: layer.module.affine(ws[:, layer.w_index]) for layer in self.style_layers()}
+
+    def from_s(self, styles: dict[str, torch.Tensor], **synthesis_kwargs) -> torch.Tensor:
+        """Render from a complete S dict (`w_to_s`'s keys, each `[N, channels]`) to `[N, C, R, R]` float32.
+
+        Takes the keyword arguments of `forward` (`noise_mode`, `noise`, `force_fp32`, `generator`,
+        `fused_modconv`). Gradients flow into every style tensor.
+        """
+        if not styles:
+            raise ValueError("from_s needs a non-empty styles dict; build one with w_to_s(ws)")
+        return self(None, styles=styles, **synthesis_kwargs)  # forward checks every layer is present
+
+    def check_styles(self, styles: dict[str, torch.Tensor], *, complete: bool, batch: Optional[int] = None) -> None:
+        """Raise ValueError unless `styles` names known layers with `[N, channels]` tensors (all of them if
+        `complete`), all with the same N (equal to `batch` when given: the batch size of the ws they join)."""
+        if not isinstance(styles, dict):
+            raise ValueError(f"styles must be a dict {{layer name: [N, channels] tensor}}, got {type(styles).__name__}")
+        layers = {layer.name: layer.channels for layer in self.style_layers()}
+        unknown = [k for k in styles if k not in layers]
+        if unknown:
+            raise ValueError(f"unknown style layer(s) {unknown}; this network's layers are {list(layers)}")
+        missing = [k for k in layers if k not in styles]
+        if complete and missing:
+            raise ValueError(f"styles is missing layer(s) {missing}; pass every key of w_to_s(ws)")
+        for name, s in styles.items():
+            if not torch.is_tensor(s) or s.ndim != 2 or s.shape[1] != layers[name]:
+                shape = list(s.shape) if torch.is_tensor(s) else type(s).__name__
+                raise ValueError(f"style {name!r} must have shape [N, {layers[name]}], got {shape}")
+            if batch is not None and s.shape[0] != batch:
+                raise ValueError(f"all styles need the batch size of ws and of each other: {name!r} has "
+                                 f"{s.shape[0]}, expected {batch}; expand a single style with .expand(N, -1)")
+            batch = s.shape[0]
