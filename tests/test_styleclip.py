@@ -1,0 +1,89 @@
+"""StyleCLIP latent optimisation on a tiny generator and a tiny random open_clip model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+open_clip = pytest.importorskip("open_clip")
+
+import core  # noqa: E402
+from core import clip as C  # noqa: E402
+from core import styleclip as S  # noqa: E402
+from conftest import tiny_generator  # noqa: E402
+
+TINY = "SGS-StyleCLIP-Tiny"
+TINY_CFG = {"embed_dim": 32,
+            "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip_cfg") / f"{TINY}.json"
+    path.write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(str(path))
+    return C.random_clip(TINY, seed=0)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return tiny_generator("stylegan2")
+
+
+def start_latent(G, seed=3):
+    return core.sample_latents(G, [seed], space="w+", truncation_psi=0.7)
+
+
+FAST = dataclasses.replace(S.DEFAULTS, num_steps=25)
+
+
+def test_clip_distance_falls_and_generator_is_untouched(G, clip):
+    before = {k: v.clone() for k, v in G.state_dict().items()}
+    text = clip.encode_text(["a bright red face"])
+    seen = []
+    r = S.clip_optimize(G, start_latent(G), text, clip, config=FAST, callback=lambda p: seen.append(p.step))
+    assert seen == list(range(1, 26)) and len(r.history) == 25
+    assert float(r.clip_distance[0]) < float(r.clip_distance_start[0]) - 1e-3
+    assert r.latent.space == "w+" and r.styles is None
+    assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())
+    assert "CLIP distance to the text" in r.report()
+
+
+def test_l2_term_keeps_the_latent_near_the_start(G, clip):
+    text = clip.encode_text(["a bright red face"])
+    lat = start_latent(G)
+    free = S.clip_optimize(G, lat, text, clip, config=dataclasses.replace(FAST, l2_lambda=0.0))
+    tied = S.clip_optimize(G, lat, text, clip, config=dataclasses.replace(FAST, l2_lambda=5.0))
+    moved = lambda r: float((r.latent.tensor - lat.tensor).norm())  # noqa: E731
+    assert moved(tied) < 0.5 * moved(free)
+
+
+def test_s_space_and_directional_loss(G, clip):
+    text, neutral = clip.encode_text(["a bright red face", "a face"])
+    r = S.clip_optimize(G, start_latent(G), text, clip, config=dataclasses.replace(FAST, space="s", num_steps=10),
+                        neutral_embedding=neutral)
+    assert r.styles is not None and set(r.styles) == set(G.synthesis.w_to_s(r.latent.tensor))
+    with torch.no_grad():
+        torch.testing.assert_close(r.image, G.synthesis.from_s(r.styles))
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history)
+
+
+def test_runs_with_everything_made_under_inference_mode(clip):
+    with torch.inference_mode():
+        G = tiny_generator("stylegan2")
+        lat = start_latent(G)
+        text = clip.encode_text(["a smiling face"])
+        r = S.clip_optimize(G, lat, text, clip, config=dataclasses.replace(FAST, num_steps=3))
+    assert len(r.history) == 3 and torch.isfinite(r.image).all()
+
+
+def test_bad_settings(G, clip):
+    text = clip.encode_text(["x"])
+    with pytest.raises(ValueError, match="space must be one of"):
+        S.clip_optimize(G, start_latent(G), text, clip, config=dataclasses.replace(FAST, space="z"))
+    with pytest.raises(ValueError, match="identity loss"):
+        S.clip_optimize(G, start_latent(G), text, clip, config=dataclasses.replace(FAST, id_lambda=0.1))
