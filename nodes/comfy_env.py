@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -135,24 +136,123 @@ def throw_if_interrupted() -> None:
         _mm.throw_exception_if_processing_interrupted()
 
 
+PROGRESS_EVENT = "stylegan_studio.progress"   # custom websocket event: step, loss terms, ETA of an optimisation
+
+
+def _prompt_server():
+    """ComfyUI's running PromptServer, or None (no server: tests, scripts, a ComfyUI imported as a library)."""
+    try:
+        from server import PromptServer
+
+        return PromptServer.instance
+    except (ImportError, AttributeError):
+        return None
+
+
+def _executing_ids() -> tuple[Optional[str], Optional[str]]:
+    """(prompt id, node id) of the node ComfyUI is running now, or (None, None)."""
+    if not IN_COMFYUI:
+        return None, None
+    try:  # ComfyUI >= 0.3.4x keeps them in a context variable set around each node's execution
+        from comfy_execution.utils import get_executing_context
+
+        ctx = get_executing_context()
+        if ctx is not None:
+            return ctx.prompt_id, ctx.node_id
+    except ImportError:  # older ComfyUI: the server remembers the last prompt and node it announced
+        pass
+    server = _prompt_server()
+    if server is None:
+        return None, None
+    node = getattr(server, "last_node_id", None)
+    return getattr(server, "last_prompt_id", None), None if node is None else str(node)
+
+
+def send_event(event: str, data: dict) -> None:
+    """Send a custom websocket event to the browser that queued the running prompt; outside ComfyUI, only log.
+
+    Tests replace this function to record the events."""
+    server = _prompt_server() if IN_COMFYUI else None
+    client_id = getattr(server, "client_id", None)
+    if client_id is None:
+        # No server, or a prompt queued without a client id: ComfyUI's own per-node messages are not sent then
+        # either, and sending to None would broadcast one user's run to every open browser.
+        logger.debug("%s %s", event, data)
+        return
+    server.send_sync(event, data, client_id)
+
+
 class Progress:
     """Progress bar (with optional preview image) that is also an interrupt point.
 
-    `update(done, preview=None)`; `preview` is a PIL image shown on the node in ComfyUI.
+    `update(done, preview=None, losses=None)`; `preview` is a PIL image shown on the node through ComfyUI's own
+    progress/preview messages. When `losses` are given (optimising nodes), a `stylegan_studio.progress` event
+    (see `status`) also carries the step, the loss terms, the elapsed time and an ETA to the node's status line,
+    at most `max_rate` times a second; the last step always goes out, and `finish()` sends the last status of a
+    run that ended early (PTI's early stop). `clock` is injectable for tests.
     """
 
-    def __init__(self, total: int, node_id: Optional[str] = None, preview_max_px: int = 512):
+    def __init__(self, total: int, node_id: Optional[str] = None, preview_max_px: int = 512,
+                 max_rate: float = 10.0, clock: Callable[[], float] = time.monotonic):
         self.total = max(1, int(total))
         self.preview_max_px = preview_max_px
         self._bar = _comfy_utils.ProgressBar(self.total, node_id=node_id) if IN_COMFYUI else None
+        self._clock = clock
+        self._start = clock()
+        self._first: Optional[tuple[int, float]] = None   # (step, time) of the first update: the ETA's origin
+        self._min_interval = 1.0 / max_rate if max_rate > 0 else 0.0
+        self._last_sent: Optional[float] = None
+        self._latest: Optional[dict] = None               # the newest status, sent or held back
+        self.prompt_id, self.node_id = _executing_ids()
+        if node_id is not None:
+            self.node_id = str(node_id)
 
-    def update(self, done: int, preview=None) -> None:
+    def update(self, done: int, preview=None, losses: Optional[dict] = None) -> None:
         throw_if_interrupted()
         if self._bar is not None:
             self._bar.update_absolute(done, self.total,
                                       None if preview is None else ("JPEG", preview, self.preview_max_px))
         elif logger.isEnabledFor(logging.DEBUG):
-            logger.debug("progress %d/%d", done, self.total)
+            logger.debug("progress %d/%d %s", done, self.total, losses or "")
+        if losses is not None:
+            self._report(int(done), losses)
+
+    def status(self, done: int, losses: dict) -> dict:
+        """The event payload: `node` and `prompt_id` (strings, or None outside ComfyUI), `step` and `total`,
+        `losses` {name: float}, `elapsed` and `eta` in seconds (`eta` None until it can be estimated) and `finished`
+        (True on the run's last message)."""
+        now = self._clock()
+        if self._first is None:
+            self._first = (done, now)
+        step0, t0 = self._first
+        # The rate since the first step, so set-up time (loading networks, computing a prior) does not inflate
+        # the ETA; on the first step the set-up is all there is to go on.
+        if done > step0:
+            per_step = (now - t0) / (done - step0)
+        else:
+            per_step = (now - self._start) / done if done > 0 else None
+        final = done >= self.total
+        eta = 0.0 if final else None if per_step is None else per_step * (self.total - done)
+        return {"node": self.node_id, "prompt_id": self.prompt_id, "step": done, "total": self.total,
+                "losses": {str(k): float(v) for k, v in losses.items()}, "elapsed": round(now - self._start, 3),
+                "eta": None if eta is None else round(eta, 3), "finished": final}
+
+    def _report(self, done: int, losses: dict) -> None:
+        self._latest = payload = self.status(done, losses)
+        now = self._clock()
+        if (not payload["finished"] and self._last_sent is not None
+                and now - self._last_sent < self._min_interval):
+            return  # held back by the throttle; `finish` sends it if it turns out to be the last one
+        self._last_sent = now
+        send_event(PROGRESS_EVENT, payload)
+
+    def finish(self) -> None:
+        """Close the live status of a run that ended before `total` (PTI's early stop) or whose last message
+        the throttle held back: send the newest status again, marked done. Nothing if the last step went out."""
+        if self._latest is not None and not self._latest["finished"]:
+            self._latest = {**self._latest, "finished": True, "eta": 0.0,
+                            "elapsed": round(self._clock() - self._start, 3)}
+            send_event(PROGRESS_EVENT, self._latest)
 
     def callback(self) -> Callable[[int, int], None]:
         """A `callback(done, total)` for core functions."""
@@ -214,3 +314,29 @@ def landmark_dirs() -> list[Path]:
     if IN_COMFYUI:
         return [Path(p) for p in _folder_paths.get_folder_paths(LANDMARKS_FOLDER)]
     return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / LANDMARKS_FOLDER]
+
+
+PREVIEW_MAX_FRAMES = 256    # frames previewed on a node; longer batches show their first frames
+PREVIEW_MAX_PX = 256
+
+
+def preview_images(images: torch.Tensor) -> list[dict]:
+    """Save small JPEG previews of an IMAGE batch in ComfyUI's temp folder and return the `ui` entries that
+    show them on the node (empty outside ComfyUI)."""
+    if not IN_COMFYUI or images.shape[0] == 0:
+        return []
+    import uuid
+
+    from .convert import to_pil
+
+    folder = Path(_folder_paths.get_temp_directory())
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = f"sgs_preview_{uuid.uuid4().hex[:12]}"
+    entries = []
+    for i, image in enumerate(images[:PREVIEW_MAX_FRAMES]):
+        pil = to_pil(image)
+        pil.thumbnail((PREVIEW_MAX_PX, PREVIEW_MAX_PX))
+        name = f"{prefix}_{i:05d}.jpg"
+        pil.save(folder / name, quality=90)
+        entries.append({"filename": name, "subfolder": "", "type": "temp"})
+    return entries

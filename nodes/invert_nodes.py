@@ -114,7 +114,7 @@ class InvertImage:
             preview = None
             if p.step % every == 0 or p.step == p.total:
                 preview = to_pil(generator_to_comfy(p.image[:1])[0])
-            progress.update(p.step, preview)
+            progress.update(p.step, preview, losses=p.losses)
 
         try:
             prior = prior_for(generator) if cfg.prior_weight else None
@@ -122,6 +122,7 @@ class InvertImage:
                                     lr=float(learning_rate) or None, mask=mask, prior=prior,
                                     tune_steps=int(tune_steps), seed=int(seed), callback=callback,
                                     perceptual=perceptual_nets(method))
+            progress.finish()  # PTI may stop early: end the node's live status line anyway
         finally:
             comfy_env.free_memory()
         result.notes[:0] = notes

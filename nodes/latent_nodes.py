@@ -85,7 +85,8 @@ class Synthesize:
                               callback=progress.callback())
         out = generator_to_comfy(images, comfy_env.intermediate_device())
         progress.update(latent.batch_size, preview=to_pil(out[-1]))
-        return (out,)
+        # Small previews of every frame on the node (the frame scrubber of the web extension walks them).
+        return {"ui": {"images": comfy_env.preview_images(out)}, "result": (out,)}
 
 
 class InterpolateLatents:

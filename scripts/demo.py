@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         return sample.sample(G, seed, n, space, args.psi, 0, "nvidia", class_idx=class_idx)[0]
 
     def render(latent):
-        return synth.synthesize(G, latent, "const")[0]
+        return synth.synthesize(G, latent, "const")["result"][0]
 
     def save(images, stem):
         paths = []

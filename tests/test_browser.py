@@ -49,10 +49,11 @@ def test_invert_and_edit_in_the_real_frontend(tmp_path):
     server.start()
     try:
         config = {
-            "url": server.url, "chromium": CHROMIUM, "workflow": workflow, "timeoutMs": 300_000,
+            "url": server.url, "chromium": CHROMIUM, "workflow": workflow, "timeoutMs": 900_000,
             # The detector's weights cannot be downloaded here: the face's landmarks are typed in instead.
             "widgets": {str(ids["SGS_AlignFace"]): {"landmarks_json": json.dumps(landmarks)}},
             "watchNode": ids["SGS_InvertImage"],
+            "frameNode": ids["SGS_Synthesize"],
             "requireStatus": os.environ.get("SGS_BROWSER_REQUIRE_STATUS", "1") == "1",
             "outputNode": next(n["id"] for n in workflow["nodes"]
                                if n["type"] == "SaveImage" and "invert_edit" in n["widgets_values"][0]),
@@ -62,7 +63,7 @@ def test_invert_and_edit_in_the_real_frontend(tmp_path):
         cfg_path = tmp_path / "browser.json"
         cfg_path.write_text(json.dumps(config))
         run = subprocess.run(["node", str(BROWSER_DIR / "run_workflow.mjs"), str(cfg_path)], cwd=BROWSER_DIR,
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=1200)
         assert run.returncode == 0, run.stderr[-3000:]
         report = json.loads(run.stdout.strip().splitlines()[-1])
     finally:
@@ -73,6 +74,11 @@ def test_invert_and_edit_in_the_real_frontend(tmp_path):
     ours = [e for e in report["pageErrors"] + report["consoleErrors"] if "stylegan" in e.lower()]
     assert not ours, ours
     assert report["live"]["imgs"] or report["live"]["preview"]  # a live reconstruction was on the node
-    assert report["final"]["error"] is None and report["final"]["images"] == 8
+    final = report["final"]
+    assert final["error"] is None and final["images"] == 8
+    assert "step" in report["live"]["status"] and "ETA" in report["live"]["status"]  # the live status line
+    assert final["status"].startswith("step 1300/1300") and final["stopButton"]
+    assert final["frameScrubberMax"] == 7  # 8 frames on Synthesize
+    assert all(a == b for a, b in final["savedWidgets"]), final["savedWidgets"]
     assert not {"sgs_status", "sgs_stop", "sgs_report"} & set(report["promptWidgets"])
     assert Path(config["midScreenshot"]).is_file() and Path(config["screenshot"]).is_file()

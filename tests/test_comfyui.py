@@ -156,6 +156,10 @@ def test_inversion_streams_progress_and_previews(server, perceptual_weights):
     assert len(previews) >= 4  # every 5 steps
     assert all(p[4:6] == b"\xff\xd8" for p in previews)  # image type, then a JPEG
     assert "image2stylegan: 20 steps" in result["outputs"]["4"]["text"][0]
+    status = listener.of_type("stylegan_studio.progress")  # the pack's own event: step, loss terms, ETA
+    assert status and all(s["node"] == "4" and s["total"] == 20 for s in status), status[:3]
+    assert status[-1]["step"] == 20 and {"mse", "vgg"} <= set(status[-1]["losses"])
+    assert status[-1]["prompt_id"] == steps[-1]["prompt_id"]
 
 
 def test_interrupting_a_long_inversion_keeps_the_server_healthy(server, perceptual_weights):
@@ -208,7 +212,8 @@ def test_example_workflows_run_unchanged(server):
         result = server.run_prompt(prompt, timeout=900)
         errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
         assert result["status"]["status_str"] == "success", (path.name, errors)
-        saved = [item for out in result["outputs"].values() for item in out.get("images", [])]
+        saved = [item for out in result["outputs"].values() for item in out.get("images", [])
+                 if item.get("type") == "output"]  # Synthesize's temp previews are not saved files
         assert saved and all((server.output / i["subfolder"] / i["filename"]).is_file() for i in saved), path.name
         if path.stem == "invert_and_edit":
             from PIL import Image

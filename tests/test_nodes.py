@@ -135,7 +135,7 @@ def test_sample_synthesize_and_nvidia_quantisation(pack):
     assert lat.batch_size == 3
     lat2, = nodes["SGS_SampleLatent"]().sample(G, 0, 1, "w", 0.7, 0, "nvidia", seed_list="5-7")
     assert torch.equal(lat.tensor, lat2.tensor)
-    img, = nodes["SGS_Synthesize"]().synthesize(G, lat, "const")
+    img, = nodes["SGS_Synthesize"]().synthesize(G, lat, "const")["result"]
     assert img.shape == (3, 32, 32, 3) and img.min() >= 0 and img.max() <= 1
     # 8-bit output as ComfyUI saves it equals NVIDIA's quantisation of the raw image.
     raw = core.synthesize(G, lat)
@@ -232,7 +232,7 @@ def test_nvidia_seed_parity_end_to_end(pack, tmp_path):
     G, _ = nodes["SGS_LoadStyleGAN"]().load("ada32.safetensors", device="cpu")["result"]
     seeds = ",".join(str(s) for s in expected["seeds"].tolist())
     lat, = nodes["SGS_SampleLatent"]().sample(G, 0, 1, "w", 0.7, 0, "nvidia", seed_list=seeds)
-    img, = nodes["SGS_Synthesize"]().synthesize(G, lat, "const")
+    img, = nodes["SGS_Synthesize"]().synthesize(G, lat, "const")["result"]
     ours = np.clip(255.0 * img.numpy(), 0, 255).astype(np.uint8)  # what ComfyUI's SaveImage writes
     theirs = expected["images"].numpy()
     assert ours.shape == theirs.shape == (3, 32, 32, 3)

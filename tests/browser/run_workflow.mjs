@@ -88,10 +88,21 @@ try {
   // Completion: the queue empties and the output node has its images.
   await page.waitForFunction(() => window.__sgs.done || window.__sgs.error, null,
     { timeout: cfg.timeoutMs, polling: 250 });
-  result.final = await page.evaluate((out) => ({
-    error: window.__sgs.error,
-    images: window.__sgs.executed[String(out)]?.images?.length ?? 0,
-  }), cfg.outputNode);
+  result.final = await page.evaluate(({ out, watch, frameNode, workflow }) => {
+    const saved = window.app.graph.serialize();
+    const count = (graph, id) => graph.nodes.find((n) => n.id === id)?.widgets_values?.length;
+    const frames = window.app.graph.getNodeById(frameNode)?.widgets?.find((w) => w.name === "sgs_frame");
+    const watched = window.app.graph.getNodeById(watch);
+    return {
+      error: window.__sgs.error,
+      images: window.__sgs.executed[String(out)]?.images?.length ?? 0,
+      // display-only widgets must not add values to a saved workflow
+      savedWidgets: [watch, frameNode].map((id) => [count(workflow, id), count(saved, id)]),
+      frameScrubberMax: frames?.options?.max ?? null,
+      status: watched?.widgets?.find((w) => w.name === "sgs_status")?.value ?? null,
+      stopButton: Boolean(watched?.widgets?.find((w) => w.name === "sgs_stop")),
+    };
+  }, { out: cfg.outputNode, watch: cfg.watchNode, frameNode: cfg.frameNode, workflow: cfg.workflow });
   if (cfg.screenshot) {
     await page.evaluate((out) => {
       const canvas = window.app.canvas;
