@@ -8,8 +8,8 @@ from .config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Co
 from .errors import (AlignmentError, CheckpointError, LatentError, MissingDependencyError, MissingWeightsError, StyleGANStudioError,
                      UnsafeCheckpointError)
 from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, generator_ref, interpolate_latents,
-                      latent_to_ws, load_latent, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
-                      seeds_to_z, slerp, style_mix_layers, synthesize)
+                      latent_to_styles, latent_to_ws, load_latent, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
+                      seeds_to_z, slerp, style_mix_layers, styles_to_latent, synthesize)
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
 
@@ -19,8 +19,8 @@ __all__ = [
     "AlignTransform", "AlignmentError", "align_face", "face_keypoints", "unalign_face",
     "GeneratorConfig", "MappingConfig", "StyleGAN2Config", "StyleGAN3Config", "CheckpointError", "LatentError",
     "MissingDependencyError", "MissingWeightsError", "StyleGANStudioError", "UnsafeCheckpointError", "GeneratorRef", "Latent",
-    "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_ws", "load_latent",
+    "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_styles", "latent_to_ws", "load_latent",
     "mix_styles", "parse_layers", "parse_seeds", "sample_latents", "save_latent", "seeds_to_z", "slerp",
-    "style_mix_layers", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
+    "style_mix_layers", "styles_to_latent", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
     "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",
 ]

@@ -9,20 +9,20 @@ without it.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from .errors import CheckpointError, MissingDependencyError, MissingWeightsError
 from .log import logger
+from .losses.perceptual import _find
 
 PathLike = Union[str, Path]
 
@@ -416,15 +416,6 @@ def _load_state(model, state: dict, path: Path, what: str) -> None:
                               f"Choose the architecture this file was trained with, or the file for this one")
     with torch.no_grad():
         model.load_state_dict({k: state[k] for k in own}, strict=True)
-
-
-def _find(names: Iterable[str], dirs: Sequence[PathLike]) -> Optional[Path]:
-    for d in dirs:
-        for name in names:
-            p = Path(d) / name
-            if p.is_file():
-                return p
-    return None
 
 
 _hub_probe: dict[str, tuple[float, bool]] = {}

@@ -18,7 +18,8 @@ from .errors import CheckpointError, LatentError
 from .log import logger
 from .networks import Generator
 
-SPACES = ("z", "w", "w+")
+SPACES = ("z", "w", "w+")                  # spaces latents are sampled in
+LATENT_SPACES = SPACES + ("s",)            # plus StyleSpace S, made by S-space edits (see core.sspace)
 SEED_MODES = ("nvidia", "torch")
 INTERPOLATION_METHODS = ("auto", "lerp", "slerp")
 STYLE_MIX_PRESETS = ("coarse", "middle", "fine")
@@ -41,6 +42,7 @@ class GeneratorRef:
     w_dim: int
     num_ws: int
     c_dim: int
+    s_dim: int = 0                         # S channels (core.sspace); 0 in files written before S latents
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -50,7 +52,8 @@ class GeneratorRef:
 class Latent:
     """A batch of latents in one space, tied to the generator that defines it.
 
-    tensor: z `[N, z_dim]`, w `[N, w_dim]` or w+ `[N, num_ws, w_dim]`, float32.
+    tensor: z `[N, z_dim]`, w `[N, w_dim]`, w+ `[N, num_ws, w_dim]`, or s `[N, s_dim]` (StyleSpace: every
+        layer's style in `core.sspace.flatten_s` order, as `G.synthesis.w_to_s` makes it), float32.
     c: labels `[N, c_dim]` for conditional generators (used when mapping z), else None.
     truncation_psi / truncation_cutoff: applied when a z latent is mapped.
     """
@@ -63,10 +66,13 @@ class Latent:
     truncation_cutoff: Optional[int] = None
 
     def __post_init__(self) -> None:
-        if self.space not in SPACES:
-            raise LatentError(f"latent space must be one of {SPACES}, got {self.space!r}")
+        if self.space not in LATENT_SPACES:
+            raise LatentError(f"latent space must be one of {LATENT_SPACES}, got {self.space!r}")
         g = self.generator
-        expected = {"z": [g.z_dim], "w": [g.w_dim], "w+": [g.num_ws, g.w_dim]}[self.space]
+        if self.space == "s" and g.s_dim <= 0:
+            raise LatentError(f"an s latent needs the S channel count of {g.name}; make it with "
+                              f"core.latents.styles_to_latent")
+        expected = {"z": [g.z_dim], "w": [g.w_dim], "w+": [g.num_ws, g.w_dim], "s": [g.s_dim]}[self.space]
         if self.tensor.ndim != len(expected) + 1 or list(self.tensor.shape[1:]) != expected:
             raise LatentError(f"a {self.space} latent for {g.name} must have shape [N, "
                               f"{', '.join(map(str, expected))}], got {list(self.tensor.shape)}")
@@ -84,6 +90,8 @@ class Latent:
 
 def generator_ref(G: Generator) -> GeneratorRef:
     """The identity of `G` that latents carry (computed once and cached on `G.info`)."""
+    from .sspace import s_channel_count
+
     fp = G.info.extra.get("_fingerprint")
     if fp is None:
         h = hashlib.sha256(G.config.to_json().encode())
@@ -93,14 +101,15 @@ def generator_ref(G: Generator) -> GeneratorRef:
         fp = h.hexdigest()[:16]
         G.info.extra["_fingerprint"] = fp
     return GeneratorRef(name=G.info.name, fingerprint=fp, arch=G.arch, z_dim=G.z_dim, w_dim=G.w_dim,
-                        num_ws=G.num_ws, c_dim=G.c_dim)
+                        num_ws=G.num_ws, c_dim=G.c_dim, s_dim=s_channel_count(G))
 
 
 def check_compatible(latent: Latent, G: Generator) -> None:
     """Raise LatentError if `latent` cannot drive `G`; log when it comes from a different but compatible model."""
     ref, g = latent.generator, generator_ref(G)
     needed = {"z": ("z_dim", ref.z_dim, g.z_dim), "w": ("w_dim", ref.w_dim, g.w_dim),
-              "w+": ("num_ws x w_dim", (ref.num_ws, ref.w_dim), (g.num_ws, g.w_dim))}[latent.space]
+              "w+": ("num_ws x w_dim", (ref.num_ws, ref.w_dim), (g.num_ws, g.w_dim)),
+              "s": ("S channels", ref.s_dim, g.s_dim)}[latent.space]
     if needed[1] != needed[2]:
         raise LatentError(
             f"this {latent.space} latent was made for {ref.name} ({needed[0]} {needed[1]}), but {g.name} needs "
@@ -171,7 +180,8 @@ def sample_latents(G: Generator, seeds: Sequence[int], *, space: str = "w",
     stored and applied whenever the latent is mapped.
     """
     if space not in SPACES:
-        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}; for S, convert a w latent with "
+                         f"convert_latent(G, latent, 's')")
     z = seeds_to_z(seeds, G.z_dim, seed_mode=seed_mode)
     c = class_labels(G, class_idx, len(z))
     ref = generator_ref(G)
@@ -189,8 +199,15 @@ def sample_latents(G: Generator, seeds: Sequence[int], *, space: str = "w",
 
 
 def latent_to_ws(G: Generator, latent: Latent) -> torch.Tensor:
-    """ws `[N, num_ws, w_dim]` on G's device for any latent (maps z, broadcasts w)."""
+    """ws `[N, num_ws, w_dim]` on G's device for a z, w or w+ latent (maps z, broadcasts w).
+
+    An s latent has no W+ equivalent (S-space edits move each layer's style off the affine image of W): it raises
+    LatentError; render it with `synthesize`, or edit it further with S-space tools.
+    """
     check_compatible(latent, G)
+    if latent.space == "s":
+        raise LatentError("this is an S (StyleSpace) latent, made by an S-space edit; it has no w/w+ form. Render it "
+                          "with Synthesize, or give this node the w/w+ latent from before the edit")
     device = G.w_avg.device
     t = latent.tensor.to(device=device, dtype=torch.float32)
     if latent.space == "z":
@@ -204,10 +221,35 @@ def latent_to_ws(G: Generator, latent: Latent) -> torch.Tensor:
     return t
 
 
+def latent_to_styles(G: Generator, latent: Latent) -> dict[str, torch.Tensor]:
+    """S `{layer name: [N, channels]}` float32 on G's device (`G.synthesis.w_to_s` order) for any latent."""
+    check_compatible(latent, G)
+    if latent.space == "s":
+        from .sspace import unflatten_s
+
+        return unflatten_s(G, latent.tensor.to(device=G.w_avg.device, dtype=torch.float32))
+    with torch.no_grad():
+        return G.synthesis.w_to_s(latent_to_ws(G, latent))
+
+
+def styles_to_latent(G: Generator, styles: Union[dict, torch.Tensor], c: Optional[torch.Tensor] = None) -> Latent:
+    """An s latent (on CPU) from S of `G`: a complete `w_to_s` dict or its flat `[N, s_dim]` form."""
+    from .sspace import flatten_s, s_layout
+
+    if isinstance(styles, dict):
+        G.synthesis.check_styles(styles, complete=True)
+        flat = flatten_s({layer.name: styles[layer.name].to("cpu") for layer in s_layout(G)})
+    else:
+        flat = styles
+    return Latent(flat.detach().to("cpu", torch.float32).contiguous(), "s", generator_ref(G), c)
+
+
 def convert_latent(G: Generator, latent: Latent, space: str) -> Latent:
-    """Express `latent` in `space` ('w' or 'w+'; z cannot be recovered from w)."""
+    """Express `latent` in `space` ('w', 'w+' or 's'; z cannot be recovered from w, nor w from s)."""
     if space == latent.space:
         return latent
+    if space == "s":
+        return styles_to_latent(G, {k: v.cpu() for k, v in latent_to_styles(G, latent).items()}, latent.c)
     if space == "z":
         raise LatentError("a w or w+ latent cannot be turned back into z (the mapping is not invertible); "
                           "interpolate in W instead")
@@ -224,11 +266,15 @@ def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_
                callback: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """Render `latent` to images `[N, C, R, R]` float32 in about [-1, 1], on CPU.
 
-    Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
+    s latents render through `G.synthesis.from_s`. Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
     (it may raise to cancel). `noise_seed` makes noise_mode 'random' reproducible. `force_fp32` None
     follows `G.precision`.
     """
-    ws = latent_to_ws(G, latent)
+    if latent.space == "s":
+        check_compatible(latent, G)
+        ws = latent.tensor.to(device=G.w_avg.device, dtype=torch.float32)  # flat S, split per chunk below
+    else:
+        ws = latent_to_ws(G, latent)
     chunk_size = max(1, int(chunk_size))
     gen = None
     if noise_mode == "random" and noise_seed is not None:
@@ -237,7 +283,13 @@ def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_
     with torch.no_grad():
         for start in range(0, len(ws), chunk_size):
             chunk = ws[start:start + chunk_size]
-            out.append(G.synthesis(chunk, noise_mode=noise_mode, generator=gen, force_fp32=force_fp32).cpu())
+            kwargs = dict(noise_mode=noise_mode, generator=gen, force_fp32=force_fp32)
+            if latent.space == "s":
+                from .sspace import unflatten_s
+
+                out.append(G.synthesis.from_s(unflatten_s(G, chunk), **kwargs).cpu())
+            else:
+                out.append(G.synthesis(chunk, **kwargs).cpu())
             if callback is not None:
                 callback(min(start + chunk_size, len(ws)), len(ws))
     return torch.cat(out)
@@ -294,11 +346,15 @@ def interpolate_latents(a: Latent, b: Latent, num_frames: int, *, method: str = 
     partial = (layer_start, layer_end) != (0, num_ws)
     if not 0 <= layer_start < layer_end <= num_ws:
         raise ValueError(f"layer range [{layer_start}, {layer_end}) must lie within 0..{num_ws}")
+    if partial and "s" in (a.space, b.space):
+        raise LatentError("layer ranges apply to w+ layers; an S (StyleSpace) latent has no w+ layers: interpolate "
+                          "all layers, or interpolate the w+ latents from before the S edit")
     if a.space != b.space or (partial and a.space != "w+"):
         if G is None:
             raise LatentError(f"interpolating a {a.space} latent with a {b.space} latent"
                               f"{' over selected layers' if partial else ''} needs the generator: connect it")
-        target = "w+" if partial or "w+" in (a.space, b.space) or "z" in (a.space, b.space) else "w"
+        target = ("s" if "s" in (a.space, b.space) else
+                  "w+" if partial or "w+" in (a.space, b.space) or "z" in (a.space, b.space) else "w")
         a, b = convert_latent(G, a, target), convert_latent(G, b, target)
     ta, tb = a.tensor, b.tensor
     if len(ta) != len(tb):
@@ -431,6 +487,6 @@ def load_latent(path: Union[str, os.PathLike]) -> Latent:
 
 __all__ = [
     "Latent", "GeneratorRef", "generator_ref", "check_compatible", "seeds_to_z", "parse_seeds", "sample_latents",
-    "latent_to_ws", "convert_latent", "synthesize", "slerp", "interpolate_latents", "interpolation_times",
+    "latent_to_ws", "latent_to_styles", "styles_to_latent", "convert_latent", "synthesize", "slerp", "interpolate_latents", "interpolation_times",
     "style_mix_layers", "parse_layers", "mix_styles", "save_latent", "load_latent", "layer_resolutions",
 ]

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .invert import projector_lr
-from .latents import Latent, latent_to_ws
+from .errors import LatentError
+from .latents import Latent, latent_to_styles, latent_to_ws, styles_to_latent
 
 SPACES = ("w+", "s")
 
@@ -40,6 +41,7 @@ class CLIPOptimizeConfig:
     lr_rampup: float = 0.05
     lr_rampdown: float = 0.25
     noise_mode: str = "const"
+    clip_normalize: bool = True              # False feeds CLIP raw [-1, 1] images, as the reference did (its bug)
 
 
 DEFAULTS = CLIPOptimizeConfig()
@@ -55,7 +57,7 @@ class CLIPOptimizeProgress:
 
 @dataclass
 class CLIPOptimizeResult:
-    latent: Latent                           # w+ (also for S-space runs: see `styles`)
+    latent: Latent                           # w+, or s for S-space runs
     image: torch.Tensor                      # [N, 3, R, R]
     styles: Optional[dict[str, torch.Tensor]]  # the optimised S, for S-space runs
     history: list[dict] = field(default_factory=list)
@@ -78,7 +80,10 @@ def _ready(t: torch.Tensor) -> torch.Tensor:
 def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
                   config: CLIPOptimizeConfig = DEFAULTS, neutral_embedding: Optional[torch.Tensor] = None,
                   id_loss=None, callback: Optional[Callable[[CLIPOptimizeProgress], None]] = None) -> CLIPOptimizeResult:
-    """Optimise `latent` (w or w+, any batch) toward `text_embedding` ([D] or [1, D], normalised).
+    """Optimise `latent` (any batch) toward `text_embedding` ([D] or [1, D], normalised).
+
+    In W+ (`config.space` 'w+') the latent may be z, w or w+ and the result is w+; in S ('s') it may also be an
+    s latent (e.g. an earlier S edit) and the result is an s latent.
 
     `clip` has `encode_image(images [-1, 1]) -> normalised [N, D]` (differentiable); `id_loss`, needed when
     `config.id_lambda > 0`, is called as `id_loss(images, reference_images) -> scalar`. The generator is not
@@ -92,23 +97,35 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
         raise ValueError("id_lambda > 0 needs an identity loss (load ArcFace)")
     from .invert import _ready_for_autograd
 
+    if latent.space == "s" and config.space != "s":
+        raise LatentError("an S (StyleSpace) latent can only be optimised in S: choose space 's'")
     t0 = time.perf_counter()
     with torch.inference_mode(False), torch.enable_grad():
         work = _ready_for_autograd(G)
         device = work.w_avg.device
-        ws_start = _ready(latent_to_ws(work, latent).detach().to(device).float()).clone()
+        if latent.space == "s":
+            s_start = {k: _ready(v.detach()).to(device).float().clone()
+                       for k, v in latent_to_styles(work, latent).items()}
+        else:
+            ws_start = _ready(latent_to_ws(work, latent).detach().to(device).float()).clone()
+            if config.space == "s":
+                with torch.no_grad():
+                    s_start = {k: v.detach().clone() for k, v in work.synthesis.w_to_s(ws_start).items()}
+
+        def embed(images: torch.Tensor) -> torch.Tensor:  # CLIP may sit on another device than the generator
+            return clip.encode_image(images, normalize=config.clip_normalize).to(device)
+
         text = _ready(text_embedding.detach()).to(device).float().reshape(1, -1)
         text = F.normalize(text, dim=-1)
         with torch.no_grad():
-            start_images = work.synthesis(ws_start, noise_mode=config.noise_mode)
-            start_emb = clip.encode_image(start_images).detach()
+            start_images = (work.synthesis.from_s(s_start, noise_mode=config.noise_mode) if config.space == "s" else
+                            work.synthesis(ws_start, noise_mode=config.noise_mode))
+            start_emb = embed(start_images).detach()
         direction = None
         if neutral_embedding is not None:
             neutral = F.normalize(_ready(neutral_embedding.detach()).to(device).float().reshape(1, -1), dim=-1)
             direction = F.normalize(text - neutral, dim=-1)
         if config.space == "s":
-            with torch.no_grad():
-                s_start = {k: v.detach().clone() for k, v in work.synthesis.w_to_s(ws_start).items()}
             params = {k: v.clone().requires_grad_(True) for k, v in s_start.items()}
             opt_list = list(params.values())
         else:
@@ -126,7 +143,7 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
             else:
                 images = work.synthesis(w_opt, noise_mode=config.noise_mode)
                 l2 = ((w_opt - ws_start) ** 2).sum()
-            emb = clip.encode_image(images)
+            emb = embed(images)
             if direction is None:
                 clip_term = (1 - (emb * text).sum(-1)).mean()
             else:
@@ -150,13 +167,15 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
             if config.space == "s":
                 styles = {k: v.detach() for k, v in params.items()}
                 final = work.synthesis.from_s(styles, noise_mode=config.noise_mode)
-                ws_out = ws_start  # S edits have no exact w+; the styles carry the edit
             else:
                 styles = None
                 ws_out = w_opt.detach()
                 final = work.synthesis(ws_out, noise_mode=config.noise_mode)
-            d_end = 1 - (clip.encode_image(final) * text).sum(-1)
+            d_end = 1 - (embed(final) * text).sum(-1)
             d_start = 1 - (start_emb * text).sum(-1)
-    out_latent = Latent(ws_out.to(latent.tensor.device), "w+", latent.generator, c=latent.c)
+    if styles is not None:
+        out_latent = styles_to_latent(G, styles, c=latent.c)
+    else:
+        out_latent = Latent(ws_out.to(latent.tensor.device), "w+", latent.generator, c=latent.c)
     return CLIPOptimizeResult(out_latent, final, styles, history, time.perf_counter() - t0, d_end.cpu(),
                               d_start.cpu())

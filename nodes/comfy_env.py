@@ -22,6 +22,8 @@ MODEL_FOLDER = "stylegan"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
 PERCEPTUAL_FOLDER = "perceptual"           # VGG16 / AlexNet / LPIPS weights for inversion losses
 LANDMARKS_FOLDER = "landmarks"             # face_alignment's FAN / SFD weights for Align Face
+ARCFACE_FOLDER = "arcface"                 # ArcFace IR-SE50 (model_ir_se50.pth) for identity losses
+CLIP_FOLDERS = ("text_encoders", "clip")   # ComfyUI's own folders for CLIP files (models/clip is the legacy name)
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 
 try:  # inside ComfyUI
@@ -42,12 +44,12 @@ def _fallback_dir(kind: str, default: str) -> Path:
 
 
 def register_model_folders() -> None:
-    """Add models/stylegan, models/perceptual and models/landmarks to ComfyUI's model folders, keeping any paths
-    the user's extra_model_paths.yaml gave them."""
+    """Add models/stylegan, models/perceptual, models/landmarks and models/arcface to ComfyUI's model folders,
+    keeping any paths the user's extra_model_paths.yaml gave them."""
     if not IN_COMFYUI:
         return
     for folder, extensions in ((MODEL_FOLDER, MODEL_EXTENSIONS), (PERCEPTUAL_FOLDER, MODEL_EXTENSIONS),
-                               (LANDMARKS_FOLDER, {".pth", ".tar"})):
+                               (LANDMARKS_FOLDER, {".pth", ".tar"}), (ARCFACE_FOLDER, {".pth", ".safetensors"})):
         default = os.path.join(_folder_paths.models_dir, folder)
         if folder in _folder_paths.folder_names_and_paths:
             paths, exts = _folder_paths.folder_names_and_paths[folder]
@@ -314,6 +316,37 @@ def landmark_dirs() -> list[Path]:
     if IN_COMFYUI:
         return [Path(p) for p in _folder_paths.get_folder_paths(LANDMARKS_FOLDER)]
     return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / LANDMARKS_FOLDER]
+
+
+def arcface_dirs() -> list[Path]:
+    """Folders searched for the ArcFace identity network: models/arcface."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(ARCFACE_FOLDER)]
+    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / ARCFACE_FOLDER]
+
+
+def clip_dirs() -> list[Path]:
+    """Folders searched for CLIP weights: ComfyUI's models/text_encoders and models/clip (with any extra paths)."""
+    if IN_COMFYUI:
+        dirs: list[Path] = []
+        for folder in CLIP_FOLDERS:
+            try:
+                dirs += [Path(p) for p in _folder_paths.get_folder_paths(folder)]
+            except KeyError:  # a ComfyUI without this folder name
+                continue
+        return list(dict.fromkeys(dirs))
+    models = _fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent
+    return [models / folder for folder in CLIP_FOLDERS]
+
+
+def list_files(dirs: list[Path], suffixes: tuple[str, ...]) -> list[str]:
+    """Files with one of `suffixes` under `dirs`, as paths relative to their folder, sorted and unique."""
+    names = set()
+    for folder in dirs:
+        if folder.is_dir():
+            names.update(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*")
+                         if p.is_file() and p.name.lower().endswith(suffixes))
+    return sorted(names)
 
 
 PREVIEW_MAX_FRAMES = 256    # frames previewed on a node; longer batches show their first frames

@@ -5,3 +5,5 @@ LATENT = "SGS_LATENT"        # a core.Latent (space, tensor, generator identity)
 CATEGORY_ROOT = "StyleGAN"
 WEIGHT_DELTA = "SGS_WEIGHT_DELTA"  # a core.deltas.WeightDelta (tuned - base weights), or None
 ALIGN_TRANSFORM = "SGS_ALIGN_TRANSFORM"  # list of core.align.AlignTransform, one per aligned image
+CLIP = "SGS_CLIP"            # a core.clip.ClipModel (shared and cached: never modified)
+ARCFACE = "SGS_ARCFACE"      # a core.losses.arcface.ArcFaceIRSE50 (shared and cached: never modified)

@@ -8,6 +8,7 @@ import torch
 
 import core
 from core import latents as L
+import core.sspace  # noqa: F401  (core.sspace.* below)
 from conftest import tiny_generator
 
 
@@ -220,3 +221,61 @@ def test_synthesize_reports_progress_and_can_be_cancelled(G2):
 def test_w_plus_cannot_become_z(G2):
     with pytest.raises(core.LatentError, match="cannot be turned back into z"):
         L.convert_latent(G2, L.sample_latents(G2, [0]), "z")
+
+
+# --- S (StyleSpace) latents ------------------------------------------------------------------------
+
+def test_s_latent_renders_like_its_w(arch, tmp_path):
+    G = tiny_generator(arch)
+    lat = L.sample_latents(G, [1, 2, 3], space="w+", truncation_psi=0.7)
+    s = L.convert_latent(G, lat, "s")
+    assert s.space == "s" and s.tensor.shape == (3, core.sspace.s_channel_count(G)) and s.generator.s_dim > 0
+    torch.testing.assert_close(L.synthesize(G, s, chunk_size=2), L.synthesize(G, lat), atol=1e-5, rtol=0)
+    styles = L.latent_to_styles(G, s)
+    assert list(styles) == [layer.name for layer in core.sspace.s_layout(G)]
+    # Round trip through a file keeps space and channel count.
+    back = L.load_latent(L.save_latent(s, tmp_path / "s.safetensors"))
+    assert back.space == "s" and back.generator == s.generator and torch.equal(back.tensor, s.tensor)
+
+
+def test_s_latent_has_no_w_form_and_clear_errors(G2):
+    s = L.convert_latent(G2, L.sample_latents(G2, [0]), "s")
+    with pytest.raises(core.LatentError, match="no w/w\\+ form"):
+        L.latent_to_ws(G2, s)
+    with pytest.raises(core.LatentError, match="no w\\+ layers"):
+        L.interpolate_latents(s, s, 3, layer_start=0, layer_end=2, G=G2)
+    with pytest.raises(core.LatentError, match="shape"):
+        L.Latent(s.tensor[:, :-1], "s", s.generator)
+    with pytest.raises(ValueError, match="convert_latent"):
+        L.sample_latents(G2, [0], space="s")
+
+
+def test_s_interpolation_matches_w_interpolation(G2):
+    # Every style is affine in its w, so lerp in S between S(w_a) and S(w_b) is S of the lerp in W (exactly, up to
+    # float rounding); mixing an s and a w latent converts the w one.
+    a, b = L.sample_latents(G2, [4]), L.sample_latents(G2, [5])
+    in_w = L.interpolate_latents(a, b, 5)
+    sa, sb = L.convert_latent(G2, a, "s"), L.convert_latent(G2, b, "s")
+    in_s = L.interpolate_latents(sa, sb, 5)
+    torch.testing.assert_close(in_s.tensor, L.convert_latent(G2, in_w, "s").tensor, atol=1e-5, rtol=0)
+    mixed = L.interpolate_latents(sa, b, 5, G=G2)
+    assert mixed.space == "s"
+    torch.testing.assert_close(mixed.tensor, in_s.tensor, atol=1e-5, rtol=0)
+
+
+def test_old_latent_files_without_s_dim_still_load(G2, tmp_path):
+    import json
+
+    from safetensors.torch import load_file, safe_open, save_file
+
+    path = L.save_latent(L.sample_latents(G2, [0]), tmp_path / "old.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    ref = json.loads(meta["generator"])
+    del ref["s_dim"]
+    meta["generator"] = json.dumps(ref)
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    lat = L.load_latent(path)
+    assert lat.generator.s_dim == 0
+    L.check_compatible(lat, G2)
+    assert L.convert_latent(G2, lat, "s").generator.s_dim == core.sspace.s_channel_count(G2)

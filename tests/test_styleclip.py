@@ -13,6 +13,7 @@ open_clip = pytest.importorskip("open_clip")
 import core  # noqa: E402
 from core import clip as C  # noqa: E402
 from core import styleclip as S  # noqa: E402
+from core.sspace import s_channel_count  # noqa: E402
 from conftest import tiny_generator  # noqa: E402
 
 TINY = "SGS-StyleCLIP-Tiny"
@@ -66,10 +67,17 @@ def test_s_space_and_directional_loss(G, clip):
     text, neutral = clip.encode_text(["a bright red face", "a face"])
     r = S.clip_optimize(G, start_latent(G), text, clip, config=dataclasses.replace(FAST, space="s", num_steps=10),
                         neutral_embedding=neutral)
-    assert r.styles is not None and set(r.styles) == set(G.synthesis.w_to_s(r.latent.tensor))
+    assert r.latent.space == "s" and r.latent.tensor.shape == (1, s_channel_count(G))
+    assert r.styles is not None and set(r.styles) == set(G.synthesis.w_to_s(start_latent(G).tensor))
     with torch.no_grad():
         torch.testing.assert_close(r.image, G.synthesis.from_s(r.styles))
+        torch.testing.assert_close(r.image, core.synthesize(G, r.latent))  # the s latent renders the edit
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history)
+    # An S result can be optimised further in S (not in W+).
+    again = S.clip_optimize(G, r.latent, text, clip, config=dataclasses.replace(FAST, space="s", num_steps=2))
+    assert again.latent.space == "s"
+    with pytest.raises(core.LatentError, match="only be optimised in S"):
+        S.clip_optimize(G, r.latent, text, clip, config=dataclasses.replace(FAST, num_steps=2))
 
 
 def test_runs_with_everything_made_under_inference_mode(clip):

@@ -11,7 +11,8 @@ import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const NODE_PREFIX = "SGS_";
 // Nodes that run an optimisation loop and report through the progress event (issue #4 adds its CLIP edits here).
-const OPTIMISING_NODES = ["SGS_InvertImage"];
+const OPTIMISING_NODES = ["SGS_InvertImage", "SGS_CLIPLatentOptimize", "SGS_ComputeGlobalDirections",
+                          "SGS_TrainLatentMapper"];
 // Nodes whose output is a batch of frames worth scrubbing through.
 const FRAME_NODES = ["SGS_Synthesize"];
 const PROGRESS_EVENT = "stylegan_studio.progress";
