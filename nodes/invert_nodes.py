@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import torch
-
 from ..core import deltas as D
 from ..core import invert as I
 from ..core.log import logger

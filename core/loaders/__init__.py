@@ -9,7 +9,6 @@ Formats are recognised by content, not by file extension:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError
