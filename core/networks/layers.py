@@ -51,7 +51,10 @@ class FullyConnectedLayer(nn.Module):
             self.bias.copy_(init / self.lr_multiplier)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, in] -> [N, out]
-        w = self.weight.to(x.dtype) * self.weight_gain
+        w = self.weight.to(x.dtype)
+        # The gain scales the input rather than the weight: scaling the [out, in] weight allocates a weight-sized
+        # temporary per call, which for a few rows (affines, single samples) costs more than the matmul on CPU.
+        x = x * self.weight_gain
         b = None if self.bias is None else self.bias.to(x.dtype) * self.bias_gain
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
