@@ -23,6 +23,7 @@ MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
 PERCEPTUAL_FOLDER = "perceptual"           # VGG16 / AlexNet / LPIPS weights for inversion losses
 LANDMARKS_FOLDER = "landmarks"             # face_alignment's FAN / SFD weights for Align Face
 ARCFACE_FOLDER = "arcface"                 # ArcFace IR-SE50 (model_ir_se50.pth) for identity losses
+MAPPER_FOLDER = "latent_mappers"           # StyleCLIP latent mappers (ours .safetensors, the reference's .pt)
 CLIP_FOLDERS = ("text_encoders", "clip")   # ComfyUI's own folders for CLIP files (models/clip is the legacy name)
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 
@@ -44,12 +45,13 @@ def _fallback_dir(kind: str, default: str) -> Path:
 
 
 def register_model_folders() -> None:
-    """Add models/stylegan, models/perceptual, models/landmarks and models/arcface to ComfyUI's model folders,
-    keeping any paths the user's extra_model_paths.yaml gave them."""
+    """Add models/stylegan, models/perceptual, models/landmarks, models/arcface and models/latent_mappers to
+    ComfyUI's model folders, keeping any paths the user's extra_model_paths.yaml gave them."""
     if not IN_COMFYUI:
         return
     for folder, extensions in ((MODEL_FOLDER, MODEL_EXTENSIONS), (PERCEPTUAL_FOLDER, MODEL_EXTENSIONS),
-                               (LANDMARKS_FOLDER, {".pth", ".tar"}), (ARCFACE_FOLDER, {".pth", ".safetensors"})):
+                               (LANDMARKS_FOLDER, {".pth", ".tar"}), (ARCFACE_FOLDER, {".pth", ".safetensors"}),
+                               (MAPPER_FOLDER, {".safetensors", ".pt", ".pth"})):
         default = os.path.join(_folder_paths.models_dir, folder)
         if folder in _folder_paths.folder_names_and_paths:
             paths, exts = _folder_paths.folder_names_and_paths[folder]
@@ -323,6 +325,13 @@ def arcface_dirs() -> list[Path]:
     if IN_COMFYUI:
         return [Path(p) for p in _folder_paths.get_folder_paths(ARCFACE_FOLDER)]
     return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / ARCFACE_FOLDER]
+
+
+def mapper_dirs() -> list[Path]:
+    """Folders searched for latent mappers: models/latent_mappers (the first one receives trained mappers)."""
+    if IN_COMFYUI:
+        return [Path(p) for p in _folder_paths.get_folder_paths(MAPPER_FOLDER)]
+    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / MAPPER_FOLDER]
 
 
 def clip_dirs() -> list[Path]:

@@ -7,3 +7,5 @@ WEIGHT_DELTA = "SGS_WEIGHT_DELTA"  # a core.deltas.WeightDelta (tuned - base wei
 ALIGN_TRANSFORM = "SGS_ALIGN_TRANSFORM"  # list of core.align.AlignTransform, one per aligned image
 CLIP = "SGS_CLIP"            # a core.clip.ClipModel (shared and cached: never modified)
 ARCFACE = "SGS_ARCFACE"      # a core.losses.arcface.ArcFaceIRSE50 (shared and cached: never modified)
+DIRECTIONS = "SGS_GLOBAL_DIRECTIONS"  # a core.global_directions.GlobalDirections (cached: never modified)
+MAPPER = "SGS_LATENT_MAPPER"     # a core.mapper.LatentMapper (eval mode, cached: never modified)

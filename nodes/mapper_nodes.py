@@ -1,0 +1,283 @@
+"""Nodes for StyleCLIP latent mappers: train a mapper for one text (checkpointed, resumable), load one (ours or the
+reference's published .pt files), and apply it to any latent in one forward pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from ..core import latents as L
+from ..core import mapper as M
+from . import comfy_env
+from .convert import generator_to_comfy, to_pil
+from .types import ARCFACE, CATEGORY_ROOT, CLIP, GENERATOR, LATENT, MAPPER
+
+D = M.DEFAULTS
+MAPPER_SUFFIXES = (".safetensors", ".pt", ".pth")
+CHECKPOINT_SUFFIX = ".training.safetensors"   # output/latent_mappers/<name>.training.safetensors
+_PIXEL_NORMS = {"per w": "w", "over layers (reference)": "layers"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,99}$")
+_cache: dict = {}                              # loaded mappers by (path, mtime, size)
+_lock = threading.Lock()
+
+
+def mapper_files() -> list[str]:
+    return comfy_env.list_files(comfy_env.mapper_dirs(), MAPPER_SUFFIXES)
+
+
+def _mapper_path(name: str) -> Path:
+    for folder in comfy_env.mapper_dirs():
+        path = (folder / name).resolve()
+        if folder.resolve() in path.parents and path.is_file():
+            return path
+    raise FileNotFoundError(f"latent mapper {name!r} not found in {', '.join(map(str, comfy_env.mapper_dirs()))}; "
+                            f"put mappers (.safetensors from Train Latent Mapper, or StyleCLIP's .pt) in "
+                            f"models/{comfy_env.MAPPER_FOLDER}")
+
+
+def training_paths(name: str) -> tuple[Path, Path]:
+    """(checkpoint, final mapper file) of the training run called `name`."""
+    name = name.strip()
+    if not _NAME.match(name) or ".." in name:
+        raise ValueError(f"mapper_name {name!r} is not a plain file name: use letters, digits, spaces and _ . + - "
+                         f"(e.g. 'mohawk')")
+    return (comfy_env.output_dir() / comfy_env.MAPPER_FOLDER / f"{name}{CHECKPOINT_SUFFIX}",
+            comfy_env.mapper_dirs()[0] / f"{name}.safetensors")
+
+
+def describe(mapper: M.LatentMapper) -> str:
+    info = mapper.info
+    trained_for = info.generator.name if info.generator is not None else "an unknown generator"
+    return (f"latent mapper '{info.text}': groups {', '.join(mapper.groups)}; w+ {mapper.num_ws} x {mapper.w_dim} "
+            f"(trained for {trained_for})")
+
+
+def _side_by_side(original: torch.Tensor, edited: torch.Tensor):
+    return to_pil(generator_to_comfy(torch.cat([original[:1], edited[:1]], dim=3))[0])
+
+
+class TrainLatentMapper:
+    DESCRIPTION = ("StyleCLIP latent mapper: trains a small network that applies one text edit (e.g. 'mohawk "
+                   "hairstyle') to any latent in a single step. Slow once (the reference trains 50,000 steps: hours "
+                   "on a GPU), then instant with Apply Latent Mapper. Progress is checkpointed: a cancelled or "
+                   "crashed run continues where it stopped when queued again. Saves models/latent_mappers/"
+                   "<mapper_name>.safetensors.")
+    CATEGORY = f"{CATEGORY_ROOT}/edit"
+    RETURN_TYPES = (MAPPER, "STRING")
+    RETURN_NAMES = ("mapper", "report")
+    OUTPUT_TOOLTIPS = ("The trained mapper, for Apply Latent Mapper.", "Steps, time, the loss terms at the start "
+                       "and the end, and where the mapper was saved.")
+    FUNCTION = "train"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": (GENERATOR, {"tooltip": "The generator the mapper edits (never modified)."}),
+                "clip": (CLIP, {"tooltip": "CLIP from Load CLIP (the reference used ViT-B-32 'openai')."}),
+                "text": ("STRING", {"default": "mohawk hairstyle", "multiline": True,
+                                    "tooltip": "The edit the mapper learns."}),
+                "mapper_name": ("STRING", {"default": "mohawk", "tooltip": "File name of the mapper (saved as "
+                                "models/latent_mappers/<name>.safetensors) and of its training checkpoint."}),
+                "num_steps": ("INT", {"default": D.num_steps, "min": 1, "max": 1_000_000, "tooltip":
+                                      "Training steps (reference 50,000). Raise it later to train further."}),
+                "coarse": ("BOOLEAN", {"default": D.coarse, "tooltip": "Train the mapper for layers 0-3 (pose, "
+                           "face shape)."}),
+                "medium": ("BOOLEAN", {"default": D.medium, "tooltip": "Train the mapper for layers 4-7 (features, "
+                           "hairstyle)."}),
+                "fine": ("BOOLEAN", {"default": D.fine, "tooltip": "Train the mapper for layers 8+ (colours, "
+                         "texture). Off keeps the colours (the reference's advice for hairstyles)."}),
+            },
+            "optional": {
+                "latents": (LATENT, {"tooltip": "Optional training set (e.g. inverted photos, as the reference "
+                                     "recommends). Without it, num_train_latents latents are sampled."}),
+                "arcface": (ARCFACE, {"tooltip": "ArcFace from Load ArcFace, for the identity term (faces)."}),
+                "id_lambda": ("FLOAT", {"default": D.id_lambda, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                              "Weight of the ArcFace identity loss (reference 0.1; needs arcface). 0 for "
+                              "generators that do not make faces."}),
+                "clip_lambda": ("FLOAT", {"default": D.clip_lambda, "min": 0.0, "max": 10.0, "step": 0.01,
+                                          "tooltip": "Weight of the CLIP loss (reference 1)."}),
+                "l2_lambda": ("FLOAT", {"default": D.l2_lambda, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip":
+                              "Weight of the latent L2 loss that keeps edits small (reference 0.8)."}),
+                "learning_rate": ("FLOAT", {"default": D.lr, "min": 1e-5, "max": 10.0, "step": 0.01,
+                                            "tooltip": "Ranger's learning rate (reference 0.5)."}),
+                "batch_size": ("INT", {"default": D.batch_size, "min": 1, "max": 64,
+                                       "tooltip": "Latents per step (reference 2)."}),
+                "num_train_latents": ("INT", {"default": D.num_train_latents, "min": 1, "max": 1_000_000,
+                                              "tooltip": "Sampled training latents when none are connected "
+                                              "(reference 5000)."}),
+                "truncation_psi": ("FLOAT", {"default": D.truncation_psi, "min": 0.0, "max": 1.0, "step": 0.05,
+                                             "tooltip": "Truncation of the sampled latents (reference 0.7)."}),
+                "pixel_norm": (list(_PIXEL_NORMS), {"default": "per w", "tooltip": "How the mapper normalises "
+                               "its input: per w (each layer's w, as StyleGAN does), or over layers as the "
+                               "reference's code does (which keeps only each channel's sign when all layers are "
+                               "equal)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Initial weights, sampled "
+                                 "latents and data order."}),
+                "resume": ("BOOLEAN", {"default": True, "tooltip": "Continue the checkpoint of an earlier run with "
+                           "this name and the same settings. Off starts over and overwrites it."}),
+                "checkpoint_every": ("INT", {"default": M.DEFAULT_CHECKPOINT_EVERY, "min": 1, "max": 1_000_000,
+                                             "tooltip": "Steps between checkpoints (also written on cancel)."}),
+                "preview_every": ("INT", {"default": M.DEFAULT_PREVIEW_EVERY, "min": 1, "max": 100_000,
+                                          "tooltip": "Show a training latent before | after every this many "
+                                          "steps."}),
+            },
+        }
+
+    def train(self, generator, clip, text, mapper_name, num_steps, coarse, medium, fine, latents=None, arcface=None,
+              id_lambda=D.id_lambda, clip_lambda=D.clip_lambda, l2_lambda=D.l2_lambda, learning_rate=D.lr,
+              batch_size=D.batch_size, num_train_latents=D.num_train_latents, truncation_psi=D.truncation_psi,
+              pixel_norm="per w", seed=0, resume=True, checkpoint_every=M.DEFAULT_CHECKPOINT_EVERY,
+              preview_every=M.DEFAULT_PREVIEW_EVERY):
+        if not text.strip():
+            raise ValueError("the text is empty: describe the edit, e.g. 'mohawk hairstyle'")
+        if id_lambda > 0 and arcface is None:
+            raise ValueError(f"id_lambda is {id_lambda:g} but no ArcFace is connected: connect Load ArcFace "
+                             f"(model_ir_se50.pth in models/arcface), or set id_lambda to 0 (for generators that do "
+                             f"not make faces, or to train without the identity term)")
+        if pixel_norm not in _PIXEL_NORMS:
+            raise ValueError(f"pixel_norm must be one of {list(_PIXEL_NORMS)}, got {pixel_norm!r}")
+        checkpoint, final = training_paths(mapper_name)
+        config = dataclasses.replace(D, num_steps=int(num_steps), coarse=bool(coarse), medium=bool(medium),
+                                     fine=bool(fine), id_lambda=float(id_lambda), clip_lambda=float(clip_lambda),
+                                     l2_lambda=float(l2_lambda), lr=float(learning_rate), batch_size=int(batch_size),
+                                     num_train_latents=int(num_train_latents),
+                                     truncation_psi=float(truncation_psi), pixel_norm=_PIXEL_NORMS[pixel_norm])
+        if latents is not None:
+            L.check_compatible(latents, generator)
+        id_loss = None
+        if arcface is not None and id_lambda > 0:
+            from ..core.losses.arcface import IDLoss
+
+            id_loss = IDLoss(arcface)
+        text_emb = clip.encode_text(text.strip())
+        progress = comfy_env.Progress(config.num_steps)
+
+        def callback(p: M.MapperProgress) -> None:
+            preview = None if p.image is None else _side_by_side(p.original, p.image)
+            progress.update(p.step, preview, losses=p.losses)
+
+        try:
+            result = M.train_latent_mapper(generator, clip, text_emb, config=config, latents=latents,
+                                           id_loss=id_loss, checkpoint_path=checkpoint,
+                                           checkpoint_every=int(checkpoint_every), resume=bool(resume),
+                                           callback=callback, preview_every=int(preview_every), seed=int(seed))
+            progress.finish()
+        except ValueError as e:
+            if "different training run" in str(e):
+                raise ValueError(f"{e}. Here: choose another mapper_name, or switch resume off to overwrite that "
+                                 f"run") from e
+            raise
+        finally:
+            comfy_env.free_memory()
+        mapper = result.mapper
+        M.save_mapper(mapper, final, generator_ref=generator, text=text.strip(), config=config)
+        mapper.info.text = text.strip()
+        report = f"{result.report()}\nsaved {final} (checkpoint {checkpoint})"
+        return {"ui": {"text": [report]}, "result": (mapper, report)}
+
+
+class LoadLatentMapper:
+    DESCRIPTION = ("Loads a latent mapper from models/latent_mappers: one trained by Train Latent Mapper "
+                   "(.safetensors), or one of StyleCLIP's published mappers (.pt, e.g. mohawk.pt, afro.pt; read "
+                   "safely, nothing in the file is executed).")
+    CATEGORY = f"{CATEGORY_ROOT}/loaders"
+    RETURN_TYPES = (MAPPER, "STRING")
+    RETURN_NAMES = ("mapper", "info")
+    OUTPUT_TOOLTIPS = ("The mapper, for Apply Latent Mapper.", "Its text, layer groups and the generator it was "
+                       "trained for.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "mapper_name": (mapper_files(), {"tooltip": "A file from models/latent_mappers."}),
+        }}
+
+    def load(self, mapper_name):
+        path = _mapper_path(mapper_name)
+        stat = path.stat()
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        with _lock:
+            mapper = _cache.get(key)
+        if mapper is None:
+            with torch.inference_mode(False):
+                mapper = M.load_mapper(path)
+            with _lock:
+                _cache.clear()  # mappers are small; keep the newest only
+                _cache[key] = mapper
+        info = describe(mapper)
+        return {"ui": {"text": [info]}, "result": (mapper, info)}
+
+
+class ApplyLatentMapper:
+    DESCRIPTION = ("Applies a trained latent mapper: w' = w + strength * 0.1 * M(w), the text edit it learned, in "
+                   "one forward pass (milliseconds). Outputs w+ latents for Synthesize.")
+    CATEGORY = f"{CATEGORY_ROOT}/edit"
+    RETURN_TYPES = (LATENT, "STRING")
+    RETURN_NAMES = ("latent", "report")
+    OUTPUT_TOOLTIPS = ("The edited w+ latent(s). With sweep_frames N, N per input latent with strength from 0 to "
+                       "strength (latent-major order).", "The mapper and how far the latents moved.")
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "generator": (GENERATOR, {"tooltip": "The generator the latent belongs to."}),
+                "latent": (LATENT, {"tooltip": "The latent(s) to edit (z, w or w+; e.g. from Invert Image)."}),
+                "mapper": (MAPPER, {"tooltip": "From Train Latent Mapper or Load Latent Mapper."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -3.0, "max": 3.0, "step": 0.05, "tooltip":
+                                       "1 = the trained edit, 0 = unchanged, between = partway; above 1 "
+                                       "exaggerates, below 0 reverses (neither was trained)."}),
+            },
+            "optional": {
+                "sweep_frames": ("INT", {"default": 1, "min": 1, "max": 256, "tooltip": "1 = one edit at "
+                                         "strength. N > 1 = N edits per latent with strength evenly from 0 to "
+                                         "strength, as one batch (a video of the edit)."}),
+            },
+        }
+
+    def apply(self, generator, latent, mapper, strength, sweep_frames=1):
+        t0 = time.perf_counter()
+        if latent.space == "s":
+            raise ValueError("latent mappers edit w+ latents, and an s latent has no w+ form: apply the mapper "
+                             "before the StyleSpace edit")
+        L.check_compatible(latent, generator)
+        ref = L.generator_ref(generator)
+        if (ref.num_ws, ref.w_dim) != (mapper.num_ws, mapper.w_dim):
+            name = mapper.info.generator.name if mapper.info.generator is not None else "another generator"
+            raise ValueError(f"this mapper was trained for {name} (w+ {mapper.num_ws} x {mapper.w_dim}), but "
+                             f"{ref.name} has w+ {ref.num_ws} x {ref.w_dim}: use the generator it was trained for")
+        with torch.inference_mode(False):
+            ws = L.latent_to_ws(generator, latent).detach().clone()  # [N, num_ws, w_dim]
+            frames = int(sweep_frames)
+            strengths = [float(strength)] if frames <= 1 else torch.linspace(0, float(strength), frames).tolist()
+            edited = torch.stack([M.apply_latent_mapper(mapper, ws, strength=s) for s in strengths], dim=1)
+        out = edited.reshape(-1, ws.shape[1], ws.shape[2]).cpu()
+        c = None if latent.c is None else latent.c.repeat_interleave(len(strengths), 0)
+        result = L.Latent(out, "w+", ref, c=c)
+        moved = (edited[:, -1] - ws).norm(dim=-1).mean().item()
+        ms = (time.perf_counter() - t0) * 1000
+        sweep = (f"strength {strengths[0]:g} .. {strengths[-1]:g} in {len(strengths)} frames" if len(strengths) > 1
+                 else f"strength {strengths[0]:g}")
+        report = (f"'{mapper.info.text}' mapper ({', '.join(mapper.groups)}), {sweep}: mean per-layer |w' - w| "
+                  f"{moved:.3f} ({ms:.1f} ms for {ws.shape[0]} latent{'s' if ws.shape[0] != 1 else ''})")
+        return {"ui": {"text": [report]}, "result": (result, report)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "SGS_TrainLatentMapper": TrainLatentMapper,
+    "SGS_LoadLatentMapper": LoadLatentMapper,
+    "SGS_ApplyLatentMapper": ApplyLatentMapper,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SGS_TrainLatentMapper": "Train Latent Mapper",
+    "SGS_LoadLatentMapper": "Load Latent Mapper",
+    "SGS_ApplyLatentMapper": "Apply Latent Mapper",
+}
