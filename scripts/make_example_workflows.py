@@ -32,6 +32,16 @@ SLOTS = {
                          ("delta", "SGS_WEIGHT_DELTA")]),
     "SGS_UnalignFace": ([("original", IMG, False), ("edited", IMG, False), ("transform", TF, False),
                          ("mask", "MASK", True)], [("image", IMG)]),
+    "SGS_LoadCLIP": ([], [("clip", "SGS_CLIP")]),
+    "SGS_CLIPLatentOptimize": ([("generator", GEN, False), ("latent", LAT, False), ("clip", "SGS_CLIP", False),
+                                ("arcface", "SGS_ARCFACE", True)], [("latent", LAT), ("image", IMG), ("report", "STRING")]),
+    "SGS_ComputeGlobalDirections": ([("generator", GEN, False), ("clip", "SGS_CLIP", False)],
+                                    [("directions", "SGS_GLOBAL_DIRECTIONS"), ("info", "STRING")]),
+    "SGS_GlobalDirectionEdit": ([("generator", GEN, False), ("latent", LAT, False), ("clip", "SGS_CLIP", False),
+                                 ("directions", "SGS_GLOBAL_DIRECTIONS", False)], [("latent", LAT), ("report", "STRING")]),
+    "SGS_LoadLatentMapper": ([], [("mapper", "SGS_LATENT_MAPPER"), ("info", "STRING")]),
+    "SGS_ApplyLatentMapper": ([("generator", GEN, False), ("latent", LAT, False), ("mapper", "SGS_LATENT_MAPPER", False)],
+                              [("latent", LAT), ("report", "STRING")]),
     "LoadImage": ([], [("IMAGE", IMG), ("MASK", "MASK")]),
     "SaveImage": ([("images", IMG, False)], []),
     "SaveAnimatedWEBP": ([("images", IMG, False)], []),
@@ -39,7 +49,9 @@ SLOTS = {
 SIZES = {"SGS_LoadStyleGAN": [320, 170], "SGS_SampleLatent": [320, 250], "SGS_Synthesize": [300, 130],
          "SGS_StyleMix": [300, 150], "SGS_InterpolateLatents": [320, 190], "SGS_SaveLatent": [300, 80],
          "SaveImage": [420, 420], "SaveAnimatedWEBP": [420, 460], "SGS_AlignFace": [340, 330],
-         "SGS_InvertImage": [340, 330], "SGS_UnalignFace": [300, 170], "LoadImage": [320, 380]}
+         "SGS_InvertImage": [340, 330], "SGS_UnalignFace": [300, 170], "LoadImage": [320, 380],
+         "SGS_LoadCLIP": [320, 170], "SGS_CLIPLatentOptimize": [360, 400], "SGS_ComputeGlobalDirections": [340, 230],
+         "SGS_GlobalDirectionEdit": [340, 300], "SGS_LoadLatentMapper": [320, 100], "SGS_ApplyLatentMapper": [320, 170]}
 
 
 def load(nid, pos):
@@ -117,6 +129,44 @@ WORKFLOWS = {
         synthesize(8, [1520, 60], (4, 1), (7, 0)),
         (9, "SGS_UnalignFace", [1520, 480], [0.1], {"original": (2, 0), "edited": (8, 0), "transform": (3, 1)}),
         (10, "SaveImage", [1880, 60], ["stylegan/invert_edit"], {"images": (9, 0)}),
+    ]),
+    "clip_edit_photo": ("Edit your own photo with words: align and invert the face (II2S), then StyleCLIP latent "
+                        "optimisation toward a text, pasted back into the photo", [
+        load(1, [40, 60]),
+        (2, "LoadImage", [40, 460], [PHOTO, "image"], {}),
+        (3, "SGS_AlignFace", [400, 60], ["auto", 1024, 0, "", 4096, True, True],
+         {"image": (2, 0), "generator": (1, 0)}),
+        (4, "SGS_InvertImage", [780, 60], ["ii2s", 0, 0, "fixed", "fit inside mask", 0.0, 350, 10],
+         {"generator": (1, 0), "image": (3, 0)}),
+        (5, "SaveImage", [780, 460], ["stylegan/reconstruction"], {"images": (4, 2)}),
+        (6, "SGS_LoadCLIP", [400, 460], ["ViT-B-32", "auto (by tag: models folder, else download)", "openai", "auto",
+                                         "fp32"], {}),
+        (7, "SGS_CLIPLatentOptimize", [1160, 60], ["a face with a big smile", "w+", 300, 0.008, "", 0.0, 0.1, True, 10],
+         {"generator": (4, 1), "latent": (4, 0), "clip": (6, 0)}),
+        (8, "SGS_UnalignFace", [1560, 60], [0.1], {"original": (2, 0), "edited": (7, 1), "transform": (3, 1)}),
+        (9, "SaveImage", [1900, 60], ["stylegan/clip_edit"], {"images": (8, 0)}),
+    ]),
+    "global_direction_sweep": ("StyleCLIP global directions: precompute once per model (cached next to the "
+                               "checkpoint), then a text edit in milliseconds, swept from -alpha to +alpha as a batch", [
+        load(1, [40, 60]),
+        (2, "SGS_LoadCLIP", [40, 300], ["ViT-B-32", "auto (by tag: models folder, else download)", "openai", "auto",
+                                        "fp32"], {}),
+        (3, "SGS_ComputeGlobalDirections", [400, 60], [100, 100000, "all conv layers", "none (compute)", 32],
+         {"generator": (1, 0), "clip": (2, 0)}),
+        sample(4, [400, 340], (1, 0), 1, 1),
+        (5, "SGS_GlobalDirectionEdit", [780, 60], ["a smiling face", "a face", 6.0, 0.15, 7],
+         {"generator": (1, 0), "latent": (4, 0), "clip": (2, 0), "directions": (3, 0)}),
+        synthesize(6, [1160, 60], (1, 0), (5, 0)),
+        (7, "SaveImage", [1500, 60], ["stylegan/global_direction_sweep"], {"images": (6, 0)}),
+    ]),
+    "latent_mapper_edit": ("A StyleCLIP latent mapper (StyleCLIP's published mohawk.pt, or one from Train Latent "
+                           "Mapper) applied to two sampled faces, its strength swept from 0 to 1 in 5 frames", [
+        load(1, [40, 60]),
+        (2, "SGS_LoadLatentMapper", [40, 300], ["mohawk.pt"], {}),
+        sample(3, [400, 60], (1, 0), 1, 2),
+        (4, "SGS_ApplyLatentMapper", [760, 60], [1.0, 5], {"generator": (1, 0), "latent": (3, 0), "mapper": (2, 0)}),
+        synthesize(5, [1100, 60], (1, 0), (4, 0)),
+        (6, "SaveImage", [1440, 60], ["stylegan/latent_mapper"], {"images": (5, 0)}),
     ]),
 }
 

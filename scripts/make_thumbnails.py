@@ -3,11 +3,13 @@
 Starts ComfyUI (COMFYUI_DIR, COMFYUI_PYTHON) with the pack, runs every example unchanged through the API and
 lays its saved images out as one strip. With `--checkpoint` (e.g. stylegan2-ffhq-1024x1024.pkl), `--photo`
 and `--landmarks` (a JSON list of 68 [x, y] points, used only where the face_alignment detector is not
-installed in ComfyUI's Python) the thumbnails show what users get; without them a tiny seeded stand-in
-generator, a synthetic photo and random-weight perceptual networks are used and the strip says so.
+installed in ComfyUI's Python), `--perceptual`, `--clip` and `--mappers` (folders with the files the examples
+name) the thumbnails show what users get; without them a tiny seeded stand-in generator, a synthetic photo,
+random-weight perceptual and CLIP networks and a random mapper are used, and the strip says so.
 
     COMFYUI_DIR=~/ComfyUI python scripts/make_thumbnails.py --checkpoint ~/models/stylegan2-ffhq-1024x1024.pkl \\
-        --photo me.jpg --landmarks me.json --perceptual ~/ComfyUI/models/perceptual
+        --photo me.jpg --landmarks me.json --perceptual ~/ComfyUI/models/perceptual \\
+        --clip ~/ComfyUI/models/text_encoders --mappers ~/ComfyUI/models/latent_mappers
 """
 
 from __future__ import annotations
@@ -58,13 +60,18 @@ def main() -> None:
     ap.add_argument("--photo", type=Path, help="a face photo for invert_and_edit (else a synthetic one)")
     ap.add_argument("--landmarks", type=Path, help="its 68 landmarks as JSON (needed without face_alignment)")
     ap.add_argument("--perceptual", type=Path, help="folder with the VGG/LPIPS weight files (else random ones)")
+    ap.add_argument("--clip", type=Path, help="folder with the CLIP weight files the examples name (e.g. "
+                    "ViT-B-32-openai.safetensors; else random-weight stand-ins)")
+    ap.add_argument("--mappers", type=Path, help="folder with the latent mappers the examples name (e.g. "
+                    "StyleCLIP's mohawk.pt; else random stand-ins, only with the stand-in generator)")
     ap.add_argument("--only", help="comma-separated example names")
     args = ap.parse_args()
 
     import core
     from comfyui_server import ComfyServer
     from conftest import tiny_generator
-    from test_comfyui import example_face_photo, write_random_perceptual_weights
+    from test_comfyui import (example_face_photo, write_random_clip, write_random_perceptual_weights,
+                              write_stand_in_mapper)
     from workflows import example_paths, load_workflow, ui_to_api
 
     stand_in = args.checkpoint is None
@@ -74,6 +81,8 @@ def main() -> None:
         shutil.copytree(args.perceptual, root / "models" / "perceptual")
     else:
         write_random_perceptual_weights(root / "models" / "perceptual")
+    if args.clip:
+        shutil.copytree(args.clip, root / "models" / "text_encoders")
     server.start()
     try:
         for path in example_paths():
@@ -96,11 +105,24 @@ def main() -> None:
                         landmarks = json.loads(args.landmarks.read_text()) if args.landmarks else None
                     else:
                         landmarks = example_face_photo(photo)
+                if n["type"] == "SGS_LoadLatentMapper":
+                    target = root / "models" / "latent_mappers" / n["widgets_values"][0]
+                    if args.mappers:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(args.mappers / target.name, target)
+                    elif stand_in:
+                        write_stand_in_mapper(target, tiny_generator("stylegan2"))
+                    else:
+                        raise SystemExit(f"{path.name} needs {target.name}: pass --mappers FOLDER")
+                if n["type"] == "SGS_LoadCLIP" and not args.clip:
+                    write_random_clip(root / "models" / "text_encoders", n["widgets_values"][0], n["widgets_values"][2])
             info = server.get("/object_info")
             prompt = ui_to_api(workflow, info)
             for entry in prompt.values():
                 if entry["class_type"] == "SGS_AlignFace" and landmarks is not None:
                     entry["inputs"]["landmarks_json"] = json.dumps(landmarks)
+                if entry["class_type"] == "SGS_ComputeGlobalDirections" and stand_in:
+                    entry["inputs"]["num_images"] = 2  # as in the tests: the stand-in's relevance means nothing
             result = server.run_prompt(prompt, timeout=3600)
             if result["status"]["status_str"] != "success":
                 raise SystemExit(f"{path.name} failed: {result['status']}")

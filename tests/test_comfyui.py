@@ -41,7 +41,9 @@ def test_object_info_lists_every_node_with_tooltips(server):
     ours = {k: v for k, v in info.items() if k.startswith("SGS_")}
     assert {"SGS_LoadStyleGAN", "SGS_DemoGenerator", "SGS_SaveStyleGAN", "SGS_SampleLatent", "SGS_Synthesize",
             "SGS_InterpolateLatents", "SGS_StyleMix", "SGS_SaveLatent", "SGS_LoadLatent", "SGS_AlignFace",
-            "SGS_UnalignFace", "SGS_InvertImage", "SGS_SaveWeightDelta", "SGS_ApplyWeightDelta"} <= set(ours)
+            "SGS_UnalignFace", "SGS_InvertImage", "SGS_SaveWeightDelta", "SGS_ApplyWeightDelta", "SGS_LoadCLIP",
+            "SGS_LoadArcFace", "SGS_CLIPLatentOptimize", "SGS_ComputeGlobalDirections", "SGS_GlobalDirectionEdit",
+            "SGS_TrainLatentMapper", "SGS_LoadLatentMapper", "SGS_ApplyLatentMapper"} <= set(ours)
     for name, spec in ours.items():
         assert spec["category"].startswith("StyleGAN/") and spec["description"], name
         for group in ("required", "optional"):
@@ -184,12 +186,90 @@ def test_interrupting_a_long_inversion_keeps_the_server_healthy(server, perceptu
     assert server.get("/queue") == {"queue_running": [], "queue_pending": []}
 
 
+def write_random_clip(folder, arch: str, tag: str) -> None:
+    """open_clip's `arch` with seeded random weights, saved (fp16, to halve the file) under the name Load CLIP looks
+    for with `tag` in 'auto' mode; no CLIP weights can be downloaded here."""
+    from safetensors.torch import save_file
+
+    from core import clip as C
+
+    path = folder / f"{arch}-{tag}.safetensors"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        model = C.random_clip(arch, seed=0)
+        save_file({k: v.half().contiguous() for k, v in model.model.state_dict().items()}, str(path))
+
+
+def test_latent_mapper_trains_saves_loads_and_applies(server):
+    """Train Latent Mapper runs in ComfyUI (a few steps, the stand-in CLIP), saves into models/latent_mappers,
+    Load Latent Mapper lists and reads that file, and both mappers give the same edited images."""
+    write_random_clip(server.root / "models" / "text_encoders", "ViT-B-32", "openai")
+    clip = node("SGS_LoadCLIP", model_name="ViT-B-32", weights="auto (by tag: models folder, else download)",
+                pretrained_tag="openai", device="cpu", precision="fp32")
+    load = node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema", dtype="auto")
+    train = {
+        "1": load, "2": clip,
+        "3": node("SGS_TrainLatentMapper", generator=["1", 0], clip=["2", 0], text="a red face",
+                  mapper_name="comfy-test", num_steps=3, coarse=True, medium=True, fine=True, id_lambda=0.0,
+                  num_train_latents=4, checkpoint_every=1, preview_every=1),
+        "4": sample(["1", 0], 7, n=2),
+        "5": node("SGS_ApplyLatentMapper", generator=["1", 0], latent=["4", 0], mapper=["3", 0], strength=3.0),
+        "6": node("SGS_Synthesize", generator=["1", 0], latent=["5", 0], noise_mode="const"),
+        "7": node("SaveImage", images=["6", 0], filename_prefix="mapper_trained"),
+    }
+    result = server.run_prompt(train, timeout=600)
+    assert result["status"]["status_str"] == "success", result["status"]
+    report = result["outputs"]["3"]["text"][0]
+    assert "3 steps" in report and "comfy-test.safetensors" in report, report
+    assert (server.root / "models" / "latent_mappers" / "comfy-test.safetensors").is_file()
+    assert (server.output / "latent_mappers" / "comfy-test.training.safetensors").is_file()
+    info = server.get("/object_info/SGS_LoadLatentMapper")
+    assert "comfy-test.safetensors" in info["SGS_LoadLatentMapper"]["input"]["required"]["mapper_name"][0]
+    loaded = {"1": load, "4": sample(["1", 0], 7, n=2),
+              "8": node("SGS_LoadLatentMapper", mapper_name="comfy-test.safetensors"),
+              "5": node("SGS_ApplyLatentMapper", generator=["1", 0], latent=["4", 0], mapper=["8", 0], strength=3.0),
+              "6": node("SGS_Synthesize", generator=["1", 0], latent=["5", 0], noise_mode="const"),
+              "7": node("SaveImage", images=["6", 0], filename_prefix="mapper_loaded")}
+    result2 = server.run_prompt(loaded)
+    assert result2["status"]["status_str"] == "success", result2["status"]
+    assert "'a red face'" in result2["outputs"]["8"]["text"][0]
+    from PIL import Image
+
+    def pixels(res):
+        return [list(Image.open(server.output / i["filename"]).getdata()) for i in res["outputs"]["7"]["images"]]
+
+    a, b = pixels(result), pixels(result2)
+    assert len(a) == 2 and a == b
+    plain = server.run_prompt({"1": load, "4": sample(["1", 0], 7, n=2),
+                               "6": node("SGS_Synthesize", generator=["1", 0], latent=["4", 0], noise_mode="const"),
+                               "7": node("SaveImage", images=["6", 0], filename_prefix="mapper_plain")})
+    assert pixels(plain) != a  # the mapper changed the images
+
+
+def write_stand_in_mapper(path, G) -> None:
+    """A StyleCLIP-format mapper file (`torch.save` of state_dict + opts, as its coach.py writes) with seeded random
+    weights for G's shape (coarse and medium groups: the stand-in generator has no fine layers); no published
+    mapper can be downloaded here."""
+    if path.exists():
+        return
+    gen = torch.Generator().manual_seed(0)
+    state = {f"mapper.{g}_mapping.mapping.{i}.{k}": (torch.randn(G.w_dim, G.w_dim, generator=gen) / 0.01
+                                                     if k == "weight" else torch.zeros(G.w_dim))
+             for g in ("course", "medium") for i in range(1, 5) for k in ("weight", "bias")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "opts": {"description": "mohawk hairstyle", "mapper_type": "LevelsMapper",
+                                              "stylegan_size": G.img_resolution, "no_fine_mapper": True}}, path)
+
+
 def test_example_workflows_run_unchanged(server):
     """Every example converts UI -> API against the server's own schemas and runs, given the documented
-    checkpoint name (a tiny stand-in generator saved under that name). Photos, perceptual weights and face
-    landmarks are stand-ins too: a synthetic photo under the example's file name, random-weight VGG/LPIPS
-    files in models/perceptual, and the face's landmarks typed into Align Face's landmarks_json (the
-    face_alignment detector's weights cannot be downloaded here); inversion runs its full default steps."""
+    checkpoint name (a tiny stand-in generator saved under that name). Photos, perceptual weights, CLIP weights
+    latent mappers and face landmarks are stand-ins too: a synthetic photo under the example's file name,
+    random-weight VGG/LPIPS files in models/perceptual, a random-weight CLIP of the example's architecture under
+    its 'auto' file name in models/text_encoders, a random StyleCLIP-format mapper under the example's name in
+    models/latent_mappers, and the face's landmarks typed into Align Face's landmarks_json (the
+    face_alignment detector's weights cannot be downloaded here); inversion and CLIP optimisation run their full
+    default steps."""
     from workflows import check_workflow, example_paths, load_workflow, ui_to_api
 
     write_random_perceptual_weights(server.root / "models" / "perceptual")
@@ -202,10 +282,22 @@ def test_example_workflows_run_unchanged(server):
                     core.save_generator(tiny_generator("stylegan2"), target)
             if n["type"] == "LoadImage":
                 landmarks = example_face_photo(server.root / "input" / n["widgets_values"][0])
+            if n["type"] == "SGS_LoadCLIP":
+                assert n["widgets_values"][1].startswith("auto"), "examples name CLIP by tag, not by a local file"
+                write_random_clip(server.root / "models" / "text_encoders", n["widgets_values"][0],
+                                  n["widgets_values"][2])
+            if n["type"] == "SGS_LoadLatentMapper":
+                write_stand_in_mapper(server.root / "models" / "latent_mappers" / n["widgets_values"][0],
+                                      tiny_generator("stylegan2"))
         info = server.get("/object_info")  # refreshed model and input lists
         assert check_workflow(workflow, info) == [], path.name
         prompt = ui_to_api(workflow, info)
         for entry in prompt.values():
+            if entry["class_type"] == "SGS_ComputeGlobalDirections":
+                # The one setting changed for time: 2 images per channel instead of the reference's 100 (a
+                # random ViT-B-32 on 2 CPU cores would need ~15 min for the stand-in's 208 channels).
+                assert entry["inputs"]["num_images"] == 100
+                entry["inputs"]["num_images"] = 2
             if entry["class_type"] == "SGS_AlignFace":
                 assert entry["inputs"]["landmarks_source"] == "auto" and entry["inputs"]["landmarks_json"] == ""
                 entry["inputs"]["landmarks_json"] = json.dumps(landmarks)
@@ -215,6 +307,23 @@ def test_example_workflows_run_unchanged(server):
         saved = [item for out in result["outputs"].values() for item in out.get("images", [])
                  if item.get("type") == "output"]  # Synthesize's temp previews are not saved files
         assert saved and all((server.output / i["subfolder"] / i["filename"]).is_file() for i in saved), path.name
+        if path.stem == "clip_edit_photo":
+            from PIL import Image
+
+            edited = [i for i in saved if i["filename"].startswith("clip_edit")]
+            assert len(edited) == 1
+            assert Image.open(server.output / edited[0]["subfolder"] / edited[0]["filename"]).size == (140, 160)
+            report = result["outputs"]["7"]["text"][0]
+            assert "300 steps" in report and "CLIP distance to the text" in report
+        if path.stem == "global_direction_sweep":
+            assert len([i for i in saved if i["filename"].startswith("global_direction_sweep")]) == 7
+            report = result["outputs"]["5"]["text"][0]
+            assert "alpha -6 .. 6 in 7 frames" in report and "measured channels changed" in report, report
+            assert "208 of 320 S channels measured" in result["outputs"]["3"]["text"][0]
+        if path.stem == "latent_mapper_edit":
+            frames = [i for i in saved if i["filename"].startswith("latent_mapper")]
+            assert len(frames) == 10  # 2 faces x 5 strengths
+            assert "strength 0 .. 1 in 5 frames" in result["outputs"]["4"]["text"][0]
         if path.stem == "invert_and_edit":
             from PIL import Image
 

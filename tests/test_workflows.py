@@ -24,7 +24,7 @@ def test_example_workflow_fits_the_schemas(pack, path):
 
 
 def test_checker_catches_bad_values(pack):
-    workflow = load_workflow(example_paths()[0])
+    workflow = load_workflow(next(p for p in example_paths() if p.stem == "generate_and_style_mix"))
     info = object_info_from_pack(pack)
     node = next(n for n in workflow["nodes"] if n["type"] == "SGS_SampleLatent")
     node["widgets_values"][4] = 5.0  # truncation_psi above its maximum
