@@ -101,6 +101,11 @@ class InversionProgress:
     phase: str                             # 'latent' or 'tune' (PTI's second phase).
     losses: dict[str, float]
     image: torch.Tensor
+    # Latent phase only: the latent after this step's update, ws `[N, num_ws, w_dim]`, and the optimised noise
+    # maps {layer: [1, 1, r, r]} (empty unless the method optimises them); detached copies. Rendering them with
+    # noise_mode 'const' gives what the inversion would return if it stopped here (e.g. for LPIPS-per-step curves).
+    ws: Optional[torch.Tensor] = None
+    noise: Optional[dict[str, torch.Tensor]] = None
 
 
 @dataclass
@@ -586,7 +591,9 @@ def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Te
         record["loss"] = float(total.detach())
         history.append(record)
         if callback is not None:
-            callback(InversionProgress(step + 1, total_steps, "latent", record, synth.detach()))
+            current = (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach().clone()
+            callback(InversionProgress(step + 1, total_steps, "latent", record, synth.detach(), current,
+                                       {k: v.detach().clone() for k, v in noise.items()}))
     ws = (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach()
     return {"ws": ws.clone(), "noise": {k: v.detach() for k, v in noise.items()}, "history": history}
 
