@@ -100,8 +100,8 @@ class MapperConfig:
     clip_resample: str = "bicubic"      # how images reach CLIP's input size: 'bicubic' (CLIP's own, antialiased),
                                         # 'area', or 'reference' (clip_loss.py: ×7 nearest upsample, then an
                                         # average pool of res/32 pixels; computed exactly, without the big tensor)
-    betas: tuple[float, float] = (0.95, 0.999)  # ranger.py defaults (Adam: these too)
-    eps: float = 1e-5                   # ranger.py default (Adam: this too)
+    betas: tuple[float, float] = (0.95, 0.999)  # ranger.py defaults (Ranger only: 'adam' uses torch's defaults,
+    eps: float = 1e-5                   # ranger.py default            as the reference's --optim_name adam does)
     lookahead_k: int = 6                # ranger.py k
     lookahead_alpha: float = 0.5        # ranger.py alpha
     gradient_centralization: bool = True  # ranger.py use_gc=True, gc_conv_only=False: weight gradients (ndim > 1)
@@ -481,10 +481,16 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj))
 
 
-def _run_signature(G, clip, text: torch.Tensor, train: torch.Tensor, config: MapperConfig, seed: int) -> dict:
-    """Everything a checkpoint must share with the run that resumes it (num_steps may differ)."""
+def _run_signature(G, clip, text: torch.Tensor, train: torch.Tensor, config: MapperConfig, seed: int,
+                   sampled: bool) -> dict:
+    """Everything a checkpoint must share with the run that resumes it (num_steps may differ; settings that do not
+    act on this run, such as Ranger's with Adam or the sampling ones with given latents, are left out)."""
     cfg = dataclasses.asdict(config)
-    cfg.pop("num_steps")
+    unused = ["num_steps"] + ([] if sampled else ["num_train_latents", "truncation_psi"])
+    if config.optimizer != "ranger":
+        unused += ["betas", "eps", "lookahead_k", "lookahead_alpha", "gradient_centralization"]
+    for key in unused:
+        cfg.pop(key)
     return _jsonable({"config": cfg, "generator": _generator_ref(G).fingerprint, "shape": [G.num_ws, G.w_dim],
                       "text": _digest(text), "latents": _digest(train), "seed": int(seed),
                       "clip": str(getattr(clip, "name", type(clip).__name__))})
@@ -581,16 +587,21 @@ def _load_checkpoint(path: Path, mapper: LatentMapper, optimizer, signature: dic
         diff = sorted({f"config.{k}" for k in set(saved.get("config", {})) | set(signature["config"])
                        if saved.get("config", {}).get(k) != signature["config"].get(k)}
                       | {k for k in set(saved) | set(signature) if k != "config" and saved.get(k) != signature.get(k)})
-        raise ValueError(f"{path} is the checkpoint of a different training run (differs in: {', '.join(diff)}); "
-                         f"delete it, choose another checkpoint path, or pass resume=False to start over")
+        hint = (" (sampled latents and text embeddings also differ slightly when the generator or CLIP moved to "
+                "another device)" if {"latents", "text"} & set(diff) else "")
+        raise ValueError(f"{path} is the checkpoint of a different training run (differs in: {', '.join(diff)})"
+                         f"{hint}; delete it, choose another checkpoint path, or start over (resume=False)")
     try:
         mapper.load_state_dict({k[len("mapper."):]: v for k, v in tensors.items() if k.startswith("mapper.")})
         _load_optimizer(optimizer, tensors, opt_meta)
     except (KeyError, RuntimeError, ValueError) as e:
         raise CheckpointError(f"{path}: the checkpoint's tensors do not fit this run ({e}); delete it or pass "
                               f"resume=False") from e
-    hist = tensors["history"].tolist()
-    return step, [dict(zip(keys, row)) for row in hist]
+    hist = tensors.get("history")
+    if hist is None or hist.ndim != 2 or hist.shape[0] != step or hist.shape[1] != len(keys):
+        raise CheckpointError(f"{path}: the loss history does not match step {step}; the checkpoint is damaged: "
+                              f"delete it or start over (resume=False)")
+    return step, [dict(zip(keys, row)) for row in hist.tolist()]
 
 
 def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: MapperConfig = DEFAULTS,
@@ -638,6 +649,9 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
         work = _ready_for_autograd(G)  # a copy only when G holds inference-mode tensors
         device = work.w_avg.device
         train = _training_ws(work, latents, config, seed, device)
+        if text_embedding.ndim not in (1, 2) or (text_embedding.ndim == 2 and text_embedding.shape[0] != 1):
+            raise ValueError(f"text_embedding must be one embedding [D] or [1, D], got {list(text_embedding.shape)}: "
+                             f"a mapper learns one text")
         text = F.normalize(_ready(text_embedding.detach()).to(device).float().reshape(1, -1), dim=-1)
         batch_size = min(config.batch_size, len(train))
         if batch_size < config.batch_size:
@@ -649,13 +663,13 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
         params = list(mapper.parameters())
         optimizer = _make_optimizer(params, config)
         keys = _history_keys(config)
-        signature = _run_signature(work, clip, text, train, config, seed)
+        signature = _run_signature(work, clip, text, train, config, seed, sampled=latents is None)
         start, history = 0, []
         if path is not None and resume and path.exists():
             start, history = _load_checkpoint(path, mapper, optimizer, signature)
             if start > config.num_steps:
                 raise ValueError(f"{path} has already trained {start} steps, more than num_steps {config.num_steps}; "
-                                 f"raise num_steps or pass resume=False to start over")
+                                 f"raise num_steps, or start over (resume=False)")
             logger.info("latent mapper: resuming %s at step %d of %d", path, start, config.num_steps)
 
         def embed(images: torch.Tensor) -> torch.Tensor:  # CLIP may sit on another device than the generator
@@ -779,6 +793,15 @@ def load_reference_mapper(path: PathLike) -> LatentMapper:
     if not path.is_file():
         raise FileNotFoundError(f"latent mapper not found: {path}")
     data = _torch_load(path)
+    try:
+        return _reference_mapper_from(data, path)
+    except CheckpointError:
+        raise
+    except (AttributeError, TypeError, ValueError, KeyError) as e:  # safe to load, but not what coach.py writes
+        raise CheckpointError(f"{path}: not a valid StyleCLIP mapper checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _reference_mapper_from(data, path: Path) -> LatentMapper:
     state = data.get("state_dict") if isinstance(data, dict) else None
     opts = data.get("opts") if isinstance(data, dict) else None
     if not isinstance(state, dict) or not any(str(k).startswith("mapper.") for k in state):

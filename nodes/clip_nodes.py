@@ -95,6 +95,14 @@ class LoadArcFace:
         return (net,)
 
 
+def check_arcface_device(arcface, generator) -> None:
+    """The identity loss runs ArcFace on the generator's images: both must sit on one device."""
+    a, g = next(arcface.parameters()).device, generator.w_avg.device
+    if a != g:
+        raise ValueError(f"ArcFace is on {a} but the generator on {g}: set Load ArcFace's device to match Load "
+                         f"StyleGAN's")
+
+
 class CLIPLatentOptimize:
     DESCRIPTION = ("StyleCLIP latent optimisation: edits a latent so its image matches a text (e.g. 'a smiling face'),"
                    " while an L2 term (and optionally ArcFace identity) keeps it close to the start. Optimises in W+ "
@@ -162,6 +170,7 @@ class CLIPLatentOptimize:
         if arcface is not None and id_lambda > 0:
             from ..core.losses.arcface import IDLoss
 
+            check_arcface_device(arcface, generator)
             id_loss = IDLoss(arcface)
         progress = comfy_env.Progress(config.num_steps)
         every = max(1, int(preview_every))

@@ -13,7 +13,9 @@ import torch
 
 from ..core import latents as L
 from ..core import mapper as M
+from ..core.log import logger
 from . import comfy_env
+from .clip_nodes import check_arcface_device
 from .convert import generator_to_comfy, to_pil
 from .types import ARCFACE, CATEGORY_ROOT, CLIP, GENERATOR, LATENT, MAPPER
 
@@ -31,9 +33,12 @@ def mapper_files() -> list[str]:
 
 
 def _mapper_path(name: str) -> Path:
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"latent mapper {name!r} must be a file name inside models/{comfy_env.MAPPER_FOLDER}")
     for folder in comfy_env.mapper_dirs():
-        path = (folder / name).resolve()
-        if folder.resolve() in path.parents and path.is_file():
+        path = folder / rel  # not resolved: a symlinked mapper file is fine, the name is what is checked
+        if path.is_file():
             return path
     raise FileNotFoundError(f"latent mapper {name!r} not found in {', '.join(map(str, comfy_env.mapper_dirs()))}; "
                             f"put mappers (.safetensors from Train Latent Mapper, or StyleCLIP's .pt) in "
@@ -64,9 +69,9 @@ def _side_by_side(original: torch.Tensor, edited: torch.Tensor):
 class TrainLatentMapper:
     DESCRIPTION = ("StyleCLIP latent mapper: trains a small network that applies one text edit (e.g. 'mohawk "
                    "hairstyle') to any latent in a single step. Slow once (the reference trains 50,000 steps: hours "
-                   "on a GPU), then instant with Apply Latent Mapper. Progress is checkpointed: a cancelled or "
-                   "crashed run continues where it stopped when queued again. Saves models/latent_mappers/"
-                   "<mapper_name>.safetensors.")
+                   "on a GPU), then instant with Apply Latent Mapper. Progress is checkpointed: queued again, a "
+                   "cancelled run continues from the step it stopped at, a crashed one from its last checkpoint. "
+                   "Saves models/latent_mappers/<mapper_name>.safetensors.")
     CATEGORY = f"{CATEGORY_ROOT}/edit"
     RETURN_TYPES = (MAPPER, "STRING")
     RETURN_NAMES = ("mapper", "report")
@@ -120,7 +125,8 @@ class TrainLatentMapper:
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip": "Initial weights, sampled "
                                  "latents and data order."}),
                 "resume": ("BOOLEAN", {"default": True, "tooltip": "Continue the checkpoint of an earlier run with "
-                           "this name and the same settings. Off starts over and overwrites it."}),
+                           "this name and the same settings. Off starts over and overwrites it (switch it back on "
+                           "to continue a run you cancelled)."}),
                 "checkpoint_every": ("INT", {"default": M.DEFAULT_CHECKPOINT_EVERY, "min": 1, "max": 1_000_000,
                                              "tooltip": "Steps between checkpoints (also written on cancel)."}),
                 "preview_every": ("INT", {"default": M.DEFAULT_PREVIEW_EVERY, "min": 1, "max": 100_000,
@@ -154,6 +160,7 @@ class TrainLatentMapper:
         if arcface is not None and id_lambda > 0:
             from ..core.losses.arcface import IDLoss
 
+            check_arcface_device(arcface, generator)
             id_loss = IDLoss(arcface)
         text_emb = clip.encode_text(text.strip())
         progress = comfy_env.Progress(config.num_steps)
@@ -169,9 +176,9 @@ class TrainLatentMapper:
                                            callback=callback, preview_every=int(preview_every), seed=int(seed))
             progress.finish()
         except ValueError as e:
-            if "different training run" in str(e):
-                raise ValueError(f"{e}. Here: choose another mapper_name, or switch resume off to overwrite that "
-                                 f"run") from e
+            if "different training run" in str(e) or "already trained" in str(e):
+                raise ValueError(f"{e}. Here: choose another mapper_name, raise num_steps, or switch resume off to "
+                                 f"overwrite that run") from e
             raise
         finally:
             comfy_env.free_memory()
@@ -198,6 +205,12 @@ class LoadLatentMapper:
         return {"required": {
             "mapper_name": (mapper_files(), {"tooltip": "A file from models/latent_mappers."}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, mapper_name):
+        # Train Latent Mapper rewrites the file under the same name: reload when it changes.
+        stat = _mapper_path(mapper_name).stat()
+        return f"{stat.st_mtime_ns}-{stat.st_size}"
 
     def load(self, mapper_name):
         path = _mapper_path(mapper_name)
@@ -250,10 +263,14 @@ class ApplyLatentMapper:
                              "before the StyleSpace edit")
         L.check_compatible(latent, generator)
         ref = L.generator_ref(generator)
+        trained = mapper.info.generator
+        name = trained.name if trained is not None else "another generator"
         if (ref.num_ws, ref.w_dim) != (mapper.num_ws, mapper.w_dim):
-            name = mapper.info.generator.name if mapper.info.generator is not None else "another generator"
             raise ValueError(f"this mapper was trained for {name} (w+ {mapper.num_ws} x {mapper.w_dim}), but "
                              f"{ref.name} has w+ {ref.num_ws} x {ref.w_dim}: use the generator it was trained for")
+        if trained is not None and trained.fingerprint and trained.fingerprint != ref.fingerprint:
+            logger.warning("latent mapper '%s' was trained for %s; applying it to %s (same shape, other weights) "
+                           "gives a different edit", mapper.info.text, name, ref.name)
         with torch.inference_mode(False):
             ws = L.latent_to_ws(generator, latent).detach().clone()  # [N, num_ws, w_dim]
             frames = int(sweep_frames)

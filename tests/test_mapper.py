@@ -3,6 +3,7 @@ tiny generator (64 px, so all three layer groups exist) and a tiny random open_c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -216,6 +217,7 @@ def test_ranger_matches_ranger_py_math():
 
 
 def test_training_lowers_the_loss_and_leaves_the_generator_alone(G, clip, text):
+    G = copy.deepcopy(G).requires_grad_(True)  # a generator whose weights would take gradients if it could
     before = {k: v.clone() for k, v in G.state_dict().items()}
     seen = []
     # Two latents (the same batch every step, so the curve is not batch noise) and a larger lr than the
@@ -231,7 +233,7 @@ def test_training_lowers_the_loss_and_leaves_the_generator_alone(G, clip, text):
     p = seen[-1]
     assert p.image.shape == (1, 3, 64, 64) and p.original.shape == (1, 3, 64, 64) and p.total == 30
     assert all(torch.equal(v, G.state_dict()[k]) for k, v in before.items())
-    assert all(q.grad is None and not q.requires_grad for q in G.parameters())
+    assert all(q.grad is None for q in G.parameters())  # backward(inputs=mapper params) only
     assert not r.mapper.training and not any(q.requires_grad for q in r.mapper.parameters())
     assert "loss:" in r.report() and "30 steps" in r.report()
 
@@ -418,3 +420,35 @@ def test_reference_mapper_errors(G, tmp_path):
     torch.save({"state_dict": {}, "opts": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(core.UnsafeCheckpointError, match="refused by the safe loader"):
         M.load_mapper(tmp_path / "evil.pt")
+
+
+def test_checkpoint_signature_ignores_settings_that_do_not_act(G, clip, text, tmp_path):
+    latents = random_ws(G, n=4, seed=2)
+    cfg = dataclasses.replace(FAST, num_steps=2)
+    ckpt = tmp_path / "run.safetensors"
+    M.train_latent_mapper(G, clip, text, config=cfg, latents=latents, checkpoint_path=ckpt)
+    # Given latents: the sampling settings do not matter, so the run resumes (and has nothing left to do).
+    other = dataclasses.replace(cfg, num_train_latents=99, truncation_psi=0.5)
+    r = M.train_latent_mapper(G, clip, text, config=other, latents=latents, checkpoint_path=ckpt)
+    assert r.start_step == 2 and len(r.history) == 2
+    with pytest.raises(ValueError, match=r"differs in: config\.l2_lambda"):
+        M.train_latent_mapper(G, clip, text, config=dataclasses.replace(cfg, l2_lambda=0.1), latents=latents,
+                              checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match="already trained 2 steps, more than num_steps 1"):
+        M.train_latent_mapper(G, clip, text, config=dataclasses.replace(cfg, num_steps=1), latents=latents,
+                              checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match="one embedding"):
+        M.train_latent_mapper(G, clip, torch.cat([text, text]), config=cfg, latents=latents)
+
+
+def test_malformed_reference_mapper_files_are_checkpoint_errors(tmp_path):
+    for name, data in (("list_opts.pt", {"state_dict": {"mapper.course_mapping.mapping.1.weight": torch.zeros(4, 4)},
+                                          "opts": [1, 2]}),
+                       ("not_tensor.pt", {"state_dict": {f"mapper.course_mapping.mapping.{i}.{k}": 1.0
+                                                         for i in range(1, 5) for k in ("weight", "bias")},
+                                          "opts": {"stylegan_size": 64}}),
+                       ("size_none.pt", {"state_dict": {"mapper.course_mapping.mapping.1.weight": torch.zeros(4, 4)},
+                                         "opts": {"stylegan_size": None}})):
+        torch.save(data, tmp_path / name)
+        with pytest.raises(core.CheckpointError, match="StyleCLIP mapper"):
+            M.load_mapper(tmp_path / name)

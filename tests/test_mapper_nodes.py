@@ -148,3 +148,26 @@ def test_load_node_reads_a_styleclip_mapper_and_reports_missing_files(pack, env)
     assert not torch.equal(edited.tensor[:, :8], latent.tensor[:, :8]) and math.isfinite(edited.tensor.sum().item())
     with pytest.raises(FileNotFoundError, match="models/latent_mappers"):
         pack.NODE_CLASS_MAPPINGS["SGS_LoadLatentMapper"]().load("missing.safetensors")
+
+
+def test_load_node_follows_retraining_and_symlinks_and_refuses_paths(pack, env, clip, tmp_path):
+    mod, G = env
+    train = pack.NODE_CLASS_MAPPINGS["SGS_TrainLatentMapper"]
+    load = pack.NODE_CLASS_MAPPINGS["SGS_LoadLatentMapper"]
+    train().train(G, clip, "a bright red face", "grow", **FAST)
+    first = load.IS_CHANGED("grow.safetensors")
+    train().train(G, clip, "a bright red face", "grow", **{**FAST, "num_steps": 8})  # extended under the same name
+    assert load.IS_CHANGED("grow.safetensors") != first  # so ComfyUI reloads instead of reusing its cached output
+    mapper, _ = load().load("grow.safetensors")["result"]
+    assert mapper.info.config.num_steps == 8
+    # A mapper file linked into the folder (common for model files) loads; names leaving the folder do not.
+    elsewhere = tmp_path / "elsewhere" / "linked.safetensors"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(mod.training_paths("grow")[1].read_bytes())
+    (mod.comfy_env.mapper_dirs()[0] / "linked.safetensors").symlink_to(elsewhere)
+    assert "linked.safetensors" in mod.mapper_files()
+    linked, _ = load().load("linked.safetensors")["result"]
+    assert torch.equal(linked.state_dict()["coarse.fc0.weight"], mapper.state_dict()["coarse.fc0.weight"])
+    for bad in ("../elsewhere/linked.safetensors", str(elsewhere)):
+        with pytest.raises(ValueError, match="must be a file name inside models/latent_mappers"):
+            load().load(bad)
