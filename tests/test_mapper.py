@@ -452,3 +452,26 @@ def test_malformed_reference_mapper_files_are_checkpoint_errors(tmp_path):
         torch.save(data, tmp_path / name)
         with pytest.raises(core.CheckpointError, match="StyleCLIP mapper"):
             M.load_mapper(tmp_path / name)
+
+
+def test_resume_is_exact_with_adam_random_noise_and_the_identity_term(G, clip, text, tmp_path):
+    """The other code paths of a resumed run: Adam's state, per-step noise from (seed, step), the ArcFace term,
+    and a cancel that lands on a step that was just checkpointed."""
+    from core.losses.arcface import IDLoss, random_arcface
+
+    id_loss = IDLoss(random_arcface(seed=0))
+    cfg = dataclasses.replace(FAST, num_steps=6, optimizer="adam", noise_mode="random", id_lambda=0.1)
+    full = M.train_latent_mapper(G, clip, text, config=cfg, seed=2, id_loss=id_loss)
+    path = tmp_path / "adam.safetensors"
+
+    def cancel_at_4(p):
+        if p.step == 4:
+            raise KeyboardInterrupt("stop")
+
+    with pytest.raises(KeyboardInterrupt):
+        M.train_latent_mapper(G, clip, text, config=cfg, seed=2, id_loss=id_loss, checkpoint_path=path,
+                              checkpoint_every=2, callback=cancel_at_4)
+    resumed = M.train_latent_mapper(G, clip, text, config=cfg, seed=2, id_loss=id_loss, checkpoint_path=path)
+    assert resumed.start_step == 4 and resumed.history == full.history and "id" in full.history[0]
+    a, b = full.mapper.state_dict(), resumed.mapper.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
