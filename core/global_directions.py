@@ -221,6 +221,14 @@ def _clip_arch(name: str) -> str:
     return name.replace("/", "-")
 
 
+def check_clip_arch(clip, clip_name: str, clip_source: str = "") -> None:
+    """Raise DirectionsError unless `clip` has the architecture `clip_name` (e.g. ViT-B-32 for StyleCLIP's fs3)."""
+    if _clip_arch(clip_name) not in _clip_arch(clip.name) and not (
+            _clip_arch(clip_name) == REFERENCE_CLIP_ARCH and "vit_base_patch32_clip" in clip.name):
+        raise DirectionsError(f"these global directions were measured with CLIP {clip_name} "
+                              f"({clip_source}), but the CLIP given is {clip.name}; load {clip_name}")
+
+
 @dataclass(eq=False)
 class GlobalDirections:
     """S statistics plus the channel-relevance matrix of one generator and one CLIP model.
@@ -303,10 +311,19 @@ class GlobalDirections:
                     f"{self.clip_fingerprint}, from {self.clip_source}), but the CLIP given is {clip.name} with other "
                     f"weights ({clip_fingerprint(clip)}, from {clip.source}); text directions only make sense in "
                     f"the embedding space the relevance was measured in: load that CLIP, or recompute")
-        elif self.clip_name and _clip_arch(self.clip_name) not in _clip_arch(clip.name) and not (
-                _clip_arch(self.clip_name) == REFERENCE_CLIP_ARCH and "vit_base_patch32_clip" in clip.name):
-            raise DirectionsError(f"these global directions were measured with CLIP {self.clip_name} "
-                                  f"({self.clip_source}), but the CLIP given is {clip.name}; load {self.clip_name}")
+        elif self.clip_name:
+            check_clip_arch(clip, self.clip_name, self.clip_source)
+            note = self.clip_weights_note(clip)
+            if note:
+                logger.warning("%s", note)
+
+    def clip_weights_note(self, clip) -> Optional[str]:
+        """For files without a CLIP fingerprint (StyleCLIP's fs3): a warning when `clip` is not recognisably the
+        weights they were measured with (its source does not name them), else None."""
+        if self.clip_fingerprint or not self.clip_source or self.clip_source.lower() in str(clip.source).lower():
+            return None
+        return (f"note: these directions were measured with {self.clip_name} '{self.clip_source}' weights, and this "
+                f"CLIP comes from {clip.source}; with other weights (LAION, DataComp, ...) the edits are meaningless")
 
     def edit_tables(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(index `[K]` int64 of the measured channels, their relevance rows `[K, D]`, their σ `[K]`) on
@@ -340,6 +357,13 @@ class GlobalDirections:
 
 def _layout_pairs(G: Generator) -> tuple:
     return tuple((layer.name, layer.channels) for layer in s_layout(G))
+
+
+def check_generator(directions: GlobalDirections, G: Generator, *, strict: bool = False,
+                    what: str = "these global directions") -> None:
+    """Raise DirectionsError when `directions` do not fit `G`'s S layout; when they were measured on a generator
+    with other weights, raise (strict) or log (not strict)."""
+    _check_generator(directions, G, strict=strict, what=what)
 
 
 def _check_generator(directions: GlobalDirections, G: Generator, *, strict: bool, what: str) -> None:
@@ -443,6 +467,8 @@ def load_directions(path: PathLike, G: Optional[Generator] = None, clip=None, *,
             clip_fingerprint=meta.get("clip_fingerprint", ""), num_images=int(meta["num_images"]),
             alpha=float(meta["alpha"]), seed=int(meta["seed"]), resolution=int(res) if res else None,
             source=meta.get("source", "computed"))
+        if tuple(stats.mean.shape) != (c,) or tuple(stats.std.shape) != (c,):
+            raise ValueError(f"statistics of shape {list(stats.mean.shape)} / {list(stats.std.shape)} for {c} channels")
     except (KeyError, ValueError, IndexError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged global directions file ({type(e).__name__}: {e}); delete it and "
                               f"compute them again") from e
@@ -551,6 +577,9 @@ def load_reference_fs3(path: PathLike, G: Generator, *, s_mean_std: Optional[Pat
     if fs3.ndim != 2 or fs3.dtype.kind != "f":
         raise DirectionsError(f"{path}: fs3 must be a 2-D float array [channels, CLIP dim], got {fs3.dtype} "
                               f"{list(fs3.shape)}")
+    if not np.isfinite(fs3).all():
+        raise DirectionsError(f"{path}: fs3 contains NaN or infinite values ({int((~np.isfinite(fs3)).sum())} of "
+                              f"{fs3.size}); the file is damaged: download StyleCLIP's fs3.npy again")
     layers_all = _reference_layers(G)
     counts = {sum(layer.channels for layer in layers_all): layers_all}
     if getattr(G.synthesis, "block_resolutions", None) and G.img_resolution > REFERENCE_MAX_LAYER_RESOLUTION:
@@ -878,8 +907,18 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
                 stage = renderer.stage_of[layer.name]
                 if prefix_cache and stage > prefix_stage:
                     # Layers come in forward order, so the cached prefix only ever advances.
-                    prefix = renderer.run(base, prefix, prefix_stage, stage)
-                    prefix_stage = stage
+                    try:
+                        prefix = renderer.run(base, prefix, prefix_stage, stage)
+                        prefix_stage = stage
+                    except _OOM:
+                        # The prefix holds every image's activations before this layer: at high resolution that
+                        # can exceed the device. Full renders give the same numbers, only slower.
+                        prefix, prefix_stage, prefix_cache = None, 0, False
+                        if G.w_avg.device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        logger.warning("global directions: not enough memory to cache the renders before %s for "
+                                       "%d images; rendering every image in full from here on (the same "
+                                       "numbers up to float rounding, slower)", layer.name, num_images)
                 for ch in todo:
                     rows = _relevance_rows(renderer, clip, base, prefix, stage, layer.name, ch,
                                            mean[offset:offset + layer.channels], std[offset:offset + layer.channels],
@@ -924,6 +963,9 @@ class _PassSize:
                        "differ from a run with the original batch_size at float rounding)", self.size)
 
 
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5 has only the CUDA one
+
+
 def _relevance_rows(renderer: _Renderer, clip, base: dict[str, torch.Tensor], prefix: Optional[tuple], stage: int,
                     layer: str, channels: range, mean: torch.Tensor, std: torch.Tensor, *, alpha: float,
                     num_images: int, batch_size: Union[int, _PassSize], use_prefix: bool) -> torch.Tensor:
@@ -945,7 +987,7 @@ def _relevance_rows(renderer: _Renderer, clip, base: dict[str, torch.Tensor], pr
             img = _perturbed_renders(renderer, base, prefix, stage, layer, chan[sl], values[sl], image_idx[sl],
                                      use_prefix=use_prefix)
             embs.append(clip.encode_image(_quantize(img)).float().cpu())             # [b, D], unit rows
-        except torch.OutOfMemoryError as e:
+        except _OOM as e:
             img = None
             passes.shrink(e)
             continue
@@ -1012,8 +1054,8 @@ def global_direction_edit(styles_flat: torch.Tensor, directions: GlobalDirection
     keep = mag >= beta                                                               # the reference zeroes |r| < β
     count = int(keep.sum())
     out = styles_flat.clone()
-    if count == 0 or alpha == 0:
-        return out, count
+    if count == 0 or alpha == 0 or float(mag_max) == 0:  # nothing relevant (e.g. all-zero rows)
+        return out, 0 if float(mag_max) == 0 else count
     # The largest |r| is always kept (it is ≥ β whenever anything is), so it is the reference's max over the kept.
     ds = torch.where(keep, r, 0).mul_(std).mul_(float(alpha) / mag_max)              # α · r / max|r| · σ, [K]
     out.index_add_(1, idx, ds.to(out.dtype).unsqueeze(0).expand(out.shape[0], -1))
@@ -1024,5 +1066,6 @@ __all__ = [
     "GlobalDirectionsDefaults", "DEFAULTS", "EDIT_ALPHA_RANGE", "EDIT_BETA_RANGE", "STYLECLIP_TEMPLATES",
     "REFERENCE_MAX_LAYER_RESOLUTION", "DirectionsError", "SStatistics", "GlobalDirections", "compute_s_statistics",
     "compute_relevance", "save_directions", "load_directions", "load_reference_fs3", "read_reference_s_mean_std",
-    "direction_from_text", "global_direction_edit", "clip_fingerprint", "reference_layer_names",
+    "direction_from_text", "global_direction_edit", "clip_fingerprint", "reference_layer_names", "check_clip_arch",
+    "check_generator",
 ]

@@ -41,7 +41,11 @@ def cache_path(G, key: str) -> Path:
     """Where the directions of G are cached: next to its checkpoint, else (no file, as for demo or tuned generators,
     or a read-only model folder) in the output folder under global_directions/."""
     source = Path(G.info.source) if G.info.source else None
-    if source is not None and source.is_file() and os.access(source.parent, os.W_OK):
+    # Only next to a checkpoint inside the model folders (the source recorded in a file's metadata could name
+    # any path).
+    in_models = source is not None and any(os.path.abspath(d) in map(os.path.abspath, source.parents)
+                                           for d in comfy_env.model_dirs())
+    if in_models and source.is_file() and os.access(source.parent, os.W_OK):
         return source.with_name(f"{source.name}{_CACHE_SUFFIX}-{key}")
     return comfy_env.output_dir() / "global_directions" / f"{L.generator_ref(G).fingerprint}{_CACHE_SUFFIX}-{key}"
 
@@ -49,9 +53,9 @@ def cache_path(G, key: str) -> Path:
 class ComputeGlobalDirections:
     DESCRIPTION = ("Precomputes StyleCLIP's global directions for a generator and a CLIP model: the statistics of "
                    "every StyleSpace channel and how each channel moves CLIP's image embedding (the relevance "
-                   "matrix). Slow the first time (hours for 1024 px models on CPU; progress is saved, so a "
-                   "cancelled run continues where it stopped); cached next to the checkpoint and reused "
-                   "instantly afterwards. A StyleCLIP fs3.npy can be used instead.")
+                   "matrix). Slow the first time (days on a CPU; use a GPU; progress is saved, so a cancelled run "
+                   "continues where it stopped); cached next to the checkpoint and reused instantly afterwards. A "
+                   "StyleCLIP fs3.npy can be used instead.")
     CATEGORY = f"{CATEGORY_ROOT}/edit"
     RETURN_TYPES = (DIRECTIONS, "STRING")
     RETURN_NAMES = ("directions", "info")
@@ -92,12 +96,15 @@ class ComputeGlobalDirections:
         path = cache_path(generator, key)
         with _lock:
             cached = _cache.get(str(path))
-        if cached is not None:
+        if cached is not None and path.is_file():  # a deleted cache file means: compute again
             return cached, f"{cached.describe()}\n(cached in memory; file {path})"
         t0 = time.perf_counter()
         layer_names = None
         if layers == _LAYER_CHOICES[1]:
             layer_names = GD.reference_layer_names(generator, GD.REFERENCE_MAX_LAYER_RESOLUTION)
+            if not layer_names:
+                raise ValueError(f"'{layers}' follows StyleGAN2's block resolutions, which {generator.info.name} "
+                                 f"({generator.arch}) does not have: choose '{_LAYER_CHOICES[0]}'")
         try:
             stats = None
             if not path.is_file():
@@ -128,6 +135,7 @@ class ComputeGlobalDirections:
         with _lock:
             directions = _cache.get(key)
         if directions is None:
+            GD.check_clip_arch(clip, GD.REFERENCE_CLIP_ARCH, GD.REFERENCE_CLIP_TAG)  # before minutes of statistics
             progress = comfy_env.Progress(D.num_samples)
             directions = GD.load_reference_fs3(path, generator, s_mean_std=stats_file if stats_file.is_file() else None,
                                                callback=lambda done, total: progress.update(done))
@@ -135,6 +143,9 @@ class ComputeGlobalDirections:
                 _cache[key] = directions
         directions.check_clip(clip)
         info = f"{directions.describe()}\nfrom {path}" + (f" with {stats_file}" if stats_file.is_file() else "")
+        note = directions.clip_weights_note(clip)
+        if note:
+            info += f"\n{note}"
         return {"ui": {"text": [info]}, "result": (directions, info)}
 
 
@@ -179,6 +190,7 @@ class GlobalDirectionEdit:
     def edit(self, generator, latent, clip, directions, target_text, neutral_text, alpha, beta, sweep_frames=1):
         t0 = time.perf_counter()
         directions.check_clip(clip)
+        GD.check_generator(directions, generator, strict=False)  # layout must fit; other weights are only logged
         delta_t = GD.direction_from_text(clip, target_text.strip(), neutral_text.strip())
         styles = L.convert_latent(generator, latent, "s").tensor  # [N, C] on CPU
         frames = int(sweep_frames)

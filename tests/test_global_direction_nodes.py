@@ -59,12 +59,17 @@ def test_compute_caches_next_to_checkpoint_and_reuses(pack, env, clip, monkeypat
     assert "tiny.safetensors" in mod.comfy_env.list_models() and len(mod.comfy_env.list_models()) == 1
     # A new session (empty memory cache) reads the file and computes nothing.
     mod._cache.clear()
-    monkeypatch.setattr(mod.GD, "compute_s_statistics", lambda *a, **k: pytest.fail("statistics recomputed"))
-    monkeypatch.setattr(mod.GD, "_relevance_rows", lambda *a, **k: pytest.fail("relevance recomputed"))
-    again, _ = node.compute(G, clip, **SETTINGS)["result"]
+    with monkeypatch.context() as m:
+        m.setattr(mod.GD, "compute_s_statistics", lambda *a, **k: pytest.fail("statistics recomputed"))
+        m.setattr(mod.GD, "_relevance_rows", lambda *a, **k: pytest.fail("relevance recomputed"))
+        again, _ = node.compute(G, clip, **SETTINGS)["result"]
     assert torch.equal(again.relevance, directions.relevance)
+    # Deleting the file means computing again, even with the directions still in memory.
+    files[0].unlink()
+    recomputed, info = node.compute(G, clip, **SETTINGS)["result"]
+    assert files[0].is_file() and "cached in memory" not in info
+    assert torch.equal(recomputed.relevance, directions.relevance)
     # Other settings get their own file.
-    monkeypatch.undo()
     node.compute(G, clip, **{**SETTINGS, "num_images": 1})
     assert len([p for p in ckpt.parent.iterdir() if ".global-directions-" in p.name]) == 2
 
@@ -95,10 +100,10 @@ def test_cancelled_precompute_resumes_where_it_stopped(pack, env, clip, monkeypa
     monkeypatch.setattr(mod.comfy_env, "throw_if_interrupted", lambda: None)
     measured = []
     real = mod.GD._relevance_rows
-    monkeypatch.setattr(mod.GD, "_relevance_rows", lambda *a, **k: measured.append(1) or real(*a, **k))
+    monkeypatch.setattr(mod.GD, "_relevance_rows", lambda *a, **k: measured.append(len(a[6])) or real(*a, **k))
     resumed, _ = node.compute(G, clip, **SETTINGS)["result"]
     assert torch.equal(resumed.relevance, reference.relevance)
-    assert 0 < len(measured) < 208  # only the channels left
+    assert sum(measured) == reference.num_done - partial.num_done  # exactly the channels left
 
 
 def test_reference_fs3_is_accepted(pack, env, clip):
@@ -115,9 +120,21 @@ def test_reference_fs3_is_accepted(pack, env, clip):
     vit_b_32.name = "ViT-B-32"
     directions, info = node.compute(G, vit_b_32, **SETTINGS, reference_fs3="fs3.npy")["result"]
     assert directions.source == "styleclip-fs3" and directions.num_done == rows and "fs3.npy" in info
+    # A CLIP of the right architecture whose source does not name OpenAI's weights is used, with a warning.
+    assert "measured with ViT-B-32 'openai' weights, and this CLIP comes from random" in info
     np.save(ckpt.parent / "fs3_wrong.npy", fs3[:-1])
     with pytest.raises(ValueError, match="fs3 has 207 rows"):
-        node.compute(G, clip, **SETTINGS, reference_fs3="fs3_wrong.npy")
+        node.compute(G, vit_b_32, **SETTINGS, reference_fs3="fs3_wrong.npy")
+
+
+def test_cache_stays_out_of_folders_outside_the_model_folders(pack, env, tmp_path):
+    mod, G, ckpt = env
+    G.info.source = str(tmp_path / "elsewhere" / "model.pkl")  # e.g. recorded in a converted file's metadata
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "model.pkl").write_bytes(b"")
+    assert mod.cache_path(G, "k").parent == mod.comfy_env.output_dir() / "global_directions"
+    G.info.source = str(ckpt)
+    assert mod.cache_path(G, "k").parent == ckpt.parent
 
 
 def test_edit_node_sweeps_alpha_and_beta_semantics(pack, env, clip):

@@ -3,6 +3,7 @@ relevance computation (and its prefix cache), the text edit, and StyleCLIP's own
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -376,3 +377,32 @@ def test_s_mean_std_pickle_is_read_safely(G2, tmp_path):
         pickle.dump([[np.zeros(32, np.float32)], [np.ones(32, np.float32)]], f)
     with pytest.raises(GD.DirectionsError, match="list of 11 float arrays"):
         GD.read_reference_s_mean_std(tmp_path / "short", G2)
+
+
+def test_prefix_out_of_memory_falls_back_to_full_renders(G2, clip, stats, monkeypatch, caplog):
+    kw = dict(layers=["b8.conv1", "b16.conv0"], num_images=N_IMAGES, batch_size=16)
+    plain = GD.compute_relevance(G2, clip, stats, **kw, prefix_cache=False)
+    real = GD._Renderer.run
+
+    def run(self, styles, state, start, stop=None):
+        if stop is not None and stop >= 2:  # the prefix before the second layer does not fit
+            raise GD._OOM("CUDA out of memory (simulated)")
+        return real(self, styles, state, start, stop)
+
+    monkeypatch.setattr(GD._Renderer, "run", run)
+    with caplog.at_level("WARNING", logger="stylegan_studio"):
+        d = GD.compute_relevance(G2, clip, stats, **kw)
+    assert "not enough memory to cache the renders before b16.conv0" in caplog.text
+    torch.testing.assert_close(d.relevance, plain.relevance, atol=1e-5, rtol=1e-5)
+
+
+def test_edit_with_nothing_relevant_and_damaged_fs3(G2, directions, tmp_path):
+    styles = torch.zeros([1, directions.num_channels])
+    empty = dataclasses.replace(directions, relevance=torch.zeros_like(directions.relevance))
+    out, count = GD.global_direction_edit(styles, empty, torch.ones(directions.embed_dim) / 4, alpha=5.0, beta=0.0)
+    assert count == 0 and torch.equal(out, styles)  # no division by a zero maximum
+    fs3 = np.ones([s_channel_count(G2, torgb=False), 32], dtype=np.float32)
+    fs3[3, 1] = np.nan
+    np.save(tmp_path / "fs3.npy", fs3)
+    with pytest.raises(GD.DirectionsError, match="NaN or infinite values \\(1 of"):
+        GD.load_reference_fs3(tmp_path / "fs3.npy", G2)
