@@ -38,6 +38,26 @@ def tiny_generator(arch: str = "stylegan2", seed: int = 0, **overrides) -> core.
     return G
 
 
+def register_tiny_clip(tmp_path_factory, name: str, cfg: dict) -> None:
+    """Make the open_clip architecture `name` (a tiny test config) known to open_clip, so `random_clip(name)` and
+    `load_clip(name, ...)` can build it."""
+    import json
+
+    import open_clip
+
+    path = tmp_path_factory.mktemp("clip_cfg") / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(path))
+
+
+def tiny_clip(tmp_path_factory, name: str, cfg: dict, seed: int = 0):
+    """A `core.clip.ClipModel` of the tiny architecture `cfg` with seeded random weights."""
+    from core.clip import random_clip
+
+    register_tiny_clip(tmp_path_factory, name, cfg)
+    return random_clip(name, seed=seed)
+
+
 @pytest.fixture(scope="session")
 def G2() -> core.Generator:
     return tiny_generator("stylegan2")

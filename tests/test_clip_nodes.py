@@ -3,7 +3,6 @@ Optimize in W+ and S with a tiny random open_clip model and a tiny generator (pr
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
@@ -13,7 +12,7 @@ open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
 from core import clip as C  # noqa: E402
-from conftest import tiny_generator  # noqa: E402
+from conftest import register_tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-ClipNodes-Tiny"
 TINY_CFG = {"embed_dim": 32,
@@ -23,9 +22,7 @@ TINY_CFG = {"embed_dim": 32,
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip_cfg") / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(str(path))
+    register_tiny_clip(tmp_path_factory, TINY, TINY_CFG)
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ resumes, a StyleCLIP fs3.npy is accepted, and the edit node sweeps alpha as a ba
 from __future__ import annotations
 
 import copy
-import json
 import sys
 
 import numpy as np
@@ -14,9 +13,8 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
-from core import clip as C  # noqa: E402
 from core.sspace import s_channel_count  # noqa: E402
-from conftest import tiny_generator  # noqa: E402
+from conftest import tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-GDNodes-Tiny"
 TINY_CFG = {"embed_dim": 32,
@@ -26,10 +24,7 @@ TINY_CFG = {"embed_dim": 32,
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip_cfg") / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(str(path))
-    return C.random_clip(TINY, seed=0)
+    return tiny_clip(tmp_path_factory, TINY, TINY_CFG)
 
 
 @pytest.fixture()

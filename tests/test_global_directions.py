@@ -4,7 +4,6 @@ relevance computation (and its prefix cache), the text edit, and StyleCLIP's own
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pickle
 
@@ -19,7 +18,7 @@ import core  # noqa: E402
 from core import clip as C  # noqa: E402
 from core import global_directions as GD  # noqa: E402
 from core.sspace import flatten_s, s_channel_count, s_layout  # noqa: E402
-from conftest import tiny_config, tiny_generator  # noqa: E402
+from conftest import tiny_clip, tiny_config, tiny_generator  # noqa: E402
 
 TINY = "SGS-GlobalDirections-Tiny"
 TINY_CFG = {"embed_dim": 32,
@@ -31,10 +30,7 @@ FAST = dict(num_images=N_IMAGES, batch_size=64)
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip_cfg") / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(str(path))
-    return C.random_clip(TINY, seed=0)
+    return tiny_clip(tmp_path_factory, TINY, TINY_CFG)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 
 import pytest
@@ -15,9 +14,8 @@ import torch.nn.functional as F
 open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
-from core import clip as C  # noqa: E402
 from core import mapper as M  # noqa: E402
-from conftest import tiny_generator  # noqa: E402
+from conftest import tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-Mapper-Tiny"
 TINY_CFG = {"embed_dim": 32,
@@ -30,10 +28,7 @@ FAST = dataclasses.replace(M.DEFAULTS, num_steps=8, id_lambda=0.0, num_train_lat
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip_cfg") / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(str(path))
-    return C.random_clip(TINY, seed=0)
+    return tiny_clip(tmp_path_factory, TINY, TINY_CFG)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ Apply Latent Mapper edits (and sweeps) any latent."""
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
@@ -13,8 +12,7 @@ import torch
 
 open_clip = pytest.importorskip("open_clip")
 
-from core import clip as C  # noqa: E402
-from conftest import tiny_generator  # noqa: E402
+from conftest import tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-MapperNodes-Tiny"
 TINY_CFG = {"embed_dim": 32,
@@ -26,10 +24,7 @@ FAST = dict(num_steps=6, coarse=True, medium=True, fine=True, id_lambda=0.0, num
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip_cfg") / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(str(path))
-    return C.random_clip(TINY, seed=0)
+    return tiny_clip(tmp_path_factory, TINY, TINY_CFG)
 
 
 @pytest.fixture()

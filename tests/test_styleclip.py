@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import torch
@@ -11,10 +10,9 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
-from core import clip as C  # noqa: E402
 from core import styleclip as S  # noqa: E402
 from core.sspace import s_channel_count  # noqa: E402
-from conftest import tiny_generator  # noqa: E402
+from conftest import tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-StyleCLIP-Tiny"
 TINY_CFG = {"embed_dim": 32,
@@ -24,10 +22,7 @@ TINY_CFG = {"embed_dim": 32,
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip_cfg") / f"{TINY}.json"
-    path.write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(str(path))
-    return C.random_clip(TINY, seed=0)
+    return tiny_clip(tmp_path_factory, TINY, TINY_CFG)
 
 
 @pytest.fixture(scope="module")
