@@ -3,7 +3,7 @@
 For each config it builds a random generator and open_clip's ViT-B-32 architecture with random weights (timings
 do not depend on the weights) and times `--steps` steps (the first one not counted) of
 
-  * ours: `core.styleclip.clip_optimize` in W+ and in S, at the reference's settings (Adam 0.1 with its ramp,
+  * ours: `core.edits.clip_optimize.clip_optimize` in W+ and in S, at the reference's settings (Adam 0.1 with its ramp,
     λ_L2 0.008, no identity term);
   * the reference's loop (StyleCLIP `optimization/run_optimization.py` + `criteria/clip_loss.py`), restated
     here: Adam on w+, the generator's forward, CLIP's input made by `Upsample(scale_factor=7)` then
@@ -36,8 +36,8 @@ for p in (str(REPO), str(REPO / "bench")):
         sys.path.insert(0, p)
 
 import core  # noqa: E402
-from core import styleclip as SC  # noqa: E402
-from core.clip import random_clip  # noqa: E402
+from core.edits import clip_optimize as SC  # noqa: E402
+from core.models.clip import random_clip  # noqa: E402
 
 import bench_generator as BG  # noqa: E402
 

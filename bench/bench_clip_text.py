@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from core.clip import IMAGENET_TEMPLATES, random_clip  # noqa: E402
+from core.models.clip import IMAGENET_TEMPLATES, random_clip  # noqa: E402
 
 PROMPTS = ("a face with a big smile", "a person with blonde hair and blue eyes", "angry", "an old man with a beard",
            "a tanned face", "a woman wearing glasses and red lipstick")

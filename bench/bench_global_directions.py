@@ -40,9 +40,9 @@ for p in (REPO, REPO / "bench"):
 
 import core  # noqa: E402
 from bench_generator import CONFIGS  # noqa: E402  (the config-f generators, defined once there)
-from core import global_directions as GD  # noqa: E402
-from core.clip import random_clip  # noqa: E402
-from core.sspace import flatten_s, s_layout  # noqa: E402
+from core.edits import global_directions as GD  # noqa: E402
+from core.models.clip import random_clip  # noqa: E402
+from core.networks.style_space import flatten_s, s_layout  # noqa: E402
 
 CONFIG_OF_RES = {256: "f256", 512: "f512", 1024: "f1024"}
 
@@ -175,8 +175,8 @@ def bench_precompute(res: int, device: torch.device, num_images: int, channels: 
     G = core.build_generator(CONFIGS[CONFIG_OF_RES[res]](), seed=0).to(device)
     G.info.name = f"config-f {res} (random)"
     stats = GD.compute_s_statistics(G, num_samples=512, batch_size=256)
-    renderer = GD._Renderer(G.synthesis, G.img_resolution)
-    layers = GD._reference_layers(G)
+    renderer = GD.render.Renderer(G.synthesis, G.img_resolution)
+    layers = GD.directions.reference_layers(G)
     if layer_names:
         layers = [layer for layer in layers if layer.name in layer_names]
     offsets, start = {}, 0
@@ -186,11 +186,11 @@ def bench_precompute(res: int, device: torch.device, num_images: int, channels: 
     batch = 2 * num_images * channels  # one pass per chunk, as compute_relevance batches them
     kw = dict(alpha=5.0, num_images=num_images, batch_size=batch)
     with torch.no_grad():
-        base = G.synthesis.w_to_s(GD._Sampler(G, 5, 0.7, None).ws(num_images))
+        base = G.synthesis.w_to_s(GD.statistics.LatentSampler(G, 5, 0.7, None).ws(num_images))
         first = layers[0]
         sl = slice(offsets[first.name], offsets[first.name] + first.channels)
         for _ in range(3):  # warm-up: first-touch allocations and kernel selection (slow for the first passes)
-            GD._relevance_rows(renderer, clip, base, None, 0, first.name, range(channels), stats.mean[sl],
+            GD.render.relevance_rows(renderer, clip, base, None, 0, first.name, range(channels), stats.mean[sl],
                                stats.std[sl], use_prefix=False, **kw)
 
         # The reference renders one image per forward pass (manipulate.py GenerateImg), then encodes them all.
@@ -199,7 +199,7 @@ def bench_precompute(res: int, device: torch.device, num_images: int, channels: 
             for _ in range(repeats):
                 _sync(device)
                 t0 = time.perf_counter()
-                GD._relevance_rows(renderer, clip, base, None, 0, first.name, range(channels), stats.mean[sl],
+                GD.render.relevance_rows(renderer, clip, base, None, 0, first.name, range(channels), stats.mean[sl],
                                    stats.std[sl], alpha=5.0, num_images=num_images, batch_size=render_batch,
                                    use_prefix=False)
                 _sync(device)
@@ -221,7 +221,7 @@ def bench_precompute(res: int, device: torch.device, num_images: int, channels: 
             for mode, use_prefix in (("prefix", True), ("plain", False)) * repeats:  # interleaved, best of
                 _sync(device)
                 t0 = time.perf_counter()
-                out = GD._relevance_rows(renderer, clip, base, prefix, stage, layer.name, chans, stats.mean[sl],
+                out = GD.render.relevance_rows(renderer, clip, base, prefix, stage, layer.name, chans, stats.mean[sl],
                                          stats.std[sl], use_prefix=use_prefix, **kw)
                 _sync(device)
                 timed[mode] = min(timed.get(mode, math.inf), (time.perf_counter() - t0) / channels)
@@ -235,7 +235,7 @@ def bench_precompute(res: int, device: torch.device, num_images: int, channels: 
                   f"|diff| {agree:.1e}", flush=True)
     scale = 100 / num_images  # renders and encodes grow linearly with the images per channel
     sampled = {r["layer"] for r in rows}
-    all_layers = GD._reference_layers(G)
+    all_layers = GD.directions.reference_layers(G)
     total_prefix = sum(r["prefix_s_per_channel"] * r["channels"] for r in rows) * scale
     total_plain = sum(r["plain_s_per_channel"] * r["channels"] for r in rows) * scale
     return {"resolution": res, "num_images_timed": num_images, "channels_timed_per_layer": channels, "repeats": repeats,

@@ -13,7 +13,7 @@ our side only. Prints s/step per method and the ratio NVIDIA/ours.
 
 `--lpips-curve` measures quality per step instead (the issue's "a default recipe that reaches the reference's
 1000-step LPIPS in fewer steps"): it runs the NVIDIA projector recipe for `--reference-steps` (1000) and our default
-recipe (`core.invert.DEFAULT_METHOD`) for its default steps, evaluating LPIPS-VGG (at 256 px, as the report does)
+recipe (`core.edits.inversion.DEFAULT_METHOD`) for its default steps, evaluating LPIPS-VGG (at 256 px, as the report does)
 of what each would return if stopped, every `--eval-every` steps, and prints the step at which ours first reaches
 the reference's final LPIPS. Meaningful only with real data:
 
@@ -43,7 +43,7 @@ for p in (str(REPO), str(REPO / "bench")):
         sys.path.insert(0, p)
 
 import core  # noqa: E402
-from core import invert as I  # noqa: E402
+from core.edits import inversion as I  # noqa: E402
 from core.losses import perceptual as P  # noqa: E402
 
 import bench_generator as BG  # noqa: E402

@@ -28,8 +28,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import core  # noqa: E402
-from core import mapper as M  # noqa: E402
-from core.clip import random_clip  # noqa: E402
+from core.edits import latent_mapper as M  # noqa: E402
+from core.models.clip import random_clip  # noqa: E402
 
 
 def config_f(resolution: int) -> core.GeneratorConfig:

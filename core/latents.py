@@ -19,7 +19,7 @@ from .log import logger
 from .networks import Generator
 
 SPACES = ("z", "w", "w+")                  # spaces latents are sampled in
-LATENT_SPACES = SPACES + ("s",)            # plus StyleSpace S, made by S-space edits (see core.sspace)
+LATENT_SPACES = SPACES + ("s",)            # plus StyleSpace S, made by S-space edits (see core.networks.style_space)
 SEED_MODES = ("nvidia", "torch")
 INTERPOLATION_METHODS = ("auto", "lerp", "slerp")
 STYLE_MIX_PRESETS = ("coarse", "middle", "fine")
@@ -42,7 +42,7 @@ class GeneratorRef:
     w_dim: int
     num_ws: int
     c_dim: int
-    s_dim: int = 0                         # S channels (core.sspace); 0 in files written before S latents
+    s_dim: int = 0                         # S channels (core.networks.style_space); 0 in files written before S latents
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -53,7 +53,7 @@ class Latent:
     """A batch of latents in one space, tied to the generator that defines it.
 
     tensor: z `[N, z_dim]`, w `[N, w_dim]`, w+ `[N, num_ws, w_dim]`, or s `[N, s_dim]` (StyleSpace: every
-        layer's style in `core.sspace.flatten_s` order, as `G.synthesis.w_to_s` makes it), float32.
+        layer's style in `core.networks.style_space.flatten_s` order, as `G.synthesis.w_to_s` makes it), float32.
     c: labels `[N, c_dim]` for conditional generators (used when mapping z), else None.
     truncation_psi / truncation_cutoff: applied when a z latent is mapped.
     """
@@ -90,7 +90,7 @@ class Latent:
 
 def generator_ref(G: Generator) -> GeneratorRef:
     """The identity of `G` that latents carry (computed once and cached on `G.info`)."""
-    from .sspace import s_channel_count
+    from .networks.style_space import s_channel_count
 
     fp = G.info.extra.get("_fingerprint")
     if fp is None:
@@ -225,7 +225,7 @@ def latent_to_styles(G: Generator, latent: Latent) -> dict[str, torch.Tensor]:
     """S `{layer name: [N, channels]}` float32 on G's device (`G.synthesis.w_to_s` order) for any latent."""
     check_compatible(latent, G)
     if latent.space == "s":
-        from .sspace import unflatten_s
+        from .networks.style_space import unflatten_s
 
         return unflatten_s(G, latent.tensor.to(device=G.w_avg.device, dtype=torch.float32))
     with torch.no_grad():
@@ -234,7 +234,7 @@ def latent_to_styles(G: Generator, latent: Latent) -> dict[str, torch.Tensor]:
 
 def styles_to_latent(G: Generator, styles: Union[dict, torch.Tensor], c: Optional[torch.Tensor] = None) -> Latent:
     """An s latent (on CPU) from S of `G`: a complete `w_to_s` dict or its flat `[N, s_dim]` form."""
-    from .sspace import flatten_s, s_layout
+    from .networks.style_space import flatten_s, s_layout
 
     if isinstance(styles, dict):
         G.synthesis.check_styles(styles, complete=True)
@@ -285,7 +285,7 @@ def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_
             chunk = ws[start:start + chunk_size]
             kwargs = dict(noise_mode=noise_mode, generator=gen, force_fp32=force_fp32)
             if latent.space == "s":
-                from .sspace import unflatten_s
+                from .networks.style_space import unflatten_s
 
                 out.append(G.synthesis.from_s(unflatten_s(G, chunk), **kwargs).cpu())
             else:

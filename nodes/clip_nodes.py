@@ -7,8 +7,8 @@ import threading
 
 import torch
 
-from ..core import clip as C
-from ..core import styleclip as SC
+from ..core.models import clip as C
+from ..core.edits import clip_optimize as SC
 from . import comfy_env
 from .convert import generator_to_comfy, to_pil
 from .types import ARCFACE, CATEGORY_ROOT, CLIP, GENERATOR, LATENT

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..core import global_directions as GD
+from ..core.edits import global_directions as GD
 from ..core import latents as L
 from . import comfy_env
 from .types import CATEGORY_ROOT, CLIP, DIRECTIONS, GENERATOR, LATENT

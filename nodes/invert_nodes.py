@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from ..core import deltas as D
-from ..core import invert as I
+from ..core.edits import inversion as I
 from ..core.log import logger
 from . import comfy_env
 from .convert import comfy_to_generator, generator_to_comfy, to_pil

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..core import latents as L
-from ..core import mapper as M
+from ..core.edits import latent_mapper as M
 from ..core.log import logger
 from . import comfy_env
 from .clip_nodes import check_arcface_device

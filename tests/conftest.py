@@ -51,8 +51,8 @@ def register_tiny_clip(tmp_path_factory, name: str, cfg: dict) -> None:
 
 
 def tiny_clip(tmp_path_factory, name: str, cfg: dict, seed: int = 0):
-    """A `core.clip.ClipModel` of the tiny architecture `cfg` with seeded random weights."""
-    from core.clip import random_clip
+    """A `core.models.clip.ClipModel` of the tiny architecture `cfg` with seeded random weights."""
+    from core.models.clip import random_clip
 
     register_tiny_clip(tmp_path_factory, name, cfg)
     return random_clip(name, seed=seed)

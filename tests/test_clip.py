@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 open_clip = pytest.importorskip("open_clip")
 
-from core import clip as C  # noqa: E402
+from core.models import clip as C  # noqa: E402
 from core.errors import CheckpointError, MissingDependencyError, MissingWeightsError  # noqa: E402
 
 TINY = "SGS-Tiny-CLIP"
@@ -259,8 +259,8 @@ def test_download_when_online(tiny, tiny_tag, tmp_path, monkeypatch):
 
 
 def test_core_imports_without_open_clip(monkeypatch):
-    code = "import sys; import core.clip; assert 'open_clip' not in sys.modules, 'imported eagerly'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(C.Path(C.__file__).parents[1]))
+    code = "import sys; import core.models.clip; assert 'open_clip' not in sys.modules, 'imported eagerly'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(C.Path(C.__file__).parents[2]))
     monkeypatch.setitem(sys.modules, "open_clip", None)
     with pytest.raises(MissingDependencyError, match="pip install open_clip_torch"):
         C.load_clip(TINY)

@@ -11,7 +11,7 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
-from core import clip as C  # noqa: E402
+from core.models import clip as C  # noqa: E402
 from conftest import register_tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-ClipNodes-Tiny"
@@ -28,7 +28,7 @@ def tiny_config(tmp_path_factory):
 @pytest.fixture()
 def mods(pack, monkeypatch):
     """The pack's clip_nodes and comfy_env modules, with the Hugging Face Hub unreachable (no test downloads)."""
-    pack_clip = sys.modules[f"{pack.__name__}.core.clip"]
+    pack_clip = sys.modules[f"{pack.__name__}.core.models.clip"]
     for mod in (C, pack_clip):
         monkeypatch.setattr(mod, "_hub_reachable", lambda timeout=3.0: False)
         mod.clear_clip_cache()

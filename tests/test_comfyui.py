@@ -191,7 +191,7 @@ def write_random_clip(folder, arch: str, tag: str) -> None:
     for with `tag` in 'auto' mode; no CLIP weights can be downloaded here."""
     from safetensors.torch import save_file
 
-    from core import clip as C
+    from core.models import clip as C
 
     path = folder / f"{arch}-{tag}.safetensors"
     if not path.exists():

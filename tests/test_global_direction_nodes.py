@@ -13,7 +13,7 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
-from core.sspace import s_channel_count  # noqa: E402
+from core.networks.style_space import s_channel_count  # noqa: E402
 from conftest import tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-GDNodes-Tiny"
@@ -90,12 +90,12 @@ def test_cancelled_precompute_resumes_where_it_stopped(pack, env, clip, monkeypa
     monkeypatch.setattr(mod.comfy_env, "throw_if_interrupted", interrupt)
     with pytest.raises(Interrupted):
         node.compute(G, clip, **SETTINGS)
-    partial = pack.core.global_directions.load_directions(next(ckpt.parent.glob("*.global-directions-*")), G)
+    partial = pack.core.edits.global_directions.load_directions(next(ckpt.parent.glob("*.global-directions-*")), G)
     assert 0 < partial.num_done < reference.num_done
     monkeypatch.setattr(mod.comfy_env, "throw_if_interrupted", lambda: None)
     measured = []
-    real = mod.GD._relevance_rows
-    monkeypatch.setattr(mod.GD, "_relevance_rows", lambda *a, **k: measured.append(len(a[6])) or real(*a, **k))
+    real = mod.GD.relevance.relevance_rows
+    monkeypatch.setattr(mod.GD.relevance, "relevance_rows", lambda *a, **k: measured.append(len(a[6])) or real(*a, **k))
     resumed, _ = node.compute(G, clip, **SETTINGS)["result"]
     assert torch.equal(resumed.relevance, reference.relevance)
     assert sum(measured) == reference.num_done - partial.num_done  # exactly the channels left

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
-from core import clip as C  # noqa: E402
-from core import global_directions as GD  # noqa: E402
-from core.sspace import flatten_s, s_channel_count, s_layout  # noqa: E402
+from core.models import clip as C  # noqa: E402
+from core.edits import global_directions as GD  # noqa: E402
+from core.networks.style_space import flatten_s, s_channel_count, s_layout  # noqa: E402
 from conftest import tiny_clip, tiny_config, tiny_generator  # noqa: E402
 
 TINY = "SGS-GlobalDirections-Tiny"
@@ -119,7 +119,7 @@ def test_relevance_is_deterministic_for_a_seed(G2, clip, stats, directions):
 def test_prefix_cache_equals_the_plain_render(G2, G3):
     for G, layer_names in ((G2, ["b4.conv1", "b8.conv1", "b16.torgb", "b32.conv0", "b32.conv1"]),
                            (G3, ["input", "L0_36_32", "L7_52_32", "L13_32_16"])):
-        r = GD._Renderer(G.synthesis, G.img_resolution)
+        r = GD.render.Renderer(G.synthesis, G.img_resolution)
         base = G.synthesis.w_to_s(G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(1)), None))
         prefix, at = None, 0
         for name in layer_names:
@@ -127,14 +127,14 @@ def test_prefix_cache_equals_the_plain_render(G2, G3):
             prefix, at = r.run(base, prefix, at, stage), stage
             # Same batch as the cached prefix: the very same computation, bit for bit.
             idx, chans, values = torch.arange(3), torch.tensor([0, 3, 1]), torch.tensor([3.0, -2.0, 0.5])
-            cached = GD._perturbed_renders(r, base, prefix, stage, name, chans, values, idx)
-            plain = GD._perturbed_renders(r, base, None, stage, name, chans, values, idx, use_prefix=False)
+            cached = GD.render.perturbed_renders(r, base, prefix, stage, name, chans, values, idx)
+            plain = GD.render.perturbed_renders(r, base, None, stage, name, chans, values, idx, use_prefix=False)
             assert torch.equal(cached, plain), name
             # Another batch size: equal up to float rounding (the plain render itself changes that much with N).
             idx, chans = torch.tensor([2, 0, 1, 2, 0]), torch.tensor([0, 1, 3, 3, 2])
             values = torch.tensor([3.0, -2.0, 0.5, 4.0, -1.0])
-            cached = GD._perturbed_renders(r, base, prefix, stage, name, chans, values, idx)
-            plain = GD._perturbed_renders(r, base, None, stage, name, chans, values, idx, use_prefix=False)
+            cached = GD.render.perturbed_renders(r, base, prefix, stage, name, chans, values, idx)
+            plain = GD.render.perturbed_renders(r, base, None, stage, name, chans, values, idx, use_prefix=False)
             torch.testing.assert_close(cached, plain, atol=2e-5, rtol=1e-5)
             # ... and the plain path is the public renderer with that channel changed.
             styles = {k: v[idx].clone() for k, v in base.items()}
@@ -152,7 +152,7 @@ def test_stylegan3_defaults_skip_input_and_torgb(G3, clip):
     # normalised row with them; every other row must agree. (Here one channel of the 16 does that.)
     rows_close = torch.isclose(d.relevance, plain.relevance, atol=1e-5, rtol=1e-5).all(dim=1)
     assert int((~rows_close).sum()) <= 1, (~rows_close).nonzero().flatten().tolist()
-    assert [layer.name for layer in GD._reference_layers(G3)] == [n for n in G3.synthesis.layer_names[:-1]]
+    assert [layer.name for layer in GD.directions.reference_layers(G3)] == [n for n in G3.synthesis.layer_names[:-1]]
 
 
 def test_cancel_leaves_a_checkpoint_and_resume_equals_an_uninterrupted_run(G2, clip, stats, tmp_path):
@@ -207,7 +207,7 @@ def test_low_resolution_render_measures_only_earlier_layers(G2, clip, stats):
 
 
 def test_out_of_memory_retries_with_smaller_passes(G2, clip, stats, monkeypatch, caplog):
-    render = GD._perturbed_renders
+    render = GD.render.perturbed_renders
     sizes = []
 
     def limited(renderer, base, prefix, stage, layer, channels, values, image_idx, **kw):
@@ -216,7 +216,7 @@ def test_out_of_memory_retries_with_smaller_passes(G2, clip, stats, monkeypatch,
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return render(renderer, base, prefix, stage, layer, channels, values, image_idx, **kw)
 
-    monkeypatch.setattr(GD, "_perturbed_renders", limited)
+    monkeypatch.setattr(GD.render, "perturbed_renders", limited)
     d = GD.compute_relevance(G2, clip, stats, layers=["b4.conv1"], num_images=N_IMAGES, batch_size=32)
     assert sizes[:3] == [32, 16, 8] and set(sizes[2:]) == {8}  # halved twice, then kept for the rest of the run
     assert d.num_done == 32 and "out of memory" in caplog.text
@@ -272,7 +272,7 @@ def test_edit_thresholds_and_strength(G2, clip, directions):
     torch.testing.assert_close(other - s, expected2.expand_as(s), atol=1e-5, rtol=1e-5)
     assert torch.equal(GD.global_direction_edit(s, directions, dt, alpha=5.0, beta=beta)[0], out)
     # The edited S renders (and the input is untouched).
-    assert G2.synthesis.from_s(core.sspace.unflatten_s(G2, out)).shape == (3, 3, 32, 32)
+    assert G2.synthesis.from_s(core.networks.style_space.unflatten_s(G2, out)).shape == (3, 3, 32, 32)
 
 
 def test_edit_rejects_wrong_shapes(G2, directions):
@@ -347,9 +347,9 @@ def test_reference_fs3_and_s_mean_std(G2, clip, tmp_path):
 def test_fs3_of_layers_up_to_128px_is_accepted(tmp_path):
     # A 256 px generator: SingleChannel.py as published measures only the conv layers up to 128 px.
     G = core.build_generator(tiny_config("stylegan2", img_resolution=256, synthesis={"channel_max": 8}), seed=0)
-    low = [layer for layer in GD._reference_layers(G) if not layer.name.startswith("b256")]
+    low = [layer for layer in GD.directions.reference_layers(G) if not layer.name.startswith("b256")]
     assert GD.reference_layer_names(G, GD.REFERENCE_MAX_LAYER_RESOLUTION) == [layer.name for layer in low]
-    rows, all_rows = sum(layer.channels for layer in low), sum(layer.channels for layer in GD._reference_layers(G))
+    rows, all_rows = sum(layer.channels for layer in low), sum(layer.channels for layer in GD.directions.reference_layers(G))
     write_s_mean_std(tmp_path / "S_mean_std", G)
     np.save(tmp_path / "fs3.npy", np.ones([rows, 16], np.float32))
     d = GD.load_reference_fs3(tmp_path / "fs3.npy", G, s_mean_std=tmp_path / "S_mean_std")
@@ -378,14 +378,14 @@ def test_s_mean_std_pickle_is_read_safely(G2, tmp_path):
 def test_prefix_out_of_memory_falls_back_to_full_renders(G2, clip, stats, monkeypatch, caplog):
     kw = dict(layers=["b8.conv1", "b16.conv0"], num_images=N_IMAGES, batch_size=16)
     plain = GD.compute_relevance(G2, clip, stats, **kw, prefix_cache=False)
-    real = GD._Renderer.run
+    real = GD.render.Renderer.run
 
     def run(self, styles, state, start, stop=None):
         if stop is not None and stop >= 2:  # the prefix before the second layer does not fit
-            raise GD._OOM("CUDA out of memory (simulated)")
+            raise GD.render.OOM_ERRORS("CUDA out of memory (simulated)")
         return real(self, styles, state, start, stop)
 
-    monkeypatch.setattr(GD._Renderer, "run", run)
+    monkeypatch.setattr(GD.render.Renderer, "run", run)
     with caplog.at_level("WARNING", logger="stylegan_studio"):
         d = GD.compute_relevance(G2, clip, stats, **kw)
     assert "not enough memory to cache the renders before b16.conv0" in caplog.text

@@ -12,7 +12,7 @@ import torch
 
 import core
 from core import deltas as D
-from core import invert as I
+from core.edits import inversion as I
 from conftest import tiny_generator
 
 P = pytest.importorskip("core.losses.perceptual")

@@ -8,7 +8,7 @@ import torch
 
 import core
 from core import latents as L
-import core.sspace  # noqa: F401  (core.sspace.* below)
+import core.networks.style_space  # noqa: F401  (core.networks.style_space.* below)
 from conftest import tiny_generator
 
 
@@ -229,10 +229,10 @@ def test_s_latent_renders_like_its_w(arch, tmp_path):
     G = tiny_generator(arch)
     lat = L.sample_latents(G, [1, 2, 3], space="w+", truncation_psi=0.7)
     s = L.convert_latent(G, lat, "s")
-    assert s.space == "s" and s.tensor.shape == (3, core.sspace.s_channel_count(G)) and s.generator.s_dim > 0
+    assert s.space == "s" and s.tensor.shape == (3, core.networks.style_space.s_channel_count(G)) and s.generator.s_dim > 0
     torch.testing.assert_close(L.synthesize(G, s, chunk_size=2), L.synthesize(G, lat), atol=1e-5, rtol=0)
     styles = L.latent_to_styles(G, s)
-    assert list(styles) == [layer.name for layer in core.sspace.s_layout(G)]
+    assert list(styles) == [layer.name for layer in core.networks.style_space.s_layout(G)]
     # Round trip through a file keeps space and channel count.
     back = L.load_latent(L.save_latent(s, tmp_path / "s.safetensors"))
     assert back.space == "s" and back.generator == s.generator and torch.equal(back.tensor, s.tensor)
@@ -278,4 +278,4 @@ def test_old_latent_files_without_s_dim_still_load(G2, tmp_path):
     lat = L.load_latent(path)
     assert lat.generator.s_dim == 0
     L.check_compatible(lat, G2)
-    assert L.convert_latent(G2, lat, "s").generator.s_dim == core.sspace.s_channel_count(G2)
+    assert L.convert_latent(G2, lat, "s").generator.s_dim == core.networks.style_space.s_channel_count(G2)

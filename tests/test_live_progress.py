@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from core import invert as I
+from core.edits import inversion as I
 
 P = pytest.importorskip("core.losses.perceptual")
 

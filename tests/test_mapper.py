@@ -14,7 +14,7 @@ import torch.nn.functional as F
 open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
-from core import mapper as M  # noqa: E402
+from core.edits import latent_mapper as M  # noqa: E402
 from conftest import tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-Mapper-Tiny"

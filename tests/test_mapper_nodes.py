@@ -113,7 +113,7 @@ def test_train_node_errors(pack, env, clip):
 
 def test_apply_refuses_s_latents_and_other_generators(pack, env):
     mod, G = env
-    mapper = pack.core.mapper.LatentMapper(G.w_dim, G.num_ws)
+    mapper = pack.core.edits.latent_mapper.LatentMapper(G.w_dim, G.num_ws)
     mapper.info.text = "t"
     apply = pack.NODE_CLASS_MAPPINGS["SGS_ApplyLatentMapper"]()
     s = pack.core.convert_latent(G, pack.core.sample_latents(G, [1], space="w"), "s")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import core
-from core.sspace import flatten_s, s_channel_count, s_layout, unflatten_s
+from core.networks.style_space import flatten_s, s_channel_count, s_layout, unflatten_s
 from conftest import tiny_generator
 
 VARIANTS = {

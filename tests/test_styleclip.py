@@ -10,8 +10,8 @@ import torch
 open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
-from core import styleclip as S  # noqa: E402
-from core.sspace import s_channel_count  # noqa: E402
+from core.edits import clip_optimize as S  # noqa: E402
+from core.networks.style_space import s_channel_count  # noqa: E402
 from conftest import tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-StyleCLIP-Tiny"

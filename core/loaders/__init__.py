@@ -122,7 +122,7 @@ def _load_pickle(path: Path, network: str) -> Generator:
     return G
 
 
-def _torch_load(path: Path):
+def read_torch_file(path: Path):
     import argparse
 
     what = str(path)
@@ -146,7 +146,7 @@ def _torch_load(path: Path):
 
 
 def _load_torch_zip(path: Path) -> Generator:
-    G, has_avg = generator_from_rosinality(_torch_load(path), str(path))
+    G, has_avg = generator_from_rosinality(read_torch_file(path), str(path))
     G.info = GeneratorInfo(source_format="rosinality-pt")
     if not has_avg:
         logger.warning("%s has no latent_avg; estimating w_avg from 10,000 mapped samples", path)

@@ -22,9 +22,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from .invert import projector_lr
-from .errors import LatentError
-from .latents import Latent, latent_to_styles, latent_to_ws, styles_to_latent
+from .inversion import projector_lr
+from ..errors import LatentError
+from ..latents import Latent, latent_to_styles, latent_to_ws, styles_to_latent
 
 SPACES = ("w+", "s")
 
@@ -95,7 +95,7 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
         raise ValueError(f"num_steps must be >= 1 and lr > 0, got {config.num_steps} and {config.lr}")
     if config.id_lambda > 0 and id_loss is None:
         raise ValueError("id_lambda > 0 needs an identity loss (load ArcFace)")
-    from .invert import _ready_for_autograd
+    from .inversion import _ready_for_autograd
 
     if latent.space == "s" and config.space != "s":
         raise LatentError("an S (StyleSpace) latent can only be optimised in S: choose space 's'")

@@ -50,10 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import CheckpointError, LatentError
-from .latents import GeneratorRef, Latent, generator_ref as _generator_ref, latent_to_ws
-from .log import logger
-from .networks.layers import FullyConnectedLayer, normalize_2nd_moment
+from ..errors import CheckpointError, LatentError
+from ..latents import GeneratorRef, Latent, generator_ref as _generator_ref, latent_to_ws
+from ..log import logger
+from ..networks.layers import FullyConnectedLayer, normalize_2nd_moment
 
 PathLike = Union[str, Path]
 
@@ -614,7 +614,7 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
     Args:
         G: the generator (any num_ws; never modified, used under `torch.inference_mode()` too).
         clip: has `encode_image(images [-1, 1], normalize=..., resample=...) -> normalised [N, D]`
-            (differentiable), e.g. `core.clip.ClipModel`; it may sit on another device than G.
+            (differentiable), e.g. `core.models.clip.ClipModel`; it may sit on another device than G.
         text_embedding: `[D]` or `[1, D]` (normalised here). The reference encodes the bare prompt,
             `clip.encode_text(prompt)`, without templates.
         config: hyperparameters (`MapperConfig`; the reference's by default).
@@ -641,7 +641,7 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
                          f"ArcFace) or set id_lambda to 0 (for generators that do not make faces)")
     if int(checkpoint_every) < 1 or int(preview_every) < 1:
         raise ValueError(f"checkpoint_every and preview_every must be >= 1, got {checkpoint_every}, {preview_every}")
-    from .invert import _ready_for_autograd
+    from .inversion import _ready_for_autograd
 
     path = None if checkpoint_path is None else Path(checkpoint_path)
     t0 = time.perf_counter()
@@ -787,12 +787,12 @@ def load_reference_mapper(path: PathLike) -> LatentMapper:
     (over the layer axis, pixel_norm='layers'), so it edits exactly as the reference's `inference.py` does. The
     file's generator can be loaded on its own with Load StyleGAN (the same file).
     """
-    from .loaders import _torch_load
+    from ..loaders import read_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"latent mapper not found: {path}")
-    data = _torch_load(path)
+    data = read_torch_file(path)
     try:
         return _reference_mapper_from(data, path)
     except CheckpointError:

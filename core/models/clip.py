@@ -20,9 +20,9 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .errors import CheckpointError, MissingDependencyError, MissingWeightsError
-from .log import logger
-from .losses.perceptual import _find
+from ..errors import CheckpointError, MissingDependencyError, MissingWeightsError
+from ..log import logger
+from ..losses.perceptual import _find
 
 PathLike = Union[str, Path]
 

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .deltas import WeightDelta, clone_generator, compute_weight_delta
-from .errors import LatentError
-from .latents import Latent, generator_ref
-from .log import logger
-from .networks import Generator
+from ..deltas import WeightDelta, clone_generator, compute_weight_delta
+from ..errors import LatentError
+from ..latents import Latent, generator_ref
+from ..log import logger
+from ..networks import Generator
 
 METHODS = ("image2stylegan", "projector", "ii2s", "pti")
 DEFAULT_METHOD = "ii2s"
@@ -510,7 +510,7 @@ def _perceptual_nets(method: str, given: Optional[Mapping[str, nn.Module]], devi
     nets = dict(given or {})
     for name in PERCEPTUAL_NEEDS[method]:
         if name not in nets:
-            from .losses import perceptual as P
+            from ..losses import perceptual as P
 
             if name == "vgg16_features":
                 nets[name] = P.load_vgg16_features()
@@ -533,7 +533,7 @@ def _initial_ws(G: Generator, n: int, cfg: InversionConfig, init_latent: Optiona
             raise LatentError("start the inversion from a w or w+ latent, not z")
         if init_latent.batch_size not in (1, n):
             raise LatentError(f"init latent has {init_latent.batch_size} entries for {n} images")
-        from .latents import latent_to_ws
+        from ..latents import latent_to_ws
 
         ws = latent_to_ws(G, init_latent).detach().to(device).expand(n, -1, -1).clone()
         return ws[:, :1].clone() if cfg.space == "w" else ws
