@@ -404,7 +404,7 @@ def read_reference_s_mean_std(path: PathLike, G: Generator) -> tuple[torch.Tenso
     The pickle is read with our restricted unpickler (core.loaders.safe_pickle): only numpy arrays are
     rebuilt and anything else (code, arbitrary classes) is refused with UnsafeCheckpointError before it runs.
     """
-    from .loaders.safe_pickle import restricted_load
+    from ...loaders.safe_pickle import restricted_load
 
     path = Path(path)
     if not path.is_file():
