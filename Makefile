@@ -1,4 +1,4 @@
-# Entry points: `make demo`, `make test` (everything, what CI runs) and `make test-fast`. Both create .venv on first use.
+# Entry points: `make demo`, `make test` (everything, what CI runs) and `make test-fast`; each creates .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
