@@ -537,7 +537,8 @@ def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Te
         synth = G.synthesis(ws, noise_mode=cfg.noise_mode, noise=noise or None,
                             generator=gen if cfg.noise_mode == "random" else None)
         total, terms = loss_fn(synth, ws, noise)
-        # The message counts from 0 here (tests/test_invert.py matches "diverged at step 0" for the first step).
+        # This message alone still counts from 0, as before the shared record (tests/test_invert.py matches
+        # "diverged at step 0" for the first step); the record and every other message count from 1.
         check_finite(total, terms, step=step, what="the inversion", hint=f"lower the learning rate (was {cfg.lr})")
         descend(opt, total)
         if noise:
@@ -579,7 +580,7 @@ def _tune_generator(G: Generator, ws: torch.Tensor, images: torch.Tensor, mask: 
         lp = alex(fit, images).flatten()
         total = (cfg.tune_mse_weight * mse + cfg.tune_lpips_weight * lp).sum()
         terms = {"mse": mse.detach().sum(), "lpips_alex": lp.detach().sum()}
-        check_finite(total, terms, step=step, what="PTI tuning", hint=f"lower tune_lr (was {cfg.tune_lr})")
+        check_finite(total, terms, step=step0 + step + 1, what="PTI tuning", hint=f"lower tune_lr (was {cfg.tune_lr})")
         record = loss_values(terms, total)
         history.append(record)
         done = bool((lp <= cfg.tune_lpips_stop).all())  # the reference stops once LPIPS is low enough
