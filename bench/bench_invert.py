@@ -45,6 +45,7 @@ for p in (str(REPO), str(REPO / "bench")):
 import core  # noqa: E402
 from core.edits import inversion as I  # noqa: E402
 from core.losses import perceptual as P  # noqa: E402
+from core.optimize import StepProgress  # noqa: E402
 
 import bench_generator as BG  # noqa: E402
 
@@ -133,11 +134,12 @@ def _curve(G, target, method: str, steps: int, nets, prior, eval_net, every: int
     points = []
     small_target = I.downsample_to(target)
 
-    def cb(p: I.InversionProgress) -> None:
-        if p.ws is None or not (p.step % every == 0 or p.step == p.total):
-            return
+    def cb(p: StepProgress) -> None:
+        if "ws" not in p.params or not (p.step % every == 0 or p.step == p.total):
+            return  # PTI's tuning steps carry no latent
+        noise = {k[len("noise/"):]: v for k, v in p.params.items() if k.startswith("noise/")}
         with torch.no_grad():
-            img = G.synthesis(p.ws, noise_mode="const", noise=p.noise or None)
+            img = G.synthesis(p.params["ws"], noise_mode="const", noise=noise or None)
             points.append((p.step, float(eval_net(I.downsample_to(img), small_target).mean())))
 
     I.invert_image(G, target, method=method, num_steps=steps, perceptual=nets, prior=prior, callback=cb)

@@ -161,8 +161,8 @@ def test_cancel_leaves_a_checkpoint_and_resume_equals_an_uninterrupted_run(G2, c
     ckpt = tmp_path / "gd.safetensors"
     calls = []
 
-    def cancel_after_five(done, total):
-        calls.append((done, total))
+    def cancel_after_five(p):
+        calls.append((p.step, p.total))
         if len(calls) == 6:  # the start, then five chunks
             raise KeyboardInterrupt("stop")
 
@@ -175,7 +175,7 @@ def test_cancel_leaves_a_checkpoint_and_resume_equals_an_uninterrupted_run(G2, c
     # Resume from the file (saving after every chunk this time), then from a state object.
     seen = []
     resumed = GD.compute_relevance(G2, clip, None, checkpoint=ckpt, checkpoint_interval=0,
-                                   callback=lambda d, t: seen.append(d), **kw)
+                                   callback=lambda p: seen.append(p.step), **kw)
     assert seen[0] == 10 and seen[-1] == 64 and len(seen) == 1 + 27
     assert torch.equal(resumed.relevance, full.relevance) and torch.equal(resumed.done, full.done)
     assert torch.equal(GD.load_directions(ckpt).relevance, full.relevance)

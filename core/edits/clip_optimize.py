@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from .inversion import projector_lr
 from ..errors import LatentError
 from ..latents import Latent, latent_to_styles, latent_to_ws, styles_to_latent
+from ..losses.clip import clip_directional_loss, clip_global_loss, text_direction
+from ..optimize import (ProgressCallback, StepProgress, autograd_ready, check_finite, descend, loss_values,
+                        projector_lr, set_lr, trainable)
 
 SPACES = ("w+", "s")
 
@@ -47,12 +49,7 @@ class CLIPOptimizeConfig:
 DEFAULTS = CLIPOptimizeConfig()
 
 
-@dataclass
-class CLIPOptimizeProgress:
-    step: int
-    total: int
-    losses: dict[str, float]
-    image: torch.Tensor                      # [N, 3, R, R] in [-1, 1], detached
+CLIPOptimizeProgress = StepProgress  # the record's name before the shared harness (core.optimize)
 
 
 @dataclass
@@ -73,13 +70,9 @@ class CLIPOptimizeResult:
         return "\n".join(lines)
 
 
-def _ready(t: torch.Tensor) -> torch.Tensor:
-    return t.clone() if t.is_inference() else t
-
-
 def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
                   config: CLIPOptimizeConfig = DEFAULTS, neutral_embedding: Optional[torch.Tensor] = None,
-                  id_loss=None, callback: Optional[Callable[[CLIPOptimizeProgress], None]] = None) -> CLIPOptimizeResult:
+                  id_loss=None, callback: Optional[ProgressCallback] = None) -> CLIPOptimizeResult:
     """Optimise `latent` (any batch) toward `text_embedding` ([D] or [1, D], normalised).
 
     In W+ (`config.space` 'w+') the latent may be z, w or w+ and the result is w+; in S ('s') it may also be an
@@ -88,6 +81,10 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
     `clip` has `encode_image(images [-1, 1]) -> normalised [N, D]` (differentiable); `id_loss`, needed when
     `config.id_lambda > 0`, is called as `id_loss(images, reference_images) -> scalar`. The generator is not
     modified. Works under ComfyUI's inference mode.
+
+    `callback` receives a `StepProgress` after every step (phase 'clip'; `image` the current render, `params`
+    the latent after the step: 'ws' `[N, num_ws, w_dim]`, or 'styles/<layer>' for S-space runs); raise in it to
+    cancel (nothing is returned, G is unchanged).
     """
     if config.space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {config.space!r}")
@@ -95,19 +92,17 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
         raise ValueError(f"num_steps must be >= 1 and lr > 0, got {config.num_steps} and {config.lr}")
     if config.id_lambda > 0 and id_loss is None:
         raise ValueError("id_lambda > 0 needs an identity loss (load ArcFace)")
-    from .inversion import _ready_for_autograd
-
     if latent.space == "s" and config.space != "s":
         raise LatentError("an S (StyleSpace) latent can only be optimised in S: choose space 's'")
     t0 = time.perf_counter()
     with torch.inference_mode(False), torch.enable_grad():
-        work = _ready_for_autograd(G)
+        work = autograd_ready(G)
         device = work.w_avg.device
         if latent.space == "s":
-            s_start = {k: _ready(v.detach()).to(device).float().clone()
+            s_start = {k: autograd_ready(v.detach()).to(device).float().clone()
                        for k, v in latent_to_styles(work, latent).items()}
         else:
-            ws_start = _ready(latent_to_ws(work, latent).detach().to(device).float()).clone()
+            ws_start = autograd_ready(latent_to_ws(work, latent).detach().to(device).float()).clone()
             if config.space == "s":
                 with torch.no_grad():
                     s_start = {k: v.detach().clone() for k, v in work.synthesis.w_to_s(ws_start).items()}
@@ -115,7 +110,7 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
         def embed(images: torch.Tensor) -> torch.Tensor:  # CLIP may sit on another device than the generator
             return clip.encode_image(images, normalize=config.clip_normalize).to(device)
 
-        text = _ready(text_embedding.detach()).to(device).float().reshape(1, -1)
+        text = autograd_ready(text_embedding.detach()).to(device).float().reshape(1, -1)
         text = F.normalize(text, dim=-1)
         with torch.no_grad():
             start_images = (work.synthesis.from_s(s_start, noise_mode=config.noise_mode) if config.space == "s" else
@@ -123,20 +118,18 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
             start_emb = embed(start_images).detach()
         direction = None
         if neutral_embedding is not None:
-            neutral = F.normalize(_ready(neutral_embedding.detach()).to(device).float().reshape(1, -1), dim=-1)
-            direction = F.normalize(text - neutral, dim=-1)
+            neutral = F.normalize(autograd_ready(neutral_embedding.detach()).to(device).float().reshape(1, -1), dim=-1)
+            direction = text_direction(text, neutral)
         if config.space == "s":
-            params = {k: v.clone().requires_grad_(True) for k, v in s_start.items()}
+            params = {k: trainable(v) for k, v in s_start.items()}
             opt_list = list(params.values())
         else:
-            w_opt = ws_start.clone().requires_grad_(True)
+            w_opt = trainable(ws_start)
             opt_list = [w_opt]
         optimizer = torch.optim.Adam(opt_list, lr=config.lr)
         history: list[dict] = []
         for step in range(config.num_steps):
-            t = step / config.num_steps
-            for group in optimizer.param_groups:
-                group["lr"] = projector_lr(t, config.lr, config.lr_rampup, config.lr_rampdown)
+            set_lr(optimizer, projector_lr(step / config.num_steps, config.lr, config.lr_rampup, config.lr_rampdown))
             if config.space == "s":
                 images = work.synthesis.from_s(params, noise_mode=config.noise_mode)
                 l2 = sum(((params[k] - s_start[k]) ** 2).sum() for k in params)
@@ -145,24 +138,22 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
                 l2 = ((w_opt - ws_start) ** 2).sum()
             emb = embed(images)
             if direction is None:
-                clip_term = (1 - (emb * text).sum(-1)).mean()
+                clip_term = clip_global_loss(emb, text).mean()
             else:
-                clip_term = (1 - (F.normalize(emb - start_emb, dim=-1) * direction).sum(-1)).mean()
+                clip_term = clip_directional_loss(emb, start_emb, direction).mean()
             loss = clip_term + config.l2_lambda * l2
-            terms = {"clip": float(clip_term.detach()), "l2": float(l2.detach())}
+            terms = {"clip": clip_term, "l2": l2}
             if config.id_lambda > 0:
-                ident = id_loss(images, start_images)
-                loss = loss + config.id_lambda * ident
-                terms["id"] = float(ident.detach())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {float(loss)} at step {step + 1}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            terms["loss"] = float(loss.detach())
-            history.append(terms)
+                terms["id"] = id_loss(images, start_images)
+                loss = loss + config.id_lambda * terms["id"]
+            check_finite(loss, terms, step=step + 1, what="CLIP optimisation")
+            descend(optimizer, loss)
+            record = loss_values(terms, loss)
+            history.append(record)
             if callback is not None:
-                callback(CLIPOptimizeProgress(step + 1, config.num_steps, terms, images.detach()))
+                current = ({f"styles/{k}": v.detach().clone() for k, v in params.items()} if config.space == "s"
+                           else {"ws": w_opt.detach().clone()})
+                callback(StepProgress(step + 1, config.num_steps, "clip", record, images.detach(), current))
         with torch.no_grad():
             if config.space == "s":
                 styles = {k: v.detach() for k, v in params.items()}
@@ -171,8 +162,8 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
                 styles = None
                 ws_out = w_opt.detach()
                 final = work.synthesis(ws_out, noise_mode=config.noise_mode)
-            d_end = 1 - (embed(final) * text).sum(-1)
-            d_start = 1 - (start_emb * text).sum(-1)
+            d_end = clip_global_loss(embed(final), text)
+            d_start = clip_global_loss(start_emb, text)
     if styles is not None:
         out_latent = styles_to_latent(G, styles, c=latent.c)
     else:

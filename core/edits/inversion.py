@@ -5,7 +5,7 @@ then the generator's weights) so that `G` reproduces `target`. The input generat
 anything tuned lives in a copy and is also returned as a compact `WeightDelta`. Gradients are enabled
 inside, so it works under ComfyUI's `torch.inference_mode()`.
 
-References (numbers from the public code, see docs/methods.md of the project):
+References (the numbers are those of each method's public code):
 - Image2StyleGAN (Abdal et al. 2019): W+, Adam lr 0.01, MSE + Σ VGG16 feature MSE (conv1_1, conv1_2,
   conv3_2, conv4_2) on 256 px, initialised at the mean w.
 - NVIDIA projector (stylegan2-ada-pytorch `projector.py`): one w + all noise maps, LPIPS-VGG at 256 px,
@@ -19,7 +19,6 @@ References (numbers from the public code, see docs/methods.md of the project):
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,9 +31,12 @@ from torch import nn
 
 from ..deltas import WeightDelta, clone_generator, compute_weight_delta
 from ..errors import LatentError
+from ..files import read_safetensors, write_safetensors
 from ..latents import Latent, generator_ref
 from ..log import logger
 from ..networks import Generator
+from ..optimize import (ProgressCallback, StepProgress, autograd_ready, check_finite, descend, has_inference_tensors,
+                        loss_values, projector_lr, set_lr, trainable)
 
 METHODS = ("image2stylegan", "projector", "ii2s", "pti")
 DEFAULT_METHOD = "ii2s"
@@ -91,21 +93,7 @@ PERCEPTUAL_NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass
-class InversionProgress:
-    """What `callback` receives after each step. `image` is the current reconstruction `[N, 3, R, R]`
-    in [-1, 1] (detached, on G's device); `losses` the loss terms of this step."""
-
-    step: int                              # Steps done so far, over all phases.
-    total: int                             # Steps planned over all phases (early stops end sooner).
-    phase: str                             # 'latent' or 'tune' (PTI's second phase).
-    losses: dict[str, float]
-    image: torch.Tensor
-    # Latent phase only: the latent after this step's update, ws `[N, num_ws, w_dim]`, and the optimised noise
-    # maps {layer: [1, 1, r, r]} (empty unless the method optimises them); detached copies. Rendering them with
-    # noise_mode 'const' gives what the inversion would return if it stopped here (e.g. for LPIPS-per-step curves).
-    ws: Optional[torch.Tensor] = None
-    noise: Optional[dict[str, torch.Tensor]] = None
+InversionProgress = StepProgress  # the record's name before the shared harness (core.optimize)
 
 
 @dataclass
@@ -282,30 +270,23 @@ def compute_w_prior(G: Generator, num_samples: int = 1_000_000, *, seed: int = 0
                   generator_ref(G).fingerprint)
 
 
-def save_w_prior(prior: WPrior, path: Union[str, Path]) -> Path:
-    from safetensors.torch import save_file
+PRIOR_FORMAT = "stylegan-studio-w-prior"
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"mean": prior.mean, "components": prior.components, "stdev": prior.stdev}, str(tmp),
-              metadata={"format": "stylegan-studio-w-prior", "num_samples": str(prior.num_samples),
-                        "fingerprint": prior.fingerprint})
-    tmp.replace(path)
-    return path
+
+def save_w_prior(prior: WPrior, path: Union[str, Path]) -> Path:
+    """Cache `prior` at `path` (safetensors, atomic), tagged with the generator's fingerprint."""
+    return write_safetensors(path, {"mean": prior.mean, "components": prior.components, "stdev": prior.stdev},
+                             format=PRIOR_FORMAT,
+                             metadata={"num_samples": str(prior.num_samples), "fingerprint": prior.fingerprint})
 
 
 def load_w_prior(path: Union[str, Path], G: Optional[Generator] = None) -> Optional[WPrior]:
     """The prior cached at `path`, or None when it is missing, unreadable or made for another generator."""
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path)
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        t = load_file(str(path))
+        t, meta = read_safetensors(path, what="II2S prior cache")
         prior = WPrior(t["mean"], t["components"], t["stdev"], int(meta.get("num_samples", 0)),
                        meta.get("fingerprint", ""))
     except Exception as e:  # noqa: BLE001 - a damaged cache is recomputed, never fatal
@@ -335,25 +316,6 @@ def noise_regularizer(noise: Mapping[str, torch.Tensor]) -> torch.Tensor:
                 break
             x = F.avg_pool2d(x, kernel_size=2)
     return reg
-
-
-def projector_lr(t: float, lr: float, rampup: float, rampdown: float) -> float:
-    """NVIDIA projector's schedule at progress t in [0, 1)."""
-    ramp = min(1.0, (1.0 - t) / rampdown)
-    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
-    return lr * ramp * min(1.0, t / rampup)
-
-
-def _ready_for_autograd(module: Optional[nn.Module]) -> Optional[nn.Module]:
-    """`module`, or a copy of it when it holds inference-mode tensors (which backward cannot use)."""
-    if module is None:
-        return None
-    if any(t.is_inference() for t in list(module.parameters()) + list(module.buffers())):
-        import copy
-
-        with torch.inference_mode(False):
-            module = copy.deepcopy(module)
-    return module
 
 
 class _Loss:
@@ -419,7 +381,7 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
                  mask: Optional[torch.Tensor] = None, perceptual: Optional[Mapping[str, nn.Module]] = None,
                  prior: Optional[WPrior] = None, init_latent: Optional[Latent] = None,
                  tune_steps: Optional[int] = None, seed: int = 0,
-                 callback: Optional[Callable[[InversionProgress], None]] = None,
+                 callback: Optional[ProgressCallback] = None,
                  config: Optional[InversionConfig] = None, delta_dtype: str = "float16") -> InversionResult:
     """Invert `target` into `G`'s latent space.
 
@@ -436,7 +398,11 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
         prior: II2S prior; computed from G (10⁶ samples) when missing — pass a cached one.
         init_latent: start from this w / w+ latent instead of the mean w.
         seed: seeds the projector's initial noise maps, its latent noise and II2S's random noise.
-        callback: called with an `InversionProgress` after every step; raise in it to cancel (G stays untouched).
+        callback: called with a `StepProgress` after every step (phase 'latent', then 'tune' for PTI; `image` the
+            current reconstruction; in the latent phase `params` holds the latent after the step, 'ws'
+            `[N, num_ws, w_dim]`, and the optimised noise maps 'noise/<layer>' `[1, 1, r, r]`: rendering them with
+            noise_mode 'const' gives what the inversion would return if it stopped there); raise in it to cancel
+            (G stays untouched, nothing is returned).
         config: a full `InversionConfig` (overrides `method`'s defaults entirely).
         delta_dtype: storage dtype of the returned `WeightDelta`.
 
@@ -465,11 +431,11 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
         if cfg.prior_weight and prior is None:
             notes.append("II2S prior computed from the generator (pass a cached prior to skip this)")
             prior = compute_w_prior(G, seed=seed)
-        if prior is not None and any(t.is_inference() for t in (prior.mean, prior.components, prior.stdev)):
-            prior = replace(prior, mean=prior.mean.clone(), components=prior.components.clone(),
-                            stdev=prior.stdev.clone())  # made under inference mode: autograd cannot save them
+        if prior is not None:  # made under inference mode, its tensors could not be saved for backward
+            prior = replace(prior, mean=autograd_ready(prior.mean), components=autograd_ready(prior.components),
+                            stdev=autograd_ready(prior.stdev))
         keep_noise = cfg.optimize_noise and cfg.keep_noise and not cfg.tune_steps
-        work = clone_generator(G) if (keep_noise or cfg.tune_steps or _has_inference_tensors(G)) else G
+        work = clone_generator(G) if (keep_noise or cfg.tune_steps or has_inference_tensors(G)) else G
         state = _optimise_latent(work, images, mask_t, cfg, nets, prior, init_latent, seed, callback,
                                  cfg.num_steps + cfg.tune_steps)
         ws, history = state["ws"], state["history"]
@@ -502,10 +468,6 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
                            history=history, notes=notes)
 
 
-def _has_inference_tensors(G: nn.Module) -> bool:
-    return any(t.is_inference() for t in list(G.parameters()) + list(G.buffers()))
-
-
 def _perceptual_nets(method: str, given: Optional[Mapping[str, nn.Module]], device) -> dict[str, nn.Module]:
     nets = dict(given or {})
     for name in PERCEPTUAL_NEEDS[method]:
@@ -518,7 +480,7 @@ def _perceptual_nets(method: str, given: Optional[Mapping[str, nn.Module]], devi
                 nets[name] = P.load_lpips("vgg" if name == "lpips_vgg" else "alex")
     out = {}
     for name, net in nets.items():
-        net = _ready_for_autograd(net).to(device).eval()
+        net = autograd_ready(net).to(device).eval()
         net.requires_grad_(False)
         out[name] = net
     return out
@@ -550,14 +512,14 @@ def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Te
     w_avg, w_std = (G.w_avg.detach().float(), 0.0)
     if cfg.w_noise_factor or cfg.init == "w_avg_sampled":
         w_avg, w_std = w_stats(G, cfg.w_avg_samples)
-    w_opt = _initial_ws(G, n, cfg, init_latent, w_avg).detach().requires_grad_(True)
+    w_opt = trainable(_initial_ws(G, n, cfg, init_latent, w_avg))
     params = [w_opt]
     noise: dict[str, torch.Tensor] = {}
     if cfg.optimize_noise:
         for name in G.synthesis.noise_layer_names:
             r = G.synthesis.get_submodule(name).resolution
             # One map per layer shared by the batch, so the tuned generator can hold it.
-            noise[name] = torch.randn([1, 1, r, r], generator=gen, device=device).requires_grad_(True)
+            noise[name] = trainable(torch.randn([1, 1, r, r], generator=gen, device=device))
         params += list(noise.values())
     opt = torch.optim.Adam(params, betas=(0.9, 0.999), lr=cfg.lr)
     loss_fn = _Loss(cfg, images, mask, nets, prior)
@@ -566,8 +528,7 @@ def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Te
     for step in range(cfg.num_steps):
         t = step / max(1, cfg.num_steps)
         if cfg.lr_schedule == "projector":
-            for group in opt.param_groups:
-                group["lr"] = projector_lr(t, cfg.lr, cfg.lr_rampup, cfg.lr_rampdown)
+            set_lr(opt, projector_lr(t, cfg.lr, cfg.lr_rampup, cfg.lr_rampdown))
         w_in = w_opt
         if cfg.w_noise_factor:
             scale = w_std * cfg.w_noise_factor * max(0.0, 1.0 - t / cfg.w_noise_ramp) ** 2
@@ -576,24 +537,21 @@ def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Te
         synth = G.synthesis(ws, noise_mode=cfg.noise_mode, noise=noise or None,
                             generator=gen if cfg.noise_mode == "random" else None)
         total, terms = loss_fn(synth, ws, noise)
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"the inversion diverged at step {step} (loss {float(total.detach())}); lower the "
-                                     f"learning rate (was {cfg.lr})")
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        # This message alone still counts from 0, as before the shared record (tests/test_invert.py matches
+        # "diverged at step 0" for the first step); the record and every other message count from 1.
+        check_finite(total, terms, step=step, what="the inversion", hint=f"lower the learning rate (was {cfg.lr})")
+        descend(opt, total)
         if noise:
             with torch.no_grad():  # projector: keep every noise map zero-mean, unit-variance
                 for v in noise.values():
                     v -= v.mean()
                     v *= v.square().mean().rsqrt()
-        record = {k: float(v.detach()) for k, v in terms.items()}
-        record["loss"] = float(total.detach())
+        record = loss_values(terms, total)
         history.append(record)
         if callback is not None:
-            current = (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach().clone()
-            callback(InversionProgress(step + 1, total_steps, "latent", record, synth.detach(), current,
-                                       {k: v.detach().clone() for k, v in noise.items()}))
+            params = {"ws": (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach().clone()}
+            params.update({f"noise/{k}": v.detach().clone() for k, v in noise.items()})
+            callback(StepProgress(step + 1, total_steps, "latent", record, synth.detach(), params))
     ws = (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach()
     return {"ws": ws.clone(), "noise": {k: v.detach() for k, v in noise.items()}, "history": history}
 
@@ -621,17 +579,15 @@ def _tune_generator(G: Generator, ws: torch.Tensor, images: torch.Tensor, mask: 
         mse = (fit - images).square().flatten(1).mean(1)
         lp = alex(fit, images).flatten()
         total = (cfg.tune_mse_weight * mse + cfg.tune_lpips_weight * lp).sum()
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"PTI tuning diverged at step {step}; lower tune_lr (was {cfg.tune_lr})")
-        record = {"mse": float(mse.detach().sum()), "lpips_alex": float(lp.detach().sum()), "loss": float(total.detach())}
+        terms = {"mse": mse.detach().sum(), "lpips_alex": lp.detach().sum()}
+        check_finite(total, terms, step=step0 + step + 1, what="PTI tuning", hint=f"lower tune_lr (was {cfg.tune_lr})")
+        record = loss_values(terms, total)
         history.append(record)
-        if bool((lp <= cfg.tune_lpips_stop).all()):  # the reference stops once LPIPS is low enough
-            if callback is not None:
-                callback(InversionProgress(step0 + step + 1, total_steps, "tune", record, synth.detach()))
-            break
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        done = bool((lp <= cfg.tune_lpips_stop).all())  # the reference stops once LPIPS is low enough
+        if not done:
+            descend(opt, total)
         if callback is not None:
-            callback(InversionProgress(step0 + step + 1, total_steps, "tune", record, synth.detach()))
+            callback(StepProgress(step0 + step + 1, total_steps, "tune", record, synth.detach()))
+        if done:
+            break
     G.synthesis.requires_grad_(False)

@@ -24,10 +24,10 @@ embeddings (core.losses.arcface). Ranger (RAdam + Lookahead + gradient centralis
 The reference's default training set is e4e inversions of CelebA-HQ; without them it maps 5000 z with ψ = 0.7,
 which is what this module samples when no latents are given (`MapperConfig.num_train_latents`, `truncation_psi`).
 
-Checkpoints and cancelling: with `checkpoint_path`, `train_latent_mapper` writes the mapper, the optimiser state
-(RAdam moments and step, Lookahead's slow weights and step), the step and the loss history every
-`checkpoint_every` steps and after the last one, as safetensors + JSON metadata, atomically (tmp + rename). A
-callback that raises (ComfyUI's stop button) makes it write a checkpoint at the step just completed before the
+Checkpoints and cancelling (`core.optimize.Checkpoint`): with `checkpoint_path`, `train_latent_mapper` writes the
+mapper, the optimiser state (RAdam moments and step, Lookahead's slow weights and step), the step and the loss
+history every `checkpoint_every` steps and after the last one, as safetensors + JSON metadata, atomically
+(`core.files`). A callback that raises (ComfyUI's stop button) makes it write a checkpoint at the step just completed before the
 exception propagates, so no completed step is lost. There is no random-generator state to store: the data order
 is a pure function of (seed, epoch) and the initial weights of (seed, group), so a resumed run repeats an
 uninterrupted one bit for bit. A checkpoint from a different run (other settings, prompt, training latents,
@@ -40,20 +40,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Union
+from typing import Iterable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, LatentError
+from ..files import meta_json, read_safetensors, write_safetensors
 from ..latents import GeneratorRef, Latent, generator_ref as _generator_ref, latent_to_ws
 from ..log import logger
+from ..losses.clip import clip_global_loss
 from ..networks.layers import FullyConnectedLayer, normalize_2nd_moment
+from ..optimize import (Checkpoint, ProgressCallback, StepProgress, autograd_ready, check_finite, descend,
+                        loss_values, signature_diff)
 
 PathLike = Union[str, Path]
 
@@ -374,14 +377,16 @@ def reference_clip_pool(images: torch.Tensor) -> torch.Tensor:
 # Training
 
 
-@dataclass
-class MapperProgress:
-    step: int                                # steps completed, 1..total
-    total: int
-    losses: dict[str, float]                 # this step's terms: 'clip', 'l2', 'id' (those in use) and 'loss'
-    image: Optional[torch.Tensor] = None     # every preview_every steps: [1, 3, R, R] in [-1, 1], the first
-                                             # training latent edited by the current mapper; else None
-    original: Optional[torch.Tensor] = None  # with image: that latent unedited
+class MapperProgress(StepProgress):
+    """The shared `StepProgress` (phase 'train'; `losses`: 'id', 'clip', 'l2' (those in use) and 'loss'). Every
+    `preview_every` steps `image` is the first training latent edited by the current mapper `[1, 3, R, R]` in
+    [-1, 1] and `reference` that latent unedited; else both are None. `params` is empty (the mapper's weights are
+    in the checkpoint)."""
+
+    @property
+    def original(self) -> Optional[torch.Tensor]:
+        """`reference`, under the name it had before the shared record."""
+        return self.reference
 
 
 @dataclass
@@ -424,10 +429,6 @@ class _BatchOrder:
         return self.perm[b * self.batch_size:(b + 1) * self.batch_size]
 
 
-def _ready(t: torch.Tensor) -> torch.Tensor:
-    return t.clone() if t.is_inference() else t
-
-
 def _check_config(config: MapperConfig) -> None:
     if config.num_steps < 1 or config.batch_size < 1 or config.num_train_latents < 1:
         raise ValueError(f"num_steps, batch_size and num_train_latents must be >= 1, got {config.num_steps}, "
@@ -457,9 +458,9 @@ def _training_ws(G, latents, config: MapperConfig, seed: int, device) -> torch.T
             return G.mapping(z.to(device), None, truncation_psi=config.truncation_psi)[:, 0].contiguous()
     if isinstance(latents, Latent):
         with torch.no_grad():
-            t = _ready(latent_to_ws(G, latents).detach())
+            t = autograd_ready(latent_to_ws(G, latents).detach())
     elif isinstance(latents, torch.Tensor):
-        t = _ready(latents.detach())
+        t = autograd_ready(latents.detach())
         if t.ndim == 2 and t.shape[1] == G.w_dim or t.ndim == 3 and tuple(t.shape[1:]) == (G.num_ws, G.w_dim):
             pass
         else:
@@ -537,56 +538,29 @@ def _load_optimizer(optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> 
         inner.load_state_dict(sd)
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)  # a reader never sees a half-written file under the real name
-
-
-def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), meta
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-
-
 def _save_checkpoint(path: Path, mapper: LatentMapper, optimizer, step: int, history: list[dict],
                      keys: list[str], signature: dict) -> None:
     tensors = {f"mapper.{k}": v.detach().cpu().contiguous() for k, v in mapper.state_dict().items()}
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     tensors.update(opt_tensors)
     tensors["history"] = torch.tensor([[h[k] for k in keys] for h in history], dtype=torch.float64).reshape(-1, len(keys))
-    meta = {"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, "step": str(step),
-            "signature": json.dumps(signature), "optimizer": json.dumps(opt_meta), "history_keys": json.dumps(keys),
-            "architecture": json.dumps(mapper.architecture())}
-    _atomic_save(tensors, path, meta)
+    write_safetensors(path, tensors, format=CHECKPOINT_FORMAT,
+                      metadata={"version": FORMAT_VERSION, "step": str(step), "signature": signature,
+                                "optimizer": opt_meta, "history_keys": keys, "architecture": mapper.architecture()})
 
 
 def _load_checkpoint(path: Path, mapper: LatentMapper, optimizer, signature: dict) -> tuple[int, list[dict]]:
-    tensors, meta = _read_safetensors(path, "mapper checkpoint")
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a latent-mapper training checkpoint (format {meta.get('format')!r})")
-    try:
-        saved = json.loads(meta["signature"])
-        step = int(meta["step"])
-        keys = json.loads(meta["history_keys"])
-        opt_meta = json.loads(meta["optimizer"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: damaged checkpoint metadata ({e})") from e
+    what, hint = "latent-mapper training checkpoint", "delete it, or start over (resume=False)"
+    tensors, meta = read_safetensors(path, what=what, format=CHECKPOINT_FORMAT, hint=hint)
+    saved = meta_json(meta, "signature", path, what)
+    step = meta_json(meta, "step", path, what)
+    keys = meta_json(meta, "history_keys", path, what)
+    opt_meta = meta_json(meta, "optimizer", path, what)
+    if not (isinstance(saved, dict) and isinstance(step, int) and isinstance(keys, list) and isinstance(opt_meta, dict)):
+        raise CheckpointError(f"{path}: damaged checkpoint metadata (signature, step, history_keys or optimizer "
+                              f"of the wrong type); {hint}")
     if saved != signature:
-        diff = sorted({f"config.{k}" for k in set(saved.get("config", {})) | set(signature["config"])
-                       if saved.get("config", {}).get(k) != signature["config"].get(k)}
-                      | {k for k in set(saved) | set(signature) if k != "config" and saved.get(k) != signature.get(k)})
+        diff = signature_diff(saved, signature)
         hint = (" (sampled latents and text embeddings also differ slightly when the generator or CLIP moved to "
                 "another device)" if {"latents", "text"} & set(diff) else "")
         raise ValueError(f"{path} is the checkpoint of a different training run (differs in: {', '.join(diff)})"
@@ -607,7 +581,7 @@ def _load_checkpoint(path: Path, mapper: LatentMapper, optimizer, signature: dic
 def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: MapperConfig = DEFAULTS,
                         latents: Optional[Union[torch.Tensor, Latent]] = None, id_loss=None,
                         checkpoint_path: Optional[PathLike] = None, checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-                        resume: bool = True, callback: Optional[Callable[[MapperProgress], None]] = None,
+                        resume: bool = True, callback: Optional[ProgressCallback] = None,
                         preview_every: int = DEFAULT_PREVIEW_EVERY, seed: int = 0) -> MapperTrainResult:
     """Train a latent mapper for one text (StyleCLIP sec. 5; loss eq. 3, see the module docstring).
 
@@ -641,18 +615,16 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
                          f"ArcFace) or set id_lambda to 0 (for generators that do not make faces)")
     if int(checkpoint_every) < 1 or int(preview_every) < 1:
         raise ValueError(f"checkpoint_every and preview_every must be >= 1, got {checkpoint_every}, {preview_every}")
-    from .inversion import _ready_for_autograd
-
     path = None if checkpoint_path is None else Path(checkpoint_path)
     t0 = time.perf_counter()
     with torch.inference_mode(False), torch.enable_grad():
-        work = _ready_for_autograd(G)  # a copy only when G holds inference-mode tensors
+        work = autograd_ready(G)  # a copy only when G holds inference-mode tensors
         device = work.w_avg.device
         train = _training_ws(work, latents, config, seed, device)
         if text_embedding.ndim not in (1, 2) or (text_embedding.ndim == 2 and text_embedding.shape[0] != 1):
             raise ValueError(f"text_embedding must be one embedding [D] or [1, D], got {list(text_embedding.shape)}: "
                              f"a mapper learns one text")
-        text = F.normalize(_ready(text_embedding.detach()).to(device).float().reshape(1, -1), dim=-1)
+        text = F.normalize(autograd_ready(text_embedding.detach()).to(device).float().reshape(1, -1), dim=-1)
         batch_size = min(config.batch_size, len(train))
         if batch_size < config.batch_size:
             logger.info("latent mapper: %d training latents, batches of %d instead of %d", len(train), batch_size,
@@ -689,38 +661,31 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
 
         order = _BatchOrder(len(train), batch_size, seed)
         preview_ws, preview_original = as_ws(train[:1]), None
-        saved_at = start
+        ckpt = Checkpoint(path, lambda p: _save_checkpoint(p, mapper, optimizer, ckpt.step, history, keys, signature),
+                          start=start, every_steps=checkpoint_every, what="latent mapper")
         for step in range(start, config.num_steps):
             w = as_ws(train[order.indices(step).to(device)])
             w_hat = w + RESIDUAL_SCALE * mapper(w)
             x_hat = render(w_hat, step)
-            terms: dict[str, float] = {}
+            terms: dict[str, torch.Tensor] = {}
             loss = torch.zeros((), device=device)
             # The reference's order of terms (coach.py calc_loss): ID, CLIP, latent L2.
             if config.id_lambda > 0:
                 with torch.no_grad():  # the unedited images: only the identity term needs them
                     x = render(w, step)
-                ident = id_loss(x_hat, x)
-                loss = loss + config.id_lambda * ident
-                terms["id"] = float(ident.detach())
+                terms["id"] = id_loss(x_hat, x)
+                loss = loss + config.id_lambda * terms["id"]
             if config.clip_lambda > 0:
-                clip_term = (1 - (embed(x_hat) * text).sum(-1)).mean()
-                loss = loss + config.clip_lambda * clip_term
-                terms["clip"] = float(clip_term.detach())
-            l2 = F.mse_loss(w_hat, w)
-            loss = loss + config.l2_lambda * l2
-            terms["l2"] = float(l2.detach())
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss became {float(loss)} at step {step + 1}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=params)  # gradients for the mapper only: nothing is accumulated on G
-            optimizer.step()
-            terms["loss"] = float(loss.detach())
-            history.append(terms)
+                terms["clip"] = clip_global_loss(embed(x_hat), text).mean()
+                loss = loss + config.clip_lambda * terms["clip"]
+            terms["l2"] = F.mse_loss(w_hat, w)
+            loss = loss + config.l2_lambda * terms["l2"]
+            check_finite(loss, terms, step=step + 1, what="latent mapper training")
+            descend(optimizer, loss, inputs=params)  # gradients for the mapper only: nothing is accumulated on G
+            record = loss_values(terms, loss)
+            history.append(record)
             done = step + 1
-            if path is not None and (done % checkpoint_every == 0 or done == config.num_steps):
-                _save_checkpoint(path, mapper, optimizer, done, history, keys, signature)
-                saved_at = done
+            ckpt.completed(done, final=done == config.num_steps)
             if callback is None:
                 continue
             image = original = None
@@ -730,12 +695,8 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
                         preview_original = render(preview_ws, -1).detach()
                     image = render(mapper.apply(preview_ws), -1).detach()
                     original = preview_original
-            try:
-                callback(MapperProgress(done, config.num_steps, terms, image, original))
-            except BaseException:
-                if path is not None and saved_at != done:  # cancelled: keep every completed step
-                    _save_checkpoint(path, mapper, optimizer, done, history, keys, signature)
-                raise
+            with ckpt.on_interrupt():  # cancelled: keep every completed step
+                callback(MapperProgress(done, config.num_steps, "train", record, image, reference=original))
     mapper.eval().requires_grad_(False)
     mapper.info = MapperInfo(generator=_generator_ref(G), config=config)
     return MapperTrainResult(mapper, history, time.perf_counter() - t0, start, config)
@@ -765,13 +726,10 @@ def save_mapper(mapper: LatentMapper, path: PathLike, *, generator_ref: Union[Ge
         raise ValueError(f"the mapper edits {mapper.num_ws} x {mapper.w_dim} latents but {ref.name} has "
                          f"{ref.num_ws} x {ref.w_dim}: pass the generator it was trained with")
     config = config if config is not None else mapper.info.config
-    meta = {"format": MAPPER_FORMAT, "version": FORMAT_VERSION, "architecture": json.dumps(mapper.architecture()),
-            "generator": json.dumps(ref.to_dict()), "text": str(text or mapper.info.text),
-            "config": json.dumps(None if config is None else dataclasses.asdict(config))}
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in mapper.state_dict().items()}
-    path = Path(path)
-    _atomic_save(tensors, path, meta)
-    return path
+    meta = {"version": FORMAT_VERSION, "architecture": mapper.architecture(), "generator": ref.to_dict(),
+            "text": str(text or mapper.info.text), "config": None if config is None else dataclasses.asdict(config)}
+    tensors = {k: v.detach().to("cpu", torch.float32) for k, v in mapper.state_dict().items()}
+    return write_safetensors(path, tensors, format=MAPPER_FORMAT, metadata=meta)
 
 
 REFERENCE_GROUP_NAMES = {"coarse": "course_mapping", "medium": "medium_mapping", "fine": "fine_mapping"}  # sic
@@ -863,10 +821,8 @@ def load_mapper(path: PathLike, G=None) -> LatentMapper:
     path = Path(path)
     if path.suffix.lower() in (".pt", ".pth"):
         return _fit_to_generator(load_reference_mapper(path), path, G)
-    tensors, meta = _read_safetensors(path, "latent mapper")
-    if meta.get("format") != MAPPER_FORMAT:
-        raise CheckpointError(f"{path}: not a StyleGAN Studio latent mapper (format {meta.get('format')!r}); expected "
-                              f"a file written by save_mapper / Save Latent Mapper")
+    tensors, meta = read_safetensors(path, what="latent mapper", format=MAPPER_FORMAT,
+                                     hint="use a file written by save_mapper / Save Latent Mapper")
     try:
         arch = json.loads(meta["architecture"])
         ref_data = json.loads(meta.get("generator", "null"))

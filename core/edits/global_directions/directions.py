@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +14,14 @@ import torch
 
 from ...models.clip import IMAGENET_TEMPLATES
 from ...errors import CheckpointError, StyleGANStudioError, UnsafeCheckpointError
+from ...files import meta_json, read_safetensors, write_safetensors
 from ...latents import generator_ref
 from ...log import logger
 from ...networks import Generator
 from ...networks.style_space import SLayer, s_layout
 
 PathLike = Union[str, Path]
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]  # callback(done, total) of the statistics (a count, not an optimiser)
 
 FILE_FORMAT = "stylegan-studio-global-directions"
 FILE_VERSION = "1"
@@ -227,6 +227,12 @@ class GlobalDirections:
             self._tables[key] = tables
         return tables
 
+    def set_rows(self, rows: slice, relevance: torch.Tensor) -> None:
+        """Store measured relevance rows `[len, D]` for channels `rows` and mark them done (while computing; the
+        cached edit tables are dropped)."""
+        self.relevance[rows] = relevance
+        self.done[rows] = True
+        self._tables.clear()
 
     def channel_scores(self, delta_t: torch.Tensor, device=None) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(r `[K]` = relevance·Δt/|Δt| of the measured channels, |r| `[K]`, max |r|) on `device`. The last Δt's
@@ -279,19 +285,15 @@ def _check_generator(directions: GlobalDirections, G: Generator, *, strict: bool
 
 
 def save_directions(directions: GlobalDirections, path: PathLike) -> Path:
-    """Write `directions` to `path` as .safetensors, atomically (a temporary file, then `os.replace`), so an
-    interrupted write never leaves a broken file. Only measured relevance rows are stored."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `directions` to `path` as .safetensors, atomically (`core.files`), so an interrupted write never
+    leaves a broken file. Only measured relevance rows are stored."""
     idx = directions.done.nonzero().squeeze(1)
     tensors = {"mean": directions.stats.mean.detach().cpu().float().contiguous(),
                "std": directions.stats.std.detach().cpu().float().contiguous(),
                "rows": idx.cpu().to(torch.int64).contiguous(),
                "relevance": directions.relevance.index_select(0, idx).detach().cpu().float().contiguous()}
     stats = directions.stats
-    meta = {"format": FILE_FORMAT, "version": FILE_VERSION, "source": directions.source,
+    meta = {"version": FILE_VERSION, "source": directions.source,
             "fingerprint": stats.fingerprint, "generator_name": directions.generator_name,
             "layers": json.dumps([[name, ch] for name, ch in directions.layers]),
             "embed_dim": str(directions.embed_dim), "clip_name": directions.clip_name,
@@ -301,14 +303,7 @@ def save_directions(directions: GlobalDirections, path: PathLike) -> Path:
             "num_samples": str(stats.num_samples), "truncation_psi": repr(float(stats.truncation_psi)),
             "truncation_cutoff": "" if stats.truncation_cutoff is None else str(stats.truncation_cutoff),
             "stats_seed": str(stats.seed)}
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_safetensors(path, tensors, format=FILE_FORMAT, metadata=meta)
 
 
 def load_directions(path: PathLike, G: Optional[Generator] = None, clip=None, *,
@@ -320,25 +315,19 @@ def load_directions(path: PathLike, G: Optional[Generator] = None, clip=None, *,
     files, its architecture). Raises FileNotFoundError, CheckpointError (unreadable / not such a file) or
     DirectionsError (made for another generator or CLIP), each saying what to do.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"global directions file {path} does not exist; compute it with compute_relevance "
                                 f"(or convert StyleCLIP's fs3.npy with load_reference_fs3 + save_directions)")
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        t = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - any failure to read means a damaged or foreign file
-        raise CheckpointError(f"{path}: cannot read global directions ({type(e).__name__}: {e}); delete it and "
-                              f"compute them again") from e
+        t, meta = read_safetensors(path, what="global directions file")
+    except CheckpointError as e:
+        raise CheckpointError(f"cannot read global directions: {e}; delete it and compute them again") from e
     if meta.get("format") != FILE_FORMAT:
         raise CheckpointError(f"{path}: not a global directions file (format {meta.get('format')!r}, expected "
                               f"{FILE_FORMAT!r})")
     try:
-        layers = tuple((str(name), int(ch)) for name, ch in json.loads(meta["layers"]))
+        layers = tuple((str(name), int(ch)) for name, ch in meta_json(meta, "layers", path, "global directions"))
         c, dim = sum(ch for _, ch in layers), int(meta["embed_dim"])
         rows = t["rows"].long()
         relevance = torch.zeros([c, dim])
@@ -359,7 +348,9 @@ def load_directions(path: PathLike, G: Optional[Generator] = None, clip=None, *,
             source=meta.get("source", "computed"))
         if tuple(stats.mean.shape) != (c,) or tuple(stats.std.shape) != (c,):
             raise ValueError(f"statistics of shape {list(stats.mean.shape)} / {list(stats.std.shape)} for {c} channels")
-    except (KeyError, ValueError, IndexError, RuntimeError) as e:
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
         raise CheckpointError(f"{path}: damaged global directions file ({type(e).__name__}: {e}); delete it and "
                               f"compute them again") from e
     if G is not None:

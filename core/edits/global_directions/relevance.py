@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
@@ -14,7 +13,8 @@ from ...latents import generator_ref
 from ...log import logger
 from ...networks import Generator
 from ...networks.style_space import s_layout
-from .directions import (DEFAULTS, DirectionsError, GlobalDirections, PathLike, ProgressCallback, SStatistics,
+from ...optimize import Checkpoint, ProgressCallback, StepProgress
+from .directions import (DEFAULTS, DirectionsError, GlobalDirections, PathLike, SStatistics,
                          clip_fingerprint, layout_pairs, load_directions, reference_layers, save_directions)
 from .render import OOM_ERRORS, PassSize, Renderer, relevance_rows
 from .statistics import LatentSampler
@@ -87,11 +87,13 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
             lets CLIP's preprocessing resize to 224). A smaller block resolution (StyleGAN2 'skip' only) stops
             the synthesis there and encodes that block's skip image: an approximation, much faster on CPU, that
             can only measure layers up to that resolution (the default `layers` then are those).
-        callback: `callback(done, total)` (channels) at the start and after each chunk; raise to cancel.
+        callback: called with a `StepProgress` (phase 'relevance'; `step` / `total` count channels, no losses or
+            image) at the start (`step` = channels already done, 0 on a fresh run) and after each chunk; raise in
+            it to cancel (what was measured is saved to `checkpoint` first).
         state: an unfinished result to continue (its settings must match); not modified.
-        checkpoint: file to save progress to (every `checkpoint_interval` seconds, at the end, and when
-            interrupted, including by `callback` raising); when it exists and `state` is None, the run resumes
-            from it. Without it, an interrupted run's progress is lost.
+        checkpoint: file to save progress to (`core.optimize.Checkpoint`: every `checkpoint_interval` seconds, at
+            the end, and when interrupted, including by `callback` raising); when it exists and `state` is None,
+            the run resumes from it. Without it, an interrupted run's progress is lost.
         prefix_cache: reuse the render of the stages before each layer (bit-identical to the plain render for
             the same batch, equal up to float rounding otherwise, see the tests); False renders every image from
             scratch with `from_s`, as the reference does.
@@ -176,18 +178,17 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
     logger.info("global directions: %d channels in %d layers of %s, %d images each, %d renders per pass",
                 total, len(chosen), G.info.name, num_images, batch_size)
 
-    last_save = time.monotonic()
-    unsaved = False
     passes = PassSize(batch_size)
 
-    def save() -> None:
-        nonlocal last_save, unsaved
-        save_directions(result, checkpoint)
-        last_save, unsaved = time.monotonic(), False
-
-    try:
+    def report() -> None:
         if callback is not None:
-            callback(int(result.done[wanted_idx].sum()), total)
+            callback(StepProgress(int(result.done[wanted_idx].sum()), total, "relevance", {}))
+
+    # The checkpoint counts channels done: it is written every `checkpoint_interval` seconds and when interrupted.
+    ckpt = Checkpoint(checkpoint, lambda path: save_directions(result, path), start=int(result.done[wanted_idx].sum()),
+                      every_seconds=checkpoint_interval, what="global directions")
+    with ckpt.on_interrupt():
+        report()
         with torch.no_grad():
             base = dict(G.synthesis.w_to_s(LatentSampler(G, seed, stats.truncation_psi, stats.truncation_cutoff)
                                            .ws(num_images)))
@@ -218,26 +219,10 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
                                            mean[offset:offset + layer.channels], std[offset:offset + layer.channels],
                                            alpha=alpha, num_images=num_images, batch_size=passes,
                                            use_prefix=prefix_cache)
-                    sl = slice(offset + ch.start, offset + ch.stop)
-                    result.relevance[sl] = rows
-                    result.done[sl] = True
-                    result._tables.clear()
-                    unsaved = True
-                    if checkpoint is not None and time.monotonic() - last_save >= checkpoint_interval:
-                        save()
-                    if callback is not None:
-                        callback(int(result.done[wanted_idx].sum()), total)
-    except BaseException:
-        if checkpoint is not None and unsaved:
-            try:
-                save()  # keep what was measured, so the next call resumes from here
-                logger.info("global directions: interrupted; progress saved to %s (%d of %d channels)", checkpoint,
-                            int(result.done[wanted_idx].sum()), total)
-            except Exception as e:  # noqa: BLE001 - never hide why the run stopped behind a failed save
-                logger.warning("global directions: could not save progress to %s: %s", checkpoint, e)
-        raise
-    if checkpoint is not None and (unsaved or not checkpoint.is_file()):
-        save()
+                    result.set_rows(slice(offset + ch.start, offset + ch.stop), rows)
+                    ckpt.completed(int(result.done[wanted_idx].sum()))
+                    report()
+    ckpt.finish()
     return result
 
 
