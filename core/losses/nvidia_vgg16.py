@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError, UnsafeCheckpointError
-from .perceptual import _LPIPS_CHANNELS, LPIPS, load_backbone_state
+from .perceptual import LPIPS, LPIPS_CHANNELS, load_backbone_state
 
 PathLike = Union[str, Path]
 
@@ -101,7 +101,7 @@ def load_nvidia_vgg16(path: PathLike, *, check_hash: bool = True, device=None) -
         backbone[f"features.{idx}.weight"] = f"layers.conv{k}.weight"
         backbone[f"features.{idx}.bias"] = f"layers.conv{k}.bias"
         c_in = c_out
-    for k, c in enumerate(_LPIPS_CHANNELS["vgg"]):
+    for k, c in enumerate(LPIPS_CHANNELS["vgg"]):
         shapes[f"lpips{k}"] = (c, 1, 1)
         lin[f"lins.{k}.weight"] = f"lpips{k}"
     missing = [n for n in shapes if n not in tensors]
