@@ -247,6 +247,23 @@ def is_torchscript_archive(path: PathLike) -> bool:
         return False
 
 
+def refused_global(error: BaseException) -> Optional[str]:
+    """The line of a `torch.load(weights_only=True)` error that names a refused global, if there is one."""
+    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+    return lines[0] if lines else None
+
+
+def _load_error(e: BaseException) -> str:
+    """One line for why torch.load / safetensors refused a file (torch's own text suggests weights_only=False,
+    which would run the file's code: never repeat that)."""
+    refused = refused_global(e)
+    if refused is not None:
+        return (f"it holds Python objects, not only tensors ({refused.split('. ')[0]}); nothing from the file was "
+                f"executed")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}"
+
+
 def read_state_dict(path: PathLike, *, what: str = "weights", hint: str = "download it again") -> dict:
     """A state dict from a `.safetensors` file or a `torch.save` file read with `weights_only=True`: nothing in
     the file is executed, TorchScript archives are refused.
@@ -268,7 +285,7 @@ def read_state_dict(path: PathLike, *, what: str = "weights", hint: str = "downl
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read means a damaged, foreign or unsafe file
-        raise CheckpointError(_with_hint(f"{path}: cannot read {what} ({type(e).__name__}: {e})", hint)) from e
+        raise CheckpointError(_with_hint(f"{path}: cannot read {what} ({_load_error(e)})", hint)) from e
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     return state
@@ -384,6 +401,6 @@ def try_download(what: str, fetch: Callable[[], PathLike]) -> tuple[Optional[Pat
 
 
 __all__ = ["atomic_write", "clean_partials", "meta_field", "meta_json", "read_safetensors", "write_safetensors",
-           "TMP_SUFFIX", "weight_names", "find_weights", "read_state_dict", "is_torchscript_archive",
+           "TMP_SUFFIX", "weight_names", "refused_global", "find_weights", "read_state_dict", "is_torchscript_archive",
            "MissingWeights", "missing_weights_error", "download_url", "find_or_download", "hub_reachable",
            "HUB_UNREACHABLE", "check_hub_file", "download_from_hub", "try_download"]

@@ -20,12 +20,12 @@ import torch
 
 from ..config import GeneratorConfig
 from ..errors import CheckpointError, UnsafeCheckpointError
-from ..files import meta_field, read_safetensors, write_safetensors
+from ..files import meta_field, read_safetensors, refused_global, write_safetensors
 from ..log import logger
 from ..networks import PRECISIONS, Generator, GeneratorInfo
 from .nvidia import generator_from_nvidia, generator_from_tf, select_network
 from .rosinality import generator_from_rosinality
-from .safe_pickle import PersistentObject, refused_global, restricted_load
+from .safe_pickle import PersistentObject, restricted_load
 
 PathLike = Union[str, os.PathLike]
 
@@ -104,10 +104,10 @@ def _load_pickle(path: Path, network: str) -> Generator:
     # MemoryError, a bad storage record as AssertionError inside torch); all mean "damaged file".
     except (EOFError, pickle.UnpicklingError, struct.error, ValueError, TypeError, IndexError, KeyError,
             AttributeError, OverflowError, MemoryError, AssertionError) as e:
-        if isinstance(e, UnsafeCheckpointError) and what not in str(e):
-            raise UnsafeCheckpointError(f"{what}: {e}") from e
-        if isinstance(e, CheckpointError):
-            raise
+        if isinstance(e, CheckpointError):  # UnsafeCheckpointError included: name the file if it is not named
+            if what in str(e):
+                raise
+            raise type(e)(f"{what}: {e}") from e
         raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: {e}); "
                               f"download it again") from e
     except RuntimeError as e:  # torch failed on an embedded tensor record
@@ -123,6 +123,9 @@ def _load_pickle(path: Path, network: str) -> Generator:
 
 
 def read_torch_file(path: Path):
+    """A `torch.save` checkpoint (rosinality, pSp, e4e) read with `weights_only=True`, allowing only the
+    `argparse.Namespace` those files carry besides tensors; CheckpointError / UnsafeCheckpointError naming the
+    file otherwise (`core.files.read_state_dict` is the reader for plain state dicts)."""
     import argparse
 
     what = str(path)
@@ -218,4 +221,4 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, network: str = "G_ema") 
     return save_generator(G, dst)
 
 
-__all__ = ["load_generator", "save_generator", "convert_checkpoint", "compute_w_avg", "sniff_format"]
+__all__ = ["load_generator", "save_generator", "convert_checkpoint", "compute_w_avg", "sniff_format", "read_torch_file"]
