@@ -129,6 +129,6 @@ def load_weight_delta(path: Union[str, Path]) -> WeightDelta:
     """
     path = Path(path)
     tensors, meta = read_safetensors(path, what="weight delta", format=DELTA_FORMAT, hint=DELTA_HINT)
-    base = meta_field(meta, "base", path, "weight delta", parse=GeneratorRef.from_json)
-    extra = meta_field(meta, "metadata", path, "weight delta", parse=_json_object, default={})
+    base = meta_field(meta, "base", path, "weight delta", parse=GeneratorRef.from_json, hint=DELTA_HINT)
+    extra = meta_field(meta, "metadata", path, "weight delta", parse=_json_object, default={}, hint=DELTA_HINT)
     return WeightDelta(tensors, base, meta.get("kind", "pti"), extra)

@@ -192,27 +192,29 @@ def read_safetensors(path: PathLike, *, what: str, format: Union[str, Sequence[s
 
 
 def meta_field(meta: Mapping[str, str], key: str, path: PathLike, what: str, *,
-               parse: Callable[[str], Any] = json.loads, default: Any = ...) -> Any:
+               parse: Callable[[str], Any] = json.loads, default: Any = ..., hint: str = "") -> Any:
     """`parse(meta[key])`; CheckpointError naming the file and the field if it is missing (and no `default` is
-    given) or `parse` refuses it."""
+    given) or `parse` refuses it (ValueError, TypeError, KeyError). `hint` says how to get a right file."""
+    hint = hint or "write it again, or use a file StyleGAN Studio wrote"
     if key not in meta:
         if default is not ...:
             return default
         raise CheckpointError(f"{path}: {what} metadata has no {key!r} field; the file is damaged or was not written "
-                              f"by StyleGAN Studio")
+                              f"by StyleGAN Studio; {hint}")
     try:
         return parse(meta[key])
     except (TypeError, ValueError, KeyError, RecursionError) as e:
         if isinstance(e, CheckpointError) and str(path) in str(e):
             raise
         raise CheckpointError(f"{path}: {what} metadata field {key!r} is invalid ({type(e).__name__}: {e}); the "
-                              f"file is damaged or was not written by StyleGAN Studio") from e
+                              f"file is damaged or was not written by StyleGAN Studio; {hint}") from e
 
 
-def meta_json(meta: Mapping[str, str], key: str, path: PathLike, what: str, default: Any = ...) -> Any:
+def meta_json(meta: Mapping[str, str], key: str, path: PathLike, what: str, default: Any = ..., *,
+              hint: str = "") -> Any:
     """The JSON value of metadata field `key`; CheckpointError naming the file and the field if it is missing
     (and no `default` is given) or malformed."""
-    return meta_field(meta, key, path, what, default=default)
+    return meta_field(meta, key, path, what, default=default, hint=hint)
 
 
 # ------------------------------------------------------------------------------------------------

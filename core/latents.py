@@ -477,11 +477,11 @@ def load_latent(path: Union[str, os.PathLike]) -> Latent:
     if "latent" not in tensors:
         raise CheckpointError(f"{path}: not a StyleGAN Studio latent (no 'latent' tensor; found {sorted(tensors)}); "
                               f"{LATENT_HINT}")
-    ref = meta_field(meta, "generator", path, "latent", parse=GeneratorRef.from_json)
-    space = meta_field(meta, "space", path, "latent", parse=str)
-    psi = meta_field(meta, "truncation_psi", path, "latent", parse=float, default=1.0)
+    ref = meta_field(meta, "generator", path, "latent", parse=GeneratorRef.from_json, hint=LATENT_HINT)
+    space = meta_field(meta, "space", path, "latent", parse=str, hint=LATENT_HINT)
+    psi = meta_field(meta, "truncation_psi", path, "latent", parse=float, default=1.0, hint=LATENT_HINT)
     cutoff = meta_field(meta, "truncation_cutoff", path, "latent", parse=lambda v: int(v) if v else None,
-                        default=None)
+                        default=None, hint=LATENT_HINT)
     return Latent(tensors["latent"].float(), space, ref, tensors.get("c"), float(psi), cutoff)
 
 

@@ -187,15 +187,16 @@ def _load_safetensors(path: Path) -> Generator:
             f"{what}: a .safetensors file without StyleGAN Studio metadata (format={meta.get('format')!r}, expected "
             f"{FORMAT_NAME!r} with a 'config' field); convert the original checkpoint with 'Save StyleGAN as "
             f"safetensors' (or core.convert_checkpoint)")
-    config = meta_field(meta, "config", path, "StyleGAN checkpoint", parse=GeneratorConfig.from_json)
+    hint = "convert the original checkpoint again with 'Save StyleGAN as safetensors' (or core.convert_checkpoint)"
+    config = meta_field(meta, "config", path, "StyleGAN checkpoint", parse=GeneratorConfig.from_json, hint=hint)
     G = Generator(config)
     from .state import load_state_strict
 
     load_state_strict(G, tensors, what, optional=())
-    info = meta_field(meta, "info", path, "StyleGAN checkpoint", default={})
+    info = meta_field(meta, "info", path, "StyleGAN checkpoint", default={}, hint=hint)
     if not isinstance(info, dict):
         raise CheckpointError(f"{what}: StyleGAN checkpoint metadata field 'info' is a {type(info).__name__}, "
-                              f"expected a JSON object; save the generator again")
+                              f"expected a JSON object; {hint}")
     G.info = GeneratorInfo(name=info.get("name", path.stem), source=info.get("source", what),
                            source_format=info.get("source_format") or "safetensors",
                            license=info.get("license", ""), extra=info.get("extra", {}))
