@@ -36,9 +36,9 @@ def _tmp_name(path: Path) -> Path:
 
 
 def _writer_pid(leftover: Path, path: Path) -> Optional[int]:
-    middle = leftover.name[len(path.name) + 1:-len(TMP_SUFFIX)]
-    pid = middle.split("-", 1)[0]
-    return int(pid) if pid.isdigit() else None
+    """The writer's pid of `<name>.<pid>[-<n>].partial`; None for another file's (`<name>.bak.<pid>.partial`)."""
+    m = re.fullmatch(r"(\d+)(-\d+)?", leftover.name[len(path.name) + 1:-len(TMP_SUFFIX)])
+    return int(m.group(1)) if m else None
 
 
 def clean_partials(path: PathLike) -> list[Path]:
@@ -47,16 +47,17 @@ def clean_partials(path: PathLike) -> list[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    leftovers = [p for p in path.parent.glob(f"{glob_escape(path.name)}.*{TMP_SUFFIX}")
-                 if p.name not in {path.name + s for s in LEGACY_TMP_SUFFIXES}]
+    leftovers = path.parent.glob(f"{glob_escape(path.name)}.*{TMP_SUFFIX}")
     removed = []
     for leftover in leftovers:
         pid = _writer_pid(leftover, path)
+        if pid is None:
+            continue  # a temporary file of another name that starts with this one
         try:
             fresh = time.time() - leftover.stat().st_mtime < STALE_SECONDS
         except OSError:
             continue  # gone already
-        if pid is not None and fresh and _pid_alive(pid):
+        if fresh and _pid_alive(pid):
             continue  # a live writer (this process's other threads included) is writing it right now
         if _unlink(leftover):
             removed.append(leftover)

@@ -73,13 +73,14 @@ def test_leftovers_of_interrupted_writes_are_cleaned_on_the_next_write(tmp_path)
     live = tmp_path / f"g.safetensors.{os.getpid()}-999999.partial"      # another thread writing right now
     stale = tmp_path / f"g.safetensors.{os.getpid()}-999998.partial"     # a day old: its pid was reused
     other = tmp_path / "h.safetensors.1.partial"                         # another file's: not ours to touch
-    for p in [dead, old_style, *legacy, live, stale, other]:
+    longer = tmp_path / f"g.safetensors.bak.{_dead_pid()}-0.partial"     # nor this one (`g.safetensors.bak`)
+    for p in [dead, old_style, *legacy, live, stale, other, longer]:
         p.write_bytes(b"junk")
     day_ago = time.time() - F.STALE_SECONDS - 60
     os.utime(stale, (day_ago, day_ago))
     core.save_generator(tiny_generator("stylegan2"), path)
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(["g.safetensors", live.name, other.name])
+    assert left == sorted(["g.safetensors", live.name, other.name, longer.name])
     assert core.load_generator(path).info.source_format == "safetensors"
 
 
