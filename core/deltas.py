@@ -16,6 +16,7 @@ from typing import Optional, Union
 import torch
 
 from .errors import CheckpointError
+from .files import meta_field, read_safetensors, write_safetensors
 from .latents import GeneratorRef, generator_ref
 from .networks import Generator
 
@@ -102,40 +103,32 @@ def apply_weight_delta(G: Generator, delta: WeightDelta, *, scale: float = 1.0,
     return G2
 
 
-def save_weight_delta(delta: WeightDelta, path: Union[str, Path]) -> Path:
-    """Write `delta` as safetensors with its base generator's identity in the metadata."""
-    from safetensors.torch import save_file
+DELTA_HINT = "expected a file written by Save Weight Delta"
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": DELTA_FORMAT, "kind": delta.kind, "base": json.dumps(delta.base.to_dict()),
-            "metadata": json.dumps(delta.metadata)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in delta.tensors.items()}, str(tmp), metadata=meta)
-    tmp.replace(path)  # never leave a half-written file under the real name
-    return path
+
+def save_weight_delta(delta: WeightDelta, path: Union[str, Path]) -> Path:
+    """Write `delta` as safetensors (atomically) with its base generator's identity in the metadata."""
+    meta = {"kind": delta.kind, "base": delta.base.to_dict(), "metadata": delta.metadata}
+    return write_safetensors(path, delta.tensors, format=DELTA_FORMAT, metadata=meta)
+
+
+def _json_object(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def load_weight_delta(path: Union[str, Path]) -> WeightDelta:
-    """Read a delta written by `save_weight_delta`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    """Read a delta written by `save_weight_delta`.
 
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: naming the file and what is wrong: unreadable, not a weight delta, a metadata field
+            missing or invalid.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weight delta not found: {path}")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-    if meta.get("format") != DELTA_FORMAT:
-        raise CheckpointError(f"{path}: not a StyleGAN Studio weight delta (format {meta.get('format')!r}); "
-                              f"expected a file written by Save Weight Delta")
-    try:
-        base = GeneratorRef(**json.loads(meta["base"]))
-        extra = json.loads(meta.get("metadata", "{}"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: damaged weight-delta metadata ({e})") from e
+    tensors, meta = read_safetensors(path, what="weight delta", format=DELTA_FORMAT, hint=DELTA_HINT)
+    base = meta_field(meta, "base", path, "weight delta", parse=GeneratorRef.from_json, hint=DELTA_HINT)
+    extra = meta_field(meta, "metadata", path, "weight delta", parse=_json_object, default={}, hint=DELTA_HINT)
     return WeightDelta(tensors, base, meta.get("kind", "pti"), extra)

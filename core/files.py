@@ -1,60 +1,134 @@
-"""Every file the pack writes, and the readback of its own files: atomic writes, tagged metadata, specific errors."""
+"""Every file the pack writes and every weight file it reads: atomic tagged safetensors, one safe state-dict reader,
+one weight-file finder and one downloader (URLs with a hash check, the Hugging Face Hub), with specific errors."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
+import socket
+import time
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, MissingDependencyError, MissingWeightsError
+from .log import logger
 
 PathLike = Union[str, os.PathLike]
-TMP_SUFFIX = ".partial"      # a file being written is `<name>.<pid>.partial`; never offered, removed on the next write
+TMP_SUFFIX = ".partial"      # a file being written is `<name>.<pid>-<n>.partial`; never offered, removed later
+LEGACY_TMP_SUFFIXES = (".partial", ".tmp")  # `<name>.partial` / `<name>.tmp` of versions before this module
+STALE_SECONDS = 24 * 3600    # a temporary file this old is a leftover even if its writer's pid was reused
+
+# ------------------------------------------------------------------------------------------------
+# Atomic writes
+
+_counter = itertools.count()
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    # The pid says whether the writer still runs; the counter keeps two threads of one process apart.
+    return path.with_name(f"{path.name}.{os.getpid()}-{next(_counter)}{TMP_SUFFIX}")
 
 
-def clean_partials(path: Path) -> None:
-    """Remove what interrupted writes of `path` left behind (`<name>.<pid>.partial` of dead writers)."""
-    for leftover in path.parent.glob(f"{path.name}.*{TMP_SUFFIX}"):
-        pid = leftover.name[len(path.name) + 1:-len(TMP_SUFFIX)]
-        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
-            continue  # another live process is writing it right now
+def _writer_pid(leftover: Path, path: Path) -> Optional[int]:
+    """The writer's pid of `<name>.<pid>[-<n>].partial`; None for another file's (`<name>.bak.<pid>.partial`)."""
+    m = re.fullmatch(r"(\d+)(-\d+)?", leftover.name[len(path.name) + 1:-len(TMP_SUFFIX)])
+    return int(m.group(1)) if m else None
+
+
+def clean_partials(path: PathLike) -> list[Path]:
+    """Remove what interrupted writes of `path` left behind: `<name>.<pid>[-<n>].partial` of writers that no
+    longer run (or older than a day), and the legacy `<name>.partial` / `<name>.tmp`. Returns what was removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    leftovers = path.parent.glob(f"{glob_escape(path.name)}.*{TMP_SUFFIX}")
+    removed = []
+    for leftover in leftovers:
+        pid = _writer_pid(leftover, path)
+        if pid is None:
+            continue  # a temporary file of another name that starts with this one
         try:
-            leftover.unlink()
+            fresh = time.time() - leftover.stat().st_mtime < STALE_SECONDS
         except OSError:
-            pass
+            continue  # gone already
+        if fresh and _pid_alive(pid):
+            continue  # a live writer (this process's other threads included) is writing it right now
+        if _unlink(leftover):
+            removed.append(leftover)
+    for suffix in LEGACY_TMP_SUFFIXES:
+        legacy = path.with_name(path.name + suffix)
+        if legacy.is_file() and _unlink(legacy):
+            removed.append(legacy)
+    if removed:
+        logger.info("removed %d leftover(s) of interrupted writes of %s", len(removed), path)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """`name` with glob's special characters (`*?[`) matched literally."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _unlink(p: Path) -> bool:
+    try:
+        p.unlink()
+        return True
+    except OSError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:
+    except (OSError, OverflowError):  # no permission to signal it: it exists; or not a pid at all
         return True
     return True
 
 
+def _fsync(path: Path) -> None:
+    """Flush `path` to disk before it is renamed over the old file, so a power cut leaves one or the other."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # not supported on this filesystem: the rename is still atomic
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` to write a temporary file next to `path`, then rename it to `path`: a reader never sees a
-    half-written file under the real name, and an interrupted write leaves the old file intact."""
+    half-written file under the real name, and a write that fails (an exception, a cancel, a full disk) leaves
+    the old file as it was and no temporary file. Leftovers of killed writers are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_partials(path)
     tmp = _tmp_name(path)
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
-            tmp.unlink()
+            _unlink(tmp)
     return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Tagged safetensors (the pack's own files)
 
 
 def _meta_value(value: Any) -> str:
@@ -63,56 +137,273 @@ def _meta_value(value: Any) -> str:
 
 def write_safetensors(path: PathLike, tensors: Mapping[str, torch.Tensor], *, format: str,
                       metadata: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write `tensors` (moved to CPU, made contiguous) to `path` atomically, with `metadata["format"] = format`.
+    """Write `tensors` (detached, moved to CPU, made contiguous) to `path` atomically, with
+    `metadata["format"] = format`.
 
     Metadata values that are not strings are stored as JSON (read them back with `meta_json`)."""
     from safetensors.torch import save_file
 
     meta = {"format": format}
     meta.update({str(k): _meta_value(v) for k, v in (metadata or {}).items()})
+    if meta["format"] != format:
+        raise ValueError(f"metadata must not override the format tag {format!r}")
     state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+def _with_hint(text: str, hint: str) -> str:
+    return text + (f"; {hint}" if hint else "")
 
 
 def read_safetensors(path: PathLike, *, what: str, format: Union[str, Sequence[str], None] = None,
                      hint: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file: (tensors on CPU, metadata).
 
-    Raises FileNotFoundError naming `what` and the path, and CheckpointError when the file is unreadable or, with
-    `format`, tagged otherwise; `hint` says how to get a right file."""
+    Args:
+        what: what the file should be ("latent", "weight delta"), for the messages.
+        format: the format tag(s) accepted; None accepts any file.
+        hint: how to get a right file (appended to every message).
+
+    Raises:
+        FileNotFoundError: naming `what` and the path.
+        CheckpointError: the file is unreadable (truncated, not safetensors), or tagged with another format (the
+            message names the file, the tag found and the tag expected).
+    """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}" + (f"; {hint}" if hint else ""))
+        raise FileNotFoundError(_with_hint(f"{what} not found: {path}", hint))
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
         tensors = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - any failure to read means a damaged or foreign file
-        raise CheckpointError(f"{path}: not a readable safetensors {what} ({type(e).__name__}: {e})"
-                              + (f"; {hint}" if hint else "")) from e
+        raise CheckpointError(_with_hint(f"{path}: not a readable safetensors {what}, the file is truncated or "
+                                         f"corrupt ({type(e).__name__}: {e})", hint)) from e
     if format is not None:
         allowed = (format,) if isinstance(format, str) else tuple(format)
-        if meta.get("format") not in allowed:
-            raise CheckpointError(f"{path}: not a StyleGAN Studio {what} (format {meta.get('format')!r}, expected "
-                                  f"{allowed[0]!r})" + (f"; {hint}" if hint else ""))
+        found = meta.get("format")
+        if found not in allowed:
+            expected = " or ".join(repr(a) for a in allowed)
+            raise CheckpointError(_with_hint(f"{path}: not a StyleGAN Studio {what} (format {found!r}, expected "
+                                             f"{expected})", hint))
     return tensors, meta
 
 
-def meta_json(meta: Mapping[str, str], key: str, path: PathLike, what: str, default: Any = ...) -> Any:
-    """The JSON value of metadata field `key`; CheckpointError naming the file and the field if it is missing
-    (and no `default` is given) or malformed."""
+def meta_field(meta: Mapping[str, str], key: str, path: PathLike, what: str, *,
+               parse: Callable[[str], Any] = json.loads, default: Any = ..., hint: str = "") -> Any:
+    """`parse(meta[key])`; CheckpointError naming the file and the field if it is missing (and no `default` is
+    given) or `parse` refuses it (ValueError, TypeError, KeyError). `hint` says how to get a right file."""
+    hint = hint or "write it again, or use a file StyleGAN Studio wrote"
     if key not in meta:
         if default is not ...:
             return default
         raise CheckpointError(f"{path}: {what} metadata has no {key!r} field; the file is damaged or was not written "
-                              f"by StyleGAN Studio")
+                              f"by StyleGAN Studio; {hint}")
     try:
-        return json.loads(meta[key])
-    except (TypeError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: {what} metadata field {key!r} is not valid JSON ({e})") from e
+        return parse(meta[key])
+    except (TypeError, ValueError, KeyError, RecursionError) as e:
+        if isinstance(e, CheckpointError) and str(path) in str(e):
+            raise
+        raise CheckpointError(f"{path}: {what} metadata field {key!r} is invalid ({type(e).__name__}: {e}); the "
+                              f"file is damaged or was not written by StyleGAN Studio; {hint}") from e
 
 
-__all__ = ["atomic_write", "clean_partials", "meta_json", "read_safetensors", "write_safetensors", "TMP_SUFFIX"]
+def meta_json(meta: Mapping[str, str], key: str, path: PathLike, what: str, default: Any = ..., *,
+              hint: str = "") -> Any:
+    """The JSON value of metadata field `key`; CheckpointError naming the file and the field if it is missing
+    (and no `default` is given) or malformed."""
+    return meta_field(meta, key, path, what, default=default, hint=hint)
+
+
+# ------------------------------------------------------------------------------------------------
+# Weight files of other projects: find, read, download
+
+def weight_names(file_name: str) -> list[str]:
+    """The published file name, then the same name as `.safetensors` (both are accepted everywhere)."""
+    return [file_name, Path(file_name).with_suffix(".safetensors").name]
+
+
+def find_weights(names: Iterable[str], dirs: Sequence[PathLike]) -> Optional[Path]:
+    """The first existing file `dir / name`: folders in order (the first folder that has one of `names` wins),
+    then names in order within a folder. None when no folder has any."""
+    names = list(names)
+    for d in dirs:
+        for name in names:
+            p = Path(d) / name
+            if p.is_file():
+                return p
+    return None
+
+
+def is_torchscript_archive(path: PathLike) -> bool:
+    """Whether `path` is a TorchScript archive (a zip with a `<name>/code/` folder): loading one runs its code."""
+    path = Path(path)
+    if path.suffix == ".safetensors" or not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.split("/", 2)[1:2] == ["code"] for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def refused_global(error: BaseException) -> Optional[str]:
+    """The line of a `torch.load(weights_only=True)` error that names a refused global, if there is one."""
+    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+    return lines[0] if lines else None
+
+
+def _load_error(e: BaseException) -> str:
+    """One line for why torch.load / safetensors refused a file (torch's own text suggests weights_only=False,
+    which would run the file's code: never repeat that)."""
+    refused = refused_global(e)
+    if refused is not None:
+        return (f"it holds Python objects, not only tensors ({refused.split('. ')[0]}); nothing from the file was "
+                f"executed")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}"
+
+
+def read_state_dict(path: PathLike, *, what: str = "weights", hint: str = "download it again") -> dict:
+    """A state dict from a `.safetensors` file or a `torch.save` file read with `weights_only=True`: nothing in
+    the file is executed, TorchScript archives are refused.
+
+    Values are whatever the file holds (tensors in any genuine file); callers check names and shapes.
+
+    Raises:
+        CheckpointError: naming the file: unreadable, unsafe ("cannot read {what}"), or not a dict.
+    """
+    path = Path(path)
+    if is_torchscript_archive(path):
+        raise CheckpointError(_with_hint(f"{path}: a TorchScript archive, not a state dict of {what}; reading it "
+                                         f"would run code stored in the file", hint))
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read means a damaged, foreign or unsafe file
+        raise CheckpointError(_with_hint(f"{path}: cannot read {what} ({_load_error(e)})", hint)) from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
+
+
+@dataclass(frozen=True)
+class MissingWeights:
+    """A weight file that is in no folder and could not be downloaded (see `missing_weights_error`)."""
+
+    what: str                  # "LPIPS-vgg backbone (torchvision ImageNet weights)"
+    file_name: str             # the name to save it under
+    url: Optional[str]         # where to get it; None when there is no single URL
+    error: str                 # why it could not be downloaded
+    also: str = ""             # e.g. "a .safetensors state dict under the same name also works"
+
+
+def missing_weights_error(missing: Sequence[MissingWeights], places: Sequence[PathLike]) -> MissingWeightsError:
+    """One error for every missing file: what it is, its URL, the name to save it as, the folders searched and
+    why it was not downloaded."""
+    where = ", ".join(str(Path(p)) for p in places) or "(no model folders were given)"
+    files = "; ".join(f"{m.what}: " + (f"download {m.url} and save it as {m.file_name}" if m.url else
+                                       f"save it as {m.file_name}") + (f" ({m.also})" if m.also else "")
+                      for m in missing)
+    return MissingWeightsError(f"{len(missing)} weight file(s) not found and not downloadable ({missing[0].error}). "
+                               f"{files}. Put the file(s) in one of: {where}")
+
+
+def _hash_prefix(file_name: str) -> Optional[str]:
+    # torchvision's (and torch hub's) convention: `<name>-<first hex digits of the SHA-256>.<ext>`.
+    m = re.search(r"-([a-f0-9]{6,})\.", file_name)
+    return m.group(1) if m else None
+
+
+def download_url(url: str, folder: PathLike, file_name: str, *, check_hash: bool = True) -> Path:
+    """Download `url` to `folder / file_name` (written under a temporary name, then renamed) and return it.
+
+    With `check_hash`, a file name carrying the first hex digits of its SHA-256 (`vgg16-397923af.pth`) is
+    checked against the download. Raises whatever the download raises (offline, HTTP error, hash mismatch)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / file_name
+    prefix = _hash_prefix(file_name) if check_hash else None
+    atomic_write(target, lambda tmp: torch.hub.download_url_to_file(url, str(tmp), hash_prefix=prefix,
+                                                                    progress=False))
+    logger.info("downloaded %s to %s", url, target)
+    return target
+
+
+def find_or_download(what: str, names: Sequence[str], url: str, dirs: Sequence[PathLike], *,
+                     download_dir: PathLike, check_hash: bool = True) -> Union[Path, MissingWeights]:
+    """The first of `names` in `dirs`, then in `download_dir`; else `url` downloaded into `download_dir` as
+    `names[0]`. A `MissingWeights` (for `missing_weights_error`) when none of that works."""
+    path = find_weights(names, [*dirs, download_dir])
+    if path is not None:
+        return path
+    try:
+        return download_url(url, download_dir, names[0], check_hash=check_hash)
+    except Exception as e:  # noqa: BLE001 - offline, blocked, a failed download or a wrong hash
+        logger.info("downloading %s from %s failed: %s", what, url, e)
+        return MissingWeights(what, names[0], url, f"{type(e).__name__}: {e}")
+
+
+HUB_UNREACHABLE = "the Hugging Face Hub is not reachable (offline or HF_HUB_OFFLINE is set)"
+_hub_probe: dict[str, tuple[float, bool]] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all (remembered for a minute): offline, its client retries for
+    minutes before giving up."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    name, _, port = host.partition(":")
+    seen = _hub_probe.get(host)
+    if seen is not None and time.monotonic() - seen[0] < 60:
+        return seen[1]
+    try:
+        socket.create_connection((name, int(port or 443)), timeout=timeout).close()
+        ok = True
+    except (OSError, ValueError):
+        ok = False
+    _hub_probe[host] = (time.monotonic(), ok)
+    return ok
+
+
+def check_hub_file(repo_id: str, filename: str) -> None:
+    """ValueError unless `repo_id` is `owner/name` and `filename` a path inside the repo (no `..`, not absolute)."""
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id or "") or ".." in repo_id.split("/"):
+        raise ValueError(f"Hugging Face repo must look like 'owner/name', got {repo_id!r}")
+    if not filename or filename.startswith(("/", "\\", "..")) or ".." in Path(filename).parts:
+        raise ValueError(f"Hugging Face file name must be a path inside the repo, got {filename!r}")
+
+
+def download_from_hub(repo_id: str, filename: str, local_dir: PathLike, *, revision: Optional[str] = None) -> Path:
+    """`filename` of Hugging Face repo `repo_id`, downloaded into `local_dir` (kept under its path in the repo)
+    through `huggingface_hub`. Raises MissingDependencyError without that package, ValueError for a name that
+    is not `owner/name` or a path leaving the repo, and whatever the hub raises (offline, not found, auth)."""
+    try:
+        import huggingface_hub
+    except ImportError as e:
+        raise MissingDependencyError("downloading from the Hugging Face Hub needs `pip install huggingface_hub`") from e
+    check_hub_file(repo_id, filename)
+    return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision, local_dir=str(local_dir)))
+
+
+def try_download(what: str, fetch: Callable[[], PathLike]) -> tuple[Optional[Path], str]:
+    """(path, "") from `fetch()` (a download), or (None, why) when it fails; for `MissingWeights.error`."""
+    try:
+        return Path(fetch()), ""
+    except Exception as e:  # noqa: BLE001 - offline, blocked, a missing package, or a failed download
+        logger.info("downloading %s failed: %s", what, e)
+        return None, f"{type(e).__name__}: {e}"
+
+
+__all__ = ["atomic_write", "clean_partials", "meta_field", "meta_json", "read_safetensors", "write_safetensors",
+           "TMP_SUFFIX", "weight_names", "refused_global", "find_weights", "read_state_dict", "is_torchscript_archive",
+           "MissingWeights", "missing_weights_error", "download_url", "find_or_download", "hub_reachable",
+           "HUB_UNREACHABLE", "check_hub_file", "download_from_hub", "try_download"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import MissingDependencyError, StyleGANStudioError
+from .files import check_hub_file, download_from_hub
 from .log import logger
 
 NVIDIA_NC_LICENSE = (
@@ -37,31 +38,28 @@ def download_checkpoint(repo_id: str, filename: str, dest_dir: Path, *, revision
 
     Returns (local path, licence text or ''). Offline, an already downloaded file is used.
     """
-    try:
-        import huggingface_hub
-    except ImportError as e:
-        raise MissingDependencyError("downloading from the Hugging Face Hub needs `pip install huggingface_hub`") from e
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id or ""):
-        raise ValueError(f"Hugging Face repo must look like 'owner/name', got {repo_id!r}")
-    if not filename or filename.startswith(("/", "..")) or ".." in Path(filename).parts:
-        raise ValueError(f"Hugging Face file name must be a path inside the repo, got {filename!r}")
+    check_hub_file(repo_id, filename)
     local_dir = Path(dest_dir) / repo_id.replace("/", "--")
     target = local_dir / filename
     if target.is_file():
         path = target
     else:
         try:
-            path = Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision, local_dir=str(local_dir)))
+            path = download_from_hub(repo_id, filename, local_dir, revision=revision)
+        except MissingDependencyError:
+            raise
         except Exception as e:  # the hub raises many types (HTTP, offline, auth); report them all alike
             raise HubDownloadError(
                 f"could not download {filename!r} from the Hugging Face repo {repo_id!r} ({type(e).__name__}: {e}). "
                 f"If you are offline, download it yourself and put it in {dest_dir}") from e
-    return path, _hub_license(huggingface_hub, repo_id) or known_license(filename)
+    return path, _hub_license(repo_id) or known_license(filename)
 
 
-def _hub_license(huggingface_hub, repo_id: str) -> str:
+def _hub_license(repo_id: str) -> str:
     """The licence declared in the repo's model card, when the hub answers."""
     try:
+        import huggingface_hub
+
         info = huggingface_hub.model_info(repo_id)
         card = getattr(info, "card_data", None) or getattr(info, "cardData", None) or {}
         license_id = card.get("license") if hasattr(card, "get") else getattr(card, "license", None)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, LatentError
+from .files import meta_field, read_safetensors, write_safetensors
 from .log import logger
 from .networks import Generator
 
@@ -46,6 +47,14 @@ class GeneratorRef:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @staticmethod
+    def from_json(text: str) -> "GeneratorRef":
+        """The reference `json.dumps(ref.to_dict())` describes; ValueError or TypeError when it describes none."""
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
+        return GeneratorRef(**fields)
 
 
 @dataclass(frozen=True)
@@ -440,49 +449,40 @@ def mix_styles(G: Generator, base: Latent, style: Latent, layers: Sequence[int])
 
 # --- Latent files ---------------------------------------------------------------------------------
 
-def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
-    """Write `latent` as `.safetensors` with its space and generator identity in the metadata."""
-    from safetensors.torch import save_file
+LATENT_HINT = "save latents with 'Save Latent'"
 
-    path = Path(path)
-    tensors = {"latent": latent.tensor.detach().cpu().float().contiguous()}
+
+def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
+    """Write `latent` as `.safetensors` (atomically) with its space and generator identity in the metadata."""
+    tensors = {"latent": latent.tensor.float()}
     if latent.c is not None:
-        tensors["c"] = latent.c.detach().cpu().float().contiguous()
-    meta = {"format": LATENT_FORMAT, "space": latent.space, "generator": json.dumps(latent.generator.to_dict()),
+        tensors["c"] = latent.c.float()
+    meta = {"space": latent.space, "generator": latent.generator.to_dict(),
             "truncation_psi": repr(float(latent.truncation_psi)),
             "truncation_cutoff": "" if latent.truncation_cutoff is None else str(int(latent.truncation_cutoff))}
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_safetensors(path, tensors, format=LATENT_FORMAT, metadata=meta)
 
 
 def load_latent(path: Union[str, os.PathLike]) -> Latent:
-    """Read a latent written by `save_latent`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    """Read a latent written by `save_latent`.
 
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: naming the file and what is wrong: unreadable, not a latent file, a tensor or a metadata
+            field missing or invalid.
+        LatentError: the stored latent is invalid (wrong shape for its space, NaN).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"latent file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable .safetensors latent file ({e})") from e
-    if meta.get("format") != LATENT_FORMAT or "latent" not in tensors:
-        raise CheckpointError(f"{path}: not a StyleGAN Studio latent (format={meta.get('format')!r}); "
-                              f"save latents with 'Save Latent'")
-    try:
-        ref = GeneratorRef(**json.loads(meta["generator"]))
-        cutoff = meta.get("truncation_cutoff") or None
-        return Latent(tensors["latent"].float(), meta["space"], ref, tensors.get("c"),
-                      float(meta.get("truncation_psi", 1.0)), None if cutoff is None else int(cutoff))
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, LatentError):
-            raise
-        raise CheckpointError(f"{path}: latent metadata is incomplete or invalid ({e})") from e
+    tensors, meta = read_safetensors(path, what="latent", format=LATENT_FORMAT, hint=LATENT_HINT)
+    if "latent" not in tensors:
+        raise CheckpointError(f"{path}: not a StyleGAN Studio latent (no 'latent' tensor; found {sorted(tensors)}); "
+                              f"{LATENT_HINT}")
+    ref = meta_field(meta, "generator", path, "latent", parse=GeneratorRef.from_json, hint=LATENT_HINT)
+    space = meta_field(meta, "space", path, "latent", parse=str, hint=LATENT_HINT)
+    psi = meta_field(meta, "truncation_psi", path, "latent", parse=float, default=1.0, hint=LATENT_HINT)
+    cutoff = meta_field(meta, "truncation_cutoff", path, "latent", parse=lambda v: int(v) if v else None,
+                        default=None, hint=LATENT_HINT)
+    return Latent(tensors["latent"].float(), space, ref, tensors.get("c"), float(psi), cutoff)
 
 
 __all__ = [

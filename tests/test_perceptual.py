@@ -118,7 +118,7 @@ def offline(monkeypatch, tmp_path):
     def no_network(url, *a, **k):
         raise OSError(f"network is unreachable ({url})")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setattr(P, "_lpips_package_dir", lambda: [])
     return tmp_path
 

@@ -9,7 +9,6 @@ Formats are recognised by content, not by file extension:
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import struct
@@ -21,11 +20,12 @@ import torch
 
 from ..config import GeneratorConfig
 from ..errors import CheckpointError, UnsafeCheckpointError
+from ..files import meta_field, read_safetensors, refused_global, write_safetensors
 from ..log import logger
 from ..networks import PRECISIONS, Generator, GeneratorInfo
 from .nvidia import generator_from_nvidia, generator_from_tf, select_network
 from .rosinality import generator_from_rosinality
-from .safe_pickle import PersistentObject, refused_global, restricted_load
+from .safe_pickle import PersistentObject, restricted_load
 
 PathLike = Union[str, os.PathLike]
 
@@ -104,10 +104,10 @@ def _load_pickle(path: Path, network: str) -> Generator:
     # MemoryError, a bad storage record as AssertionError inside torch); all mean "damaged file".
     except (EOFError, pickle.UnpicklingError, struct.error, ValueError, TypeError, IndexError, KeyError,
             AttributeError, OverflowError, MemoryError, AssertionError) as e:
-        if isinstance(e, UnsafeCheckpointError) and what not in str(e):
-            raise UnsafeCheckpointError(f"{what}: {e}") from e
-        if isinstance(e, CheckpointError):
-            raise
+        if isinstance(e, CheckpointError):  # UnsafeCheckpointError included: name the file if it is not named
+            if what in str(e):
+                raise
+            raise type(e)(f"{what}: {e}") from e
         raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: {e}); "
                               f"download it again") from e
     except RuntimeError as e:  # torch failed on an embedded tensor record
@@ -123,6 +123,9 @@ def _load_pickle(path: Path, network: str) -> Generator:
 
 
 def read_torch_file(path: Path):
+    """A `torch.save` checkpoint (rosinality, pSp, e4e) read with `weights_only=True`, allowing only the
+    `argparse.Namespace` those files carry besides tensors; CheckpointError / UnsafeCheckpointError naming the
+    file otherwise (`core.files.read_state_dict` is the reader for plain state dicts)."""
     import argparse
 
     what = str(path)
@@ -177,26 +180,23 @@ def compute_w_avg(G: Generator, num_samples: int = 10_000, seed: int = 0) -> tor
 
 
 def _load_safetensors(path: Path) -> Generator:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     what = str(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{what}: the .safetensors file is truncated or corrupt ({e}); download it again") from e
+    tensors, meta = read_safetensors(path, what="StyleGAN checkpoint", hint="download it again")
     if meta.get("format") != FORMAT_NAME or "config" not in meta:
         raise CheckpointError(
-            f"{what}: a .safetensors file without StyleGAN Studio metadata (format={meta.get('format')!r}); "
-            f"convert the original checkpoint with 'Save StyleGAN as safetensors' (or core.convert_checkpoint)")
-    config = GeneratorConfig.from_json(meta["config"])
+            f"{what}: a .safetensors file without StyleGAN Studio metadata (format={meta.get('format')!r}, expected "
+            f"{FORMAT_NAME!r} with a 'config' field); convert the original checkpoint with 'Save StyleGAN as "
+            f"safetensors' (or core.convert_checkpoint)")
+    hint = "convert the original checkpoint again with 'Save StyleGAN as safetensors' (or core.convert_checkpoint)"
+    config = meta_field(meta, "config", path, "StyleGAN checkpoint", parse=GeneratorConfig.from_json, hint=hint)
     G = Generator(config)
     from .state import load_state_strict
 
     load_state_strict(G, tensors, what, optional=())
-    info = json.loads(meta.get("info", "{}"))
+    info = meta_field(meta, "info", path, "StyleGAN checkpoint", default={}, hint=hint)
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{what}: StyleGAN checkpoint metadata field 'info' is a {type(info).__name__}, "
+                              f"expected a JSON object; {hint}")
     G.info = GeneratorInfo(name=info.get("name", path.stem), source=info.get("source", what),
                            source_format=info.get("source_format") or "safetensors",
                            license=info.get("license", ""), extra=info.get("extra", {}))
@@ -206,21 +206,14 @@ def _load_safetensors(path: Path) -> Generator:
 def save_generator(G: Generator, path: PathLike) -> Path:
     """Write `G` as `.safetensors` with its architecture and provenance in the metadata.
 
-    The file is written to a temporary name and renamed, so an interrupted save never leaves a
-    half-written checkpoint behind.
+    The file is written to a temporary name and renamed (`files.write_safetensors`), so an interrupted save never
+    leaves a half-written checkpoint behind, and the old file stays as it was.
     """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in G.state_dict().items()}
     info = {"name": G.info.name, "source": G.info.source, "source_format": G.info.source_format,
             "license": G.info.license, "extra": G.info.extra}
-    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": G.config.to_json(),
-            "info": json.dumps(info)}
-    tmp = path.with_name(path.name + ".partial")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_safetensors(path, state, format=FORMAT_NAME,
+                             metadata={"format_version": FORMAT_VERSION, "config": G.config.to_json(), "info": info})
 
 
 def convert_checkpoint(src: PathLike, dst: PathLike, *, network: str = "G_ema") -> Path:
@@ -229,4 +222,4 @@ def convert_checkpoint(src: PathLike, dst: PathLike, *, network: str = "G_ema") 
     return save_generator(G, dst)
 
 
-__all__ = ["load_generator", "save_generator", "convert_checkpoint", "compute_w_avg", "sniff_format"]
+__all__ = ["load_generator", "save_generator", "convert_checkpoint", "compute_w_avg", "sniff_format", "read_torch_file"]

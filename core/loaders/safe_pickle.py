@@ -22,7 +22,8 @@ try:  # numpy >= 2
 except ImportError:  # numpy 1.x
     from numpy.core.multiarray import scalar as _numpy_scalar
 
-from ..errors import UnsafeCheckpointError
+from ..errors import CheckpointError, UnsafeCheckpointError
+from ..files import refused_global
 
 
 class PersistentObject:
@@ -195,12 +196,6 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
     return PersistentObject(meta)
 
 
-def refused_global(error: BaseException) -> str | None:
-    """The line of a `torch.load(weights_only=True)` error that names a refused global, if there is one."""
-    lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
-    return lines[0] if lines else None
-
-
 def _load_storage(data: bytes):
     if not isinstance(data, (bytes, bytearray)):
         raise UnsafeCheckpointError("tensor storage record is not bytes")
@@ -215,25 +210,48 @@ def _load_storage(data: bytes):
             f"nothing from the file was executed") from e
 
 
-def _check_hooks(hooks) -> None:
+def rebuild_tensor(storage, offset, size, stride, *, hooks=None, where: str = "the pickle") -> torch.Tensor:
+    """The tensor a pickled tensor record (`torch._utils._rebuild_tensor_v2`'s arguments) describes, as a view
+    of `storage`, after checking the record: no autograd hooks (they would run on backward), a real storage (one
+    `torch.load` returned, or a tensor read from an archive) and a size/stride/offset inside it.
+
+    Shared by both restricted unpicklers (NVIDIA network pickles here, TorchScript archives in
+    `core.losses.nvidia_vgg16`).
+
+    Raises:
+        UnsafeCheckpointError: hooks, or a record not backed by a storage.
+        CheckpointError: the record does not fit its storage (a damaged file).
+    """
     if hooks:  # genuine checkpoints never carry autograd hooks; they would be called on backward
-        raise UnsafeCheckpointError("a tensor in the pickle carries autograd hooks")
+        raise UnsafeCheckpointError(f"a tensor in {where} carries autograd hooks")
+    if isinstance(storage, torch.storage.TypedStorage):
+        flat = torch.empty(0, dtype=storage.dtype).set_(storage)
+    elif isinstance(storage, torch.storage.UntypedStorage):
+        flat = torch.empty(0, dtype=torch.uint8).set_(storage)
+    elif isinstance(storage, torch.Tensor):  # as_strided addresses the tensor's whole storage
+        flat = storage
+    else:
+        raise UnsafeCheckpointError(f"a tensor in {where} is not backed by one of its storages")
+    try:
+        return flat.as_strided(tuple(int(n) for n in size), tuple(int(n) for n in stride), int(offset))
+    except (RuntimeError, TypeError, ValueError, OverflowError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"a tensor in {where} does not fit its storage ({why}); the file is damaged") from e
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                        metadata=None):
-    if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
-        raise UnsafeCheckpointError("tensor record without a storage")
-    _check_hooks(backward_hooks)
-    t = torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad,
-                                        collections.OrderedDict())
+    t = rebuild_tensor(storage, storage_offset, size, stride, hooks=backward_hooks)
+    if requires_grad:
+        t.requires_grad_(True)
     return t
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
     if not isinstance(data, torch.Tensor):
         raise UnsafeCheckpointError("parameter record without a tensor")
-    _check_hooks(backward_hooks)
+    if backward_hooks:  # as in rebuild_tensor
+        raise UnsafeCheckpointError("a tensor in the pickle carries autograd hooks")
     return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
 
 

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, MissingWeightsError
+from ..errors import CheckpointError, MissingWeightsError  # noqa: F401  (MissingWeightsError: documented here)
+from ..files import MissingWeights, find_weights, missing_weights_error, read_state_dict, weight_names
 from ..log import warn_once
-from .perceptual import _find, _names, _read_state
 
 PathLike = Union[str, Path]
 
@@ -268,15 +268,15 @@ def load_arcface(model_dirs: Sequence[PathLike] = (), device=None) -> ArcFaceIRS
         MissingWeightsError: the file is in none of `model_dirs`; the message names it, its URL and the folders.
         CheckpointError: the file is unreadable or holds another network.
     """
-    path = _find(_names(ARCFACE_FILE), model_dirs)
+    names = weight_names(ARCFACE_FILE)
+    path = find_weights(names, model_dirs)
     if path is None:
-        where = ", ".join(str(Path(d)) for d in model_dirs) or "(no model folders were given)"
-        raise MissingWeightsError(
-            f"ArcFace IR-SE50 weights for the identity loss not found: {ARCFACE_FILE} (or "
-            f"{_names(ARCFACE_FILE)[1]}) is in none of: {where}. Download it from {ARCFACE_URL} (the IR-SE50 "
-            f"model linked in the pSp and StyleCLIP READMEs, from TreB1eN's InsightFace_Pytorch) and save it "
-            f"as {ARCFACE_FILE} in one of those folders")
-    model = load_arcface_state(ArcFaceIRSE50(), _read_state(path), str(path))
+        raise missing_weights_error([MissingWeights(
+            "ArcFace IR-SE50 weights for the identity loss", ARCFACE_FILE, ARCFACE_URL,
+            "it is on Google Drive, which cannot be downloaded automatically",
+            also=f"or {names[1]}; the IR-SE50 model linked in the pSp and StyleCLIP READMEs, from TreB1eN's "
+                 f"InsightFace_Pytorch")], model_dirs)
+    model = load_arcface_state(ArcFaceIRSE50(), read_state_dict(path), str(path))
     return model.to(device) if device is not None else model
 
 

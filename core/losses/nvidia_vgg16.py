@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError, UnsafeCheckpointError
-from .perceptual import _LPIPS_CHANNELS, LPIPS, load_backbone_state
+from ..loaders.safe_pickle import rebuild_tensor
+from .perceptual import LPIPS, LPIPS_CHANNELS, load_backbone_state
 
 PathLike = Union[str, Path]
 
@@ -101,7 +102,7 @@ def load_nvidia_vgg16(path: PathLike, *, check_hash: bool = True, device=None) -
         backbone[f"features.{idx}.weight"] = f"layers.conv{k}.weight"
         backbone[f"features.{idx}.bias"] = f"layers.conv{k}.bias"
         c_in = c_out
-    for k, c in enumerate(_LPIPS_CHANNELS["vgg"]):
+    for k, c in enumerate(LPIPS_CHANNELS["vgg"]):
         shapes[f"lpips{k}"] = (c, 1, 1)
         lin[f"lins.{k}.weight"] = f"lpips{k}"
     missing = [n for n in shapes if n not in tensors]
@@ -161,14 +162,7 @@ class _StorageType:
 
 def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, requires_grad: bool = False,
                     hooks: Any = None, *metadata: Any) -> torch.Tensor:
-    if hooks:
-        raise UnsafeCheckpointError("a tensor in the archive carries backward hooks")
-    if not isinstance(storage, torch.Tensor):
-        raise UnsafeCheckpointError("a tensor in the archive is not backed by one of its storages")
-    try:
-        return storage.as_strided(tuple(size), tuple(stride), int(offset))
-    except (RuntimeError, TypeError) as e:
-        raise CheckpointError(f"a tensor in the archive does not fit its storage ({e})") from e
+    return rebuild_tensor(storage, offset, size, stride, hooks=hooks, where="the archive")
 
 
 def _rebuild_parameter(data: torch.Tensor, requires_grad: bool = False, hooks: Any = None) -> torch.Tensor:

@@ -11,12 +11,13 @@ backbone features after the input scaling layer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, MissingWeightsError
+from ..errors import CheckpointError, MissingWeightsError  # noqa: F401  (MissingWeightsError: re-exported)
+from ..files import MissingWeights, find_or_download, find_weights, missing_weights_error, read_state_dict, weight_names
 
 PathLike = Union[str, Path]
 
@@ -37,7 +38,7 @@ _VGG16 = [("C", 64), "R", ("C", 64), "R", "M", ("C", 128), "R", ("C", 128), "R",
           ("C", 256), "R", ("C", 256), "R", ("C", 256), "R", "M", ("C", 512), "R", ("C", 512), "R", ("C", 512), "R",
           "M", ("C", 512), "R", ("C", 512), "R", ("C", 512), "R", "M"]
 _LPIPS_TAPS = {"vgg": [3, 8, 15, 22, 29], "alex": [1, 4, 7, 9, 11]}       # relu1_2..relu5_3 / relu1..relu5
-_LPIPS_CHANNELS = {"vgg": [64, 128, 256, 512, 512], "alex": [64, 192, 384, 256, 256]}
+LPIPS_CHANNELS = {"vgg": [64, 128, 256, 512, 512], "alex": [64, 192, 384, 256, 256]}
 # Image2StyleGAN's layers (post-ReLU) by torchvision index.
 VGG16_LAYERS = {"conv1_1": 1, "conv1_2": 3, "conv2_1": 6, "conv2_2": 8, "conv3_1": 11, "conv3_2": 13, "conv3_3": 15,
                 "conv4_1": 18, "conv4_2": 20, "conv4_3": 22, "conv5_1": 25, "conv5_2": 27, "conv5_3": 29}
@@ -105,7 +106,7 @@ class LPIPS(nn.Module):
         self.net = net
         self.taps = _LPIPS_TAPS[net]
         self.features = _build_backbone(net, self.taps[-1])
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _LPIPS_CHANNELS[net])
+        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in LPIPS_CHANNELS[net])
         self.register_buffer("shift", torch.tensor([-.030, -.088, -.188]).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("scale", torch.tensor([.458, .448, .450]).reshape(1, 3, 1, 1), persistent=False)
         self.min_size = _min_size(self.features)  # 16 px for VGG, 31 px for AlexNet
@@ -256,62 +257,18 @@ def random_vgg16_features(seed: int = 0, layers: Sequence[str] = IMAGE2STYLEGAN_
 # Finding weights
 
 
-def _read_state(path: Path) -> dict:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read means a damaged or foreign file
-        raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e}); download it again") from e
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-    return state
-
-
-def _find(names: Iterable[str], dirs: Sequence[PathLike]) -> Optional[Path]:
-    for d in dirs:
-        for name in names:
-            p = Path(d) / name
-            if p.is_file():
-                return p
-    return None
-
-
 def _hub_dir() -> Path:
+    """torch hub's checkpoint cache: torchvision's files are found and downloaded there."""
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-class _Missing(NamedTuple):
-    what: str
-    file_name: str
-    url: str
-    error: str
-
-
-def _fetch(what: str, names: Sequence[str], url: str, dirs: Sequence[PathLike],
-           extra: Sequence[Path] = ()) -> Union[tuple[dict, str], _Missing]:
-    """(state dict, where it came from) for the first of `names` in `dirs`, `extra`, torch hub's cache, else
-    downloaded from `url` into that cache (named `names[0]`); what is missing when none of that works."""
-    path = _find(names, [*dirs, *extra, _hub_dir()])
-    if path is not None:
-        return _read_state(path), str(path)
-    try:
-        # check_hash: torchvision's file names end in the first digits of their SHA-256.
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True,
-                                                   weights_only=True, file_name=names[0])
-        return state, str(_hub_dir() / names[0])
-    except Exception as e:  # noqa: BLE001 - offline, blocked, or a failed download
-        return _Missing(what, names[0], url, f"{type(e).__name__}: {e}")
-
-
-def _raise_missing(missing: Sequence[_Missing], dirs: Sequence[PathLike]) -> None:
-    places = [str(Path(d)) for d in dirs] + [str(_hub_dir())]
-    files = "; ".join(f"{m.what}: download {m.url} and save it as {m.file_name}" for m in missing)
-    raise MissingWeightsError(
-        f"{len(missing)} weight file(s) not found and not downloadable ({missing[0].error}). {files}. "
-        f"Put the file(s) in one of: {', '.join(places)}")
+def _fetch(what: str, file_name: str, url: str, dirs: Sequence[PathLike]) -> Union[tuple[dict, str], MissingWeights]:
+    """(state dict, where it came from) for `file_name` (or its .safetensors twin) from `dirs`, torch hub's cache
+    or a download into that cache; what is missing when none of that works."""
+    found = find_or_download(what, weight_names(file_name), url, dirs, download_dir=_hub_dir())
+    if isinstance(found, MissingWeights):
+        return found
+    return read_state_dict(found), str(found)
 
 
 def _lpips_package_dir() -> list[Path]:
@@ -325,10 +282,6 @@ def _lpips_package_dir() -> list[Path]:
     if spec is None or not spec.submodule_search_locations:
         return []
     return [Path(p) / "weights" / "v0.1" for p in spec.submodule_search_locations]
-
-
-def _names(file_name: str) -> list[str]:
-    return [file_name, Path(file_name).with_suffix(".safetensors").name]
 
 
 def load_lpips(net: str = "vgg", *, model_dirs: Sequence[PathLike] = (), device=None) -> LPIPS:
@@ -348,15 +301,15 @@ def load_lpips(net: str = "vgg", *, model_dirs: Sequence[PathLike] = (), device=
         raise ValueError(f"net must be 'vgg' or 'alex', got {net!r}")
     bname, burl = BACKBONE_FILES[net]
     lname, lurl = LIN_FILES[net]
-    backbone = _fetch(f"LPIPS-{net} backbone (torchvision ImageNet weights)", _names(bname), burl, model_dirs)
+    backbone = _fetch(f"LPIPS-{net} backbone (torchvision ImageNet weights)", bname, burl, model_dirs)
     # The package's file is called `<net>.pth`: look for it under that name there only.
     package = next((d / f"{net}.pth" for d in _lpips_package_dir() if (d / f"{net}.pth").is_file()), None)
-    lin_path = _find(_names(lname), model_dirs) or package
-    lin = ((_read_state(lin_path), str(lin_path)) if lin_path is not None
-           else _fetch(f"LPIPS-{net} linear layers (v0.1)", _names(lname), lurl, model_dirs))
-    missing = [m for m in (backbone, lin) if isinstance(m, _Missing)]
+    lin_path = find_weights(weight_names(lname), model_dirs) or package
+    lin = ((read_state_dict(lin_path), str(lin_path)) if lin_path is not None
+           else _fetch(f"LPIPS-{net} linear layers (v0.1)", lname, lurl, model_dirs))
+    missing = [m for m in (backbone, lin) if isinstance(m, MissingWeights)]
     if missing:
-        _raise_missing(missing, model_dirs)
+        raise missing_weights_error(missing, [*model_dirs, _hub_dir()])
     model = LPIPS(net)
     load_backbone_state(model.features, backbone[0], f"{backbone[1]} (LPIPS-{net} backbone)")
     model.load_lin_state(lin[0], f"{lin[1]} (LPIPS-{net} linear layers)")
@@ -367,9 +320,9 @@ def load_vgg16_features(layers: Sequence[str] = IMAGE2STYLEGAN_LAYERS, *, model_
                         device=None) -> VGG16Features:
     """VGG16 feature extractor with torchvision's ImageNet weights (found as in `load_lpips`)."""
     bname, burl = BACKBONE_FILES["vgg"]
-    state = _fetch("VGG16 (torchvision ImageNet weights)", _names(bname), burl, model_dirs)
-    if isinstance(state, _Missing):
-        _raise_missing([state], model_dirs)
+    state = _fetch("VGG16 (torchvision ImageNet weights)", bname, burl, model_dirs)
+    if isinstance(state, MissingWeights):
+        raise missing_weights_error([state], [*model_dirs, _hub_dir()])
     model = VGG16Features(layers)
     load_backbone_state(model.features, state[0], f"{state[1]} (VGG16)")
     return model.to(device) if device is not None else model

@@ -9,11 +9,7 @@ without it.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
-import time
-import zipfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -21,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, MissingDependencyError, MissingWeightsError
+from ..files import (HUB_UNREACHABLE, MissingWeights, find_weights, hub_reachable, is_torchscript_archive,
+                     missing_weights_error, read_state_dict, try_download)
 from ..log import logger
-from ..losses.perceptual import _find
 
 PathLike = Union[str, Path]
 
@@ -366,28 +363,20 @@ def clip_distance(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tens
 
 
 def _read_state(path: Path) -> dict:
-    """A state dict of tensors from a .safetensors / .bin / .pt / .pth file; nothing in the file is executed."""
-    if path.suffix != ".safetensors" and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            if any(n.split("/", 2)[1:2] == ["code"] for n in zf.namelist()):
-                raise CheckpointError(
-                    f"{path}: a TorchScript archive (such as OpenAI's original ViT-B-32.pt); reading it would run "
-                    f"code stored in the file. Use open_clip's state dict instead (e.g. open_clip_model.safetensors "
-                    f"from the model's Hugging Face repository)")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read means a damaged, foreign or unsafe file
-        raise CheckpointError(f"{path}: cannot read CLIP weights ({type(e).__name__}: {e}); expected an open_clip "
-                              f"state dict (.safetensors, or a .bin/.pt/.pth saved with torch.save)") from e
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+    """An open_clip state dict of tensors from a .safetensors / .bin / .pt / .pth file (`files.read_state_dict`:
+    nothing in the file is executed), unwrapped from `{"state_dict": ...}` and DistributedDataParallel's
+    `module.` prefix."""
+    if is_torchscript_archive(path):
+        raise CheckpointError(
+            f"{path}: a TorchScript archive (such as OpenAI's original ViT-B-32.pt); reading it would run "
+            f"code stored in the file. Use open_clip's state dict instead (e.g. open_clip_model.safetensors "
+            f"from the model's Hugging Face repository)")
+    state = read_state_dict(path, what="CLIP weights", hint="expected an open_clip state dict (.safetensors, or a "
+                                                            ".bin/.pt/.pth saved with torch.save)")
+    if isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors, got a dict holding other values")
     if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
@@ -418,36 +407,17 @@ def _load_state(model, state: dict, path: Path, what: str) -> None:
         model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
-_hub_probe: dict[str, tuple[float, bool]] = {}
-
-
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers at all: offline, its client retries for minutes before giving up."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return False
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
-    name, _, port = host.partition(":")
-    seen = _hub_probe.get(host)
-    if seen is not None and time.monotonic() - seen[0] < 60:
-        return seen[1]
-    try:
-        socket.create_connection((name, int(port or 443)), timeout=timeout).close()
-        ok = True
-    except OSError:
-        ok = False
-    _hub_probe[host] = (time.monotonic(), ok)
-    return ok
+    """`files.hub_reachable`, looked up here at call time so that tests can simulate being offline."""
+    return hub_reachable(timeout)
 
 
 def _download(what: str, fetch) -> tuple[Optional[str], str]:
     """(path, "") from `fetch()`, or (None, why) when offline or the download fails."""
     if not _hub_reachable():
-        return None, "the Hugging Face Hub is not reachable (offline or HF_HUB_OFFLINE is set)"
-    try:
-        return str(fetch()), ""
-    except Exception as e:  # noqa: BLE001 - offline, blocked, missing huggingface_hub, or a failed download
-        logger.info("CLIP: downloading %s failed: %s", what, e)
-        return None, f"{type(e).__name__}: {e}"
+        return None, HUB_UNREACHABLE
+    got, why = try_download(f"CLIP {what}", fetch)
+    return (str(got) if got is not None else None), why
 
 
 def _weight_names(stems: Sequence[str]) -> list[str]:
@@ -460,11 +430,10 @@ def _hub_repo(tag_cfg: dict) -> Optional[str]:
 
 
 def _missing(what: str, names: Sequence[str], dirs: Sequence[PathLike], why: str, url: Optional[str]) -> MissingWeightsError:
-    places = ", ".join(str(Path(d)) for d in dirs) or "(no model folders were given)"
-    get = f"download {url} and save it" if url else "save its open_clip state dict"
-    return MissingWeightsError(
-        f"CLIP {what}: weights not found in the model folders and not downloadable ({why}). {get} as {names[0]} "
-        f"(a .safetensors, .bin, .pt or .pth state dict under the same name also works) in one of: {places}")
+    return missing_weights_error([MissingWeights(
+        f"CLIP {what}", names[0], url, why,
+        also="a .safetensors, .bin, .pt or .pth state dict under the same name also works" + (
+            "" if url else "; save the model's open_clip state dict"))], dirs)
 
 
 def _resolve_hub_name(oc, repo: str) -> Optional[tuple[str, str]]:
@@ -564,7 +533,7 @@ def load_clip(name: str, *, model_dirs: Sequence[PathLike] = (), pretrained: Opt
                              f"(open_clip.list_models() lists all)")
         if pretrained is not None and pretrained.lower().endswith(WEIGHT_SUFFIXES):
             p = Path(pretrained).expanduser()
-            path = p if p.is_file() else _find([pretrained], dirs)
+            path = p if p.is_file() else find_weights([pretrained], dirs)
             if path is None:
                 raise _missing(f"{arch} file", [Path(pretrained).name], dirs, f"{pretrained} does not exist", None)
         else:
@@ -588,10 +557,10 @@ def load_clip(name: str, *, model_dirs: Sequence[PathLike] = (), pretrained: Opt
             base = repo.split("/")[-1]
             stems += [base, f"{base}/open_clip_model", f"{base}/open_clip_pytorch_model"]
         names = _weight_names(stems)
-        path = _find(names, dirs)
+        path = find_weights(names, dirs)
         if arch is None and repo:  # a Hub model open_clip does not know: its config must come along
             base = repo.split("/")[-1]
-            cfg = _find([f"{base}/open_clip_config.json"], dirs)
+            cfg = find_weights([f"{base}/open_clip_config.json"], dirs)
             local_cfg_dir = cfg.parent if cfg is not None and path is not None and path.parent == cfg.parent else None
             if local_cfg_dir is None:
                 path = None
