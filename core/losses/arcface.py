@@ -13,7 +13,6 @@ average pooling to 112×112, then the network.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -24,6 +23,7 @@ from torch import nn
 from ..errors import CheckpointError, MissingWeightsError  # noqa: F401  (MissingWeightsError: documented here)
 from ..files import MissingWeights, find_weights, missing_weights_error, read_state_dict, weight_names
 from ..log import warn_once
+from ..optimize import autograd_ready, has_inference_tensors
 
 PathLike = Union[str, Path]
 
@@ -141,11 +141,11 @@ def arcface_features(arcface: ArcFaceIRSE50, x: torch.Tensor) -> torch.Tensor:
     if x.device != p.device:
         raise ValueError(f"images are on {x.device} but the ArcFace network is on {p.device}; move the network "
                          f"with .to({str(x.device)!r})")
-    if torch.is_grad_enabled() and x.requires_grad and _has_inference_tensors(arcface):
+    if torch.is_grad_enabled() and x.requires_grad and has_inference_tensors(arcface):
         warn_once("arcface-inference-copy",
                   "the ArcFace network was made under torch.inference_mode(); copying it on every call so that "
                   "autograd can use it. Wrap it once with IDLoss(arcface) instead.")
-        arcface = _ready_for_autograd(arcface)
+        arcface = autograd_ready(arcface)
     return arcface(crop_face(x.to(p.dtype)))  # pool in the network's precision, not e.g. float16
 
 
@@ -188,7 +188,7 @@ class IDLoss(nn.Module):
 
     def __init__(self, arcface: ArcFaceIRSE50, x_ref: Optional[torch.Tensor] = None):
         super().__init__()
-        self.arcface = _ready_for_autograd(arcface)
+        self.arcface = autograd_ready(arcface)
         self.ref_feats: Optional[torch.Tensor] = None
         if x_ref is not None:
             self.set_reference(x_ref)
@@ -209,18 +209,6 @@ class IDLoss(nn.Module):
             with torch.no_grad():
                 ref_feats = arcface_features(self.arcface, x_ref)
         return _cosine_loss(arcface_features(self.arcface, x), ref_feats.to(x.device), reduction)
-
-
-def _has_inference_tensors(module: nn.Module) -> bool:
-    return any(t.is_inference() for t in list(module.parameters()) + list(module.buffers()))
-
-
-def _ready_for_autograd(module: ArcFaceIRSE50) -> ArcFaceIRSE50:
-    """`module`, or a copy of it when it holds inference-mode tensors (which backward cannot save)."""
-    if not _has_inference_tensors(module):
-        return module
-    with torch.inference_mode(False):
-        return copy.deepcopy(module)
 
 
 # ------------------------------------------------------------------------------------------------
