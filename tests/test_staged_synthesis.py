@@ -174,7 +174,8 @@ def test_bad_stage_arguments_say_what_to_pass():
     G = generator("sg2-skip", torch.device("cpu"), torch.float32)
     syn, ws = G.synthesis, mapped_ws(G)
     s = syn.run(ws, stop=32)
-    with pytest.raises(ValueError, match=r"start must be None or one of the block resolutions \[4, 8, 16, 32, 64\]"):
+    with pytest.raises(ValueError, match=r"start must be None or one of this network's stages \[4, 8, 16, 32, 64\], "
+                                         r"got 24"):
         syn.run(ws, start=24, x=s.x, img=s.img)
     with pytest.raises(ValueError, match="must come after"):
         syn.run(ws, start=32, x=s.x, img=s.img, stop=16)
@@ -192,7 +193,7 @@ def test_bad_stage_arguments_say_what_to_pass():
     with pytest.raises(ValueError, match="no RGB skip"):
         orig.run(ws, start=32, x=orig.run(ws, stop=32).x, img=s.img)
     G3 = generator("sg3-t", torch.device("cpu"), torch.float32)
-    with pytest.raises(ValueError, match="start must be None or one of the stages"):
+    with pytest.raises(ValueError, match=r"start must be None or one of this network's stages \['input', 'L0_"):
         G3.synthesis.run(mapped_ws(G3), start="L99", x=s.x)
     with pytest.raises(ValueError, match="start and x go together"):
         G3.synthesis.run(mapped_ws(G3), start="input")

@@ -24,6 +24,19 @@ class SynthesisState(NamedTuple):
     stage: Stage                             # The last stage that ran (what `x` is the output of).
 
 
+def stage_range(stages: Sequence[Stage], start: Optional[Stage], stop: Optional[Stage]) -> tuple[int, int]:
+    """Indices into `stages` of the first and the last stage a run from `start` (exclusive: the stage its
+    features come from; None = from the beginning) to `stop` (inclusive; None = to the end) runs."""
+    for name, value in (("start", start), ("stop", stop)):
+        if value is not None and value not in stages:
+            raise ValueError(f"{name} must be None or one of this network's stages {list(stages)}, got {value!r}")
+    first = 0 if start is None else stages.index(start) + 1
+    last = len(stages) - 1 if stop is None else stages.index(stop)
+    if first > last:
+        raise ValueError(f"stop={stop!r} must come after start={start!r}: nothing to run")
+    return first, last
+
+
 def check_shape(tensor: torch.Tensor, shape: Sequence[Optional[int]], where: str, name: str, hint: str = "") -> None:
     """Raise ValueError "b16: expected x [2, 512, 8, 8], got [2, 256, 8, 8]" unless `tensor` has `shape` (None
     matches any size), as NVIDIA's `misc.assert_shape`. Compares Python ints only: no device sync."""
@@ -32,4 +45,4 @@ def check_shape(tensor: torch.Tensor, shape: Sequence[Optional[int]], where: str
         raise ValueError(f"{where}: expected {name} [{expected}], got {list(tensor.shape)}{hint}")
 
 
-__all__ = ["Stage", "SynthesisState", "check_shape"]
+__all__ = ["Stage", "SynthesisState", "stage_range", "check_shape"]

@@ -18,7 +18,7 @@ from ..ops.conv2d_resample import conv2d_resample
 from ..ops.modulated_conv2d import modulated_conv2d
 from ..ops.upfirdn2d import setup_filter, upsample2d
 from .layers import FullyConnectedLayer
-from .staging import SynthesisState, check_shape
+from .staging import SynthesisState, check_shape, stage_range
 from .style_space import StyleLayer, StyleSpaceMixin
 
 NOISE_MODES = ("const", "random", "none")
@@ -340,8 +340,8 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         """Run the blocks after `start` up to and including `stop`: the synthesis in stages (`forward` is one run).
 
         `s = run(ws, stop=32)` returns the 32 px features; `run(ws, start=32, x=s.x, img=s.img).img` is then
-        exactly `forward(ws)`, whatever `x` was changed to in between (Barbershop's F space, sec. 3.1 of Zhu
-        et al. 2021, optimises `x` at 32 px).
+        exactly `forward(ws)`. Changing `x` in between edits the image from its 32 px features (Barbershop's
+        F space, Zhu et al. 2021, optimises them; see `drop_skip`).
 
         Args:
             ws: `[N, num_ws, w_dim]`, the whole ws even for a partial run (each block reads its own entries), or
@@ -362,7 +362,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                 for those layers (names from `noise_layer_names`).
             force_fp32: run fp16-trained blocks in fp32 even on CUDA (None = `self.force_fp32`).
             generator: the random source for noise_mode='random'.
-            fused_modconv: force (True) or forbid (False) the grouped-convolution path; None picks per call.
+            fused_modconv: modulate the weights (True) or the activations (False); None: weights for N = 1.
 
         Returns:
             `SynthesisState(x [N, C, stop, stop], img, stage=stop)`: `img` is the RGB skip at `stop` px for
@@ -371,7 +371,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         resolutions = self.block_resolutions
-        first, last = self.stage_range(start, stop)
+        first, last = stage_range(resolutions, start, stop)
         if start is None:
             if x is not None or img is not None or drop_skip:
                 raise ValueError("x, img and drop_skip continue a run: pass start=<the resolution x is at> with them")
@@ -383,7 +383,8 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                 raise ValueError(f"start={start}: pass img (the RGB skip at {start} px, SynthesisState.img) to "
                                  f"continue the image, or img=None with drop_skip=True to start it from zero")
             if self.architecture != "skip" and img is not None:
-                raise ValueError(f"a '{self.architecture}' network has no RGB skip before its last block: pass img=None")
+                raise ValueError(f"a '{self.architecture}' network has no RGB skip before its last block: "
+                                 f"pass img=None")
         ws, styles = self.prepare_inputs(ws, styles, None if (first, last) == (0, len(resolutions) - 1)
                                          else resolutions[first:last + 1])
         force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
@@ -398,18 +399,6 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                                styles=styles)
             w_idx += block.num_conv
         return SynthesisState(x, img, resolutions[last])
-
-    def stage_range(self, start: Optional[int], stop: Optional[int]) -> tuple[int, int]:
-        """Indices into `stages` of the first and the last block a run from `start` to `stop` runs."""
-        stages = self.block_resolutions
-        for name, value in (("start", start), ("stop", stop)):
-            if value is not None and value not in stages:
-                raise ValueError(f"{name} must be None or one of the block resolutions {stages}, got {value!r}")
-        first = 0 if start is None else stages.index(start) + 1
-        last = len(stages) - 1 if stop is None else stages.index(stop)
-        if first > last:
-            raise ValueError(f"stop={stop} must come after start={start}: nothing to run")
-        return first, last
 
     def forward(self, ws: Optional[torch.Tensor], *, noise_mode: str = "const",
                 noise: Optional[dict[str, torch.Tensor]] = None, force_fp32: Optional[bool] = None,

@@ -18,7 +18,7 @@ from ..config import StyleGAN3Config
 from ..ops.filtered_lrelu import filtered_lrelu
 from ..ops.modulated_conv2d import modulated_conv2d
 from .layers import FullyConnectedLayer
-from .staging import SynthesisState, check_shape
+from .staging import SynthesisState, check_shape, stage_range
 from .style_space import StyleLayer, StyleSpaceMixin
 from .stylegan2 import NOISE_MODES, activation_memory_format
 
@@ -318,7 +318,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
             stop: the last stage to run (None: the ToRGB layer).
             noise_mode, noise, generator: accepted for symmetry with StyleGAN2; no effect (StyleGAN3 is noise-free).
             force_fp32: run fp16-trained layers in fp32 even on CUDA (None = `self.force_fp32`).
-            fused_modconv: force (True) or forbid (False) the grouped-convolution path; None picks per call.
+            fused_modconv: modulate the weights (True) or the activations (False); None: weights for N = 1.
 
         Returns:
             `SynthesisState(x, img, stage=stop)`: `img` is the image `[N, img_channels, R, R]` float32
@@ -327,13 +327,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         stages = self.stages
-        for name, value in (("start", start), ("stop", stop)):
-            if value is not None and value not in stages:
-                raise ValueError(f"{name} must be None or one of the stages {stages}, got {value!r}")
-        first = 0 if start is None else stages.index(start) + 1
-        last = len(stages) - 1 if stop is None else stages.index(stop)
-        if first > last:
-            raise ValueError(f"stop={stop!r} must come after start={start!r}: nothing to run")
+        first, last = stage_range(stages, start, stop)
         if img is not None:
             raise ValueError("StyleGAN3 has no RGB skip: pass img=None")
         if (start is None) != (x is None):
