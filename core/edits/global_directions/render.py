@@ -72,7 +72,7 @@ def _quantize(img: torch.Tensor) -> torch.Tensor:
     return (img * 127.5 + 128).clamp(0, 255).floor() / 127.5 - 1
 
 
-def perturbed_renders(renderer: Renderer, base: dict[str, torch.Tensor], prefix: Optional[tuple], stage: int,
+def perturbed_renders(renderer: Renderer, base: dict[str, torch.Tensor], prefix: Optional[SynthesisState], stage: int,
                        layer: str, channels: torch.Tensor, values: torch.Tensor, image_idx: torch.Tensor, *,
                        use_prefix: bool = True) -> torch.Tensor:
     """Render images `image_idx` `[B]` of `base` (S dict, `[N, ch]` each) with channel `channels[b]` of `layer`
@@ -115,8 +115,8 @@ class PassSize:
 OOM_ERRORS = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5 has only the CUDA one
 
 
-def relevance_rows(renderer: Renderer, clip, base: dict[str, torch.Tensor], prefix: Optional[tuple], stage: int,
-                    layer: str, channels: range, mean: torch.Tensor, std: torch.Tensor, *, alpha: float,
+def relevance_rows(renderer: Renderer, clip, base: dict[str, torch.Tensor], prefix: Optional[SynthesisState],
+                    stage: int, layer: str, channels: range, mean: torch.Tensor, std: torch.Tensor, *, alpha: float,
                     num_images: int, batch_size: Union[int, PassSize], use_prefix: bool) -> torch.Tensor:
     """Relevance rows `[K, D]` float32 (CPU) of `channels` (K of them) of `layer`; `mean`/`std` `[channels]`
     of that layer. Items are ordered (channel, sign −/+, image) and rendered `batch_size` at a time."""
