@@ -97,5 +97,30 @@ def arch(request) -> str:
     return request.param
 
 
+_NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(params=[pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=_NEEDS_CUDA)])
+def device(request) -> torch.device:
+    """Every device the tests can use here: the CPU, and CUDA where present (skipped otherwise)."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=[torch.float32, torch.float16], ids=["float32", "float16"])
+def dtype(request, device) -> torch.dtype:
+    """The precision the synthesis runs in; float16 only on CUDA (fp16 blocks run in float32 elsewhere)."""
+    if request.param == torch.float16 and device.type != "cuda":
+        pytest.skip("float16 synthesis runs on CUDA only")
+    return request.param
+
+
+def on_device(G: core.Generator, device: torch.device, dtype: torch.dtype = torch.float32) -> core.Generator:
+    """`G` moved to `device` (in place), running its fp16-trained blocks in float16 if `dtype` is float16
+    (precision 'auto'), everything in float32 otherwise."""
+    G = G.to(device)
+    G.precision = "auto" if dtype == torch.float16 else "float32"
+    return G
+
+
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import core
-from conftest import tiny_config, tiny_generator
+from conftest import on_device, tiny_config, tiny_generator
 
 
 def test_config_json_round_trip(arch):
@@ -39,10 +39,10 @@ def test_unknown_config_key_is_refused():
 
 
 @pytest.mark.parametrize("arch, num_ws", [("stylegan2", 2 * 5 - 2), ("stylegan3", 16)])
-def test_shapes_and_api(arch, num_ws):
-    G = tiny_generator(arch)
+def test_shapes_and_api(arch, num_ws, device):
+    G = on_device(tiny_generator(arch), device)
     assert (G.z_dim, G.w_dim, G.num_ws, G.img_resolution) == (16, 16, num_ws, 32)
-    z = torch.randn(3, 16)
+    z = torch.randn(3, 16, device=device)
     ws = G.mapping(z, None)
     assert ws.shape == (3, num_ws, 16)
     img = G.synthesis(ws)
@@ -97,10 +97,10 @@ def test_noise_modes():
         G.synthesis(ws, noise_mode="loud")
 
 
-def test_gradients_reach_ws_and_leave_generator_untouched(arch):
-    G = tiny_generator(arch)
+def test_gradients_reach_ws_and_leave_generator_untouched(arch, device, dtype):
+    G = on_device(tiny_generator(arch), device, dtype)
     before = {k: v.clone() for k, v in G.state_dict().items()}
-    ws = G.mapping(torch.randn(2, 16), None).detach().requires_grad_(True)
+    ws = G.mapping(torch.randn(2, 16, device=device), None).detach().requires_grad_(True)
     with torch.enable_grad():
         loss = G.synthesis(ws).square().mean()
         loss.backward()

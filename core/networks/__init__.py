@@ -2,5 +2,7 @@
 
 from .generator import PRECISIONS, Generator, GeneratorInfo, build_generator
 from .layers import FullyConnectedLayer, MappingNetwork
+from .staging import SynthesisState
 
-__all__ = ["PRECISIONS", "Generator", "GeneratorInfo", "build_generator", "FullyConnectedLayer", "MappingNetwork"]
+__all__ = ["PRECISIONS", "Generator", "GeneratorInfo", "build_generator", "FullyConnectedLayer", "MappingNetwork",
+           "SynthesisState"]

@@ -32,6 +32,9 @@ PRECISIONS = ("auto", "float32")
 class Generator(nn.Module):
     """z (+c) -> image. `G.mapping(z, c, truncation_psi, truncation_cutoff) -> ws [N, num_ws, w_dim]`,
     `G.synthesis(ws, noise_mode=...) -> [N, img_channels, R, R]` in about [-1, 1], `G(z, c, ...)`.
+
+    `G.synthesis.run(ws, start=..., x=..., stop=...)` runs the synthesis in stages (`G.synthesis.stages`: block
+    resolutions for StyleGAN2, layer names for StyleGAN3) and returns a `SynthesisState` (features, RGB skip).
     """
 
     def __init__(self, config: GeneratorConfig):

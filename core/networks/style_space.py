@@ -9,10 +9,12 @@ Layout helpers (`s_layout`, `s_channel_count`, `flatten_s`, `unflatten_s`) descr
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Iterable, NamedTuple, Optional
 
 import torch
 from torch import nn
+
+from .staging import Stage
 
 
 class StyleLayer(NamedTuple):
@@ -22,6 +24,7 @@ class StyleLayer(NamedTuple):
     module: nn.Module                       # The layer; `module.affine` computes its style from w.
     w_index: int                            # Which of the `num_ws` w vectors feeds its affine.
     is_torgb: bool                          # A ToRGB layer (not demodulated)?
+    stage: Stage                            # The stage of `synthesis.run` that reads it (e.g. 8 for 'b8.conv0').
 
     @property
     def channels(self) -> int:
@@ -56,17 +59,19 @@ class StyleSpaceMixin:
             raise ValueError("from_s needs a non-empty styles dict; build one with w_to_s(ws)")
         return self(None, styles=styles, **synthesis_kwargs)  # forward checks every layer is present
 
-    def check_styles(self, styles: dict[str, torch.Tensor], *, complete: bool, batch: Optional[int] = None) -> None:
+    def check_styles(self, styles: dict[str, torch.Tensor], *, complete: bool, batch: Optional[int] = None,
+                     required: Optional[Iterable[str]] = None) -> None:
         """Raise ValueError unless `styles` names known layers with `[N, channels]` tensors (all of them if
-        `complete`), all with the same N (equal to `batch` when given: the batch size of the ws they join)."""
+        `complete`, else at least those in `required`), all with the same N (equal to `batch` when given: the
+        batch size of the ws they join)."""
         if not isinstance(styles, dict):
             raise ValueError(f"styles must be a dict {{layer name: [N, channels] tensor}}, got {type(styles).__name__}")
         layers = {layer.name: layer.channels for layer in self.style_layers()}
         unknown = [k for k in styles if k not in layers]
         if unknown:
             raise ValueError(f"unknown style layer(s) {unknown}; this network's layers are {list(layers)}")
-        missing = [k for k in layers if k not in styles]
-        if complete and missing:
+        missing = [k for k in (layers if complete or required is None else required) if k not in styles]
+        if (complete or required is not None) and missing:
             raise ValueError(f"styles is missing layer(s) {missing}; pass every key of w_to_s(ws)")
         for name, s in styles.items():
             if not torch.is_tensor(s) or s.ndim != 2 or s.shape[1] != layers[name]:
@@ -76,6 +81,25 @@ class StyleSpaceMixin:
                 raise ValueError(f"all styles need the batch size of ws and of each other: {name!r} has "
                                  f"{s.shape[0]}, expected {batch}; expand a single style with .expand(N, -1)")
             batch = s.shape[0]
+
+    def prepare_inputs(self, ws: Optional[torch.Tensor], styles: Optional[dict[str, torch.Tensor]],
+                       stages: Optional[list[Stage]] = None) -> tuple[Optional[torch.Tensor], dict[str, torch.Tensor]]:
+        """Check and convert the inputs of a synthesis run: `ws` `[N, num_ws, w_dim]` (or None) and the S
+        overrides `styles` to float32. Without `ws`, `styles` must hold every layer read by `stages` (None:
+        every stage). Returns `(ws, styles)`; `styles` is `{}` when there are no overrides."""
+        if ws is not None and (ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim):
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        if styles:
+            required = None
+            if ws is None and stages is not None:
+                wanted = set(stages)
+                required = [layer.name for layer in self.style_layers() if layer.stage in wanted]
+            self.check_styles(styles, complete=ws is None and stages is None, required=required,
+                              batch=None if ws is None else ws.shape[0])
+            styles = {name: s.to(torch.float32) for name, s in styles.items()}
+        elif ws is None:
+            raise ValueError("synthesis needs ws [N, num_ws, w_dim] or a complete styles dict (see from_s)")
+        return (None if ws is None else ws.to(torch.float32)), (styles or {})
 
 
 class SLayer(NamedTuple):

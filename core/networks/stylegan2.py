@@ -18,6 +18,7 @@ from ..ops.conv2d_resample import conv2d_resample
 from ..ops.modulated_conv2d import modulated_conv2d
 from ..ops.upfirdn2d import setup_filter, upsample2d
 from .layers import FullyConnectedLayer
+from .staging import SynthesisState, check_shape, stage_range
 from .style_space import StyleLayer, StyleSpaceMixin
 
 NOISE_MODES = ("const", "random", "none")
@@ -197,6 +198,7 @@ class SynthesisBlock(nn.Module):
                  config: StyleGAN2Config,           # Architecture, filter, clamp, noise, activation.
                  ):
         super().__init__()
+        self.name = f"b{resolution}"       # In shape errors; also the attribute name in SynthesisNetwork.
         self.in_channels = in_channels
         self.resolution = resolution
         self.img_channels = img_channels
@@ -233,9 +235,16 @@ class SynthesisBlock(nn.Module):
                 force_fp32: bool, noise_mode: str, noise: dict[str, torch.Tensor], prefix: str,
                 generator: Optional[torch.Generator], fused_modconv: Optional[bool],
                 styles: dict[str, torch.Tensor]):
-        """`ws` `[N, num_conv + num_torgb, w_dim]` (None when `styles` covers every layer; see
-        `SynthesisNetwork.forward`); returns (features, image so far)."""
+        """One stage of `SynthesisNetwork.run`: `x` `[N, in_channels, res/2, res/2]` (None for the first block),
+        `img` the RGB skip `[N, img_channels, res/2, res/2]` float32 or None, `ws` `[N, num_conv + num_torgb,
+        w_dim]` (None when `styles` covers this block's layers); returns (features `[N, out, res, res]`, image
+        so far or None)."""
         ref = ws if ws is not None else styles[prefix + "conv1"]  # batch size and device
+        if x is not None:
+            check_shape(x, [ref.shape[0], self.in_channels, self.resolution // 2, self.resolution // 2], self.name, "x")
+        if img is not None:
+            check_shape(img, [ref.shape[0], self.img_channels, self.resolution // 2, self.resolution // 2],
+                        self.name, "img")
         fp16 = self.use_fp16 and not force_fp32 and ref.device.type == "cuda"
         dtype = torch.float16 if fp16 else torch.float32
         fmt = activation_memory_format(ref)
@@ -278,6 +287,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
+        self.architecture = config.architecture
         self.block_resolutions = [2 ** i for i in range(2, int(math.log2(img_resolution)) + 1)]
         channels = {res: min(config.channel_base // res, config.channel_max) for res in self.block_resolutions}
         fp16_resolution = max(2 ** (int(math.log2(img_resolution)) + 1 - config.num_fp16_res), 8)
@@ -295,6 +305,11 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         """Names of the layers that take a noise map, e.g. 'b8.conv0' (keys of the `noise` argument)."""
         return [name for name, m in self.named_modules() if isinstance(m, SynthesisLayer) and m.use_noise]
 
+    @property
+    def stages(self) -> list[int]:
+        """The stages of `run`, in order: the block resolutions [4, 8, ..., img_resolution]."""
+        return list(self.block_resolutions)
+
     def style_layers(self) -> list[StyleLayer]:
         """The S layout in forward order: every conv (b4.conv1, b8.conv0, b8.conv1, ...) and every ToRGB.
 
@@ -306,9 +321,9 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
             block = getattr(self, f"b{res}")
             convs = [name for name in ("conv0", "conv1") if hasattr(block, name)]
             for i, name in enumerate(convs):
-                layers.append(StyleLayer(f"b{res}.{name}", getattr(block, name), w_idx + i, False))
+                layers.append(StyleLayer(f"b{res}.{name}", getattr(block, name), w_idx + i, False, res))
             if hasattr(block, "torgb"):
-                layers.append(StyleLayer(f"b{res}.torgb", block.torgb, w_idx + block.num_conv, True))
+                layers.append(StyleLayer(f"b{res}.torgb", block.torgb, w_idx + block.num_conv, True, res))
             w_idx += block.num_conv
         return layers
 
@@ -317,38 +332,81 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         for res in self.block_resolutions:
             getattr(self, f"b{res}").reset_parameters(generator)
 
-    def forward(self, ws: Optional[torch.Tensor], *, noise_mode: str = "const",
-                noise: Optional[dict[str, torch.Tensor]] = None, force_fp32: Optional[bool] = None,
-                generator: Optional[torch.Generator] = None, fused_modconv: Optional[bool] = None,
-                styles: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
-        """Render `ws` `[N, num_ws, w_dim]` to `[N, C, R, R]` float32.
+    def run(self, ws: Optional[torch.Tensor], *, styles: Optional[dict[str, torch.Tensor]] = None,
+            start: Optional[int] = None, x: Optional[torch.Tensor] = None, img: Optional[torch.Tensor] = None,
+            stop: Optional[int] = None, drop_skip: bool = False, noise_mode: str = "const",
+            noise: Optional[dict[str, torch.Tensor]] = None, force_fp32: Optional[bool] = None,
+            generator: Optional[torch.Generator] = None, fused_modconv: Optional[bool] = None) -> SynthesisState:
+        """Run the blocks after `start` up to and including `stop`: the synthesis in stages (`forward` is one run).
+
+        `s = run(ws, stop=32)` returns the 32 px features; `run(ws, start=32, x=s.x, img=s.img).img` is then
+        exactly `forward(ws)`. Changing `x` in between edits the image from its 32 px features (Barbershop's
+        F space, Zhu et al. 2021, optimises them; see `drop_skip`).
 
         Args:
+            ws: `[N, num_ws, w_dim]`, the whole ws even for a partial run (each block reads its own entries), or
+                None when `styles` holds every layer of the blocks that run.
+            styles: optional S overrides `{layer name: [N, channels]}` (names from `style_layers()`).
+            start: the resolution `x` (and `img`) are at; the run begins with the next block. None: from the
+                learned 4 px constant, without `x`/`img`.
+            x: features `[N, channels of b{start}, start, start]` (`SynthesisState.x`), any dtype.
+            img: 'skip' architecture: the RGB skip at `start` px `[N, img_channels, start, start]`
+                (`SynthesisState.img`), needed unless `drop_skip`; None for 'orig'/'resnet'.
+            stop: the resolution of the last block to run (None: img_resolution).
+            drop_skip: Barbershop's convention for its F space: the RGB skip accumulated up to `start` is dropped
+                and the image is the sum of the ToRGB outputs after it (pass `img=None`). No effect on
+                'orig'/'resnet', whose only ToRGB is the last block's.
             noise_mode: 'const' (the stored noise maps, deterministic), 'random' (fresh noise, from
                 `generator` when given) or 'none'.
             noise: optional per-layer noise maps `{name: [N or 1, 1, r, r]}` overriding `noise_mode`
                 for those layers (names from `noise_layer_names`).
             force_fp32: run fp16-trained blocks in fp32 even on CUDA (None = `self.force_fp32`).
-            styles: optional S overrides `{layer name: [N, channels]}` (names from `style_layers()`) used
-                instead of those layers' A(w); with `ws=None` it must name every layer (see `from_s`).
+            generator: the random source for noise_mode='random'.
+            fused_modconv: modulate the weights (True) or the activations (False); None: weights for N = 1.
+
+        Returns:
+            `SynthesisState(x [N, C, stop, stop], img, stage=stop)`: `img` is the RGB skip at `stop` px for
+            'skip' (float32), the image `[N, img_channels, R, R]` float32 after the last block, else None.
         """
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        resolutions = self.block_resolutions
+        first, last = stage_range(resolutions, start, stop)
+        if start is None:
+            if x is not None or img is not None or drop_skip:
+                raise ValueError("x, img and drop_skip continue a run: pass start=<the resolution x is at> with them")
+        else:
+            if x is None:
+                raise ValueError(f"start={start} needs x, the features at {start} px (SynthesisState.x of a run "
+                                 f"with stop={start})")
+            if self.architecture == "skip" and (img is None) != drop_skip:
+                raise ValueError(f"start={start}: pass img (the RGB skip at {start} px, SynthesisState.img) to "
+                                 f"continue the image, or img=None with drop_skip=True to start it from zero")
+            if self.architecture != "skip" and img is not None:
+                raise ValueError(f"a '{self.architecture}' network has no RGB skip before its last block: "
+                                 f"pass img=None")
+        ws, styles = self.prepare_inputs(ws, styles, None if (first, last) == (0, len(resolutions) - 1)
+                                         else resolutions[first:last + 1])
         force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
-        if styles:
-            self.check_styles(styles, complete=ws is None, batch=None if ws is None else ws.shape[0])
-            styles = {name: s.to(torch.float32) for name, s in styles.items()}
-        elif ws is None:
-            raise ValueError("synthesis needs ws [N, num_ws, w_dim] or a complete styles dict (see from_s)")
-        styles = styles or {}
-        ws = None if ws is None else ws.to(torch.float32)
         noise = noise or {}
-        x = img = None
         w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            block_ws = None if ws is None else ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+        for i in range(last + 1):
+            block = getattr(self, f"b{resolutions[i]}")
+            if i >= first:
+                block_ws = None if ws is None else ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+                x, img = block(x, img, block_ws, force_fp32=force_fp32, noise_mode=noise_mode, noise=noise,
+                               prefix=block.name + ".", generator=generator, fused_modconv=fused_modconv,
+                               styles=styles)
             w_idx += block.num_conv
-            x, img = block(x, img, block_ws, force_fp32=force_fp32, noise_mode=noise_mode, noise=noise,
-                           prefix=f"b{res}.", generator=generator, fused_modconv=fused_modconv, styles=styles)
-        return img.contiguous()
+        return SynthesisState(x, img, resolutions[last])
+
+    def forward(self, ws: Optional[torch.Tensor], *, noise_mode: str = "const",
+                noise: Optional[dict[str, torch.Tensor]] = None, force_fp32: Optional[bool] = None,
+                generator: Optional[torch.Generator] = None, fused_modconv: Optional[bool] = None,
+                styles: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """Render `ws` `[N, num_ws, w_dim]` to `[N, C, R, R]` float32: every block of `run` (see its arguments).
+
+        With `ws=None`, `styles` must name every layer (see `from_s`).
+        """
+        return self.run(ws, styles=styles, noise_mode=noise_mode, noise=noise, force_fp32=force_fp32,
+                        generator=generator, fused_modconv=fused_modconv).img.contiguous()

@@ -18,6 +18,7 @@ from ..config import StyleGAN3Config
 from ..ops.filtered_lrelu import filtered_lrelu
 from ..ops.modulated_conv2d import modulated_conv2d
 from .layers import FullyConnectedLayer
+from .staging import SynthesisState, check_shape, stage_range
 from .style_space import StyleLayer, StyleSpaceMixin
 from .stylegan2 import NOISE_MODES, activation_memory_format
 
@@ -142,6 +143,7 @@ class SynthesisLayer(nn.Module):
                  config: StyleGAN3Config,           # Kernel, filter size, lrelu upsampling, radial, clamp.
                  ):
         super().__init__()
+        self.name = "layer"                # Set by SynthesisNetwork to its attribute name, e.g. 'L3_52_512'.
         self.w_dim = w_dim
         self.is_torgb = is_torgb
         self.is_critically_sampled = is_critically_sampled
@@ -149,6 +151,7 @@ class SynthesisLayer(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.in_size = np.array([in_size, in_size])
+        self.in_hw = (int(in_size), int(in_size))  # Python ints, for the shape check in forward
         self.out_size = np.array([out_size, out_size])
         self.in_sampling_rate = in_sampling_rate
         self.out_sampling_rate = out_sampling_rate
@@ -193,7 +196,8 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: Optional[torch.Tensor], *, force_fp32: bool = False,
                 fused_modconv: Optional[bool] = None, styles: Optional[torch.Tensor] = None) -> torch.Tensor:
         """`styles` `[N, in]` replaces A(w); ToRGB's fixed 1/sqrt(fan_in) gain is not part of S, so it is
-        applied here (NVIDIA multiplies it into the affine output)."""
+        applied here (NVIDIA multiplies it into the affine output). `x` `[N, in_channels, in_size, in_size]`."""
+        check_shape(x, [(w if styles is None else styles).shape[0], self.in_channels, *self.in_hw], self.name, "x")
         if styles is None:
             styles = self.affine(w)
         if self.is_torgb:
@@ -260,12 +264,18 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                 in_half_width=float(half_widths[prev]), out_half_width=float(half_widths[idx]),
                 config=config)
             name = f"L{idx}_{int(layer.out_size[0])}_{layer.out_channels}"
+            layer.name = name
             setattr(self, name, layer)
             self.layer_names.append(name)
 
     @property
     def noise_layer_names(self) -> list[str]:
         return []  # StyleGAN3 has no noise inputs
+
+    @property
+    def stages(self) -> list[str]:
+        """The stages of `run`, in order: 'input' (the Fourier features), then every layer 'L0_...' to the ToRGB."""
+        return ["input"] + list(self.layer_names)
 
     def style_layers(self) -> list[StyleLayer]:
         """The S layout in forward order: 'input' (4 values), then every layer 'L0_...' to the ToRGB.
@@ -275,10 +285,10 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         needs no w at all and reproduces `forward(ws)` exactly; it is geometry rather than appearance, so
         StyleCLIP-style channel statistics may want to skip it (stylegan3-editing's W2S keeps it as 'input' too).
         """
-        layers = [StyleLayer("input", self.input, 0, False)]
+        layers = [StyleLayer("input", self.input, 0, False, "input")]
         for idx, name in enumerate(self.layer_names):
             layer = getattr(self, name)
-            layers.append(StyleLayer(name, layer, idx + 1, layer.is_torgb))
+            layers.append(StyleLayer(name, layer, idx + 1, layer.is_torgb, name))
         return layers
 
     @torch.no_grad()
@@ -287,26 +297,64 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         for name in self.layer_names:
             getattr(self, name).reset_parameters(generator)
 
+    def run(self, ws: Optional[torch.Tensor], *, styles: Optional[dict[str, torch.Tensor]] = None,
+            start: Optional[str] = None, x: Optional[torch.Tensor] = None, img: Optional[torch.Tensor] = None,
+            stop: Optional[str] = None, drop_skip: bool = False, noise_mode: str = "const",
+            noise: Optional[dict] = None, force_fp32: Optional[bool] = None,
+            generator: Optional[torch.Generator] = None, fused_modconv: Optional[bool] = None) -> SynthesisState:
+        """Run the layers after `start` up to and including `stop`: the synthesis in stages (`forward` is one run).
+
+        `s = run(ws, stop="L6_84_512")` returns that layer's output; `run(ws, start=s.stage, x=s.x).img` is then
+        exactly `forward(ws)`. Stages are named as in `stages`: 'input' (the Fourier features), 'L0_...', ...
+
+        Args:
+            ws: `[N, num_ws, w_dim]`, the whole ws even for a partial run, or None when `styles` holds every
+                layer of the stages that run.
+            styles: optional S overrides `{layer name: [N, channels]}` (names from `style_layers()`).
+            start: the stage `x` is the output of; the run begins with the next layer. None: from the input.
+            x: features `[N, C, size, size]` of stage `start` (`SynthesisState.x`), any dtype.
+            img, drop_skip: StyleGAN2's RGB skip, which StyleGAN3 does not have: img must be None (drop_skip
+                is accepted and has no effect, so one call serves both networks).
+            stop: the last stage to run (None: the ToRGB layer).
+            noise_mode, noise, generator: accepted for symmetry with StyleGAN2; no effect (StyleGAN3 is noise-free).
+            force_fp32: run fp16-trained layers in fp32 even on CUDA (None = `self.force_fp32`).
+            fused_modconv: modulate the weights (True) or the activations (False); None: weights for N = 1.
+
+        Returns:
+            `SynthesisState(x, img, stage=stop)`: `img` is the image `[N, img_channels, R, R]` float32
+            (scaled by `output_scale`) when the ToRGB layer ran, else None.
+        """
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        stages = self.stages
+        first, last = stage_range(stages, start, stop)
+        if img is not None:
+            raise ValueError("StyleGAN3 has no RGB skip: pass img=None")
+        if (start is None) != (x is None):
+            raise ValueError(f"start and x go together: x is the output of stage start (SynthesisState.x and "
+                             f".stage), got start={start!r} and x={'None' if x is None else list(x.shape)}")
+        ws, styles = self.prepare_inputs(ws, styles, None if (first, last) == (0, len(stages) - 1)
+                                         else stages[first:last + 1])
+        force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
+        ws = ws.unbind(dim=1) if ws is not None else [None] * self.num_ws
+        if first == 0:
+            x = self.input(ws[0], styles=styles.get("input"))
+            x = x.contiguous(memory_format=activation_memory_format(x))
+        for idx in range(max(first, 1), last + 1):
+            name = stages[idx]
+            x = getattr(self, name)(x, ws[idx], force_fp32=force_fp32, fused_modconv=fused_modconv,
+                                    styles=styles.get(name))
+        img = None
+        if last == len(stages) - 1:
+            img = x * self.output_scale if self.output_scale != 1 else x
+            img = img.to(torch.float32)
+        return SynthesisState(x, img, stages[last])
+
     def forward(self, ws: Optional[torch.Tensor], *, noise_mode: str = "const", noise: Optional[dict] = None,
                 force_fp32: Optional[bool] = None, generator: Optional[torch.Generator] = None,
                 fused_modconv: Optional[bool] = None, styles: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Render `ws` `[N, num_ws, w_dim]`; `noise_mode`/`noise`/`generator` are accepted for API symmetry
         with StyleGAN2 and have no effect (StyleGAN3 is noise-free). `styles`: optional S overrides
         `{layer name: [N, channels]}` (names from `style_layers()`); with `ws=None` it must name every layer."""
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        force_fp32 = self.force_fp32 if force_fp32 is None else bool(force_fp32)
-        if styles:
-            self.check_styles(styles, complete=ws is None, batch=None if ws is None else ws.shape[0])
-            styles = {name: s.to(torch.float32) for name, s in styles.items()}
-        elif ws is None:
-            raise ValueError("synthesis needs ws [N, num_ws, w_dim] or a complete styles dict (see from_s)")
-        styles = styles or {}
-        ws = ws.to(torch.float32).unbind(dim=1) if ws is not None else [None] * self.num_ws
-        x = self.input(ws[0], styles=styles.get("input"))
-        x = x.contiguous(memory_format=activation_memory_format(x))
-        for name, w in zip(self.layer_names, ws[1:]):
-            x = getattr(self, name)(x, w, force_fp32=force_fp32, fused_modconv=fused_modconv, styles=styles.get(name))
-        if self.output_scale != 1:
-            x = x * self.output_scale
-        return x.to(torch.float32).contiguous()
+        return self.run(ws, styles=styles, noise_mode=noise_mode, noise=noise, force_fp32=force_fp32,
+                        generator=generator, fused_modconv=fused_modconv).img.contiguous()

@@ -8,78 +8,63 @@ import torch
 import torch.nn.functional as F
 
 from ...log import logger
-from ...networks.stylegan2 import activation_memory_format
+from ...networks.staging import SynthesisState
+
 
 class Renderer:
-    """Runs a synthesis network stage by stage (StyleGAN2: one block per stage; StyleGAN3: the input, then one
-    layer per stage) exactly as its `forward` does, so a render can start from a cached state.
+    """The stages of a synthesis network up to a render resolution (`synthesis.stages`: StyleGAN2 blocks,
+    StyleGAN3 the input then its layers) and the stage that reads each S layer, so a render can continue
+    (`synthesis.run`) from a cached `SynthesisState`.
 
     A channel of a layer can only change the stages from its own onward; everything before is the same for
-    every perturbation of the same image and is computed once per image. `stop` stages are run at most: for
-    StyleGAN2 'skip' generators a lower `resolution` ends at that block and returns its skip image.
+    every perturbation of the same image and is computed once per image. For a StyleGAN2 'skip' generator a
+    `resolution` below its own ends at that block, and the render is its RGB skip (the image at that size).
     """
 
     def __init__(self, synthesis, resolution: int):
         self.synthesis = synthesis
-        self.sg2 = hasattr(synthesis, "block_resolutions")
-        if self.sg2:
-            self.stages = [f"b{res}" for res in synthesis.block_resolutions if res <= resolution]
-            self.complete = len(self.stages) == len(synthesis.block_resolutions)
-        else:
-            self.stages = ["input"] + list(synthesis.layer_names)
-            self.complete = True
-        index = {name: i for i, name in enumerate(self.stages)}
-        self.stage_of: dict[str, int] = {}
-        for layer in synthesis.style_layers():
-            key = layer.name.split(".")[0] if self.sg2 else layer.name
-            if key in index:
-                self.stage_of[layer.name] = index[key]
+        self.complete = int(resolution) == synthesis.img_resolution
+        stages = list(synthesis.stages)
+        self.stages = stages if self.complete else stages[:stages.index(int(resolution)) + 1]
+        index = {stage: i for i, stage in enumerate(self.stages)}
+        self.stage_of: dict[str, int] = {layer.name: index[layer.stage] for layer in synthesis.style_layers()
+                                         if layer.stage in index}
 
     def layers_from(self, stage: int) -> list[str]:
         """Names of the S layers that stages `stage`, `stage + 1`, ... read."""
         return [name for name, s in self.stage_of.items() if s >= stage]
 
-    def run(self, styles: dict[str, torch.Tensor], state: Optional[tuple], start: int,
-            stop: Optional[int] = None) -> Optional[tuple]:
-        """Advance `state` (None before the first stage) through stages `start..stop-1` with `styles`."""
-        synth = self.synthesis
-        for i in range(start, len(self.stages) if stop is None else stop):
-            name = self.stages[i]
-            if self.sg2:
-                x, img = state if state is not None else (None, None)
-                state = getattr(synth, name)(x, img, None, force_fp32=synth.force_fp32, noise_mode="const", noise={},
-                                             prefix=name + ".", generator=None, fused_modconv=None, styles=styles)
-            elif name == "input":
-                x = synth.input(None, styles=styles["input"])
-                state = (x.contiguous(memory_format=activation_memory_format(x)),)
-            else:
-                state = (getattr(synth, name)(state[0], None, force_fp32=synth.force_fp32, fused_modconv=None,
-                                              styles=styles[name]),)
-        return state
+    def run(self, styles: dict[str, torch.Tensor], state: Optional[SynthesisState], start: int,
+            stop: Optional[int] = None) -> Optional[SynthesisState]:
+        """Advance `state` (None before the first stage) through stages `start..stop-1` with `styles` (an S
+        dict holding at least the layers those stages read), as `synthesis.forward` runs them ('const' noise)."""
+        stop = len(self.stages) if stop is None else stop
+        if stop <= start:
+            return state
+        assert (state is None) == (start == 0) and (state is None or state.stage == self.stages[start - 1])
+        return self.synthesis.run(None, styles=styles, start=None if state is None else state.stage,
+                                  x=None if state is None else state.x, img=None if state is None else state.img,
+                                  stop=self.stages[stop - 1], noise_mode="const")
 
-    def image(self, state: tuple) -> torch.Tensor:
+    def image(self, state: SynthesisState) -> torch.Tensor:
         """The image `[N, C, R, R]` float32 of a state after the last stage."""
-        if self.sg2:
-            return state[1].contiguous()
-        x = state[0]
-        if self.synthesis.output_scale != 1:
-            x = x * self.synthesis.output_scale
-        return x.to(torch.float32).contiguous()
+        return state.img.contiguous()
 
 
-def _select(state: Optional[tuple], idx: torch.Tensor) -> Optional[tuple]:
-    """Rows `idx` of every tensor of a render state (fresh tensors: blocks may add into them in place), in the
-    same memory format (convolutions pick their algorithm, and so their rounding, by it)."""
+def _select(state: Optional[SynthesisState], idx: torch.Tensor) -> Optional[SynthesisState]:
+    """Rows `idx` of the tensors of a render state (fresh tensors), in the same memory format (convolutions
+    pick their algorithm, and so their rounding, by it)."""
     if state is None:
         return None
-    out = []
-    for t in state:
-        if t is not None:
-            fmt = torch.channels_last if t.ndim == 4 and not t.is_contiguous() and \
-                t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-            t = t.index_select(0, idx.to(t.device)).contiguous(memory_format=fmt)
-        out.append(t)
-    return tuple(out)
+
+    def rows(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if t is None:
+            return None
+        fmt = torch.channels_last if t.ndim == 4 and not t.is_contiguous() and \
+            t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return t.index_select(0, idx.to(t.device)).contiguous(memory_format=fmt)
+
+    return state._replace(x=rows(state.x), img=rows(state.img))
 
 
 def _quantize(img: torch.Tensor) -> torch.Tensor:
@@ -87,7 +72,7 @@ def _quantize(img: torch.Tensor) -> torch.Tensor:
     return (img * 127.5 + 128).clamp(0, 255).floor() / 127.5 - 1
 
 
-def perturbed_renders(renderer: Renderer, base: dict[str, torch.Tensor], prefix: Optional[tuple], stage: int,
+def perturbed_renders(renderer: Renderer, base: dict[str, torch.Tensor], prefix: Optional[SynthesisState], stage: int,
                        layer: str, channels: torch.Tensor, values: torch.Tensor, image_idx: torch.Tensor, *,
                        use_prefix: bool = True) -> torch.Tensor:
     """Render images `image_idx` `[B]` of `base` (S dict, `[N, ch]` each) with channel `channels[b]` of `layer`
@@ -130,8 +115,8 @@ class PassSize:
 OOM_ERRORS = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5 has only the CUDA one
 
 
-def relevance_rows(renderer: Renderer, clip, base: dict[str, torch.Tensor], prefix: Optional[tuple], stage: int,
-                    layer: str, channels: range, mean: torch.Tensor, std: torch.Tensor, *, alpha: float,
+def relevance_rows(renderer: Renderer, clip, base: dict[str, torch.Tensor], prefix: Optional[SynthesisState],
+                    stage: int, layer: str, channels: range, mean: torch.Tensor, std: torch.Tensor, *, alpha: float,
                     num_images: int, batch_size: Union[int, PassSize], use_prefix: bool) -> torch.Tensor:
     """Relevance rows `[K, D]` float32 (CPU) of `channels` (K of them) of `layer`; `mean`/`std` `[channels]`
     of that layer. Items are ordered (channel, sign −/+, image) and rendered `batch_size` at a time."""
