@@ -24,7 +24,7 @@ def _default_resolution(G: Generator, resolution: Optional[int]) -> int:
         return G.img_resolution
     resolution = int(resolution)
     synth = G.synthesis
-    if not hasattr(synth, "block_resolutions"):
+    if G.arch != "stylegan2":
         raise ValueError(f"resolution={resolution}: StyleGAN3 has no intermediate images; use None "
                          f"({G.img_resolution}, the full render, as the reference)")
     if resolution not in synth.block_resolutions:
