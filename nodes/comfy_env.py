@@ -215,28 +215,29 @@ def install_memory_hooks(release: Callable[[Optional[torch.device]], int]) -> bo
         _mm.soft_empty_cache()
 
     for name, hook in (("free_memory", after_free_memory), ("unload_all_models", after_unload_all)):
-        _wrapped(name).hooks[_HOOK_NAME] = hook
+        _wrapped(name).sgs_hooks[_HOOK_NAME] = hook
     return True
 
 
 def _wrapped(name: str):
     """comfy.model_management.<name>, wrapped (once) so that hooks run after it with the same arguments."""
     current = getattr(_mm, name)
-    if hasattr(current, "hooks"):
+    if hasattr(current, "sgs_hooks"):
         return current
     original = current
 
     def wrapper(*args, **kwargs):
         result = original(*args, **kwargs)
-        for hook_name, hook in list(wrapper.hooks.items()):
+        for hook_name, hook in list(wrapper.sgs_hooks.items()):
             try:
                 hook(*args, **kwargs)
             except Exception:  # noqa: BLE001 - never break ComfyUI's memory management
                 logger.exception("%s hook of %s failed", hook_name, name)
         return result
 
-    wrapper.hooks = {}
-    wrapper.original = original
+    # Hooks by name; attribute names of our own, so another pack's wrapper is never mistaken for ours.
+    wrapper.sgs_hooks = {}
+    wrapper.sgs_original = original
     wrapper.__name__ = wrapper.__qualname__ = name
     wrapper.__doc__ = original.__doc__
     setattr(_mm, name, wrapper)

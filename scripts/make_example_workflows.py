@@ -90,9 +90,9 @@ def build(nodes, title: str) -> dict:
             if optional:
                 entry["shape"] = 7
             ui_inputs.append(entry)
-        ui_nodes.append({"id": nid, "type": ntype, "pos": pos, "size": SIZES.get(ntype, DEFAULT_SIZE), "flags": {}, "order": order,
-                         "mode": 0, "inputs": ui_inputs, "outputs": [], "properties": {"Node name for S&R": ntype},
-                         "widgets_values": widgets})
+        ui_nodes.append({"id": nid, "type": ntype, "pos": pos, "size": SIZES.get(ntype, DEFAULT_SIZE), "flags": {},
+                         "order": order, "mode": 0, "inputs": ui_inputs, "outputs": [],
+                         "properties": {"Node name for S&R": ntype}, "widgets_values": widgets})
     for node, (nid, ntype, *_rest) in zip(ui_nodes, nodes):
         node["outputs"] = [{"name": name, "type": typ, "links": out_links.get((nid, slot), []), "slot_index": slot}
                            for slot, (name, typ) in enumerate(slots(ntype)[1])]

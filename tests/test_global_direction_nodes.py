@@ -56,7 +56,7 @@ def test_compute_caches_next_to_checkpoint_and_reuses(pack, env, clip, monkeypat
     mod._cache.clear()
     with monkeypatch.context() as m:
         m.setattr(mod.GD, "compute_s_statistics", lambda *a, **k: pytest.fail("statistics recomputed"))
-        m.setattr(mod.GD, "_relevance_rows", lambda *a, **k: pytest.fail("relevance recomputed"))
+        m.setattr(mod.GD.relevance, "relevance_rows", lambda *a, **k: pytest.fail("relevance recomputed"))
         again, _ = node.compute(G, clip, **SETTINGS)["result"]
     assert torch.equal(again.relevance, directions.relevance)
     # Deleting the file means computing again, even with the directions still in memory.

@@ -130,8 +130,8 @@ def hooked(caches, comfy_env, monkeypatch):
     original = mm.free_memory
     assert comfy_env.install_memory_hooks(caches.release_models)
     assert comfy_env.install_memory_hooks(caches.release_models)  # again: no second wrapper
-    assert mm.free_memory.original is original and list(mm.free_memory.hooks) == ["stylegan_studio"]
-    assert list(mm.unload_all_models.hooks) == ["stylegan_studio"]
+    assert mm.free_memory.sgs_original is original and list(mm.free_memory.sgs_hooks) == ["stylegan_studio"]
+    assert list(mm.unload_all_models.sgs_hooks) == ["stylegan_studio"]
     cache = caches.ModelCache("test_hooked", max_items=4)
     cache.put("cpu", module_on("cpu"))
     cache.put("meta", module_on("meta"))
