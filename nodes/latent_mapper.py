@@ -211,11 +211,11 @@ class LoadLatentMapper:
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
 
-        def load():
+        def read():
             with torch.inference_mode(False):
                 return M.load_mapper(path)
 
-        mapper = _cache.get_or_load(key, load)
+        mapper = _cache.get_or_load(key, read)
         info = describe(mapper)
         return {"ui": {"text": [info]}, "result": (mapper, info)}
 

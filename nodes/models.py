@@ -86,11 +86,11 @@ class LoadArcFace:
         dev = comfy_env.torch_device(device)
         key = (tuple(map(str, dirs)), str(dev))
 
-        def load():
+        def read():
             with torch.inference_mode(False):  # usable in optimisations later
                 return A.load_arcface(dirs, device=dev).eval().requires_grad_(False)
 
-        net = _arcface.get_or_load(key, load)
+        net = _arcface.get_or_load(key, read)
         return (net,)
 
 
