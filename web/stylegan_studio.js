@@ -13,18 +13,19 @@ import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const NODE_PREFIX = "SGS_";
 const NODES_ROUTE = "/stylegan_studio/nodes";
-let registry = null;  // a promise of { optimising: [...ids], frames: [...ids] }, fetched once
+// Ids of the optimising and frame-making nodes, read once in `init` (before any node type is registered).
+let registry = { optimising: [], frames: [] };
 
-function nodeRegistry() {
-  registry ??= api.fetchApi(NODES_ROUTE)
-    .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`${NODES_ROUTE}: HTTP ${r.status}`))))
-    .then((info) => ({ optimising: info.optimising ?? [], frames: info.frames ?? [] }))
-    .catch((error) => {
-      // Without the list the nodes still work; only the status line, Stop button and frame scrubber are missing.
-      console.warn("StyleGAN Studio: could not read the node registry", error);
-      return { optimising: [], frames: [] };
-    });
-  return registry;
+async function loadRegistry() {
+  try {
+    const response = await api.fetchApi(NODES_ROUTE);
+    if (!response.ok) throw new Error(`${NODES_ROUTE}: HTTP ${response.status}`);
+    const info = await response.json();
+    registry = { optimising: info.optimising ?? [], frames: info.frames ?? [] };
+  } catch (error) {
+    // Without the lists the nodes still work; only the status line, Stop button and frame scrubber are missing.
+    console.warn("StyleGAN Studio: could not read the node registry", error);
+  }
 }
 const PROGRESS_EVENT = "stylegan_studio.progress";
 // ComfyUI's end-of-prompt events; each carries the prompt id.
@@ -163,11 +164,13 @@ function showFrameScrubber(node, count) {
 
 app.registerExtension({
   name: "StyleGANStudio.Report",
+  async init() {
+    await loadRegistry();
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.name?.startsWith(NODE_PREFIX)) return;
     const name = nodeData.name;
-    const { optimising, frames } = await nodeRegistry();
-    const makesFrames = frames.includes(name);
+    const makesFrames = registry.frames.includes(name);
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       const result = onExecuted?.apply(this, arguments);
@@ -187,7 +190,7 @@ app.registerExtension({
         return onDrawBackground?.apply(this, arguments);
       };
     }
-    if (optimising.includes(name)) {
+    if (registry.optimising.includes(name)) {
       const onNodeCreated = nodeType.prototype.onNodeCreated;
       nodeType.prototype.onNodeCreated = function () {
         const result = onNodeCreated?.apply(this, arguments);
