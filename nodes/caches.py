@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import gc
 import threading
+import weakref
 from typing import Callable, Hashable, Iterable, Optional, TypeVar
 
 import torch
@@ -69,7 +70,8 @@ class ModelCache:
 
     `get_or_load(key, load)` returns the cached value or calls `load()` (outside the lock: loading can take
     seconds) and keeps the result, dropping the oldest entries beyond `max_items`. `loads` counts the calls to
-    `load`, so tests and the `/stylegan_studio/memory` route can tell a reload from a cache hit.
+    `load`, so tests and the `/stylegan_studio/memory` route can tell a reload from a cache hit; weak references to
+    what was loaded tell whether a dropped model is really gone or still held elsewhere (`stats()["alive"]`).
     """
 
     def __init__(self, name: str, max_items: int):
@@ -79,6 +81,7 @@ class ModelCache:
         self.max_items = max_items
         self.loads = 0
         self._items: "collections.OrderedDict[Hashable, object]" = collections.OrderedDict()
+        self._loaded: list[weakref.ref] = []   # everything `load` returned that can be weakly referenced
         self._lock = threading.Lock()
         CACHES[name] = self  # a re-imported module replaces its old cache instead of adding a second one
 
@@ -109,6 +112,11 @@ class ModelCache:
             value = load()
             with self._lock:
                 self.loads += 1
+                self._loaded = [r for r in self._loaded if r() is not None]
+                try:
+                    self._loaded.append(weakref.ref(value))
+                except TypeError:  # a type without weak references: not tracked
+                    pass
             self.put(key, value)
         return value
 
@@ -128,10 +136,14 @@ class ModelCache:
         return len(drop)
 
     def stats(self) -> dict:
+        """entries, max_items, loads, bytes (held by the entries), alive (loaded values still in memory, cached
+        or not) and alive_bytes."""
         with self._lock:
             values = list(self._items.values())
+            alive = [v for v in (r() for r in self._loaded) if v is not None]
         return {"entries": len(values), "max_items": self.max_items, "loads": self.loads,
-                "bytes": sum(entry_bytes(v) for v in values)}
+                "bytes": sum(entry_bytes(v) for v in values), "alive": len(alive),
+                "alive_bytes": sum(entry_bytes(v) for v in alive)}
 
 
 def add_release_hook(name: str, hook: Callable[[Optional[torch.device]], None]) -> None:
@@ -161,5 +173,5 @@ def release_models(device: Optional[torch.device] = None) -> int:
 
 
 def memory_stats() -> dict:
-    """{cache name: {entries, max_items, loads, bytes}} for every registered cache."""
+    """{cache name: `ModelCache.stats()`} for every registered cache."""
     return {name: cache.stats() for name, cache in sorted(CACHES.items())}

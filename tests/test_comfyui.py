@@ -339,46 +339,36 @@ def test_example_workflows_run_unchanged(server):
             assert all(Image.open(server.output / i["subfolder"] / i["filename"]).size == (140, 160) for i in frames)
 
 
-def server_rss(server) -> int:
-    """Resident memory of the ComfyUI process, in bytes (Linux)."""
-    for line in open(f"/proc/{server.proc.pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/<pid>/status")
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the server's memory from /proc")
 def test_free_model_cache_releases_the_pack_models(server):
-    """The UI's "Free model and node cache" (POST /free) empties the pack's model caches: the memory comes back
-    and the next prompt loads the generator from disk again."""
-    # ~100 MB of weights, so the drop stands out from the server's other allocations.
+    """The UI's "Free model and node cache" (POST /free) empties the pack's model caches: the generator's memory is
+    given back (nothing holds it any more: the weak reference the cache keeps dies) and the next prompt loads it
+    from disk again. (The process's RSS is no measure: freed heap is kept by the allocator for reuse.)"""
     big = tiny_generator("stylegan2", z_dim=512, w_dim=512, img_resolution=64,
-                         synthesis={"channel_base": 32768, "channel_max": 512})
+                         synthesis={"channel_base": 32768, "channel_max": 512})  # ~100 MB of weights
     path = core.save_generator(big, server.models / "big.safetensors")
     del big
     prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="big.safetensors", device="cpu", network="G_ema", dtype="auto"),
               "2": sample(["1", 0], 0),
               "3": node("SGS_SaveLatent", latent=["2", 0], filename_prefix="latents/free_test")}
+
+    def generators():
+        return server.get("/stylegan_studio/memory")["generators"]
+
     try:
-        status, _ = server.post("/free", {"unload_models": True, "free_memory": True})  # start from a clean slate
-        assert status == 200
-        wait_until(lambda: server.get("/stylegan_studio/memory")["generators"]["entries"] == 0)
-        before = server_rss(server)
         assert server.run_prompt(prompt)["status"]["status_str"] == "success"
-        memory = server.get("/stylegan_studio/memory")["generators"]
-        size, loads = memory["bytes"], memory["loads"]
-        assert memory["entries"] == 1 and size > 80e6, memory
-        loaded = server_rss(server)
-        assert loaded - before > 0.5 * size, (before, loaded, size)
+        memory = generators()
+        loads = memory["loads"]
+        assert memory["entries"] >= 1 and memory["alive"] >= 1 and memory["alive_bytes"] > 80e6, memory
 
         status, _ = server.post("/free", {"unload_models": True, "free_memory": True})
         assert status == 200
-        wait_until(lambda: server.get("/stylegan_studio/memory")["generators"]["entries"] == 0)
-        wait_until(lambda: loaded - server_rss(server) > 0.5 * size)  # ComfyUI collects garbage after freeing
+        wait_until(lambda: generators()["entries"] == 0)
+        wait_until(lambda: generators()["alive"] == 0)  # ComfyUI drops its node outputs too, then collects
+        assert generators()["alive_bytes"] == 0
         assert "released" in server.read_log()
 
         assert server.run_prompt(prompt)["status"]["status_str"] == "success"
-        memory = server.get("/stylegan_studio/memory")["generators"]
+        memory = generators()
         assert memory["entries"] == 1 and memory["loads"] == loads + 1  # read from disk again
     finally:
         server.post("/free", {"unload_models": True, "free_memory": True})

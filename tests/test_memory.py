@@ -40,7 +40,12 @@ def test_model_cache_is_a_bounded_lru_that_counts_loads(caches):
         assert "a" in cache and "c" in cache and "b" not in cache and len(cache) == 2
         assert cache.loads == 3
         stats = caches.memory_stats()["test_lru"]
-        assert stats == {"entries": 2, "max_items": 2, "loads": 3, "bytes": 2 * (16 + 4) * 4}
+        size = (16 + 4) * 4
+        assert stats == {"entries": 2, "max_items": 2, "loads": 3, "bytes": 2 * size, "alive": 2,
+                         "alive_bytes": 2 * size}  # the evicted "b" was held by nothing else: gone
+        held = cache.get("a")
+        cache.clear()
+        assert caches.memory_stats()["test_lru"]["alive"] == 1 and held is not None  # dropped, still referenced
         with pytest.raises(ValueError, match="max_items must be at least 1"):
             caches.ModelCache("test_bad", max_items=0)
     finally:
