@@ -1,4 +1,5 @@
-"""Everything that touches ComfyUI: model folders, devices, progress/preview/interrupt, output folders.
+"""Everything that touches ComfyUI: model folders, devices, progress/preview/interrupt, output folders, memory
+hooks and the pack's small web routes.
 
 Every ComfyUI import of the pack lives here. Outside ComfyUI (tests, the headless demo) the same functions
 fall back to plain behaviour: folders models/stylegan, input and output under STYLEGAN_STUDIO_HOME (default:
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -20,11 +22,29 @@ from ..core.log import logger
 
 MODEL_FOLDER = "stylegan"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
-PERCEPTUAL_FOLDER = "perceptual"           # VGG16 / AlexNet / LPIPS weights for inversion losses
-LANDMARKS_FOLDER = "landmarks"             # face_alignment's FAN / SFD weights for Align Face
-ARCFACE_FOLDER = "arcface"                 # ArcFace IR-SE50 (model_ir_se50.pth) for identity losses
-MAPPER_FOLDER = "latent_mappers"           # StyleCLIP latent mappers (ours .safetensors, the reference's .pt)
+PERCEPTUAL_FOLDER = "perceptual"
+LANDMARKS_FOLDER = "landmarks"
+ARCFACE_FOLDER = "arcface"
+MAPPER_FOLDER = "latent_mappers"
 CLIP_FOLDERS = ("text_encoders", "clip")   # ComfyUI's own folders for CLIP files (models/clip is the legacy name)
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    names: tuple[str, ...]                 # ComfyUI folder names, searched in order (the first receives files)
+    extensions: frozenset[str]             # file types ComfyUI lists there
+    register: bool = True                  # the pack adds it to ComfyUI (False: ComfyUI's own folder)
+
+
+# Every model folder the pack reads, in one table: key -> folder. A new kind of weights adds one line here.
+MODEL_FOLDERS = {
+    MODEL_FOLDER: ModelFolder((MODEL_FOLDER,), frozenset(MODEL_EXTENSIONS)),       # StyleGAN checkpoints
+    PERCEPTUAL_FOLDER: ModelFolder((PERCEPTUAL_FOLDER,), frozenset(MODEL_EXTENSIONS)),  # VGG16/AlexNet/LPIPS
+    LANDMARKS_FOLDER: ModelFolder((LANDMARKS_FOLDER,), frozenset({".pth", ".tar"})),   # face_alignment FAN/SFD
+    ARCFACE_FOLDER: ModelFolder((ARCFACE_FOLDER,), frozenset({".pth", ".safetensors"})),  # ArcFace IR-SE50
+    MAPPER_FOLDER: ModelFolder((MAPPER_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # latent mappers
+    "clip": ModelFolder(CLIP_FOLDERS, frozenset(), register=False),                # open_clip weights
+}
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 
 try:  # inside ComfyUI
@@ -45,28 +65,43 @@ def _fallback_dir(kind: str, default: str) -> Path:
 
 
 def register_model_folders() -> None:
-    """Add models/stylegan, models/perceptual, models/landmarks, models/arcface and models/latent_mappers to
-    ComfyUI's model folders, keeping any paths the user's extra_model_paths.yaml gave them."""
+    """Add the pack's folders of `MODEL_FOLDERS` (models/stylegan, models/perceptual, ...) to ComfyUI's model
+    folders, keeping any paths the user's extra_model_paths.yaml gave them."""
     if not IN_COMFYUI:
         return
-    for folder, extensions in ((MODEL_FOLDER, MODEL_EXTENSIONS), (PERCEPTUAL_FOLDER, MODEL_EXTENSIONS),
-                               (LANDMARKS_FOLDER, {".pth", ".tar"}), (ARCFACE_FOLDER, {".pth", ".safetensors"}),
-                               (MAPPER_FOLDER, {".safetensors", ".pt", ".pth"})):
-        default = os.path.join(_folder_paths.models_dir, folder)
-        if folder in _folder_paths.folder_names_and_paths:
-            paths, exts = _folder_paths.folder_names_and_paths[folder]
-            if default not in paths:
-                paths.append(default)
-            _folder_paths.folder_names_and_paths[folder] = (paths, set(exts) | set(extensions))
-        else:
-            _folder_paths.folder_names_and_paths[folder] = ([default], set(extensions))
+    for folder in MODEL_FOLDERS.values():
+        if not folder.register:
+            continue
+        for name in folder.names:
+            default = os.path.join(_folder_paths.models_dir, name)
+            if name in _folder_paths.folder_names_and_paths:
+                paths, exts = _folder_paths.folder_names_and_paths[name]
+                if default not in paths:
+                    paths.append(default)
+                _folder_paths.folder_names_and_paths[name] = (paths, set(exts) | set(folder.extensions))
+            else:
+                _folder_paths.folder_names_and_paths[name] = ([default], set(folder.extensions))
+
+
+def folder_dirs(key: str) -> list[Path]:
+    """The folders of `MODEL_FOLDERS[key]`: ComfyUI's paths for it (with extra_model_paths.yaml), or outside ComfyUI
+    models/<name> next to the StyleGAN folder ($STYLEGAN_STUDIO_MODELS, else $STYLEGAN_STUDIO_HOME/models/stylegan)."""
+    folder = MODEL_FOLDERS[key]
+    if IN_COMFYUI:
+        dirs: list[Path] = []
+        for name in folder.names:
+            try:
+                dirs += [Path(p) for p in _folder_paths.get_folder_paths(name)]
+            except KeyError:  # a ComfyUI without this folder name
+                continue
+        return list(dict.fromkeys(dirs))
+    stylegan = _fallback_dir("MODELS", f"models/{MODEL_FOLDER}")
+    return [stylegan if name == MODEL_FOLDER else stylegan.parent / name for name in folder.names]
 
 
 def model_dirs() -> list[Path]:
     """Folders searched for StyleGAN checkpoints (the first one receives downloads and conversions)."""
-    if IN_COMFYUI:
-        return [Path(p) for p in _folder_paths.get_folder_paths(MODEL_FOLDER)]
-    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}")]
+    return folder_dirs(MODEL_FOLDER)
 
 
 def list_models() -> list[str]:
@@ -128,10 +163,107 @@ def intermediate_device() -> torch.device:
 
 
 def free_memory() -> None:
+    """Return the memory an optimisation left in PyTorch's caching allocator (ComfyUI's soft_empty_cache)."""
     if IN_COMFYUI:
         _mm.soft_empty_cache()
     elif torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+_HOOK_NAME = "stylegan_studio"
+_UNLOAD_ALL = 1e29   # unload_all_models asks free_memory for 1e30 bytes: "everything"
+
+
+def install_memory_hooks(release: Callable[[Optional[torch.device]], int]) -> bool:
+    """Make ComfyUI's memory management free the pack's cached models too; True when installed (in ComfyUI).
+
+    Why wrapping: our generators, CLIP, perceptual and ArcFace networks are plain torch modules held in the pack's
+    caches (`nodes.caches`), not ComfyUI ModelPatchers, so ComfyUI neither counts nor unloads them. Registering
+    them as `LoadedModel`s would tie the pack to ComfyUI's internal patcher API (weight offloading, lowvram
+    patching, its changing constructor); every path that frees memory, however, goes through two public functions
+    of `comfy.model_management`, which we wrap once:
+
+    - `unload_all_models()`: the UI's "Free model and node cache" (`POST /free` with `unload_models`, handled by
+      the prompt worker), an out-of-memory error, and --disable-smart-memory after every prompt. We release every
+      cached model (`release(None)`) and empty PyTorch's cache.
+    - `free_memory(memory_required, device, ...)`: ComfyUI making room before it loads a model (it also backs
+      `unload_all_models`, with 1e30 bytes). ComfyUI first unloads its own models; if the device still has less
+      free memory than required, we release our models on that device, so a StyleGAN graph next to a diffusion
+      model gives its memory back when the diffusion model needs it, and keeps it otherwise.
+
+    Idempotent: the wrappers are installed once and carry a table of hooks by name, so importing the pack again
+    replaces our hook instead of stacking wrappers. A failing hook is logged, never raised: ComfyUI's own
+    unloading always completes. Both functions are looked up as module attributes by ComfyUI itself
+    (`unload_all_models` calls the module's `free_memory`, `main.py` calls `comfy.model_management.*`), so
+    replacing the attributes reaches every caller.
+    """
+    if not IN_COMFYUI:
+        return False
+
+    def after_free_memory(memory_required, device, *args, **kwargs) -> None:
+        if memory_required >= _UNLOAD_ALL:
+            released = release(None)
+        elif _mm.get_free_memory(device) < memory_required:
+            released = release(torch.device(device))
+        else:
+            return
+        if released:
+            _mm.soft_empty_cache()
+
+    def after_unload_all(*args, **kwargs) -> None:
+        release(None)
+        _mm.soft_empty_cache()
+
+    for name, hook in (("free_memory", after_free_memory), ("unload_all_models", after_unload_all)):
+        _wrapped(name).sgs_hooks[_HOOK_NAME] = hook
+    return True
+
+
+def _wrapped(name: str):
+    """comfy.model_management.<name>, wrapped (once) so that hooks run after it with the same arguments."""
+    current = getattr(_mm, name)
+    if hasattr(current, "sgs_hooks"):
+        return current
+    original = current
+
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        for hook_name, hook in list(wrapper.sgs_hooks.items()):
+            try:
+                hook(*args, **kwargs)
+            except Exception:  # noqa: BLE001 - never break ComfyUI's memory management
+                logger.exception("%s hook of %s failed", hook_name, name)
+        return result
+
+    # Hooks by name; attribute names of our own, so another pack's wrapper is never mistaken for ours.
+    wrapper.sgs_hooks = {}
+    wrapper.sgs_original = original
+    wrapper.__name__ = wrapper.__qualname__ = name
+    wrapper.__doc__ = original.__doc__
+    setattr(_mm, name, wrapper)
+    return wrapper
+
+
+def add_json_routes(routes: dict[str, Callable[[], object]]) -> bool:
+    """Serve `GET <path>` -> JSON of `routes[path]()` from ComfyUI's server; True when the server exists.
+
+    Must run while ComfyUI imports custom nodes (before it builds its web app), as every pack's routes do."""
+    server = _prompt_server() if IN_COMFYUI else None
+    table = getattr(server, "routes", None)
+    if table is None:
+        return False
+    from aiohttp import web
+
+    present = {getattr(r, "path", None) for r in table}
+    for path, produce in routes.items():
+        if path in present:  # the pack imported twice
+            continue
+
+        async def handler(request, produce=produce):
+            return web.json_response(produce())
+
+        table.get(path)(handler)
+    return True
 
 
 def throw_if_interrupted() -> None:
@@ -308,44 +440,27 @@ def latent_file_path(name: str, what: str = "latent file") -> Path:
 
 def perceptual_dirs() -> list[Path]:
     """Folders searched for perceptual-loss weights (VGG16, AlexNet, LPIPS): models/perceptual."""
-    if IN_COMFYUI:
-        return [Path(p) for p in _folder_paths.get_folder_paths(PERCEPTUAL_FOLDER)]
-    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / PERCEPTUAL_FOLDER]
+    return folder_dirs(PERCEPTUAL_FOLDER)
 
 
 def landmark_dirs() -> list[Path]:
     """Folders searched for face-landmark detector weights: models/landmarks."""
-    if IN_COMFYUI:
-        return [Path(p) for p in _folder_paths.get_folder_paths(LANDMARKS_FOLDER)]
-    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / LANDMARKS_FOLDER]
+    return folder_dirs(LANDMARKS_FOLDER)
 
 
 def arcface_dirs() -> list[Path]:
     """Folders searched for the ArcFace identity network: models/arcface."""
-    if IN_COMFYUI:
-        return [Path(p) for p in _folder_paths.get_folder_paths(ARCFACE_FOLDER)]
-    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / ARCFACE_FOLDER]
+    return folder_dirs(ARCFACE_FOLDER)
 
 
 def mapper_dirs() -> list[Path]:
     """Folders searched for latent mappers: models/latent_mappers (the first one receives trained mappers)."""
-    if IN_COMFYUI:
-        return [Path(p) for p in _folder_paths.get_folder_paths(MAPPER_FOLDER)]
-    return [_fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent / MAPPER_FOLDER]
+    return folder_dirs(MAPPER_FOLDER)
 
 
 def clip_dirs() -> list[Path]:
     """Folders searched for CLIP weights: ComfyUI's models/text_encoders and models/clip (with any extra paths)."""
-    if IN_COMFYUI:
-        dirs: list[Path] = []
-        for folder in CLIP_FOLDERS:
-            try:
-                dirs += [Path(p) for p in _folder_paths.get_folder_paths(folder)]
-            except KeyError:  # a ComfyUI without this folder name
-                continue
-        return list(dict.fromkeys(dirs))
-    models = _fallback_dir("MODELS", f"models/{MODEL_FOLDER}").parent
-    return [models / folder for folder in CLIP_FOLDERS]
+    return folder_dirs("clip")
 
 
 def list_files(dirs: list[Path], suffixes: tuple[str, ...]) -> list[str]:

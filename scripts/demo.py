@@ -18,7 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_pack(name: str = "stylegan_studio"):
-    """Import the repository as a package, the way ComfyUI imports a custom node folder."""
+    """Import the repository as a package, the way ComfyUI imports a custom node folder (once per process)."""
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
     pack = importlib.util.module_from_spec(spec)
     sys.modules[name] = pack

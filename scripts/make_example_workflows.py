@@ -8,50 +8,57 @@ the result with `pytest tests/test_workflows.py`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = "stylegan2-ffhq-1024x1024.pkl"  # the checkpoint the README tells users to download
-
-GEN, LAT, IMG, TF = "SGS_GENERATOR", "SGS_LATENT", "IMAGE", "SGS_ALIGN_TRANSFORM"
 PHOTO = "face.jpg"  # the photo Load Image starts with: the user picks their own
-# Link inputs and outputs of the node types used below: {type: ([(input, type, optional)], [(output, type)])}
-SLOTS = {
-    "SGS_LoadStyleGAN": ([], [("generator", GEN), ("info", "STRING")]),
-    "SGS_SampleLatent": ([("generator", GEN, False)], [("latent", LAT)]),
-    "SGS_Synthesize": ([("generator", GEN, False), ("latent", LAT, False)], [("images", IMG)]),
-    "SGS_StyleMix": ([("generator", GEN, False), ("base", LAT, False), ("style", LAT, False)], [("latent", LAT)]),
-    "SGS_InterpolateLatents": ([("latent_a", LAT, False), ("latent_b", LAT, False), ("generator", GEN, True)],
-                               [("latent", LAT)]),
-    "SGS_SaveLatent": ([("latent", LAT, False)], []),
-    "SGS_AlignFace": ([("image", IMG, False), ("generator", GEN, True), ("pose_keypoint", "POSE_KEYPOINT", True)],
-                      [("aligned", IMG), ("transform", TF), ("landmarks", "STRING")]),
-    "SGS_InvertImage": ([("generator", GEN, False), ("image", IMG, False), ("mask", "MASK", True)],
-                        [("latent", LAT), ("generator", GEN), ("reconstruction", IMG), ("report", "STRING"),
-                         ("delta", "SGS_WEIGHT_DELTA")]),
-    "SGS_UnalignFace": ([("original", IMG, False), ("edited", IMG, False), ("transform", TF, False),
-                         ("mask", "MASK", True)], [("image", IMG)]),
-    "SGS_LoadCLIP": ([], [("clip", "SGS_CLIP")]),
-    "SGS_CLIPLatentOptimize": ([("generator", GEN, False), ("latent", LAT, False), ("clip", "SGS_CLIP", False),
-                                ("arcface", "SGS_ARCFACE", True)], [("latent", LAT), ("image", IMG), ("report", "STRING")]),
-    "SGS_ComputeGlobalDirections": ([("generator", GEN, False), ("clip", "SGS_CLIP", False)],
-                                    [("directions", "SGS_GLOBAL_DIRECTIONS"), ("info", "STRING")]),
-    "SGS_GlobalDirectionEdit": ([("generator", GEN, False), ("latent", LAT, False), ("clip", "SGS_CLIP", False),
-                                 ("directions", "SGS_GLOBAL_DIRECTIONS", False)], [("latent", LAT), ("report", "STRING")]),
-    "SGS_LoadLatentMapper": ([], [("mapper", "SGS_LATENT_MAPPER"), ("info", "STRING")]),
-    "SGS_ApplyLatentMapper": ([("generator", GEN, False), ("latent", LAT, False), ("mapper", "SGS_LATENT_MAPPER", False)],
-                              [("latent", LAT), ("report", "STRING")]),
-    "LoadImage": ([], [("IMAGE", IMG), ("MASK", "MASK")]),
-    "SaveImage": ([("images", IMG, False)], []),
-    "SaveAnimatedWEBP": ([("images", IMG, False)], []),
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}  # inputs the frontend shows as widgets (and combos)
+# Link inputs and outputs of the ComfyUI core nodes used below: {type: ([(input, type, optional)], [(output, type)])}.
+# The pack's own nodes are read from its registry (`node_slots`).
+CORE_SLOTS = {
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "SaveImage": ([("images", "IMAGE", False)], []),
+    "SaveAnimatedWEBP": ([("images", "IMAGE", False)], []),
 }
+DEFAULT_SIZE = [320, 200]
 SIZES = {"SGS_LoadStyleGAN": [320, 170], "SGS_SampleLatent": [320, 250], "SGS_Synthesize": [300, 130],
          "SGS_StyleMix": [300, 150], "SGS_InterpolateLatents": [320, 190], "SGS_SaveLatent": [300, 80],
          "SaveImage": [420, 420], "SaveAnimatedWEBP": [420, 460], "SGS_AlignFace": [340, 330],
          "SGS_InvertImage": [340, 330], "SGS_UnalignFace": [300, 170], "LoadImage": [320, 380],
          "SGS_LoadCLIP": [320, 170], "SGS_CLIPLatentOptimize": [360, 400], "SGS_ComputeGlobalDirections": [340, 230],
          "SGS_GlobalDirectionEdit": [340, 300], "SGS_LoadLatentMapper": [320, 100], "SGS_ApplyLatentMapper": [320, 170]}
+
+
+def load_pack(name: str = "stylegan_studio"):
+    """Import the repository as a package, the way ComfyUI imports a custom node folder (once per process)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules[name] = pack
+    spec.loader.exec_module(pack)
+    return pack
+
+
+def node_slots(node_cls) -> tuple[list, list]:
+    """A node's link inputs [(name, type, optional)] (every input that is not a widget, in the frontend's order:
+    required then optional) and outputs [(name, type)]."""
+    spec = node_cls.INPUT_TYPES()
+    inputs = [(name, entry[0], group == "optional") for group in ("required", "optional")
+              for name, entry in spec.get(group, {}).items()
+              if isinstance(entry[0], str) and entry[0] not in WIDGET_TYPES]
+    names = getattr(node_cls, "RETURN_NAMES", None) or node_cls.RETURN_TYPES
+    return inputs, list(zip(names, node_cls.RETURN_TYPES))
+
+
+def slots(node_type: str) -> tuple[list, list]:
+    if node_type in CORE_SLOTS:
+        return CORE_SLOTS[node_type]
+    return node_slots(load_pack().NODE_CLASS_MAPPINGS[node_type])
 
 
 def load(nid, pos):
@@ -70,7 +77,7 @@ def build(nodes, title: str) -> dict:
     links, out_links = [], {}
     ui_nodes = []
     for order, (nid, ntype, pos, widgets, inputs) in enumerate(nodes):
-        in_slots, out_slots = SLOTS[ntype]
+        in_slots, _ = slots(ntype)
         ui_inputs = []
         for index, (name, typ, optional) in enumerate(in_slots):
             link_id = None
@@ -83,12 +90,12 @@ def build(nodes, title: str) -> dict:
             if optional:
                 entry["shape"] = 7
             ui_inputs.append(entry)
-        ui_nodes.append({"id": nid, "type": ntype, "pos": pos, "size": SIZES[ntype], "flags": {}, "order": order,
-                         "mode": 0, "inputs": ui_inputs, "outputs": [], "properties": {"Node name for S&R": ntype},
-                         "widgets_values": widgets})
+        ui_nodes.append({"id": nid, "type": ntype, "pos": pos, "size": SIZES.get(ntype, DEFAULT_SIZE), "flags": {},
+                         "order": order, "mode": 0, "inputs": ui_inputs, "outputs": [],
+                         "properties": {"Node name for S&R": ntype}, "widgets_values": widgets})
     for node, (nid, ntype, *_rest) in zip(ui_nodes, nodes):
         node["outputs"] = [{"name": name, "type": typ, "links": out_links.get((nid, slot), []), "slot_index": slot}
-                           for slot, (name, typ) in enumerate(SLOTS[ntype][1])]
+                           for slot, (name, typ) in enumerate(slots(ntype)[1])]
     return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": len(links), "nodes": ui_nodes,
             "links": links, "groups": [], "config": {}, "extra": {"title": title}, "version": 0.4}
 

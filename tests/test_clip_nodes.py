@@ -27,12 +27,12 @@ def tiny_config(tmp_path_factory):
 
 @pytest.fixture()
 def mods(pack, monkeypatch):
-    """The pack's clip_nodes and comfy_env modules, with the Hugging Face Hub unreachable (no test downloads)."""
+    """The pack's nodes.models (Load CLIP, ArcFace) and comfy_env, with the Hugging Face Hub unreachable (no downloads)."""
     pack_clip = sys.modules[f"{pack.__name__}.core.models.clip"]
     for mod in (C, pack_clip):
         monkeypatch.setattr(mod, "_hub_reachable", lambda timeout=3.0: False)
         mod.clear_clip_cache()
-    yield sys.modules[f"{pack.__name__}.nodes.clip_nodes"], sys.modules[f"{pack.__name__}.nodes.comfy_env"]
+    yield sys.modules[f"{pack.__name__}.nodes.models"], sys.modules[f"{pack.__name__}.nodes.comfy_env"]
     pack_clip.clear_clip_cache()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import time
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 import core
-from conftest import tiny_generator
+from conftest import load_pack, tiny_generator
 
 pytestmark = pytest.mark.skipif(not os.environ.get("COMFYUI_DIR"),
                                 reason="set COMFYUI_DIR to a ComfyUI checkout to run integration tests")
@@ -50,6 +51,12 @@ def test_object_info_lists_every_node_with_tooltips(server):
             for inp, entry in spec["input"].get(group, {}).items():
                 assert entry[1].get("tooltip"), f"{name}.{inp}"
     assert info["SGS_LoadStyleGAN"]["input"]["required"]["ckpt_name"][0] == ["tiny.safetensors"]
+    # Every node of the pack's registry, under its registered name; the web extension's lists come from there too.
+    registry = importlib.import_module(f"{load_pack().__name__}.nodes.registry")
+    assert set(ours) == set(registry.NODES)
+    assert all(spec["display_name"] == registry.NODES[name].display_name for name, spec in ours.items())
+    assert server.get("/stylegan_studio/nodes") == registry.web_info()
+    assert "SGS_InvertImage" in registry.web_info()["optimising"]
 
 
 def test_generate_mix_interpolate_and_save(server):
@@ -330,3 +337,47 @@ def test_example_workflows_run_unchanged(server):
             frames = [i for i in saved if i["filename"].startswith("invert_edit")]
             assert len(frames) == 8  # the interpolation's frames, pasted back into the photo
             assert all(Image.open(server.output / i["subfolder"] / i["filename"]).size == (140, 160) for i in frames)
+
+
+def test_free_model_cache_releases_the_pack_models(server):
+    """The UI's "Free model and node cache" (POST /free) empties the pack's model caches: the generator's memory is
+    given back (nothing holds it any more: the weak reference the cache keeps dies) and the next prompt loads it
+    from disk again. (The process's RSS is no measure: freed heap is kept by the allocator for reuse.)"""
+    big = tiny_generator("stylegan2", z_dim=512, w_dim=512, img_resolution=64,
+                         synthesis={"channel_base": 32768, "channel_max": 512})  # ~100 MB of weights
+    path = core.save_generator(big, server.models / "big.safetensors")
+    del big
+    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="big.safetensors", device="cpu", network="G_ema", dtype="auto"),
+              "2": sample(["1", 0], 0),
+              "3": node("SGS_SaveLatent", latent=["2", 0], filename_prefix="latents/free_test")}
+
+    def generators():
+        return server.get("/stylegan_studio/memory")["generators"]
+
+    try:
+        assert server.run_prompt(prompt)["status"]["status_str"] == "success"
+        memory = generators()
+        loads = memory["loads"]
+        assert memory["entries"] >= 1 and memory["alive"] >= 1 and memory["alive_bytes"] > 80e6, memory
+
+        status, _ = server.post("/free", {"unload_models": True, "free_memory": True})
+        assert status == 200
+        wait_until(lambda: generators()["entries"] == 0)
+        wait_until(lambda: generators()["alive"] == 0)  # ComfyUI drops its node outputs too, then collects
+        assert generators()["alive_bytes"] == 0
+        assert "released" in server.read_log()
+
+        assert server.run_prompt(prompt)["status"]["status_str"] == "success"
+        memory = generators()
+        assert memory["entries"] == 1 and memory["loads"] == loads + 1  # read from disk again
+    finally:
+        server.post("/free", {"unload_models": True, "free_memory": True})
+        path.unlink()
+
+
+def wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise TimeoutError("condition not met within the timeout")
+        time.sleep(0.25)

@@ -29,7 +29,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture()
 def env(pack, tmp_path, monkeypatch):
-    mod = sys.modules[f"{pack.__name__}.nodes.global_direction_nodes"]
+    mod = sys.modules[f"{pack.__name__}.nodes.global_directions"]
     mod._cache.clear()
     monkeypatch.setattr(mod.comfy_env, "free_memory", lambda: None)
     G = tiny_generator("stylegan2")

@@ -134,7 +134,7 @@ def nets():
 
 @pytest.fixture()
 def invert_node(pack, env, nets, monkeypatch):
-    mod = sys.modules[f"{pack.__name__}.nodes.invert_nodes"]
+    mod = sys.modules[f"{pack.__name__}.nodes.inversion"]
     monkeypatch.setattr(mod, "perceptual_nets", lambda method: {k: nets[k] for k in I.PERCEPTUAL_NEEDS[method]})
     return pack.NODE_CLASS_MAPPINGS["SGS_InvertImage"](), mod
 

@@ -29,7 +29,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture()
 def env(pack, monkeypatch):
-    mod = sys.modules[f"{pack.__name__}.nodes.mapper_nodes"]
+    mod = sys.modules[f"{pack.__name__}.nodes.latent_mapper"]
     mod._cache.clear()
     monkeypatch.setattr(mod.comfy_env, "free_memory", lambda: None)
     G = tiny_generator("stylegan2", img_resolution=64)  # num_ws 10: all three groups have layers

@@ -1,20 +1,32 @@
 // StyleGAN Studio frontend extension.
 //  - Every SGS_ node shows its text report (model architecture and licence, inversion quality, saved files).
-//  - Optimising nodes (inversion, later CLIP edits) show a live status line (step, loss terms, ETA) fed by the
-//    pack's `stylegan_studio.progress` event, and a Stop button that interrupts only the run they belong to.
-//    The live image itself comes through ComfyUI's own progress/preview messages.
+//  - Optimising nodes (inversion, CLIP edits, global directions, mapper training) show a live status line (step,
+//    loss terms, ETA) fed by the pack's `stylegan_studio.progress` event, and a Stop button that interrupts only
+//    the run they belong to. The live image itself comes through ComfyUI's own progress/preview messages.
 //  - Image-making nodes get a frame scrubber over their output batch (which image of it the node shows).
-// All these widgets are display-only: never serialised into prompts or saved workflows.
+// Which nodes optimise or make frames is declared once, in the pack's node registry (nodes/registry.py), and read
+// from the pack's `/stylegan_studio/nodes` route. All these widgets are display-only: never serialised into
+// prompts or saved workflows.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const NODE_PREFIX = "SGS_";
-// Nodes that run an optimisation loop and report through the progress event (issue #4 adds its CLIP edits here).
-const OPTIMISING_NODES = ["SGS_InvertImage", "SGS_CLIPLatentOptimize", "SGS_ComputeGlobalDirections",
-                          "SGS_TrainLatentMapper"];
-// Nodes whose output is a batch of frames worth scrubbing through.
-const FRAME_NODES = ["SGS_Synthesize"];
+const NODES_ROUTE = "/stylegan_studio/nodes";
+// Ids of the optimising and frame-making nodes, read once in `init` (before any node type is registered).
+let registry = { optimising: [], frames: [] };
+
+async function loadRegistry() {
+  try {
+    const response = await api.fetchApi(NODES_ROUTE);
+    if (!response.ok) throw new Error(`${NODES_ROUTE}: HTTP ${response.status}`);
+    const info = await response.json();
+    registry = { optimising: info.optimising ?? [], frames: info.frames ?? [] };
+  } catch (error) {
+    // Without the lists the nodes still work; only the status line, Stop button and frame scrubber are missing.
+    console.warn("StyleGAN Studio: could not read the node registry", error);
+  }
+}
 const PROGRESS_EVENT = "stylegan_studio.progress";
 // ComfyUI's end-of-prompt events; each carries the prompt id.
 const END_EVENTS = { execution_success: "done", execution_interrupted: "stopped", execution_error: "failed" };
@@ -152,17 +164,21 @@ function showFrameScrubber(node, count) {
 
 app.registerExtension({
   name: "StyleGANStudio.Report",
+  async init() {
+    await loadRegistry();
+  },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.name?.startsWith(NODE_PREFIX)) return;
     const name = nodeData.name;
+    const makesFrames = registry.frames.includes(name);
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       const result = onExecuted?.apply(this, arguments);
       if (Array.isArray(message?.text) && message.text.length) showReport(this, message.text);
-      if (FRAME_NODES.includes(name) && Array.isArray(message?.images)) showFrameScrubber(this, message.images.length);
+      if (makesFrames && Array.isArray(message?.images)) showFrameScrubber(this, message.images.length);
       return result;
     };
-    if (FRAME_NODES.includes(name)) {
+    if (makesFrames) {
       const onDrawBackground = nodeType.prototype.onDrawBackground;
       nodeType.prototype.onDrawBackground = function () {
         const slider = this.widgets?.find((w) => w.name === FRAME_WIDGET);
@@ -174,7 +190,7 @@ app.registerExtension({
         return onDrawBackground?.apply(this, arguments);
       };
     }
-    if (OPTIMISING_NODES.includes(name)) {
+    if (registry.optimising.includes(name)) {
       const onNodeCreated = nodeType.prototype.onNodeCreated;
       nodeType.prototype.onNodeCreated = function () {
         const result = onNodeCreated?.apply(this, arguments);

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -15,8 +14,10 @@ from ..core import latents as L
 from ..core.edits import latent_mapper as M
 from ..core.log import logger
 from . import comfy_env
-from .clip_nodes import check_arcface_device
-from .convert import generator_to_comfy, to_pil
+from .caches import ModelCache
+from .models import check_arcface_device
+from .optimize import run_optimisation
+from .registry import register_node
 from .types import ARCFACE, CATEGORY_ROOT, CLIP, GENERATOR, LATENT, MAPPER
 
 D = M.DEFAULTS
@@ -24,8 +25,7 @@ MAPPER_SUFFIXES = (".safetensors", ".pt", ".pth")
 CHECKPOINT_SUFFIX = ".training.safetensors"   # output/latent_mappers/<name>.training.safetensors
 _PIXEL_NORMS = {"per w": "w", "over layers (reference)": "layers"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,99}$")
-_cache: dict = {}                              # loaded mappers by (path, mtime, size)
-_lock = threading.Lock()
+_cache = ModelCache("latent_mappers", max_items=1)   # by (path, mtime, size); mappers are small: the newest only
 
 
 def mapper_files() -> list[str]:
@@ -62,10 +62,7 @@ def describe(mapper: M.LatentMapper) -> str:
             f"(trained for {trained_for})")
 
 
-def _side_by_side(original: torch.Tensor, edited: torch.Tensor):
-    return to_pil(generator_to_comfy(torch.cat([original[:1], edited[:1]], dim=3))[0])
-
-
+@register_node("SGS_TrainLatentMapper", "Train Latent Mapper", optimises=True)
 class TrainLatentMapper:
     DESCRIPTION = ("StyleCLIP latent mapper: trains a small network that applies one text edit (e.g. 'mohawk "
                    "hairstyle') to any latent in a single step. Slow once (the reference trains 50,000 steps: hours "
@@ -163,25 +160,21 @@ class TrainLatentMapper:
             check_arcface_device(arcface, generator)
             id_loss = IDLoss(arcface)
         text_emb = clip.encode_text(text.strip())
-        progress = comfy_env.Progress(config.num_steps)
 
-        def callback(p: M.MapperProgress) -> None:
-            preview = None if p.image is None else _side_by_side(p.original, p.image)
-            progress.update(p.step, preview, losses=p.losses)
+        def run(callback):
+            return M.train_latent_mapper(generator, clip, text_emb, config=config, latents=latents, id_loss=id_loss,
+                                         checkpoint_path=checkpoint, checkpoint_every=int(checkpoint_every),
+                                         resume=bool(resume), callback=callback, preview_every=int(preview_every),
+                                         seed=int(seed))
 
         try:
-            result = M.train_latent_mapper(generator, clip, text_emb, config=config, latents=latents,
-                                           id_loss=id_loss, checkpoint_path=checkpoint,
-                                           checkpoint_every=int(checkpoint_every), resume=bool(resume),
-                                           callback=callback, preview_every=int(preview_every), seed=int(seed))
-            progress.finish()
+            # The core loop renders its before | after preview every preview_every steps: show each one.
+            result = run_optimisation(config.num_steps, run)
         except ValueError as e:
             if "different training run" in str(e) or "already trained" in str(e):
                 raise ValueError(f"{e}. Here: choose another mapper_name, raise num_steps, or switch resume off to "
                                  f"overwrite that run") from e
             raise
-        finally:
-            comfy_env.free_memory()
         mapper = result.mapper
         M.save_mapper(mapper, final, generator_ref=generator, text=text.strip(), config=config)
         mapper.info.text = text.strip()
@@ -189,6 +182,7 @@ class TrainLatentMapper:
         return {"ui": {"text": [report]}, "result": (mapper, report)}
 
 
+@register_node("SGS_LoadLatentMapper", "Load Latent Mapper")
 class LoadLatentMapper:
     DESCRIPTION = ("Loads a latent mapper from models/latent_mappers: one trained by Train Latent Mapper "
                    "(.safetensors), or one of StyleCLIP's published mappers (.pt, e.g. mohawk.pt, afro.pt; read "
@@ -216,18 +210,17 @@ class LoadLatentMapper:
         path = _mapper_path(mapper_name)
         stat = path.stat()
         key = (str(path), stat.st_mtime_ns, stat.st_size)
-        with _lock:
-            mapper = _cache.get(key)
-        if mapper is None:
+
+        def read():
             with torch.inference_mode(False):
-                mapper = M.load_mapper(path)
-            with _lock:
-                _cache.clear()  # mappers are small; keep the newest only
-                _cache[key] = mapper
+                return M.load_mapper(path)
+
+        mapper = _cache.get_or_load(key, read)
         info = describe(mapper)
         return {"ui": {"text": [info]}, "result": (mapper, info)}
 
 
+@register_node("SGS_ApplyLatentMapper", "Apply Latent Mapper")
 class ApplyLatentMapper:
     DESCRIPTION = ("Applies a trained latent mapper: w' = w + strength * 0.1 * M(w), the text edit it learned, in "
                    "one forward pass (milliseconds). Outputs w+ latents for Synthesize.")
@@ -287,14 +280,3 @@ class ApplyLatentMapper:
                   f"{moved:.3f} ({ms:.1f} ms for {ws.shape[0]} latent{'s' if ws.shape[0] != 1 else ''})")
         return {"ui": {"text": [report]}, "result": (result, report)}
 
-
-NODE_CLASS_MAPPINGS = {
-    "SGS_TrainLatentMapper": TrainLatentMapper,
-    "SGS_LoadLatentMapper": LoadLatentMapper,
-    "SGS_ApplyLatentMapper": ApplyLatentMapper,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SGS_TrainLatentMapper": "Train Latent Mapper",
-    "SGS_LoadLatentMapper": "Load Latent Mapper",
-    "SGS_ApplyLatentMapper": "Apply Latent Mapper",
-}

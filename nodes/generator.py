@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import collections
-import threading
 from pathlib import Path
 
 from ..core import (PRECISIONS, GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config, build_generator,
@@ -11,11 +9,11 @@ from ..core import (PRECISIONS, GeneratorConfig, MappingConfig, StyleGAN2Config,
 from ..core.hub import download_checkpoint, known_license
 from ..core.loaders import load_generator, save_generator
 from . import comfy_env
+from .caches import ModelCache
+from .registry import register_node
 from .types import CATEGORY_ROOT, GENERATOR
 
-_CACHE_SIZE = 2
-_cache: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
-_cache_lock = threading.Lock()
+_cache = ModelCache("generators", max_items=2)   # by (file version, device, network, precision)
 
 
 def describe_generator(G) -> str:
@@ -32,19 +30,16 @@ def _load_cached(path: Path, device, network: str, license_text: str, precision:
     modified."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device), network, precision)
-    with _cache_lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    G = load_generator(path, device=device, network=network, precision=precision)
-    G.info.license = G.info.license or license_text or known_license(path.name)
-    with _cache_lock:
-        _cache[key] = G
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return G
+
+    def load():
+        G = load_generator(path, device=device, network=network, precision=precision)
+        G.info.license = G.info.license or license_text or known_license(path.name)
+        return G
+
+    return _cache.get_or_load(key, load)
 
 
+@register_node("SGS_LoadStyleGAN", "Load StyleGAN")
 class LoadStyleGAN:
     DESCRIPTION = ("Loads a StyleGAN2, StyleGAN2-ADA or StyleGAN3 generator from models/stylegan (NVIDIA .pkl, "
                    "rosinality .pt or StyleGAN Studio .safetensors), or from the Hugging Face Hub. Files are read "
@@ -102,6 +97,7 @@ class LoadStyleGAN:
         return {"ui": {"text": [info]}, "result": (G, info)}
 
 
+@register_node("SGS_DemoGenerator", "Demo Generator (random)")
 class DemoGenerator:
     DESCRIPTION = ("Builds a small StyleGAN with random (seeded) weights, so graphs can be tried without "
                    "downloading a model. Its images are abstract textures, not faces.")
@@ -142,6 +138,7 @@ def build_demo_generator(arch: str, resolution: int, seed: int):
     return G
 
 
+@register_node("SGS_SaveStyleGAN", "Save StyleGAN as safetensors")
 class SaveStyleGAN:
     DESCRIPTION = ("Saves the generator as a StyleGAN Studio .safetensors file in models/stylegan: safe to share "
                    "and fast to load, with the architecture and licence stored in the file.")
@@ -170,8 +167,3 @@ class SaveStyleGAN:
         save_generator(generator, path)
         return {"ui": {"text": [f"saved {path}"]}}
 
-
-NODE_CLASS_MAPPINGS = {"SGS_LoadStyleGAN": LoadStyleGAN, "SGS_DemoGenerator": DemoGenerator,
-                       "SGS_SaveStyleGAN": SaveStyleGAN}
-NODE_DISPLAY_NAME_MAPPINGS = {"SGS_LoadStyleGAN": "Load StyleGAN", "SGS_DemoGenerator": "Demo Generator (random)",
-                              "SGS_SaveStyleGAN": "Save StyleGAN as safetensors"}

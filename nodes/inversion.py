@@ -1,23 +1,22 @@
-"""Nodes for inversion (real images into latents) and the weight deltas that PTI produces."""
+"""Invert Image: real images into latents (Image2StyleGAN, NVIDIA's projector, II2S, PTI)."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from ..core import deltas as D
 from ..core.edits import inversion as I
 from ..core.log import logger
 from . import comfy_env
-from .convert import comfy_to_generator, generator_to_comfy, to_pil
+from .caches import ModelCache
+from .convert import comfy_to_generator, generator_to_comfy
+from .optimize import run_optimisation
+from .registry import register_node
 from .types import CATEGORY_ROOT, GENERATOR, LATENT, WEIGHT_DELTA
 
 _MASK_MODES = ["fit inside mask", "ignore inside mask"]
-_DELTA_SUFFIX = ".safetensors"
 _PRIOR_SUFFIX = ".ii2s-prior"              # next to the checkpoint; not a checkpoint extension, so not listed
-_priors: dict[str, I.WPrior] = {}          # by generator fingerprint (also saves re-reading the cache file)
-_nets: dict = {}                           # perceptual networks by (name, folders)
-_lock = threading.Lock()
+_priors = ModelCache("ii2s_priors", max_items=4)   # by generator fingerprint (saves re-reading the cache file)
+_nets = ModelCache("perceptual", max_items=3)      # perceptual networks by (name, folders): one method needs <= 2
 
 
 def _steps_tooltip() -> str:
@@ -31,24 +30,24 @@ def prior_for(G, callback=None) -> I.WPrior:
     from ..core.latents import generator_ref
 
     fp = generator_ref(G).fingerprint
-    with _lock:
-        if fp in _priors:
-            return _priors[fp]
-    source = Path(G.info.source) if G.info.source else None
-    cache = source.with_name(source.name + _PRIOR_SUFFIX) if source is not None and source.is_file() else None
-    prior = I.load_w_prior(cache, G) if cache is not None else None
-    if prior is None:
-        prior = I.compute_w_prior(G, callback=callback)
-        if cache is not None:
-            try:
-                I.save_w_prior(prior, cache)
-            except OSError as e:  # read-only model folder: keep it in memory only
-                logger.warning("could not cache the II2S prior next to %s (%s)", source, e)
-    with _lock:
-        _priors[fp] = prior
-    return prior
+
+    def load():
+        source = Path(G.info.source) if G.info.source else None
+        cache = source.with_name(source.name + _PRIOR_SUFFIX) if source is not None and source.is_file() else None
+        prior = I.load_w_prior(cache, G) if cache is not None else None
+        if prior is None:
+            prior = I.compute_w_prior(G, callback=callback)
+            if cache is not None:
+                try:
+                    I.save_w_prior(prior, cache)
+                except OSError as e:  # read-only model folder: keep it in memory only
+                    logger.warning("could not cache the II2S prior next to %s (%s)", source, e)
+        return prior
+
+    return _priors.get_or_load(fp, load)
 
 
+@register_node("SGS_InvertImage", "Invert Image", optimises=True)
 class InvertImage:
     DESCRIPTION = ("Finds the latent that makes the generator reproduce an image (GAN inversion): Image2StyleGAN, "
                    "NVIDIA's projector, II2S or PTI (which also tunes a copy of the generator). Align faces first "
@@ -99,30 +98,20 @@ class InvertImage:
         cfg = I.METHOD_DEFAULTS[method]
         steps = int(num_steps) or cfg.num_steps
         total = steps + (int(tune_steps) if cfg.tune_steps else 0)
-        progress = comfy_env.Progress(total)
         notes = []
         if image.ndim == 4 and image.shape[-1] == 4:
             notes.append("alpha channel ignored (connect the MASK from Load Image and choose 'ignore inside mask')")
         target = comfy_to_generator(image)
         if mask is not None and mask_mode == _MASK_MODES[1]:
             mask = 1 - mask
-        every = max(1, int(preview_every))
 
-        def callback(p: I.InversionProgress) -> None:
-            preview = None
-            if p.step % every == 0 or p.step == p.total:
-                preview = to_pil(generator_to_comfy(p.image[:1])[0])
-            progress.update(p.step, preview, losses=p.losses)
-
-        try:
+        def run(callback):
             prior = prior_for(generator) if cfg.prior_weight else None
-            result = I.invert_image(generator, target, method=method, num_steps=steps,
-                                    lr=float(learning_rate) or None, mask=mask, prior=prior,
-                                    tune_steps=int(tune_steps), seed=int(seed), callback=callback,
-                                    perceptual=perceptual_nets(method))
-            progress.finish()  # PTI may stop early: end the node's live status line anyway
-        finally:
-            comfy_env.free_memory()
+            return I.invert_image(generator, target, method=method, num_steps=steps, lr=float(learning_rate) or None,
+                                  mask=mask, prior=prior, tune_steps=int(tune_steps), seed=int(seed),
+                                  callback=callback, perceptual=perceptual_nets(method))
+
+        result = run_optimisation(total, run, preview_every=preview_every)  # PTI may stop before `total`
         result.notes[:0] = notes
         report = result.report()
         images = generator_to_comfy(result.image, comfy_env.intermediate_device())
@@ -137,86 +126,10 @@ def perceptual_nets(method: str) -> dict:
     nets = {}
     dirs = comfy_env.perceptual_dirs()
     for name in I.PERCEPTUAL_NEEDS[method]:
-        key = (name, tuple(map(str, dirs)))
-        with _lock:
-            net = _nets.get(key)
-        if net is None:
+        def load(name=name):
             if name == "vgg16_features":
-                net = P.load_vgg16_features(model_dirs=dirs)
-            else:
-                net = P.load_lpips("vgg" if name == "lpips_vgg" else "alex", model_dirs=dirs)
-            with _lock:
-                _nets[key] = net
-        nets[name] = net
+                return P.load_vgg16_features(model_dirs=dirs)
+            return P.load_lpips("vgg" if name == "lpips_vgg" else "alex", model_dirs=dirs)
+
+        nets[name] = _nets.get_or_load((name, tuple(map(str, dirs))), load)
     return nets
-
-
-class SaveWeightDelta:
-    DESCRIPTION = ("Saves a weight delta (PTI's tuned weights minus the original) as a small safetensors file "
-                   "in the output folder, tied to the generator it was made for.")
-    CATEGORY = f"{CATEGORY_ROOT}/invert"
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
-    OUTPUT_TOOLTIPS = ("Where the file was written.",)
-    FUNCTION = "save"
-    OUTPUT_NODE = True
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "delta": (WEIGHT_DELTA, {"tooltip": "The delta output of Invert Image (method pti)."}),
-            "filename_prefix": ("STRING", {"default": "stylegan/pti_delta",
-                                           "tooltip": "File name prefix inside the output folder."}),
-        }}
-
-    def save(self, delta, filename_prefix):
-        if delta is None:
-            raise ValueError("there is no weight delta to save: only Invert Image with method 'pti' makes one")
-        path = D.save_weight_delta(delta, comfy_env.next_output_path(filename_prefix, _DELTA_SUFFIX))
-        return {"ui": {"text": [f"{delta.describe()}\nsaved to {path}"]}, "result": (str(path),)}
-
-
-class ApplyWeightDelta:
-    DESCRIPTION = ("Applies a saved weight delta (e.g. PTI tuning) to a generator, giving a tuned copy; the loaded "
-                   "generator itself is unchanged. The delta must have been made for this generator.")
-    CATEGORY = f"{CATEGORY_ROOT}/loaders"
-    RETURN_TYPES = (GENERATOR, "STRING")
-    RETURN_NAMES = ("generator", "info")
-    OUTPUT_TOOLTIPS = ("The generator with the delta applied.", "What was applied.")
-    FUNCTION = "apply"
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "generator": (GENERATOR, {"tooltip": "The generator the delta was made for."}),
-                "delta_file": (comfy_env.list_latent_files(), {"tooltip": "A delta file from Save Weight Delta, in the "
-                               "input or output folder."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": -3.0, "max": 3.0, "step": 0.05,
-                                       "tooltip": "Multiplier of the delta; 1 = as tuned."}),
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, delta_file):
-        if delta_file not in comfy_env.list_latent_files():
-            return f"weight delta {delta_file!r} not found in the input or output folder"
-        return True
-
-    def apply(self, generator, delta_file, strength):
-        delta = D.load_weight_delta(comfy_env.latent_file_path(delta_file, "weight delta"))
-        G = D.apply_weight_delta(generator, delta, scale=float(strength))
-        info = f"{delta.describe()} applied with strength {float(strength):g}"
-        return {"ui": {"text": [info]}, "result": (G, info)}
-
-
-NODE_CLASS_MAPPINGS = {
-    "SGS_InvertImage": InvertImage,
-    "SGS_SaveWeightDelta": SaveWeightDelta,
-    "SGS_ApplyWeightDelta": ApplyWeightDelta,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SGS_InvertImage": "Invert Image",
-    "SGS_SaveWeightDelta": "Save Weight Delta",
-    "SGS_ApplyWeightDelta": "Apply Weight Delta",
-}

@@ -10,6 +10,7 @@ import torch
 from ..core import align as A
 from ..core import landmarks as L
 from . import comfy_env
+from .registry import register_node
 from .types import ALIGN_TRANSFORM, CATEGORY_ROOT, GENERATOR
 
 _SOURCES = ["auto", "face_alignment (FAN)", "landmarks input"]
@@ -31,6 +32,7 @@ def _landmark_frames(batch: int, pose_keypoint, landmarks_json: str):
     return faces
 
 
+@register_node("SGS_AlignFace", "Align Face")
 class AlignFace:
     DESCRIPTION = ("Crops, rotates and scales a photo around its face exactly as the FFHQ dataset was made (from the "
                    "eye and mouth landmarks), which is what face generators and inversion expect. Landmarks come from "
@@ -108,6 +110,7 @@ class AlignFace:
         return (images, transforms, json.dumps(used))
 
 
+@register_node("SGS_UnalignFace", "Unalign Face")
 class UnalignFace:
     DESCRIPTION = ("Pastes edited aligned faces back into the original photo with a soft edge, undoing Align Face's "
                    "crop, rotation and scale. A batch of edits (e.g. interpolation frames) is pasted into the same "
@@ -156,6 +159,3 @@ class UnalignFace:
                                       transforms[i if len(transforms) > 1 else 0], float(feather), m))
         return (torch.stack(out).to(comfy_env.intermediate_device()),)
 
-
-NODE_CLASS_MAPPINGS = {"SGS_AlignFace": AlignFace, "SGS_UnalignFace": UnalignFace}
-NODE_DISPLAY_NAME_MAPPINGS = {"SGS_AlignFace": "Align Face", "SGS_UnalignFace": "Unalign Face"}

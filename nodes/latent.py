@@ -5,11 +5,13 @@ from __future__ import annotations
 from ..core import latents as L
 from . import comfy_env
 from .convert import generator_to_comfy, to_pil
+from .registry import register_node
 from .types import CATEGORY_ROOT, GENERATOR, LATENT
 
 _STYLE_MIX_CHOICES = ["coarse", "middle", "fine", "coarse+middle", "middle+fine", "custom"]
 
 
+@register_node("SGS_SampleLatent", "Sample Latent")
 class SampleLatent:
     DESCRIPTION = ("Turns seeds into latents (z, w or w+) with the truncation trick. In 'nvidia' seed mode seed N "
                    "gives the same image as NVIDIA's gen_images.py / generate.py.")
@@ -54,6 +56,7 @@ class SampleLatent:
         return (latent,)
 
 
+@register_node("SGS_Synthesize", "Synthesize Image", frames=True)
 class Synthesize:
     DESCRIPTION = "Renders latents to images with the generator (in chunks, with progress and cancel)."
     CATEGORY = f"{CATEGORY_ROOT}/image"
@@ -89,6 +92,7 @@ class Synthesize:
         return {"ui": {"images": comfy_env.preview_images(out)}, "result": (out,)}
 
 
+@register_node("SGS_InterpolateLatents", "Interpolate Latents")
 class InterpolateLatents:
     DESCRIPTION = ("Frames between two latents, both endpoints included, as one batch (feed it to Synthesize and a "
                    "video node). slerp in Z, lerp in W/W+; optionally only a range of layers.")
@@ -124,6 +128,7 @@ class InterpolateLatents:
                                       layer_end=layer_end or None, G=generator),)
 
 
+@register_node("SGS_StyleMix", "Style Mix")
 class StyleMix:
     DESCRIPTION = ("Style mixing: takes chosen layers from the style latent and the rest from the base latent. "
                    "coarse (<= 8 px): pose and face shape; middle (16-32 px): features; fine (>= 64 px): colours.")
@@ -157,6 +162,7 @@ class StyleMix:
         return (L.mix_styles(generator, base, style, indices),)
 
 
+@register_node("SGS_SaveLatent", "Save Latent")
 class SaveLatent:
     DESCRIPTION = ("Saves latents as .safetensors in the output folder, with their space and the identity of "
                    "their generator (an incompatible model refuses them later).")
@@ -179,6 +185,7 @@ class SaveLatent:
         return {"ui": {"text": [f"saved {latent.describe()} to {path.name}"]}}
 
 
+@register_node("SGS_LoadLatent", "Load Latent")
 class LoadLatent:
     DESCRIPTION = "Loads latents saved by Save Latent (from the input folder, or the output folder)."
     CATEGORY = f"{CATEGORY_ROOT}/latent"
@@ -207,13 +214,3 @@ class LoadLatent:
             L.check_compatible(latent, generator)
         return (latent,)
 
-
-NODE_CLASS_MAPPINGS = {
-    "SGS_SampleLatent": SampleLatent, "SGS_Synthesize": Synthesize, "SGS_InterpolateLatents": InterpolateLatents,
-    "SGS_StyleMix": StyleMix, "SGS_SaveLatent": SaveLatent, "SGS_LoadLatent": LoadLatent,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SGS_SampleLatent": "Sample Latent", "SGS_Synthesize": "Synthesize Image",
-    "SGS_InterpolateLatents": "Interpolate Latents", "SGS_StyleMix": "Style Mix", "SGS_SaveLatent": "Save Latent",
-    "SGS_LoadLatent": "Load Latent",
-}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -14,6 +13,9 @@ import torch
 from ..core.edits import global_directions as GD
 from ..core import latents as L
 from . import comfy_env
+from .caches import ModelCache
+from .optimize import run_optimisation
+from .registry import register_node
 from .types import CATEGORY_ROOT, CLIP, DIRECTIONS, GENERATOR, LATENT
 
 D = GD.DEFAULTS
@@ -21,8 +23,7 @@ _LAYER_CHOICES = ["all conv layers", "conv layers up to 128 px (reference fs3)"]
 _NO_REFERENCE = "none (compute)"
 _CACHE_SUFFIX = ".global-directions"       # next to the checkpoint; not a checkpoint extension, so not listed
 _REFERENCE_STATS = "S_mean_std"            # StyleCLIP keeps it beside fs3.npy (global_directions/npy/<dataset>/)
-_cache: dict = {}                          # GlobalDirections by cache path (or reference file + generator)
-_lock = threading.Lock()
+_cache = ModelCache("global_directions", max_items=4)   # by cache path (or reference file + generator)
 
 
 def reference_files() -> list[str]:
@@ -50,6 +51,7 @@ def cache_path(G, key: str) -> Path:
     return comfy_env.output_dir() / "global_directions" / f"{L.generator_ref(G).fingerprint}{_CACHE_SUFFIX}-{key}"
 
 
+@register_node("SGS_ComputeGlobalDirections", "Compute Global Directions", optimises=True)
 class ComputeGlobalDirections:
     DESCRIPTION = ("Precomputes StyleCLIP's global directions for a generator and a CLIP model: the statistics of "
                    "every StyleSpace channel and how each channel moves CLIP's image embedding (the relevance "
@@ -94,8 +96,7 @@ class ComputeGlobalDirections:
             return self._reference(generator, clip, reference_fs3)
         key = _settings_key(generator, clip, int(num_images), int(num_samples), layers)
         path = cache_path(generator, key)
-        with _lock:
-            cached = _cache.get(str(path))
+        cached = _cache.get(str(path))
         if cached is not None and path.is_file():  # a deleted cache file means: compute again
             return cached, f"{cached.describe()}\n(cached in memory; file {path})"
         t0 = time.perf_counter()
@@ -105,25 +106,18 @@ class ComputeGlobalDirections:
             if not layer_names:
                 raise ValueError(f"'{layers}' follows StyleGAN2's block resolutions, which {generator.info.name} "
                                  f"({generator.arch}) does not have: choose '{_LAYER_CHOICES[0]}'")
-        try:
+
+        def run(callback):
             stats = None
-            if not path.is_file():
+            if not path.is_file():  # the statistics are part of the cache file: only a first run measures them
                 progress = comfy_env.Progress(int(num_samples))
                 stats = GD.compute_s_statistics(generator, num_samples=int(num_samples),
                                                 callback=lambda done, total: progress.update(done))
-            progress = comfy_env.Progress(1)
+            # The relevance reports its channels as steps (no loss terms); the total is known to core only.
+            return GD.compute_relevance(generator, clip, stats, num_images=int(num_images), layers=layer_names,
+                                        batch_size=int(batch_size), callback=callback, checkpoint=path)
 
-            def callback(done: int, total: int) -> None:
-                progress.total = max(1, total)
-                progress.update(done, losses={})  # step/total are the channels; there is no loss
-
-            directions = GD.compute_relevance(generator, clip, stats, num_images=int(num_images), layers=layer_names,
-                                              batch_size=int(batch_size), callback=callback, checkpoint=path)
-            progress.finish()
-        finally:
-            comfy_env.free_memory()
-        with _lock:
-            _cache[str(path)] = directions
+        directions = _cache.put(str(path), run_optimisation(1, run))
         info = f"{directions.describe()}\n{time.perf_counter() - t0:.1f} s; cached in {path}"
         return {"ui": {"text": [info]}, "result": (directions, info)}
 
@@ -132,15 +126,14 @@ class ComputeGlobalDirections:
         path = comfy_env.model_path(name)
         stats_file = path.with_name(_REFERENCE_STATS)
         key = f"{path}|{L.generator_ref(generator).fingerprint}"
-        with _lock:
-            directions = _cache.get(key)
-        if directions is None:
+
+        def load():
             GD.check_clip_arch(clip, GD.REFERENCE_CLIP_ARCH, GD.REFERENCE_CLIP_TAG)  # before minutes of statistics
             progress = comfy_env.Progress(D.num_samples)
-            directions = GD.load_reference_fs3(path, generator, s_mean_std=stats_file if stats_file.is_file() else None,
-                                               callback=lambda done, total: progress.update(done))
-            with _lock:
-                _cache[key] = directions
+            return GD.load_reference_fs3(path, generator, s_mean_std=stats_file if stats_file.is_file() else None,
+                                         callback=lambda done, total: progress.update(done))
+
+        directions = _cache.get_or_load(key, load)
         directions.check_clip(clip)
         info = f"{directions.describe()}\nfrom {path}" + (f" with {stats_file}" if stats_file.is_file() else "")
         note = directions.clip_weights_note(clip)
@@ -149,6 +142,7 @@ class ComputeGlobalDirections:
         return {"ui": {"text": [info]}, "result": (directions, info)}
 
 
+@register_node("SGS_GlobalDirectionEdit", "Global Direction Edit")
 class GlobalDirectionEdit:
     DESCRIPTION = ("StyleCLIP global-direction edit: moves a latent along the StyleSpace direction that turns the "
                    "neutral text into the target text (e.g. 'a face' -> 'a smiling face'). alpha is the strength "
@@ -212,12 +206,3 @@ class GlobalDirectionEdit:
             report += "; beta is above every channel's relevance to this text: lower beta"
         return {"ui": {"text": [report]}, "result": (result, report)}
 
-
-NODE_CLASS_MAPPINGS = {
-    "SGS_ComputeGlobalDirections": ComputeGlobalDirections,
-    "SGS_GlobalDirectionEdit": GlobalDirectionEdit,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "SGS_ComputeGlobalDirections": "Compute Global Directions",
-    "SGS_GlobalDirectionEdit": "Global Direction Edit",
-}

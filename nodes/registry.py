@@ -1,0 +1,68 @@
+"""Every node of the pack, declared once: id, display name, and what the web extension needs to know about it.
+
+A node module decorates each node class with `@register_node(...)`; `nodes/__init__` imports every module of this
+package, so the registry is complete once the pack is imported. ComfyUI's `NODE_CLASS_MAPPINGS` and
+`NODE_DISPLAY_NAME_MAPPINGS`, the list of optimising nodes the web extension asks for (`/stylegan_studio/nodes`),
+the example-workflow script and the tests all read it; nothing keeps its own list.
+
+Node ids and display names are released: they never change (saved workflows refer to them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+PREFIX = "SGS_"
+
+T = TypeVar("T", bound=type)
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    id: str                  # ComfyUI's node type, e.g. "SGS_InvertImage" (prefixed, frozen once released)
+    display_name: str        # plain English, shown in the node menu (also frozen)
+    cls: type                # the node class
+    optimises: bool = False  # runs an optimisation loop: live status line (step, losses, ETA) and a Stop button
+    frames: bool = False     # outputs a batch of frames worth scrubbing through on the node
+
+
+NODES: dict[str, NodeEntry] = {}
+
+
+def register_node(node_id: str, display_name: str, *, optimises: bool = False,
+                  frames: bool = False) -> Callable[[T], T]:
+    """Class decorator: add the node to the registry under `node_id`."""
+    if not node_id.startswith(PREFIX):
+        raise ValueError(f"node id {node_id!r} must start with {PREFIX!r}")
+
+    def add(cls: T) -> T:
+        old = NODES.get(node_id)
+        # The same class imported again (a module reloaded) replaces its entry; two classes on one id is a bug.
+        if old is not None and (old.cls.__module__, old.cls.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"node id {node_id!r} is registered twice: {old.cls.__qualname__} and {cls.__qualname__}")
+        NODES[node_id] = NodeEntry(node_id, display_name, cls, optimises=optimises, frames=frames)
+        return cls
+
+    return add
+
+
+def node_class_mappings() -> dict[str, type]:
+    return {e.id: e.cls for e in NODES.values()}
+
+
+def display_name_mappings() -> dict[str, str]:
+    return {e.id: e.display_name for e in NODES.values()}
+
+
+def optimising_nodes() -> list[str]:
+    return [e.id for e in NODES.values() if e.optimises]
+
+
+def frame_nodes() -> list[str]:
+    return [e.id for e in NODES.values() if e.frames]
+
+
+def web_info() -> dict:
+    """What the web extension reads from `/stylegan_studio/nodes`."""
+    return {"prefix": PREFIX, "optimising": optimising_nodes(), "frames": frame_nodes()}
