@@ -164,6 +164,12 @@ class FANDetector:
             logger.info("face_alignment FAN loaded on %s", self.device)
             return model
 
+    @classmethod
+    def clear_cache(cls) -> None:
+        """Forget the loaded detectors (one per device); the next detection loads them again."""
+        with cls._lock:
+            cls._cache.clear()
+
     def detect(self, image_uint8: np.ndarray) -> list[np.ndarray]:
         """All faces in one RGB uint8 image [H, W, 3], as [68, 2] float64 arrays."""
         faces = self._model().get_landmarks_from_image(np.ascontiguousarray(image_uint8))

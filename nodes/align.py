@@ -10,8 +10,12 @@ import torch
 from ..core import align as A
 from ..core import landmarks as L
 from . import comfy_env
+from .caches import add_release_hook
 from .registry import register_node
 from .types import ALIGN_TRANSFORM, CATEGORY_ROOT, GENERATOR
+
+# The face detector (one per device) is loaded by core and released with the pack's other models.
+add_release_hook("landmarks", lambda device: L.FANDetector.clear_cache())
 
 _SOURCES = ["auto", "face_alignment (FAN)", "landmarks input"]
 

@@ -105,6 +105,18 @@ def test_load_device_dtype_and_cache(weights):
     assert C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors") is not a
 
 
+def test_cache_keeps_the_most_recently_used_models(weights):
+    C.clear_clip_cache()
+    assert C.MAX_CACHED_MODELS == 2
+    a = C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors")
+    b = C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.bin")
+    assert C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors") is a  # a is now the most recent
+    c = C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors", dtype=torch.float64)  # evicts b
+    assert C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors") is a
+    assert C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors", dtype=torch.float64) is c
+    assert C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.bin") is not b
+    C.clear_clip_cache()
+
 def test_load_inside_inference_mode(weights):
     """ComfyUI runs nodes under inference_mode; the model and text embeddings must still serve optimisations."""
     with torch.inference_mode():
@@ -409,3 +421,4 @@ def test_clip_distance():
     assert torch.allclose(C.clip_distance(a, t[None]), d)
     with pytest.raises(ValueError, match="text_emb"):
         C.clip_distance(a, torch.randn(4))
+

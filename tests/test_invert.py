@@ -283,7 +283,7 @@ def test_weight_delta_files_and_base_checks(G, tmp_path):
 
 @pytest.fixture()
 def invert_node(pack, nets, monkeypatch):
-    mod = sys.modules[pack.__name__ + ".nodes.invert_nodes"]
+    mod = sys.modules[pack.__name__ + ".nodes.inversion"]
     monkeypatch.setattr(mod, "perceptual_nets", lambda method: {k: nets[k] for k in I.PERCEPTUAL_NEEDS[method]})
     freed = []
     monkeypatch.setattr(mod.comfy_env, "free_memory", lambda: freed.append(True))

@@ -177,3 +177,11 @@ def test_a_failing_release_never_breaks_comfyui(hooked, comfy_env, caches):
 
 def test_hooks_are_not_installed_outside_comfyui(comfy_env, caches):
     assert not comfy_env.IN_COMFYUI and comfy_env.install_memory_hooks(caches.release_models) is False
+
+
+def test_release_forgets_the_face_detectors(pack, monkeypatch):
+    """The face_alignment detectors core keeps (one per device) go with the pack's other models."""
+    det = pack.core.landmarks.FANDetector
+    monkeypatch.setattr(det, "_cache", {"cpu": object()})
+    pack.nodes.caches.release_models()
+    assert det._cache == {}

@@ -9,6 +9,7 @@ without it.
 
 from __future__ import annotations
 
+import collections
 import threading
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -448,7 +449,8 @@ def _resolve_hub_name(oc, repo: str) -> Optional[tuple[str, str]]:
 # Loading
 
 
-_MODELS: dict[tuple, ClipModel] = {}
+MAX_CACHED_MODELS = 2  # the least recently used CLIP beyond these is forgotten (a ViT-L/14 is about 1.7 GB)
+_MODELS: "collections.OrderedDict[tuple, ClipModel]" = collections.OrderedDict()
 _MODELS_LOCK = threading.Lock()
 
 
@@ -597,6 +599,7 @@ def load_clip(name: str, *, model_dirs: Sequence[PathLike] = (), pretrained: Opt
     with _MODELS_LOCK:
         cached = _MODELS.get(key)
         if cached is not None:
+            _MODELS.move_to_end(key)
             return cached
         # Built and loaded outside any inference_mode, so the weights can take part in optimisations later.
         with torch.inference_mode(False):
@@ -606,6 +609,8 @@ def load_clip(name: str, *, model_dirs: Sequence[PathLike] = (), pretrained: Opt
         preprocess_cfg.setdefault("size", model.visual.image_size)
         clip = ClipModel(model, oc.get_tokenizer(arch), name=name, source=str(path), preprocess_cfg=preprocess_cfg)
         _MODELS[key] = clip
+        while len(_MODELS) > MAX_CACHED_MODELS:
+            _MODELS.popitem(last=False)
         logger.info("CLIP %s loaded from %s", name, path)
         return clip
 
