@@ -8,12 +8,14 @@ the result with `pytest tests/test_workflows.py`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from demo import load_pack  # noqa: E402  (the pack imported as ComfyUI imports it)
+
 CHECKPOINT = "stylegan2-ffhq-1024x1024.pkl"  # the checkpoint the README tells users to download
 PHOTO = "face.jpg"  # the photo Load Image starts with: the user picks their own
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}  # inputs the frontend shows as widgets (and combos)
@@ -31,17 +33,6 @@ SIZES = {"SGS_LoadStyleGAN": [320, 170], "SGS_SampleLatent": [320, 250], "SGS_Sy
          "SGS_InvertImage": [340, 330], "SGS_UnalignFace": [300, 170], "LoadImage": [320, 380],
          "SGS_LoadCLIP": [320, 170], "SGS_CLIPLatentOptimize": [360, 400], "SGS_ComputeGlobalDirections": [340, 230],
          "SGS_GlobalDirectionEdit": [340, 300], "SGS_LoadLatentMapper": [320, 100], "SGS_ApplyLatentMapper": [320, 170]}
-
-
-def load_pack(name: str = "stylegan_studio"):
-    """Import the repository as a package, the way ComfyUI imports a custom node folder (once per process)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[name] = pack
-    spec.loader.exec_module(pack)
-    return pack
 
 
 def node_slots(node_cls) -> tuple[list, list]:

@@ -119,6 +119,21 @@ def perturbed(tensors: TensorMap, seed: int = 1) -> TensorMap:
 
 # --- Fake modules that exist only while dumping ---------------------------------------------------------
 
+CODE_RAN: list = []  # what CodeRunningPayload appends to if a loader runs the pickled call
+
+
+def _record_run():
+    CODE_RAN.append(1)
+    return {}
+
+
+class CodeRunningPayload:
+    """Pickles as a call of `_record_run`: a loader that executes pickled code leaves a mark in CODE_RAN."""
+
+    def __reduce__(self):
+        return (_record_run, ())
+
+
 def _named(obj, module: str, name: str):
     obj.__module__ = module
     obj.__qualname__ = obj.__name__ = name

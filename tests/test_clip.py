@@ -169,17 +169,7 @@ def test_transformers_clip_file_is_named(tmp_path):
         C.load_clip(TINY, model_dirs=[tmp_path], pretrained="clip_l.safetensors")
 
 
-_ran = []
-
-
-def _mark():
-    _ran.append(1)
-    return {}
-
-
-class _Evil:
-    def __reduce__(self):
-        return (_mark, ())
+from forge import CODE_RAN as _ran, CodeRunningPayload as _Evil  # noqa: E402
 
 
 def test_pickled_code_is_not_run(tmp_path):

@@ -183,17 +183,7 @@ def test_finder_first_folder_wins_then_name_order(tmp_path):
     assert F.find_weights(["w.pth"], [tmp_path / "c"]) is None
 
 
-_ran = []
-
-
-def _mark():
-    _ran.append(1)
-    return {}
-
-
-class _Evil:
-    def __reduce__(self):
-        return (_mark, ())
+from forge import CODE_RAN as _ran, CodeRunningPayload as _Evil  # noqa: E402
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit")
