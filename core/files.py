@@ -87,6 +87,13 @@ def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
+        import psutil  # ComfyUI depends on it; the only safe test on Windows
+        return bool(psutil.pid_exists(pid))
+    except ImportError:
+        pass
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would send CTRL_C_EVENT there: leave the file to the age rule
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
@@ -170,15 +177,14 @@ def read_safetensors(path: PathLike, *, what: str, format: Union[str, Sequence[s
             message names the file, the tag found and the tag expected).
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(_with_hint(f"{what} not found: {path}", hint))
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one open: metadata and tensors of the same file version
             meta = dict(f.metadata() or {})
-        tensors = load_file(str(path))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # noqa: BLE001 - any failure to read means a damaged or foreign file
         raise CheckpointError(_with_hint(f"{path}: not a readable safetensors {what}, the file is truncated or "
                                          f"corrupt ({type(e).__name__}: {e})", hint)) from e

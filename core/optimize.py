@@ -108,10 +108,14 @@ def check_finite(loss: torch.Tensor, terms: Optional[Mapping[str, Union[torch.Te
 def loss_values(terms: Mapping[str, torch.Tensor], loss: Optional[torch.Tensor] = None) -> dict[str, float]:
     """The step's loss terms as floats (the record `StepProgress.losses` and histories keep), with the total
     as 'loss' when given."""
-    out = {k: float(v.detach()) for k, v in terms.items()}
-    if loss is not None:
-        out["loss"] = float(loss.detach())
-    return out
+    named = list(terms.items()) + ([("loss", loss)] if loss is not None else [])
+    if not named:
+        return {}
+    device = named[0][1].device
+    wide = torch.float32 if device.type == "mps" else torch.float64  # exact for every float dtype (MPS: no fp64)
+    # One device-to-host copy for all of them (a GPU waits once per step, not once per term).
+    values = torch.stack([v.detach().reshape(()).to(device, wide) for _, v in named]).tolist()
+    return {k: v for (k, _), v in zip(named, values)}
 
 
 def projector_lr(t: float, lr: float, rampup: float, rampdown: float) -> float:

@@ -200,9 +200,12 @@ def install_memory_hooks(release: Callable[[Optional[torch.device]], int]) -> bo
     if not IN_COMFYUI:
         return False
 
+    released_all = [False]  # set when free_memory(1e30) released everything inside an unload_all_models call
+
     def after_free_memory(memory_required, device, *args, **kwargs) -> None:
         if memory_required >= _UNLOAD_ALL:
             released = release(None)
+            released_all[0] = True
         elif _mm.get_free_memory(device) < memory_required:
             released = release(torch.device(device))
         else:
@@ -211,6 +214,9 @@ def install_memory_hooks(release: Callable[[Optional[torch.device]], int]) -> bo
             _mm.soft_empty_cache()
 
     def after_unload_all(*args, **kwargs) -> None:
+        if released_all[0]:  # ComfyUI's unload_all_models went through free_memory: done once already
+            released_all[0] = False
+            return
         release(None)
         _mm.soft_empty_cache()
 

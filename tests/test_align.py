@@ -315,6 +315,7 @@ def _face_alignment():
 needs_fa = pytest.mark.skipif(_face_alignment() is None, reason="face-alignment not installed")
 
 
+@pytest.mark.slow
 @needs_fa
 def test_detector_runs_the_package_with_weights_from_our_folder(tmp_path, monkeypatch):
     """Random FAN / SFD weights written where a user would put the real ones: the package must load them from

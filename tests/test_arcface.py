@@ -85,6 +85,7 @@ def test_state_dict_is_the_reference_layout():
     assert not model.train().training and not any(m.training for m in model.modules())
 
 
+@pytest.mark.slow
 def test_embeddings_are_unit_vectors_and_batch_independent(net):
     x = faces(3)
     f = A.arcface_features(net, x)
@@ -142,6 +143,7 @@ def test_larger_images_are_box_averaged_to_256_first():
 # The loss
 
 
+@pytest.mark.slow
 def test_id_loss_is_zero_for_the_same_image_and_positive_for_others(net):
     x, y = faces(2, seed=0), faces(2, seed=1)
     same = A.id_loss(net, x, x, reduction="none")
@@ -156,6 +158,7 @@ def test_id_loss_is_zero_for_the_same_image_and_positive_for_others(net):
     assert A.id_loss(net, x.repeat_interleave(4, 2).repeat_interleave(4, 3), x) < 1e-5
 
 
+@pytest.mark.slow
 def test_batches_and_a_single_reference(net):
     x, ref = faces(3, seed=5), faces(1, seed=6)
     one_ref = A.id_loss(net, x, ref, reduction="none")
@@ -167,6 +170,7 @@ def test_batches_and_a_single_reference(net):
         A.id_loss(net, x, ref, reduction="sum")
 
 
+@pytest.mark.slow
 def test_gradient_flows_to_x_only(net):
     x = faces(2, seed=7).requires_grad_()
     ref = faces(2, seed=8).requires_grad_()
@@ -179,6 +183,7 @@ def test_gradient_flows_to_x_only(net):
     assert x.grad[:, :, outside].abs().max() == 0
 
 
+@pytest.mark.slow
 def test_gradcheck_along_random_directions():
     """float64 gradcheck of the whole loss along three image-space directions (the full Jacobian would take
     a forward pass per pixel)."""
@@ -194,6 +199,7 @@ def test_gradcheck_along_random_directions():
     assert torch.autograd.gradcheck(loss, (a,), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
 
 
+@pytest.mark.slow
 def test_other_input_dtypes_follow_the_network(net):
     x, y = faces(2, seed=12), faces(2, seed=13)
     half = A.id_loss(net, x.half(), y.half())
@@ -201,6 +207,7 @@ def test_other_input_dtypes_follow_the_network(net):
     torch.testing.assert_close(half, A.id_loss(net, x.half().float(), y.half().float()))
 
 
+@pytest.mark.slow
 def test_id_loss_module_with_a_fixed_reference(net):
     x, ref = faces(2, seed=14), faces(1, seed=15)
     expected = A.id_loss(net, x, ref)
@@ -210,6 +217,7 @@ def test_id_loss_module_with_a_fixed_reference(net):
         A.IDLoss(net)(x)
 
 
+@pytest.mark.slow
 def test_works_with_a_network_and_references_made_under_inference_mode(saved):
     """ComfyUI loads models and runs nodes under torch.inference_mode(); an optimisation then turns it off."""
     folder, model = saved
@@ -234,6 +242,7 @@ def test_works_with_a_network_and_references_made_under_inference_mode(saved):
 # Loading
 
 
+@pytest.mark.slow
 def test_load_from_a_models_folder(saved, tmp_path):
     folder, model = saved
     empty = tmp_path / "empty"
@@ -246,6 +255,7 @@ def test_load_from_a_models_folder(saved, tmp_path):
     torch.testing.assert_close(A.arcface_features(loaded, x), A.arcface_features(model, x))
 
 
+@pytest.mark.slow
 def test_load_variants_of_the_file(tmp_path):
     from safetensors.torch import save_file
 
@@ -278,6 +288,7 @@ def test_missing_file_says_what_where_and_from_where(tmp_path):
     assert issubclass(MissingWeightsError, FileNotFoundError)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["no_se", "input_224", "extra_units", "not_a_tensor", "integer", "garbage",
                                     "pickled_object"])
 def test_wrong_files_are_refused_with_the_file_named(tmp_path, layout, damage):

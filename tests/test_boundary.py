@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO
 
 BLOCKED = ["comfy", "folder_paths", "server", "nodes", "comfy_api", "comfy_execution", "latent_preview"]
@@ -19,6 +21,7 @@ def run_python(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_core_imports_and_runs_with_comfyui_blocked():
     result = run_python(f"""
         import importlib.abc, json, sys
@@ -53,6 +56,7 @@ def test_core_sources_never_import_comfyui():
     assert not offenders
 
 
+@pytest.mark.slow
 def test_pack_imports_without_comfyui_and_exports_mappings():
     result = run_python("""
         import importlib.util, json, sys

@@ -260,6 +260,7 @@ def test_download_when_online(tiny, tiny_tag, tmp_path, monkeypatch):
         C.load_clip(TINY, model_dirs=[tmp_path / "models"], pretrained="sgs")
 
 
+@pytest.mark.slow
 def test_core_imports_without_open_clip(monkeypatch):
     code = "import sys; import core.models.clip; assert 'open_clip' not in sys.modules, 'imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(C.Path(C.__file__).parents[2]))
@@ -412,3 +413,11 @@ def test_clip_distance():
     with pytest.raises(ValueError, match="text_emb"):
         C.clip_distance(a, torch.randn(4))
 
+
+
+def test_text_embedding_cache_is_bounded(tiny, monkeypatch):
+    monkeypatch.setattr(C, "MAX_CACHED_TEXTS", 2)
+    first = tiny.encode_text(["a", "b", "c"], templates=None)   # more than fit: still every result, then trimmed
+    assert len(tiny._text_cache) == 2 and [k[0] for k in tiny._text_cache] == ["b", "c"]
+    again = tiny.encode_text(["a", "b", "c"], templates=None)
+    assert torch.allclose(first, again, atol=1e-6)

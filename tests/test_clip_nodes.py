@@ -74,6 +74,7 @@ def test_load_clip_auto_offline_names_file_and_folders(pack, mods, tmp_path):
     assert "ViT-B-32-openai.safetensors" in msg and str(tmp_path / "models" / "text_encoders") in msg
 
 
+@pytest.mark.slow
 def test_load_arcface_from_the_arcface_folder_and_missing_file(pack, tmp_path):
     from safetensors.torch import save_file
 
@@ -167,6 +168,7 @@ def test_clip_latent_optimize_cancel_and_bad_inputs(pack, mods, G, tiny_clip, mo
         node.optimize(G, s_latent, tiny_clip, "smile", "w+", 2, 0.008)
 
 
+@pytest.mark.slow
 def test_clip_latent_optimize_with_identity_and_neutral_text(pack, mods, G, tiny_clip, monkeypatch):
     from core.losses import arcface as A
 

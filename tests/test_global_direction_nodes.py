@@ -42,6 +42,7 @@ def env(pack, tmp_path, monkeypatch):
 SETTINGS = dict(num_images=2, num_samples=300, layers="all conv layers")
 
 
+@pytest.mark.slow
 def test_compute_caches_next_to_checkpoint_and_reuses(pack, env, clip, monkeypatch):
     mod, G, ckpt = env
     node = pack.NODE_CLASS_MAPPINGS["SGS_ComputeGlobalDirections"]()
@@ -69,6 +70,7 @@ def test_compute_caches_next_to_checkpoint_and_reuses(pack, env, clip, monkeypat
     assert len([p for p in ckpt.parent.iterdir() if ".global-directions-" in p.name]) == 2
 
 
+@pytest.mark.slow
 def test_cancelled_precompute_resumes_where_it_stopped(pack, env, clip, monkeypatch):
     mod, G, ckpt = env
     node = pack.NODE_CLASS_MAPPINGS["SGS_ComputeGlobalDirections"]()

@@ -87,6 +87,7 @@ def test_statistics_of_stylegan3_include_the_input_layer(G3):
 # Relevance
 
 
+@pytest.mark.slow
 def test_relevance_rows_are_the_references_fs3_rows(G2, clip, stats, directions):
     """Each measured row equals a direct implementation of SingleChannel.py + GetFs on plain from_s renders."""
     mask = non_torgb_mask(G2)
@@ -108,6 +109,7 @@ def test_relevance_rows_are_the_references_fs3_rows(G2, clip, stats, directions)
         torch.testing.assert_close(directions.relevance[offset + c], row, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_relevance_is_deterministic_for_a_seed(G2, clip, stats, directions):
     again = GD.compute_relevance(G2, clip, stats, **FAST)
     assert torch.equal(again.relevance, directions.relevance) and torch.equal(again.done, directions.done)
@@ -116,6 +118,7 @@ def test_relevance_is_deterministic_for_a_seed(G2, clip, stats, directions):
     assert not torch.allclose(other.relevance[rows], directions.relevance[rows])
 
 
+@pytest.mark.slow
 def test_prefix_cache_equals_the_plain_render(G2, G3):
     for G, layer_names in ((G2, ["b4.conv1", "b8.conv1", "b16.torgb", "b32.conv0", "b32.conv1"]),
                            (G3, ["input", "L0_36_32", "L7_52_32", "L13_32_16"])):
@@ -142,6 +145,7 @@ def test_prefix_cache_equals_the_plain_render(G2, G3):
             assert torch.equal(plain, G.synthesis.from_s(styles, noise_mode="const"))
 
 
+@pytest.mark.slow
 def test_stylegan3_defaults_skip_input_and_torgb(G3, clip):
     st = GD.compute_s_statistics(G3, num_samples=64)
     d = GD.compute_relevance(G3, clip, st, layers=["L13_32_16"], num_images=2, batch_size=64)
@@ -155,6 +159,7 @@ def test_stylegan3_defaults_skip_input_and_torgb(G3, clip):
     assert [layer.name for layer in GD.directions.reference_layers(G3)] == [n for n in G3.synthesis.layer_names[:-1]]
 
 
+@pytest.mark.slow
 def test_cancel_leaves_a_checkpoint_and_resume_equals_an_uninterrupted_run(G2, clip, stats, tmp_path):
     kw = dict(layers=["b8.conv1", "b16.conv0"], num_images=N_IMAGES, batch_size=16)   # 2 channels per chunk
     full = GD.compute_relevance(G2, clip, stats, **kw)
@@ -375,6 +380,7 @@ def test_s_mean_std_pickle_is_read_safely(G2, tmp_path):
         GD.read_reference_s_mean_std(tmp_path / "short", G2)
 
 
+@pytest.mark.slow
 def test_prefix_out_of_memory_falls_back_to_full_renders(G2, clip, stats, monkeypatch, caplog):
     kw = dict(layers=["b8.conv1", "b16.conv0"], num_images=N_IMAGES, batch_size=16)
     plain = GD.compute_relevance(G2, clip, stats, **kw, prefix_cache=False)

@@ -61,6 +61,7 @@ RECIPES = {"image2stylegan": (120, {"lr": 0.05}, 20.0), "projector": (120, {}, 2
            "pti": (60, {"tune_steps": 40, "config": PTI_NO_EARLY_STOP}, 20.0)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", I.METHODS)
 def test_each_method_reconstructs_a_generated_image(G, target, nets, prior, method):
     steps, kwargs, min_psnr = RECIPES[method]
@@ -93,6 +94,7 @@ def test_each_method_reconstructs_a_generated_image(G, target, nets, prior, meth
     assert "PSNR" in r.report() and f"{r.steps} steps" in r.report()
 
 
+@pytest.mark.slow
 def test_cancel_mid_run_leaves_generator_untouched(G, target, nets):
     before = state(G)
 
@@ -111,6 +113,7 @@ def test_cancel_mid_run_leaves_generator_untouched(G, target, nets):
         assert_unchanged(G, before)
 
 
+@pytest.mark.slow
 def test_works_under_inference_mode_with_a_generator_loaded_there(target, nets):
     # ComfyUI runs nodes, including the loader, under torch.inference_mode().
     with torch.inference_mode():
@@ -121,6 +124,7 @@ def test_works_under_inference_mode_with_a_generator_loaded_there(target, nets):
     assert r.history[0]["loss"] != r.history[-1]["loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["ii2s", "image2stylegan", "projector"])
 def test_every_input_may_come_from_inference_mode(method):
     """In ComfyUI the generator, the perceptual networks, the II2S prior and the image are all made under
@@ -136,6 +140,7 @@ def test_every_input_may_come_from_inference_mode(method):
     assert r.steps == 4 and torch.isfinite(r.image).all()
 
 
+@pytest.mark.slow
 def test_mask_ignores_pixels_outside_it(G, target, nets):
     mask = torch.zeros([1, 32, 32])
     mask[:, 8:24, 8:24] = 1
@@ -152,6 +157,7 @@ def test_mask_ignores_pixels_outside_it(G, target, nets):
     assert not torch.equal(a.latent.tensor, c.latent.tensor)
 
 
+@pytest.mark.slow
 def test_projector_keep_noise_returns_noise_delta(G, target, nets):
     before = state(G)
     cfg = dataclasses.replace(I.METHOD_DEFAULTS["projector"], keep_noise=True, num_steps=30)
@@ -296,6 +302,7 @@ def to_comfy(images):
     return ((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous()
 
 
+@pytest.mark.slow
 def test_invert_node_outputs_and_report(invert_node, G, target):
     node, mod, freed = invert_node
     rgba = torch.cat([to_comfy(target), torch.ones(2, 32, 32, 1)], dim=-1)

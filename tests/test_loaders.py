@@ -121,6 +121,7 @@ def test_weights_and_architecture_read_exactly(name, tmp_path):
     assert G.config.mapping.num_layers == kwargs["mapping_kwargs"]["num_layers"]
 
 
+@pytest.mark.slow
 def test_configuration_details_per_variant(tmp_path):
     cfg = {name: core.load_generator(write_checkpoint(name, tmp_path)).config for name in NVIDIA + TF}
     assert cfg["ada_skip"].synthesis.num_fp16_res == 2 and cfg["ada_skip"].synthesis.conv_clamp == 256

@@ -211,6 +211,7 @@ def test_ranger_matches_ranger_py_math():
 # Training
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_leaves_the_generator_alone(G, clip, text):
     G = copy.deepcopy(G).requires_grad_(True)  # a generator whose weights would take gradients if it could
     before = {k: v.clone() for k, v in G.state_dict().items()}
@@ -271,6 +272,7 @@ def test_first_step_loss_by_hand(G, clip, text, reference):
     assert r.history[0]["l2"] == pytest.approx(float(F.mse_loss(w_hat, w)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_after_cancel_equals_an_uninterrupted_run(G, clip, text, tmp_path):
     full = M.train_latent_mapper(G, clip, text, config=FAST, seed=4)
     path = tmp_path / "run.ckpt.safetensors"
@@ -449,6 +451,7 @@ def test_malformed_reference_mapper_files_are_checkpoint_errors(tmp_path):
             M.load_mapper(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_adam_random_noise_and_the_identity_term(G, clip, text, tmp_path):
     """The other code paths of a resumed run: Adam's state, per-step noise from (seed, step), the ArcFace term,
     and a cancel that lands on a step that was just checkpointed."""

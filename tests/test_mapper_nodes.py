@@ -64,6 +64,7 @@ def test_train_saves_a_mapper_that_load_and_apply_use(pack, env, clip):
     assert pack.core.synthesize(G, sweep).shape == (6, 3, 64, 64)
 
 
+@pytest.mark.slow
 def test_cancelled_training_resumes_to_the_same_mapper(pack, env, clip, monkeypatch):
     mod, G = env
     train = pack.NODE_CLASS_MAPPINGS["SGS_TrainLatentMapper"]()
@@ -145,6 +146,7 @@ def test_load_node_reads_a_styleclip_mapper_and_reports_missing_files(pack, env)
         pack.NODE_CLASS_MAPPINGS["SGS_LoadLatentMapper"]().load("missing.safetensors")
 
 
+@pytest.mark.slow
 def test_load_node_follows_retraining_and_symlinks_and_refuses_paths(pack, env, clip, tmp_path):
     mod, G = env
     train = pack.NODE_CLASS_MAPPINGS["SGS_TrainLatentMapper"]

@@ -58,6 +58,7 @@ def test_every_cache_of_the_pack_is_registered_and_bounded(caches):
     assert all(1 <= c.max_items <= 4 for c in caches.CACHES.values())
 
 
+@pytest.mark.slow
 def test_release_by_device_keeps_the_other_devices(caches):
     cache = caches.ModelCache("test_devices", max_items=4)
     try:
@@ -144,6 +145,7 @@ def hooked(caches, comfy_env, monkeypatch):
     caches.CACHES.pop("test_hooked")
 
 
+@pytest.mark.slow
 def test_free_model_and_node_cache_releases_everything(hooked):
     mm, cache = hooked
     mm.unload_all_models()  # what POST /free with unload_models runs

@@ -199,6 +199,7 @@ def test_image_conversion_round_trip(pack):
         comfy_to_generator(torch.rand(1, 8, 8, 2))
 
 
+@pytest.mark.slow
 def test_demo_script_writes_pngs_and_contact_sheet(tmp_path, monkeypatch):
     from PIL import Image
     import importlib.util

@@ -292,6 +292,7 @@ def test_conv2d_resample_gradients(up, down, kernel, padding):
                                     [x.clone().requires_grad_(), w.clone().requires_grad_()])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("up", [1, 2])
 @pytest.mark.parametrize("batch", [1, 2])
@@ -329,6 +330,7 @@ def test_bias_act_gradients(act):
 # design_lowpass_filter (StyleGAN3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("numtaps,cutoff,width,fs", [(12, 2.0, 2.17, 16.0), (24, 11.3, 8.0, 64.0),
                                                       (6, 45.2, 30.0, 256.0), (13, 3.0, 1.0, 20.0)])
 def test_design_lowpass_filter_equals_scipy_firwin(numtaps, cutoff, width, fs):

@@ -20,6 +20,7 @@ def comfy_cli() -> str | None:
     return str(here) if here.is_file() else shutil.which("comfy")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(comfy_cli() is None, reason="comfy-cli not installed (pip install comfy-cli)")
 def test_comfy_node_validate_passes(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path)}  # comfy-cli writes its config under the home folder

@@ -37,6 +37,7 @@ def pair(request):
     return net, ours, theirs
 
 
+@pytest.mark.slow
 def test_lpips_equals_lpips_package(pair):
     net, ours, theirs = pair
     # the smallest size the network takes, and a non-square one that no pooling divides evenly

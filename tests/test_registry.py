@@ -45,9 +45,11 @@ def test_comfyui_mappings_are_the_registry(pack, registry):
 
 def test_optimising_nodes_are_those_that_run_an_optimisation(registry):
     info = registry.web_info()
-    assert set(info["optimising"]) == {"SGS_InvertImage", "SGS_CLIPLatentOptimize", "SGS_ComputeGlobalDirections",
+    # The released optimising nodes stay optimising; a new method's nodes join without editing this test.
+    assert set(info["optimising"]) >= {"SGS_InvertImage", "SGS_CLIPLatentOptimize", "SGS_ComputeGlobalDirections",
                                        "SGS_TrainLatentMapper"}
-    assert info["frames"] == ["SGS_Synthesize"] and info["prefix"] == "SGS_"
+    assert "SGS_Synthesize" in info["frames"] and info["prefix"] == "SGS_"
+    assert not set(info["optimising"]) & {"SGS_Synthesize", "SGS_LoadStyleGAN", "SGS_SampleLatent"}
     # Each optimising node's module runs it through the one helper (progress, preview, status, cancel, cleanup).
     for node_id in info["optimising"]:
         module = sys.modules[registry.NODES[node_id].cls.__module__]

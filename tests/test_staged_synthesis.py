@@ -199,6 +199,7 @@ def test_bad_stage_arguments_say_what_to_pass():
         G3.synthesis.run(mapped_ws(G3), start="input")
 
 
+@pytest.mark.slow
 def test_stage_of_every_style_layer_is_the_stage_that_reads_it():
     """Changing a style changes nothing in the stages before its own (what prefix caches rely on)."""
     for variant in ("sg2-skip", "sg3-t"):

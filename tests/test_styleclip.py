@@ -37,6 +37,7 @@ def start_latent(G, seed=3):
 FAST = dataclasses.replace(S.DEFAULTS, num_steps=25)
 
 
+@pytest.mark.slow
 def test_clip_distance_falls_and_generator_is_untouched(G, clip):
     before = {k: v.clone() for k, v in G.state_dict().items()}
     text = clip.encode_text(["a bright red face"])
@@ -49,6 +50,7 @@ def test_clip_distance_falls_and_generator_is_untouched(G, clip):
     assert "CLIP distance to the text" in r.report()
 
 
+@pytest.mark.slow
 def test_l2_term_keeps_the_latent_near_the_start(G, clip):
     text = clip.encode_text(["a bright red face"])
     lat = start_latent(G)

@@ -549,9 +549,9 @@ def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Te
         record = loss_values(terms, total)
         history.append(record)
         if callback is not None:
-            params = {"ws": (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach().clone()}
-            params.update({f"noise/{k}": v.detach().clone() for k, v in noise.items()})
-            callback(StepProgress(step + 1, total_steps, "latent", record, synth.detach(), params))
+            current = {"ws": (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach().clone()}
+            current.update({f"noise/{k}": v.detach().clone() for k, v in noise.items()})
+            callback(StepProgress(step + 1, total_steps, "latent", record, synth.detach(), current))
     ws = (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach()
     return {"ws": ws.clone(), "noise": {k: v.detach() for k, v in noise.items()}, "history": history}
 

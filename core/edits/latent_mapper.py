@@ -664,38 +664,39 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
         ckpt = Checkpoint(path, lambda p: _save_checkpoint(p, mapper, optimizer, ckpt.step, history, keys, signature),
                           start=start, every_steps=checkpoint_every, what="latent mapper")
         for step in range(start, config.num_steps):
-            w = as_ws(train[order.indices(step).to(device)])
-            w_hat = w + RESIDUAL_SCALE * mapper(w)
-            x_hat = render(w_hat, step)
-            terms: dict[str, torch.Tensor] = {}
-            loss = torch.zeros((), device=device)
-            # The reference's order of terms (coach.py calc_loss): ID, CLIP, latent L2.
-            if config.id_lambda > 0:
-                with torch.no_grad():  # the unedited images: only the identity term needs them
-                    x = render(w, step)
-                terms["id"] = id_loss(x_hat, x)
-                loss = loss + config.id_lambda * terms["id"]
-            if config.clip_lambda > 0:
-                terms["clip"] = clip_global_loss(embed(x_hat), text).mean()
-                loss = loss + config.clip_lambda * terms["clip"]
-            terms["l2"] = F.mse_loss(w_hat, w)
-            loss = loss + config.l2_lambda * terms["l2"]
-            check_finite(loss, terms, step=step + 1, what="latent mapper training")
-            descend(optimizer, loss, inputs=params)  # gradients for the mapper only: nothing is accumulated on G
+            with ckpt.on_interrupt():  # a step that fails (out of memory, divergence) keeps every completed one
+                w = as_ws(train[order.indices(step).to(device)])
+                w_hat = w + RESIDUAL_SCALE * mapper(w)
+                x_hat = render(w_hat, step)
+                terms: dict[str, torch.Tensor] = {}
+                loss = torch.zeros((), device=device)
+                # The reference's order of terms (coach.py calc_loss): ID, CLIP, latent L2.
+                if config.id_lambda > 0:
+                    with torch.no_grad():  # the unedited images: only the identity term needs them
+                        x = render(w, step)
+                    terms["id"] = id_loss(x_hat, x)
+                    loss = loss + config.id_lambda * terms["id"]
+                if config.clip_lambda > 0:
+                    terms["clip"] = clip_global_loss(embed(x_hat), text).mean()
+                    loss = loss + config.clip_lambda * terms["clip"]
+                terms["l2"] = F.mse_loss(w_hat, w)
+                loss = loss + config.l2_lambda * terms["l2"]
+                check_finite(loss, terms, step=step + 1, what="latent mapper training")
+                descend(optimizer, loss, inputs=params)  # gradients for the mapper only: nothing accumulates on G
             record = loss_values(terms, loss)
             history.append(record)
             done = step + 1
             ckpt.completed(done, final=done == config.num_steps)
             if callback is None:
                 continue
-            image = original = None
-            if done % preview_every == 0 or done == start + 1 or done == config.num_steps:
-                with torch.no_grad():
-                    if preview_original is None:
-                        preview_original = render(preview_ws, -1).detach()
-                    image = render(mapper.apply(preview_ws), -1).detach()
-                    original = preview_original
-            with ckpt.on_interrupt():  # cancelled: keep every completed step
+            with ckpt.on_interrupt():  # cancelled (or the preview failed): keep every completed step
+                image = original = None
+                if done % preview_every == 0 or done == start + 1 or done == config.num_steps:
+                    with torch.no_grad():
+                        if preview_original is None:
+                            preview_original = render(preview_ws, -1).detach()
+                        image = render(mapper.apply(preview_ws), -1).detach()
+                        original = preview_original
                 callback(MapperProgress(done, config.num_steps, "train", record, image, reference=original))
     mapper.eval().requires_grad_(False)
     mapper.info = MapperInfo(generator=_generator_ref(G), config=config)

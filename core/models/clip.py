@@ -209,7 +209,8 @@ class ClipModel:
         if self.text_tower is None:
             logger.info("CLIP %s: text encoder is not a causal open_clip transformer; text embeddings use "
                         "open_clip's full-length encode_text", name)
-        self._text_cache: dict[tuple, torch.Tensor] = {}
+        # (prompt, templates) -> unit embedding [D]; the least recently used beyond MAX_CACHED_TEXTS are forgotten
+        self._text_cache: "collections.OrderedDict[tuple, torch.Tensor]" = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -345,7 +346,12 @@ class ClipModel:
                 feats = F.normalize(feats, dim=-1).reshape(len(todo), len(key_t or ("{}",)), -1)
                 for p, f in zip(todo, feats):
                     self._text_cache[(p, key_t)] = F.normalize(f.mean(0), dim=-1)
-            return torch.stack([self._text_cache[(p, key_t)] for p in prompts]).clone()
+            out = torch.stack([self._text_cache[(p, key_t)] for p in prompts]).clone()
+            for p in prompts:
+                self._text_cache.move_to_end((p, key_t))
+            while len(self._text_cache) > MAX_CACHED_TEXTS:
+                self._text_cache.popitem(last=False)
+            return out
 
 
 def clip_distance(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -449,6 +455,7 @@ def _resolve_hub_name(oc, repo: str) -> Optional[tuple[str, str]]:
 # Loading
 
 
+MAX_CACHED_TEXTS = 1024  # text embeddings kept per model (a few KB each)
 MAX_CACHED_MODELS = 2  # the least recently used CLIP beyond these is forgotten (a ViT-L/14 is about 1.7 GB)
 _MODELS: "collections.OrderedDict[tuple, ClipModel]" = collections.OrderedDict()
 _MODELS_LOCK = threading.Lock()

@@ -103,7 +103,8 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
         resumed state had).
 
     Chunks of channels start at fixed offsets in each layer, so a resumed run computes exactly what an
-    uninterrupted one does (bit-identical on the same machine and settings).
+    uninterrupted one does (bit-identical on the same machine and settings; after an out-of-memory fallback to
+    smaller passes or full renders, which a resumed run does not remember, equal up to float rounding).
     """
     if int(num_images) < 1:
         raise ValueError(f"num_images must be at least 1, got {num_images}")
@@ -113,9 +114,11 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     num_images, alpha, batch_size = int(num_images), float(alpha), int(batch_size)
     checkpoint = None if checkpoint is None else Path(checkpoint)
-    if state is None and checkpoint is not None and checkpoint.is_file():
-        state = load_directions(checkpoint, G)
-        logger.info("global directions: resuming from %s (%d channels done)", checkpoint, state.num_done)
+    if checkpoint is not None and checkpoint.is_file():
+        saved = load_directions(checkpoint, G)
+        if state is None or saved.num_done > state.num_done:  # never overwrite more progress with less
+            state = saved
+            logger.info("global directions: resuming from %s (%d channels done)", checkpoint, state.num_done)
     if stats is None:
         if state is None:
             raise ValueError("stats is None and there is nothing to resume from; pass compute_s_statistics(G)")
