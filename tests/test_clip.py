@@ -91,6 +91,7 @@ def test_load_by_path_and_slash_name(weights):
         C.load_clip("ViT-Q/99", pretrained=str(weights / "tiny.safetensors"))
 
 
+@pytest.mark.slow
 def test_load_device_dtype_and_cache(weights):
     a = C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors")
     assert C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors") is a
@@ -105,6 +106,7 @@ def test_load_device_dtype_and_cache(weights):
     assert C.load_clip(TINY, model_dirs=[weights], pretrained="tiny.safetensors") is not a
 
 
+@pytest.mark.slow
 def test_cache_keeps_the_most_recently_used_models(weights):
     C.clear_clip_cache()
     assert C.MAX_CACHED_MODELS == 2

@@ -110,6 +110,7 @@ def _distances(report):
     return float(a), float(b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["w+", "s"])
 def test_clip_latent_optimize_node(pack, mods, G, tiny_clip, space, monkeypatch):
     clip_nodes, comfy_env = mods

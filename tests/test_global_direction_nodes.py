@@ -103,6 +103,7 @@ def test_cancelled_precompute_resumes_where_it_stopped(pack, env, clip, monkeypa
     assert sum(measured) == reference.num_done - partial.num_done  # exactly the channels left
 
 
+@pytest.mark.slow
 def test_reference_fs3_is_accepted(pack, env, clip):
     mod, G, ckpt = env
     rows = s_channel_count(G, torgb=False)
@@ -134,6 +135,7 @@ def test_cache_stays_out_of_folders_outside_the_model_folders(pack, env, tmp_pat
     assert mod.cache_path(G, "k").parent == ckpt.parent
 
 
+@pytest.mark.slow
 def test_edit_node_sweeps_alpha_and_beta_semantics(pack, env, clip):
     mod, G, _ = env
     directions, _ = pack.NODE_CLASS_MAPPINGS["SGS_ComputeGlobalDirections"]().compute(G, clip, **SETTINGS)["result"]

@@ -211,6 +211,7 @@ def test_low_resolution_render_measures_only_earlier_layers(G2, clip, stats):
         GD.compute_relevance(orig, clip, GD.compute_s_statistics(orig, num_samples=8), resolution=8, **FAST)
 
 
+@pytest.mark.slow
 def test_out_of_memory_retries_with_smaller_passes(G2, clip, stats, monkeypatch, caplog):
     render = GD.render.perturbed_renders
     sizes = []
@@ -242,6 +243,7 @@ def test_text_direction_is_the_references_dt(clip):
         GD.direction_from_text(clip, "a face", "a face")
 
 
+@pytest.mark.slow
 def test_edit_thresholds_and_strength(G2, clip, directions):
     s = sample_styles(G2)
     dt = GD.direction_from_text(clip, "a smiling face", "a face")

@@ -138,6 +138,7 @@ def test_configuration_details_per_variant(tmp_path):
     assert cfg["tf_orig_lod"].synthesis.architecture == "orig" and cfg["tf_skip"].mapping.num_layers == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ada_skip", "sg3_t"])
 @pytest.mark.parametrize("protocol, legacy_numpy", [(2, True), (3, True), (4, True), (4, False), (5, False)])
 def test_pickle_protocols_and_numpy_names(name, protocol, legacy_numpy, tmp_path):
@@ -160,6 +161,7 @@ def test_tf_pickle_protocols(protocol, legacy_numpy, tmp_path):
 
 # --- G vs G_ema ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ada_skip", "sg3_t"])
 def test_network_selects_G_or_G_ema(name, tmp_path):
     fx = forge.load_fixture(name)

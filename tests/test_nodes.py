@@ -177,6 +177,7 @@ def test_latent_save_and_load_nodes(pack, tmp_path):
         nodes["SGS_LoadLatent"]().load(choices[0], generator=other)
 
 
+@pytest.mark.slow
 def test_demo_generator_is_deterministic(pack):
     node = all_nodes(pack)["SGS_DemoGenerator"]()
     g1, _ = node.build("stylegan3", 32, 7, "cpu")["result"]

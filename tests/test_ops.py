@@ -357,6 +357,7 @@ def _kaiser_beta(numtaps, width_rel):
     return 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("numtaps,cutoff,width,fs", [(12, 2.0, 2.17, 16.0), (24, 11.3, 8.0, 64.0),
                                                       (6, 45.2, 30.0, 256.0)])
 def test_design_lowpass_filter_radial_is_windowed_jinc(numtaps, cutoff, width, fs):

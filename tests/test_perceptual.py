@@ -154,6 +154,7 @@ def test_missing_weights_error_says_what_to_put_where(offline):
         P.load_vgg16_features(model_dirs=[folder])
 
 
+@pytest.mark.slow
 def test_wrong_or_damaged_weight_files_are_refused(offline):
     folder = offline / "models" / "perceptual"
     folder.mkdir(parents=True)
@@ -184,6 +185,7 @@ def test_wrong_or_damaged_weight_files_are_refused(offline):
         lp.load_lin_state({"lin0.model.1.weight": torch.zeros(1, 3, 1, 1)})
 
 
+@pytest.mark.slow
 def test_vgg16_features_load_torchvision_file(offline):
     folder = offline / "p"
     folder.mkdir()
@@ -236,6 +238,7 @@ def nvidia_like_file(tmp_path_factory):
     return path, ref
 
 
+@pytest.mark.slow
 def test_nvidia_vgg16_is_read_as_data_and_rebuilt(nvidia_like_file, monkeypatch):
     path, ref = nvidia_like_file
     monkeypatch.setattr(torch.jit, "load", lambda *a, **k: pytest.fail("torch.jit.load must not be called"))
