@@ -219,7 +219,8 @@ def test_demo_script_writes_pngs_and_contact_sheet(tmp_path, monkeypatch):
 
 
 def test_nvidia_seed_parity_end_to_end(pack, tmp_path):
-    """Sample Latent (nvidia seeds) -> Synthesize -> 8-bit PNG bytes equal NVIDIA's gen_images.py output.
+    """Sample Latent (nvidia seeds) -> Synthesize -> 8-bit pixels equal NVIDIA's gen_images.py output to within one
+    level (fp32 rounding at a level boundary can move a value by one; more than 99.9 % are identical).
 
     The fixture network was built and run with NVIDIA's stylegan2-ada-pytorch (psi 0.7, noise const); its
     weights were converted to our format, the expected images are NVIDIA's own uint8 output.
