@@ -203,7 +203,9 @@ def to_uint8_rgb(image, what: str = "the image") -> np.ndarray:
             raise AlignmentError(f"{what} has pixels of type {arr.dtype}: expected float in [0, 1] or uint8")
         if not np.isfinite(arr).all():
             raise AlignmentError(f"the image contains NaN or infinite values ({what}): fix the node that made it")
-        arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+        arr = arr * np.float32(255.0)  # one float copy, rounded and clipped in place (photos can be large)
+        np.rint(arr, out=arr)
+        arr = np.clip(arr, 0, 255, out=arr).astype(np.uint8)
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     elif arr.shape[2] == 4:
@@ -261,8 +263,8 @@ def check_face_in_photo(keypoints: FaceKeypoints, quad: np.ndarray, qsize: float
                 f"the edge may reach {margin:.0f} pixels out (a quarter of its {qsize:.0f}-pixel square). The "
                 f"landmarks belong to another photo or another scale: detect them on this image, or scale them by "
                 f"its size")
-    # The share of the face square inside the photo, on a 32 x 32 grid of the square's cell centres.
-    t = (np.arange(32) + 0.5) / 32
+    # The share of the face square inside the photo, on a 64 x 64 grid of the square's cell centres.
+    t = (np.arange(64) + 0.5) / 64
     u, v = np.meshgrid(t, t, indexing="xy")
     pts = quad[0] + u[..., None] * (quad[3] - quad[0]) + v[..., None] * (quad[1] - quad[0])
     coverage = float(((pts >= 0) & (pts <= [width, height])).all(-1).mean())
@@ -368,7 +370,7 @@ def aligned_to_source_grid(transform: AlignTransform, height: int, width: int,
     m = torch.stack([ex, ey], dim=1)  # source = origin + m @ (u, v)
     # Singular when the corners are collinear or coincide; relative to the sides, so scale does not matter.
     sides = float(torch.linalg.norm(ex)) * float(torch.linalg.norm(ey))
-    if sides < 1e-6 or abs(float(torch.linalg.det(m))) < 1e-6 * sides:
+    if sides < 1e-12 or abs(float(torch.linalg.det(m))) < 1e-6 * sides:
         raise AlignmentError(f"degenerate alignment transform (its corners are collinear or coincide: "
                              f"{short_repr(transform.quad, 120)}); connect the transform output of Align Face")
     minv = torch.linalg.inv(m)

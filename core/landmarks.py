@@ -111,8 +111,10 @@ def _json_depth(text: str) -> int:
     """The deepest [ / { nesting of JSON text (brackets inside strings ignored), without parsing it."""
     unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
     codes = np.frombuffer(unquoted.encode("utf-8", "replace"), dtype=np.uint8)
-    step = np.isin(codes, (ord("["), ord("{"))).astype(np.int32) - np.isin(codes, (ord("]"), ord("}")))
-    return int(np.cumsum(step).max(initial=0))
+    step = np.zeros(len(codes), dtype=np.int8)
+    step[(codes == ord("[")) | (codes == ord("{"))] = 1
+    step[(codes == ord("]")) | (codes == ord("}"))] = -1
+    return int(np.cumsum(step, dtype=np.int32).max(initial=0))
 
 
 def _refuse_constant(token: str):

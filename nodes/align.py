@@ -30,7 +30,7 @@ def _landmark_frames(batch: int, pose_keypoint, landmarks_json: str):
                 faces.append(L.faces_from_pose_keypoint(frame))
             except A.AlignmentError as e:
                 raise A.AlignmentError(f"pose_keypoint, frame {k + 1}: {e}") from e
-    elif landmarks_json and landmarks_json.strip():
+    elif landmarks_json is not None and (not isinstance(landmarks_json, str) or landmarks_json.strip()):
         faces = L.parse_landmarks_text(landmarks_json, "landmarks_json")
     else:
         return None
