@@ -72,7 +72,8 @@ def face_keypoints(landmarks) -> FaceKeypoints:
     try:
         pts = np.asarray(landmarks, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise AlignmentError(f"landmarks must be numbers, {LANDMARK_COUNTS_TEXT}; got {short_repr(landmarks)} ({e})") from e
+        raise AlignmentError(f"landmarks must be numbers, {LANDMARK_COUNTS_TEXT}; got {short_repr(landmarks)} "
+                             f"({e})") from e
     if pts.ndim != 2 or pts.shape[1] not in (2, 3):
         raise AlignmentError(f"landmarks must be a list of (x, y) points, got an array of shape {tuple(pts.shape)}: "
                              f"expected {LANDMARK_COUNTS_TEXT}")

@@ -293,7 +293,7 @@ class FANDetector:
         check_photo_size(height, width, what)
         scale = max(height, width) / DETECT_MAX_SIDE
         if scale > 1:
-            small = (max(int(round(width / scale)), 1), max(int(round(height / scale)), 1))
+            small = (max(round(width / scale), 1), max(round(height / scale), 1))
             if min(small) < MIN_PHOTO_SIDE:
                 raise AlignmentError(f"{what} is {width}x{height} pixels: too narrow to find a face in (it would "
                                      f"be {small[0]}x{small[1]} for the detector); crop it around the face")
@@ -335,5 +335,5 @@ def pick_face(faces: list[np.ndarray], index: int, what: str, strict: bool = Fal
     return usable[order[index]]
 
 
-__all__ = ["DETECT_MAX_SIDE", "FANDetector", "FAN_WEIGHTS", "MAX_LANDMARKS_DEPTH", "MAX_LANDMARKS_TEXT",
+__all__ = ["DETECT_MAX_SIDE", "FAN_WEIGHTS", "MAX_LANDMARKS_DEPTH", "MAX_LANDMARKS_TEXT", "FANDetector",
            "faces_from_pose_keypoint", "parse_landmarks_text", "pick_face"]

@@ -426,7 +426,7 @@ def test_align_node_names_the_image_the_detector_refused(pack, monkeypatch):
         "align well from ~64 pixels wide)")
 
 
-# --- Unalign Face -------------------------------------------------------------------------------------------------------
+# --- Unalign Face ----------------------------------------------------------------------------------------------
 
 T = "the alignment transform (connect Align Face's transform output)"
 
@@ -492,3 +492,20 @@ def test_unalign_node_refuses_empty_batches(pack):
     bad = forge.hostile_transforms()["nan corner"]
     assert raises(unalign.unalign, torch.rand(1, 20, 20, 3), torch.rand(1, 8, 8, 3), [bad], 0.1).startswith(
         "the alignment transform (connect Align Face's transform output) has corners ((nan, 0.0)")
+
+
+def test_align_node_skips_pose_faces_without_eyes(pack):
+    """A pose estimator lists every person, some seen from behind: those are skipped, not refused."""
+    align = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]()
+    photo = torch.from_numpy(synthetic_photo(9, 200, 200).copy()).float()[None] / 255
+    frame = forge.pose_frame(forge.ibug_face(100, 90, 40))
+    back = [v for x, y in forge.ibug_face(40, 40, 20) for v in (x, y, 0.0)]  # no point detected
+    frame["people"].insert(0, {"face_keypoints_2d": back})
+    aligned, (tf,), used = align.align(photo, "auto", 32, 0, pose_keypoint=frame, transform_size=32)
+    assert np.allclose(json.loads(used)[0], forge.ibug_face(100, 90, 40), atol=0.01)  # the face with eyes
+    frame["people"].pop(1)
+    assert raises(align.align, photo, "auto", 32, 0, pose_keypoint=frame) == (
+        "no face found in image 1 of 1 (faces were listed, but without both eyes and mouth corners; face 1: "
+        "landmarks contain NaN or infinite coordinates (a face part was not detected?): point 1 of 68 is (nan, nan); "
+        "give landmarks with every point found): use a photo where the face is visible and at least ~64 pixels wide, "
+        "or give landmarks")
