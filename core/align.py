@@ -28,6 +28,18 @@ from .errors import AlignmentError
 FFHQ_OUTPUT_SIZE = 1024
 FFHQ_TRANSFORM_SIZE = 4096
 
+# Bounds on what alignment accepts; each refusal says which one and why.
+MIN_PHOTO_SIDE = 16            # pixels: a smaller photo cannot hold two eyes and a mouth (FFHQ faces are >= 64 px)
+MAX_ALIGNED_SIZE = 16384       # output_size / transform_size: larger squares only cost memory (ComfyUI's own cap)
+MAX_COORDINATE = 1e6           # |x|, |y| of a landmark in pixels: far beyond any photo, far below float overflow
+# A keypoint (eye centre, mouth corner) may lie outside the photo by this fraction of the face square: a face cut
+# by the photo's edge has its eye or mouth a little outside (FFHQ then pads with reflection); further out, the
+# landmarks belong to another photo or another scale.
+KEYPOINT_MARGIN = 0.25
+# The photo must cover at least this fraction of the face square; less, and the aligned image is mostly the
+# blurred reflection padding (a face many times the photo, or a face beside it).
+MIN_PHOTO_COVERAGE = 1 / 16
+
 
 @dataclass(frozen=True)
 class FaceKeypoints:
@@ -45,30 +57,58 @@ _LAYOUTS = {
     98: (range(60, 68), range(68, 76), 76, 82),   # WFLW
     5: ([0], [1], 3, 4),                          # RetinaFace / InsightFace / MTCNN: eyes, nose, mouth corners
 }
+LANDMARK_COUNTS = tuple(_LAYOUTS)  # the point counts `face_keypoints` understands
+LANDMARK_COUNTS_TEXT = ("68 [x, y] points in pixels (iBUG/dlib/face_alignment), or 70 (OpenPose face), 98 (WFLW) or "
+                        "5 (eyes, nose, mouth corners)")
 
 
 def face_keypoints(landmarks) -> FaceKeypoints:
     """Reduce landmarks ([N, 2] or [N, 3] with a confidence column; N = 68, 70, 98 or 5) to FFHQ's four points.
 
     Eye centres are the mean of each eye's contour points (as FFHQ did), or the eye point itself for 5-point
-    layouts; the mouth corners are the outer-lip corners.
+    layouts; the mouth corners are the outer-lip corners. Raises AlignmentError naming the offending point for
+    wrong shapes, NaN / infinite / absurd (> 1e6 px) coordinates, and eyes at one point.
     """
-    pts = np.asarray(landmarks, dtype=np.float64)
+    try:
+        pts = np.asarray(landmarks, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise AlignmentError(f"landmarks must be numbers, {LANDMARK_COUNTS_TEXT}; got {short_repr(landmarks)} "
+                             f"({e})") from e
     if pts.ndim != 2 or pts.shape[1] not in (2, 3):
-        raise AlignmentError(f"landmarks must be a list of (x, y) points, got an array of shape {tuple(pts.shape)}")
+        raise AlignmentError(f"landmarks must be a list of (x, y) points, got an array of shape {tuple(pts.shape)}: "
+                             f"expected {LANDMARK_COUNTS_TEXT}")
     pts = pts[:, :2]
     if pts.shape[0] not in _LAYOUTS:
         raise AlignmentError(
             f"{pts.shape[0]} landmarks: expected 68 (iBUG/dlib/face_alignment), 70 (OpenPose face), 98 (WFLW) or 5 "
             f"(eyes, nose, mouth corners)")
-    if not np.isfinite(pts).all():
-        raise AlignmentError("landmarks contain NaN or infinite coordinates (a face part was not detected?)")
+    bad = ~np.isfinite(pts).all(1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise AlignmentError(f"landmarks contain NaN or infinite coordinates (a face part was not detected?): point "
+                             f"{i + 1} of {pts.shape[0]} is {_point(pts[i])}; give landmarks with every point found")
+    far = (np.abs(pts) > MAX_COORDINATE).any(1)
+    if far.any():
+        i = int(np.argmax(far))
+        raise AlignmentError(f"landmark {i + 1} of {pts.shape[0]} is at {_point(pts[i])}: landmarks are pixel "
+                             f"coordinates of the photo, at most {MAX_COORDINATE:,.0f} in size; these are not")
     eye_l, eye_r, mouth_l, mouth_r = _LAYOUTS[pts.shape[0]]
     kp = FaceKeypoints(tuple(pts[list(eye_l)].mean(0)), tuple(pts[list(eye_r)].mean(0)),
                        tuple(pts[mouth_l]), tuple(pts[mouth_r]))
     if np.hypot(*np.subtract(kp.eye_right, kp.eye_left)) < 1e-6:
-        raise AlignmentError("both eyes are at the same point: the landmarks do not describe a face")
+        raise AlignmentError(f"both eyes are at the same point {_point(kp.eye_left)}: the landmarks do not describe "
+                             f"a face (all points equal?); give {LANDMARK_COUNTS_TEXT}")
     return kp
+
+
+def _point(p) -> str:
+    return "(" + ", ".join(f"{float(v):.6g}" for v in p) + ")"
+
+
+def short_repr(obj, limit: int = 60) -> str:
+    """repr(obj) cut to `limit` characters (messages quote user input, never all of it)."""
+    text = repr(obj)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def ffhq_quad(keypoints: FaceKeypoints, rotate_level: bool = True) -> tuple[np.ndarray, float]:
@@ -81,6 +121,12 @@ def ffhq_quad(keypoints: FaceKeypoints, rotate_level: bool = True) -> tuple[np.n
     eye_to_mouth = mouth_avg - eye_avg
     if rotate_level:
         x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+        if np.hypot(*x) <= 1e-9 * max(np.hypot(*eye_to_eye), np.hypot(*eye_to_mouth)):
+            # The eye line's normal cancels the eye-to-mouth direction exactly: no orientation to level.
+            raise AlignmentError(
+                f"the face has no orientation: the mouth {_point(mouth_avg)} sits exactly above the eyes "
+                f"{_point(eye_left)}, {_point(eye_right)} at their distance, which no face does; check that the "
+                f"points are [x, y] (not [y, x]) and in the layout's order")
         x /= np.hypot(*x)
     else:
         x = np.array([1.0, 0.0])
@@ -100,6 +146,28 @@ class AlignTransform:
     source_size: tuple[int, int]
     output_size: int
 
+    def __post_init__(self):
+        # A transform arrives through a node input (or from_dict): refuse one that cannot describe a photo here,
+        # rather than fail inside the paste with a raw numeric error.
+        what = "the alignment transform (connect Align Face's transform output)"
+        try:
+            quad = np.asarray(self.quad, dtype=np.float64)
+            size = [int(v) for v in self.source_size]
+            out = int(self.output_size)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise AlignmentError(f"{what} is malformed ({e}): expected 4 (x, y) corners, a (height, width) source "
+                                 f"size and an output size") from e
+        if quad.shape != (4, 2):
+            raise AlignmentError(f"{what} has corners of shape {tuple(quad.shape)}: expected 4 (x, y) corners")
+        if not np.isfinite(quad).all() or np.abs(quad).max() > MAX_COORDINATE:
+            raise AlignmentError(f"{what} has corners {short_repr(self.quad, 120)}: expected finite pixel positions "
+                                 f"within {MAX_COORDINATE:,.0f}")
+        if len(size) != 2 or min(size) < 1 or max(size) > MAX_COORDINATE:
+            raise AlignmentError(f"{what} records a source photo of size {short_repr(self.source_size)}: expected "
+                                 f"(height, width) of at least 1 pixel")
+        if not 1 <= out <= MAX_ALIGNED_SIZE:
+            raise AlignmentError(f"{what} records output_size {self.output_size}: expected 1 to {MAX_ALIGNED_SIZE}")
+
     def to_dict(self) -> dict:
         return {"quad": [list(p) for p in self.quad], "source_size": list(self.source_size),
                 "output_size": self.output_size}
@@ -110,32 +178,39 @@ class AlignTransform:
             quad = tuple((float(x), float(y)) for x, y in d["quad"])
             h, w = (int(v) for v in d["source_size"])
             out = int(d["output_size"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise AlignmentError(f"not an alignment transform ({e}): expected quad, source_size, output_size") from e
         if len(quad) != 4:
             raise AlignmentError(f"an alignment transform has 4 corners, got {len(quad)}")
         return cls(quad, (h, w), out)
 
 
-def to_uint8_rgb(image) -> np.ndarray:
-    """[H, W, C] float in [0, 1] (tensor or array) or uint8 -> uint8 RGB array (gray repeated, alpha dropped)."""
+def to_uint8_rgb(image, what: str = "the image") -> np.ndarray:
+    """[H, W, C] float in [0, 1] (tensor or array) or uint8 -> uint8 RGB array (gray repeated, alpha dropped).
+
+    `what` names the image in error messages (e.g. "image 2 of 4")."""
     if isinstance(image, torch.Tensor):
         image = image.detach().float().cpu().numpy()
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
-        raise AlignmentError(f"expected one image [H, W, C], got shape {arr.shape}")
+        raise AlignmentError(f"expected one image [H, W, C], got shape {arr.shape} for {what}")
+    if arr.shape[2] not in (1, 3, 4):
+        raise AlignmentError(f"{what} has {arr.shape[2]} channels (shape {arr.shape}): expected 1 (gray), 3 (RGB) "
+                             f"or 4 (RGBA) channels last, [H, W, C]")
     if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise AlignmentError(f"{what} has pixels of type {arr.dtype}: expected float in [0, 1] or uint8")
         if not np.isfinite(arr).all():
-            raise AlignmentError("the image contains NaN or infinite values")
-        arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
+            raise AlignmentError(f"the image contains NaN or infinite values ({what}): fix the node that made it")
+        arr = arr * np.float32(255.0)  # one float copy, rounded and clipped in place (photos can be large)
+        np.rint(arr, out=arr)
+        arr = np.clip(arr, 0, 255, out=arr).astype(np.uint8)
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
     elif arr.shape[2] == 4:
         arr = arr[:, :, :3]
-    elif arr.shape[2] != 3:
-        raise AlignmentError(f"expected 1, 3 or 4 channels, got {arr.shape[2]}")
     return np.ascontiguousarray(arr)
 
 
@@ -161,34 +236,82 @@ def _gaussian_blur_hw(img: np.ndarray, sigma: float) -> np.ndarray:
     return x[:, 0].permute(1, 2, 0).contiguous().numpy()
 
 
+def check_photo_size(height: int, width: int, what: str = "the photo") -> None:
+    """Refuse a photo too small to hold a face (under MIN_PHOTO_SIDE pixels on a side)."""
+    if min(height, width) < MIN_PHOTO_SIDE:
+        raise AlignmentError(f"{what} is {width}x{height} pixels: too small to hold a face; Align Face needs at "
+                             f"least {MIN_PHOTO_SIDE}x{MIN_PHOTO_SIDE} (faces align well from ~64 pixels wide)")
+
+
+_KEYPOINT_NAMES = ("left eye centre", "right eye centre", "left mouth corner", "right mouth corner")
+
+
+def check_face_in_photo(keypoints: FaceKeypoints, quad: np.ndarray, qsize: float, height: int, width: int,
+                        what: str = "the photo") -> None:
+    """Refuse landmarks that cannot be this photo's face.
+
+    A keypoint may lie outside the photo by KEYPOINT_MARGIN of the face square `qsize` (a face cut by the edge;
+    FFHQ pads it with reflection); the photo must cover MIN_PHOTO_COVERAGE of the square `quad` ([4, 2], as
+    `ffhq_quad` returns), else the aligned image would be made of padding.
+    """
+    margin = KEYPOINT_MARGIN * qsize
+    for name, (x, y) in zip(_KEYPOINT_NAMES, (keypoints.eye_left, keypoints.eye_right, keypoints.mouth_left,
+                                              keypoints.mouth_right)):
+        out = math.hypot(max(-x, x - width, 0.0), max(-y, y - height, 0.0))
+        if out > margin:
+            raise AlignmentError(
+                f"the {name} is at {_point((x, y))}, {out:.0f} pixels outside {what} ({width}x{height}); a face at "
+                f"the edge may reach {margin:.0f} pixels out (a quarter of its {qsize:.0f}-pixel square). The "
+                f"landmarks belong to another photo or another scale: detect them on this image, or scale them by "
+                f"its size")
+    # The share of the face square inside the photo, on a 64 x 64 grid of the square's cell centres.
+    t = (np.arange(64) + 0.5) / 64
+    u, v = np.meshgrid(t, t, indexing="xy")
+    pts = quad[0] + u[..., None] * (quad[3] - quad[0]) + v[..., None] * (quad[1] - quad[0])
+    coverage = float(((pts >= 0) & (pts <= [width, height])).all(-1).mean())
+    if coverage < MIN_PHOTO_COVERAGE:
+        raise AlignmentError(
+            f"the face square is {qsize:.0f} pixels wide ({qsize / max(height, width):.1f}x {what}, {width}x{height}) "
+            f"and only {coverage:.1%} of it lies inside the photo (at least {MIN_PHOTO_COVERAGE:.1%} needed): the "
+            f"aligned image would be padding. Give landmarks in this photo's pixels (detected on a larger copy?)")
+
+
 def align_face(image, keypoints: FaceKeypoints, output_size: int = FFHQ_OUTPUT_SIZE,
                transform_size: int = FFHQ_TRANSFORM_SIZE, enable_padding: bool = True,
-               rotate_level: bool = True) -> tuple[torch.Tensor, AlignTransform]:
+               rotate_level: bool = True, what: str = "the photo") -> tuple[torch.Tensor, AlignTransform]:
     """Crop, rotate and scale one photo ([H, W, C] in [0, 1], or uint8) as FFHQ was made.
 
     Returns the aligned image [output_size, output_size, 3] float32 in [0, 1] and its `AlignTransform`.
     `transform_size` is FFHQ's intermediate warp resolution (4096); it is raised to `output_size` if smaller.
+    `what` names the photo in error messages. Before any pixel work the face is checked against the photo
+    (`check_face_in_photo`): a photo under 16 px, keypoints far outside it, or a face square that the photo
+    barely covers raise AlignmentError.
     """
     from PIL import Image  # PIL only when aligning: `import core` stays torch/numpy only
 
-    if int(output_size) < 8:
-        raise AlignmentError(f"output_size must be at least 8 pixels, got {output_size}")
+    for name, value in (("output_size", output_size), ("transform_size", transform_size)):
+        if not 8 <= int(value) <= MAX_ALIGNED_SIZE:
+            raise AlignmentError(f"{name} must be at least 8 pixels, got {value}" if int(value) < 8 else
+                                 f"{name} must be at most {MAX_ALIGNED_SIZE} pixels, got {value}")
     output_size = int(output_size)
     transform_size = max(int(transform_size), output_size)
-    arr = to_uint8_rgb(image)
+    arr = to_uint8_rgb(image, what)
     src_h, src_w = arr.shape[:2]
-    img = Image.fromarray(arr, "RGB")
+    check_photo_size(src_h, src_w, what)
     quad, qsize = ffhq_quad(keypoints, rotate_level)
     if qsize < 4:
         raise AlignmentError(f"the face is only {qsize:.1f} pixels wide: landmarks in the wrong units (normalised "
                              f"0..1 instead of pixels?)")
+    check_face_in_photo(keypoints, quad, qsize, src_h, src_w, what)
+    img = Image.fromarray(arr, "RGB")
     scale = (1.0, 1.0)  # source pixels per pixel of the working image (after the shrink)
     offset = np.zeros(2)  # working-image position of the (shrunk) source image's origin
 
     # Shrink.
     shrink = int(np.floor(qsize / output_size * 0.5))
     if shrink > 1:
-        rsize = (int(np.rint(float(img.size[0]) / shrink)), int(np.rint(float(img.size[1]) / shrink)))
+        # At least one pixel: a narrow photo shrunk a lot would round to zero (FFHQ's photos never did).
+        rsize = (max(int(np.rint(float(img.size[0]) / shrink)), 1), max(int(np.rint(float(img.size[1]) / shrink)), 1))
         img = img.resize(rsize, Image.LANCZOS)
         scale = (src_w / rsize[0], src_h / rsize[1])
         quad /= shrink
@@ -246,8 +369,11 @@ def aligned_to_source_grid(transform: AlignTransform, height: int, width: int,
     q = q * torch.tensor([width / sw, height / sh], dtype=torch.float64)
     origin, ex, ey = q[0], q[3] - q[0], q[1] - q[0]  # aligned u axis -> ex, v axis -> ey
     m = torch.stack([ex, ey], dim=1)  # source = origin + m @ (u, v)
-    if abs(float(torch.linalg.det(m))) < 1e-9:
-        raise AlignmentError("degenerate alignment transform (its corners are collinear)")
+    # Singular when the corners are collinear or coincide; relative to the sides, so scale does not matter.
+    sides = float(torch.linalg.norm(ex)) * float(torch.linalg.norm(ey))
+    if sides < 1e-12 or abs(float(torch.linalg.det(m))) < 1e-6 * sides:
+        raise AlignmentError(f"degenerate alignment transform (its corners are collinear or coincide: "
+                             f"{short_repr(transform.quad, 120)}); connect the transform output of Align Face")
     minv = torch.linalg.inv(m)
     ys = torch.arange(height, dtype=torch.float64) + 0.5
     xs = torch.arange(width, dtype=torch.float64) + 0.5
@@ -282,7 +408,19 @@ def unalign_face(original: torch.Tensor, edited: torch.Tensor, transform: AlignT
                              f"{tuple(edited.shape)}")
     if not 0 <= feather <= 0.5:
         raise AlignmentError(f"feather must be in [0, 0.5] (a fraction of the face square), got {feather}")
+    if not isinstance(transform, AlignTransform):
+        raise AlignmentError(f"the transform must be Align Face's transform output, got {type(transform).__name__}")
+    for name, img in (("original photo", original), ("edited image", edited)):
+        if min(img.shape) < 1:
+            raise AlignmentError(f"the {name} is empty (shape {tuple(img.shape)}): expected [H, W, C] with pixels")
+        if img.is_floating_point() and not bool(torch.isfinite(img).all()):
+            raise AlignmentError(f"the {name} contains NaN or infinite values: fix the node that made it")
     height, width, channels = original.shape
+    sh, sw = transform.source_size
+    # A photo resized since alignment is fine (the quad scales with it); another shape is another photo.
+    if abs((width / sw) / (height / sh) - 1) > 0.02:
+        raise AlignmentError(f"the original photo is {width}x{height} but the transform was made on a {sw}x{sh} "
+                             f"photo (another aspect ratio): connect the photo that was given to Align Face")
     original = original.float()
     edited = edited.to(original.device, torch.float32)
     if edited.shape[2] != channels:
@@ -299,8 +437,10 @@ def unalign_face(original: torch.Tensor, edited: torch.Tensor, transform: AlignT
     if mask is None:
         m = feather_mask(max(edited.shape[:2]), feather, device=original.device)
     else:
-        if mask.ndim != 2:
+        if mask.ndim != 2 or min(mask.shape) < 1:
             raise AlignmentError(f"the paste mask must be one [H, W] mask, got {tuple(mask.shape)}")
+        if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
+            raise AlignmentError("the paste mask contains NaN or infinite values: fix the node that made it")
         m = mask.to(original.device, torch.float32).clamp(0, 1)
     inside = F.grid_sample(m[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
     out = original.permute(2, 0, 1) * (1 - inside) + pasted * inside

@@ -9,14 +9,17 @@ layout FFHQ was aligned with), which users install from PyPI.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .align import face_keypoints
+from .align import (LANDMARK_COUNTS, LANDMARK_COUNTS_TEXT, MAX_COORDINATE, MIN_PHOTO_SIDE, check_photo_size,
+                    face_keypoints, short_repr)
 from .errors import AlignmentError, MissingDependencyError, MissingWeightsError
 from .log import logger
 
@@ -28,12 +31,45 @@ FAN_WEIGHTS = {
 }
 
 
-def _points_from_flat(flat: Sequence[float], width: float = 1.0, height: float = 1.0) -> np.ndarray:
-    """OpenPose's flat [x0, y0, c0, x1, ...] list -> [N, 2]; coordinates in 0..1 are scaled to the canvas."""
+# Landmark text is parsed whole, so its size is bounded first: 4 MB holds ~1,000 POSE_KEYPOINT frames.
+MAX_LANDMARKS_TEXT = 4 * 2**20  # characters
+# The deepest accepted layout is a list of POSE_KEYPOINT frames (list > frame > people > person > keypoints);
+# deeper text is refused before parsing (Python's JSON parser recurses once per level).
+MAX_LANDMARKS_DEPTH = 16
+# Detection runs on at most this many pixels on the longer side (larger photos are downscaled first, and the
+# landmarks scaled back): the SFD detector's activations grow with the image, ~1 GB at 2048 x 2048.
+DETECT_MAX_SIDE = 2048
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _points_from_flat(flat: Sequence[float], width: float = 1.0, height: float = 1.0,
+                      where: str = "face_keypoints_2d") -> np.ndarray:
+    """OpenPose's flat [x0, y0, c0, x1, ...] list -> [N, 2]; coordinates in 0..1 are scaled to the canvas.
+
+    Points with confidence <= 0 were not detected: they become NaN (`pick_face` skips faces missing eyes or
+    mouth corners). Anything but finite numbers in a supported count raises AlignmentError naming `where`."""
+    if isinstance(flat, np.ndarray):
+        flat = flat.tolist()
+    if not isinstance(flat, (list, tuple)):
+        raise AlignmentError(f"{where} must be a flat list [x0, y0, c0, x1, ...] of numbers, got {short_repr(flat)}")
+    bad = next((v for v in flat if not _is_number(v)), None)
+    if bad is not None:
+        raise AlignmentError(f"{where} must hold numbers (x, y, confidence per point), got {short_repr(bad)} in it")
     arr = np.asarray(flat, dtype=np.float64)
     if arr.size % 3:
-        raise AlignmentError(f"OpenPose keypoints come in (x, y, confidence) triples; got {arr.size} numbers")
+        raise AlignmentError(f"OpenPose keypoints come in (x, y, confidence) triples; got {arr.size} numbers "
+                             f"in {where}")
     pts = arr.reshape(-1, 3)
+    if len(pts) not in LANDMARK_COUNTS:
+        raise AlignmentError(f"{where} has {len(pts)} points: expected {LANDMARK_COUNTS_TEXT}, as "
+                             f"(x, y, confidence) triples")
+    if not np.isfinite(pts).all():
+        i = int(np.argmax(~np.isfinite(pts).all(1)))
+        raise AlignmentError(f"{where}: point {i + 1} is {short_repr(pts[i].tolist())}, not finite numbers; give "
+                             f"(x, y, confidence) with confidence 0 for a point that was not detected")
     xy = pts[:, :2].copy()
     missing = pts[:, 2] <= 0
     if np.nanmax(np.abs(xy)) <= 1.0 + 1e-6:  # DWPose in some packs writes normalised coordinates
@@ -42,53 +78,126 @@ def _points_from_flat(flat: Sequence[float], width: float = 1.0, height: float =
     return xy
 
 
+def _canvas_side(pose: dict, key: str) -> float:
+    value = pose.get(key, 1)
+    if not _is_number(value) or not 0 < float(value) <= MAX_COORDINATE:
+        raise AlignmentError(f"POSE_KEYPOINT {key} is {short_repr(value)}: expected the canvas size in pixels (a "
+                             f"positive number)")
+    return float(value)
+
+
 def faces_from_pose_keypoint(pose: dict) -> list[np.ndarray]:
     """Faces ([N, 2] pixel arrays) of one frame of ComfyUI's POSE_KEYPOINT ({"people": [...], canvas size})."""
     if not isinstance(pose, dict) or "people" not in pose:
         raise AlignmentError("POSE_KEYPOINT frame must be a dict with a 'people' list (from an OpenPose/DWPose "
                              "preprocessor with face detection enabled)")
-    w, h = float(pose.get("canvas_width", 1)), float(pose.get("canvas_height", 1))
+    w, h = _canvas_side(pose, "canvas_width"), _canvas_side(pose, "canvas_height")
+    people = pose["people"] or []
+    if not isinstance(people, (list, tuple)):
+        raise AlignmentError(f"POSE_KEYPOINT 'people' must be a list of persons, got {short_repr(people)}")
     faces = []
-    for person in pose["people"] or []:
+    for k, person in enumerate(people):
+        if not isinstance(person, dict):
+            raise AlignmentError(f"POSE_KEYPOINT person {k + 1} must be a dict with 'face_keypoints_2d', got "
+                                 f"{short_repr(person)}")
         flat = person.get("face_keypoints_2d")
-        if flat:
-            faces.append(_points_from_flat(flat, w, h))
+        if flat is None or (isinstance(flat, (list, tuple, np.ndarray)) and len(flat) == 0):
+            continue  # this person's face was not detected
+        faces.append(_points_from_flat(flat, w, h, f"person {k + 1}'s face_keypoints_2d"))
     return faces
 
 
-def parse_landmarks_text(text: str) -> list[list[np.ndarray]]:
+def _json_depth(text: str) -> int:
+    """The deepest [ / { nesting of JSON text (brackets inside strings ignored), without parsing it."""
+    unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    codes = np.frombuffer(unquoted.encode("utf-8", "replace"), dtype=np.uint8)
+    step = np.zeros(len(codes), dtype=np.int8)
+    step[(codes == ord("[")) | (codes == ord("{"))] = 1
+    step[(codes == ord("]")) | (codes == ord("}"))] = -1
+    return int(np.cumsum(step, dtype=np.int32).max(initial=0))
+
+
+def _refuse_constant(token: str):
+    raise AlignmentError(f"{token} is not a finite number: every coordinate must be a finite number of pixels")
+
+
+def _finite_number(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise AlignmentError(f"{short_repr(token, 30)} is beyond float range: every coordinate must be a finite "
+                             f"number of pixels")
+    return value
+
+
+def _face_points(obj, where: str) -> np.ndarray:
+    """One face of landmark JSON: a list of [x, y] (or [x, y, confidence]) numbers -> [N, 2] float64."""
+    if not isinstance(obj, list) or not obj or not isinstance(obj[0], list):
+        raise AlignmentError(f"{where} must be a list of [x, y] points, got {short_repr(obj)}: expected "
+                             f"{LANDMARK_COUNTS_TEXT}")
+    for i, p in enumerate(obj):
+        if not isinstance(p, list) or len(p) not in (2, 3) or not all(type(v) is float for v in p):
+            raise AlignmentError(f"ragged or non-numeric points: point {i + 1} of {where} is "
+                                 f"{short_repr(p)}; expected [x, y] numbers in pixels")
+    if len(obj) not in LANDMARK_COUNTS:
+        raise AlignmentError(f"{where} has {len(obj)} points: expected {LANDMARK_COUNTS_TEXT}")
+    return np.array([p[:2] for p in obj], dtype=np.float64)
+
+
+def parse_landmarks_text(text: str, source: str = "landmarks JSON") -> list[list[np.ndarray]]:
     """JSON text -> per image, a list of faces ([N, 2] arrays). Accepts: one face `[[x, y], ...]`; several faces
     `[[[x, y], ...], ...]`; FFHQ metadata `{"face_landmarks": [...]}` (or `{"in_the_wild": {...}}`); a
-    POSE_KEYPOINT frame or list of frames. A single face or frame applies to the first image."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise AlignmentError(f"landmarks text is not valid JSON: {e}") from e
+    POSE_KEYPOINT frame or list of frames. A single face or frame applies to the first image.
 
-    def one_frame(obj) -> list[np.ndarray]:
+    The text is bounded (MAX_LANDMARKS_TEXT characters, MAX_LANDMARKS_DEPTH levels) before it is parsed; NaN,
+    Infinity and numbers beyond float range are refused, and every face must be a supported count of [x, y]
+    numbers. Errors name `source` (the node input) and the face."""
+    if not isinstance(text, str):
+        raise AlignmentError(f"{source} must be text, got {type(text).__name__}")
+    if len(text) > MAX_LANDMARKS_TEXT:
+        raise AlignmentError(f"{source} is {len(text) / 2**20:.1f} MB of text; at most {MAX_LANDMARKS_TEXT // 2**20} "
+                             f"MB is read (about 1,000 frames of face keypoints): give fewer frames, or only "
+                             f"the faces' points")
+    depth = _json_depth(text)
+    if depth > MAX_LANDMARKS_DEPTH:
+        raise AlignmentError(f"{source} is nested {depth} levels deep; landmarks need at most 5 (a list of "
+                             f"POSE_KEYPOINT frames) and at most {MAX_LANDMARKS_DEPTH} are read: expected "
+                             f"{LANDMARK_COUNTS_TEXT}, or a list of those")
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_number,
+                          parse_int=_finite_number)
+    except json.JSONDecodeError as e:
+        raise AlignmentError(f"{source} is not valid JSON ({e}): expected {LANDMARK_COUNTS_TEXT} as "
+                             f"[[x, y], ...], or a list of those") from e
+    except RecursionError as e:  # not reached after the depth check; kept so no raw RecursionError escapes
+        raise AlignmentError(f"{source} is nested too deeply") from e
+    except AlignmentError as e:
+        raise AlignmentError(f"{source}: {e}") from e
+
+    def one_frame(obj, where: str) -> list[np.ndarray]:
         if isinstance(obj, dict):
             if "people" in obj:
                 return faces_from_pose_keypoint(obj)
             if "in_the_wild" in obj:
                 obj = obj["in_the_wild"]
+                if not isinstance(obj, dict):
+                    raise AlignmentError(f"{where}: 'in_the_wild' must be an object with 'face_landmarks'")
             if "face_landmarks" in obj:
-                return [np.asarray(obj["face_landmarks"], dtype=np.float64)]
-            raise AlignmentError("landmarks JSON object needs 'face_landmarks' or 'people'")
-        arr = np.asarray(obj, dtype=np.float64)
-        if arr.ndim == 2:
-            return [arr]
-        if arr.ndim == 3:
-            return list(arr)
-        raise AlignmentError(f"landmarks JSON must be [[x, y], ...] or a list of those; got depth {arr.ndim}")
+                return [_face_points(obj["face_landmarks"], f"{where}'s face_landmarks")]
+            raise AlignmentError(f"an object needs 'face_landmarks' or 'people' ({where} has keys "
+                                 f"{short_repr(sorted(map(str, obj)))})")
+        if isinstance(obj, list) and obj and isinstance(obj[0], list) and obj[0] and isinstance(obj[0][0], list):
+            return [_face_points(face, f"face {k + 1} of {where}") for k, face in enumerate(obj)]
+        if isinstance(obj, list) and obj and isinstance(obj[0], list):
+            return [_face_points(obj, f"the face of {where}")]
+        raise AlignmentError(f"{where} is {short_repr(obj)}: expected {LANDMARK_COUNTS_TEXT} as [[x, y], ...], "
+                             f"or a list of those")
 
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        return [one_frame(d) for d in data]
     try:
-        return [one_frame(data)]
-    except ValueError as e:
-        if isinstance(e, AlignmentError):
-            raise
-        raise AlignmentError(f"landmarks JSON has ragged or non-numeric points: {e}") from e
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            return [one_frame(d, f"frame {i + 1}") for i, d in enumerate(data)]
+        return [one_frame(data, "image 1")]
+    except AlignmentError as e:
+        raise AlignmentError(f"{source}: {e}") from e
 
 
 class FANDetector:
@@ -170,24 +279,53 @@ class FANDetector:
         with cls._lock:
             cls._cache.clear()
 
-    def detect(self, image_uint8: np.ndarray) -> list[np.ndarray]:
-        """All faces in one RGB uint8 image [H, W, 3], as [68, 2] float64 arrays."""
-        faces = self._model().get_landmarks_from_image(np.ascontiguousarray(image_uint8))
-        return [np.asarray(f, dtype=np.float64)[:, :2] for f in (faces or [])]
+    def detect(self, image_uint8: np.ndarray, what: str = "the image") -> list[np.ndarray]:
+        """All faces in one RGB uint8 image [H, W, 3], as [68, 2] float64 arrays in its pixels.
+
+        An image under 16 pixels on a side is refused; one over DETECT_MAX_SIDE pixels on its longer side is
+        downscaled (antialiased) for detection and the landmarks scaled back, so the detector's memory stays
+        bounded whatever the photo's size. `what` names the image in errors."""
+        image = np.asarray(image_uint8)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise AlignmentError(f"face detection needs one RGB uint8 image [H, W, 3]; {what} is {image.dtype} of "
+                                 f"shape {image.shape}")
+        height, width = image.shape[:2]
+        check_photo_size(height, width, what)
+        scale = max(height, width) / DETECT_MAX_SIDE
+        if scale > 1:
+            small = (max(round(width / scale), 1), max(round(height / scale), 1))
+            if min(small) < MIN_PHOTO_SIDE:
+                raise AlignmentError(f"{what} is {width}x{height} pixels: too narrow to find a face in (it would "
+                                     f"be {small[0]}x{small[1]} for the detector); crop it around the face")
+            from PIL import Image
+            image = np.asarray(Image.fromarray(image, "RGB").resize(small, Image.BOX))
+            factors = np.array([width / small[0], height / small[1]])
+        faces = self._model().get_landmarks_from_image(np.ascontiguousarray(image))
+        faces = [np.asarray(f, dtype=np.float64)[:, :2] for f in (faces or [])]
+        if scale > 1:
+            # Pixel-centre convention: centre (x + 0.5) of the small image is centre (x + 0.5) * f of the photo.
+            faces = [(f + 0.5) * factors - 0.5 for f in faces]
+        return faces
 
 
-def pick_face(faces: list[np.ndarray], index: int, what: str) -> np.ndarray:
-    """Face number `index` (0 = largest) of `faces`, with a clear error when there is none."""
-    usable = []
-    for f in faces:
+def pick_face(faces: list[np.ndarray], index: int, what: str, strict: bool = False) -> np.ndarray:
+    """Face number `index` (0 = largest) of `faces`, with a clear error when there is none.
+
+    A face without usable eyes and mouth corners is skipped (a detector or pose estimator lists such faces);
+    with `strict` (landmarks a user gave) it raises its own error instead, naming the face."""
+    usable, reasons = [], []
+    for k, f in enumerate(faces):
         try:
             face_keypoints(f)
-        except AlignmentError:
+        except AlignmentError as e:
+            if strict:
+                raise AlignmentError(f"{what}, face {k + 1}: {e}") from e
+            reasons.append(f"face {k + 1}: {e}")
             continue
         usable.append(np.asarray(f, dtype=np.float64)[:, :2])
     if not usable:
         raise AlignmentError(f"no face found in {what}" + (
-            " (faces were listed, but without both eyes and mouth corners)" if faces else "") +
+            f" (faces were listed, but without both eyes and mouth corners; {reasons[0]})" if faces else "") +
             ": use a photo where the face is visible and at least ~64 pixels wide, or give landmarks")
     def area(f):
         return float((np.nanmax(f[:, 0]) - np.nanmin(f[:, 0])) * (np.nanmax(f[:, 1]) - np.nanmin(f[:, 1])))
@@ -197,4 +335,5 @@ def pick_face(faces: list[np.ndarray], index: int, what: str) -> np.ndarray:
     return usable[order[index]]
 
 
-__all__ = ["FANDetector", "FAN_WEIGHTS", "faces_from_pose_keypoint", "parse_landmarks_text", "pick_face"]
+__all__ = ["DETECT_MAX_SIDE", "FAN_WEIGHTS", "MAX_LANDMARKS_DEPTH", "MAX_LANDMARKS_TEXT", "FANDetector",
+           "faces_from_pose_keypoint", "parse_landmarks_text", "pick_face"]

@@ -24,9 +24,14 @@ def _landmark_frames(batch: int, pose_keypoint, landmarks_json: str):
     """Per image, the list of faces given by the inputs (None when no landmarks were connected)."""
     if pose_keypoint is not None:
         frames = pose_keypoint if isinstance(pose_keypoint, list) else [pose_keypoint]
-        faces = [L.faces_from_pose_keypoint(f) for f in frames]
-    elif landmarks_json and landmarks_json.strip():
-        faces = L.parse_landmarks_text(landmarks_json)
+        faces = []
+        for k, frame in enumerate(frames):
+            try:
+                faces.append(L.faces_from_pose_keypoint(frame))
+            except A.AlignmentError as e:
+                raise A.AlignmentError(f"pose_keypoint, frame {k + 1}: {e}") from e
+    elif landmarks_json is not None and (not isinstance(landmarks_json, str) or landmarks_json.strip()):
+        faces = L.parse_landmarks_text(landmarks_json, "landmarks_json")
     else:
         return None
     if len(faces) == 1 and batch > 1:
@@ -34,6 +39,18 @@ def _landmark_frames(batch: int, pose_keypoint, landmarks_json: str):
     if len(faces) != batch:
         raise A.AlignmentError(f"landmarks are given for {len(faces)} image(s) but the batch has {batch}")
     return faces
+
+
+def _image_batch(image, name: str) -> torch.Tensor:
+    """An IMAGE input as [B, H, W, C] with B >= 1 (a single [H, W, C] image is a batch of one)."""
+    if not isinstance(image, torch.Tensor):
+        raise A.AlignmentError(f"{name} must be an IMAGE tensor, got {type(image).__name__}")
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[0] < 1:
+        raise A.AlignmentError(f"{name} must be a batch of images [B, H, W, C] with at least one image, got shape "
+                               f"{tuple(image.shape)}")
+    return image
 
 
 @register_node("SGS_AlignFace", "Align Face")
@@ -84,8 +101,7 @@ class AlignFace:
 
     def align(self, image, landmarks_source, output_size, face_index, generator=None, pose_keypoint=None,
               landmarks_json="", transform_size=A.FFHQ_TRANSFORM_SIZE, rotate_level=True, enable_padding=True):
-        if image.ndim == 3:
-            image = image[None]
+        image = _image_batch(image, "image")
         size = int(generator.img_resolution) if generator is not None else int(output_size)
         given = None if landmarks_source == _SOURCES[1] else _landmark_frames(image.shape[0], pose_keypoint,
                                                                              landmarks_json)
@@ -102,10 +118,18 @@ class AlignFace:
             comfy_env.throw_if_interrupted()
             photo = image[i]
             what = f"image {i + 1} of {image.shape[0]}"
-            faces = given[i] if given is not None else detector.detect(A.to_uint8_rgb(photo))
-            points = L.pick_face(faces, int(face_index), what)
+            if given is not None:
+                # Typed landmarks are refused with their own reason; pose estimators list faces without eyes.
+                points = L.pick_face(given[i], int(face_index), what, strict=pose_keypoint is None)
+            else:
+                pixels = A.to_uint8_rgb(photo, what)
+                try:
+                    faces = detector.detect(pixels)
+                except A.AlignmentError as e:  # the detector's refusals say "the image": say which one
+                    raise A.AlignmentError(f"{what}: {e}") from e
+                points = L.pick_face(faces, int(face_index), what)
             out, tf = A.align_face(photo, A.face_keypoints(points), size, int(transform_size),
-                                   bool(enable_padding), bool(rotate_level))
+                                   bool(enable_padding), bool(rotate_level), what=what)
             aligned.append(out)
             transforms.append(tf)
             used.append(np.round(points, 2).tolist())
@@ -142,11 +166,12 @@ class UnalignFace:
         }
 
     def unalign(self, original, edited, transform, feather, mask=None):
-        if original.ndim == 3:
-            original = original[None]
-        if edited.ndim == 3:
-            edited = edited[None]
+        original, edited = _image_batch(original, "original"), _image_batch(edited, "edited")
         transforms = list(transform) if isinstance(transform, (list, tuple)) else [transform]
+        if not transforms:
+            raise A.AlignmentError("transform is an empty list: connect the transform output of Align Face")
+        # A transform saved as JSON (to_dict) comes back as a dict; anything else is refused by unalign_face.
+        transforms = [A.AlignTransform.from_dict(t) if isinstance(t, dict) else t for t in transforms]
         counts = {original.shape[0], edited.shape[0], len(transforms)}
         n = max(counts)
         if counts - {1, n}:
@@ -154,6 +179,8 @@ class UnalignFace:
                                    f"edit(s), {len(transforms)} transform(s); each must be 1 or the same number")
         if mask is not None and mask.ndim == 2:
             mask = mask[None]
+        if mask is not None and (mask.ndim != 3 or mask.shape[0] not in (1, n)):
+            raise A.AlignmentError(f"mask must be one [H, W] mask or a batch of {n}, got shape {tuple(mask.shape)}")
         out = []
         for i in range(n):
             comfy_env.throw_if_interrupted()

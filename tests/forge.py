@@ -486,3 +486,65 @@ def write_rosinality_pt(fx: Fixture, path: Path, *, latent_avg: bool = True, arg
     path = Path(path)
     torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy_format)
     return path
+
+
+# --- issue 13: face alignment and landmarks ---------------------------------------------------------------------
+# Hostile landmark texts, POSE_KEYPOINT frames and alignment transforms, as a user (or a crafted workflow) can hand
+# them to Align Face / Unalign Face. Each builder is deterministic and makes only what it names.
+
+def ibug_face(cx: float = 100.0, cy: float = 100.0, s: float = 40.0) -> list[list[float]]:
+    """68 iBUG points of a schematic upright face: eye centres s apart at (cx -/+ s/2, cy), mouth corners at
+    (cx -/+ s/3, cy + 0.9 s); the other points sit at the face's centre. Plain floats, ready for json.dumps."""
+    pts = [[cx, cy + 0.5 * s] for _ in range(68)]
+    ring = [(-3, 0), (-1, -1), (1, -1), (3, 0), (1, 1), (-1, 1)]
+    for k, (dx, dy) in enumerate(ring):
+        pts[36 + k] = [cx - s / 2 + dx * s / 40, cy + dy * s / 40]
+        pts[42 + k] = [cx + s / 2 + dx * s / 40, cy + dy * s / 40]
+    pts[48], pts[54] = [cx - s / 3, cy + 0.9 * s], [cx + s / 3, cy + 0.9 * s]
+    return pts
+
+
+def deeply_nested_json(depth: int = 100_000) -> str:
+    """`[[[...]]]` nested `depth` times: Python's JSON parser recurses once per level (RecursionError)."""
+    return "[" * depth + "]" * depth
+
+
+def huge_landmarks_json(min_chars: int) -> str:
+    """Valid JSON, a list of 68-point faces, at least `min_chars` long (to test the size bound before parsing)."""
+    face = json.dumps(ibug_face())
+    count = min_chars // (len(face) + 2) + 1
+    return "[" + ", ".join([face] * count) + "]"
+
+
+def landmarks_json_with(token: str, point: int = 40, axis: int = 0) -> str:
+    """One 68-point face as JSON text with coordinate `axis` of point `point` (0-based) replaced by the raw JSON
+    `token` ("NaN", "Infinity", "1e400", a 5,000-digit integer, '"12"', "true", "null", "[1, 2]", ...)."""
+    pts = ibug_face()
+    marker = 987654.125
+    pts[point][axis] = marker
+    return json.dumps(pts).replace(repr(marker), token, 1)
+
+
+def pose_frame(points: list[list[float]], confidence: float = 0.9, canvas: tuple[Any, Any] = (200, 200),
+               **person: Any) -> dict:
+    """A ComfyUI POSE_KEYPOINT frame with one person whose face is `points` (flattened to x, y, c triples);
+    `person` entries override that person's fields (e.g. face_keypoints_2d="abc")."""
+    flat = [v for x, y in points for v in (x, y, confidence)]
+    return {"people": [{"face_keypoints_2d": flat, **person}], "canvas_width": canvas[0],
+            "canvas_height": canvas[1]}
+
+
+def hostile_transforms() -> dict[str, dict]:
+    """Alignment transforms (as `AlignTransform.to_dict` writes them) that no Align Face could have made."""
+    square = [[0.0, 0.0], [0.0, 10.0], [10.0, 10.0], [10.0, 0.0]]
+    return {
+        "nan corner": {"quad": [[float("nan"), 0.0]] + square[1:], "source_size": [20, 20], "output_size": 8},
+        "inf corner": {"quad": [[float("inf"), 0.0]] + square[1:], "source_size": [20, 20], "output_size": 8},
+        "1e308 corners": {"quad": [[1e308, 0.0], [0.0, 10.0], [10.0, 10.0], [-1e308, 0.0]], "source_size": [20, 20],
+                          "output_size": 8},
+        "zero source": {"quad": square, "source_size": [0, 0], "output_size": 8},
+        "3 corners": {"quad": square[:3], "source_size": [20, 20], "output_size": 8},
+        "huge output": {"quad": square, "source_size": [20, 20], "output_size": 10**9},
+        "string size": {"quad": square, "source_size": ["big", 20], "output_size": 8},
+        "1e400 output": {"quad": square, "source_size": [20, 20], "output_size": float("inf")},
+    }
