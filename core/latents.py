@@ -224,6 +224,23 @@ def seeds_to_z(seeds: Sequence[int], z_dim: int, *, seed_mode: str = "nvidia") -
     return torch.cat(rows)
 
 
+def batch_seeds(seed: int, batch_size: int) -> list[int]:
+    """[seed, seed + 1, ..., seed + batch_size - 1], with the count and the last seed checked before the list is
+    made (LatentError saying which input to change)."""
+    seed, batch_size = int(seed), int(batch_size)
+    if batch_size < 1:
+        raise LatentError(f"batch_size must be at least 1, got {batch_size}")
+    check_latent_count(batch_size, f"batch_size {batch_size:,}", split=f"use a batch_size of at most "
+                                                                     f"{MAX_LATENTS:,} and several runs")
+    if not 0 <= seed <= MAX_SEED:
+        raise LatentError(f"seed {seed} is outside 0..{MAX_SEED} (2**32 - 1), the seeds NVIDIA's seed mode (numpy "
+                          f"RandomState) accepts; choose a seed in that range")
+    if seed + batch_size - 1 > MAX_SEED:
+        raise LatentError(f"seed {seed} with batch_size {batch_size} runs past the largest seed {MAX_SEED} "
+                          f"(2**32 - 1); choose a seed of at most {MAX_SEED - batch_size + 1}")
+    return list(range(seed, seed + batch_size))
+
+
 SEED_SYNTAX = "write seeds like '1,2,5-8' (whole numbers 0..4294967295; a range 'low-high' includes both ends)"
 _SEED_PART = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")  # ASCII digits only: int() would read '²' or '٣'
 
@@ -650,5 +667,5 @@ __all__ = [
     "Latent", "GeneratorRef", "generator_ref", "check_compatible", "seeds_to_z", "parse_seeds", "sample_latents",
     "latent_to_ws", "latent_to_styles", "styles_to_latent", "convert_latent", "synthesize", "slerp", "interpolate_latents", "interpolation_times",
     "style_mix_layers", "parse_layers", "mix_styles", "save_latent", "load_latent", "layer_resolutions",
-    "LatentFileError", "check_latent_count", "check_truncation", "MAX_LATENTS", "MAX_SEED",
+    "LatentFileError", "check_latent_count", "batch_seeds", "check_truncation", "MAX_LATENTS", "MAX_SEED",
 ]
