@@ -261,8 +261,7 @@ def parse_seeds(text: str) -> list[int]:
     most MAX_LATENTS seeds: the count is checked before any list is built. LatentError (a ValueError) names the
     part that cannot be read.
     """
-    ranges: list[tuple[int, int]] = []
-    count = 0
+    ranges: list[tuple[int, int]] = []  # every part is read and checked before any seed list is made
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         m = _SEED_PART.fullmatch(part)
         if m is None:
@@ -273,12 +272,13 @@ def parse_seeds(text: str) -> list[int]:
         hi = lo if m.group(2) is None else _seed_value(m.group(2), part)
         if hi < lo:
             raise LatentError(f"seed range {part!r} goes downwards; write it low-high: '{hi}-{lo}'")
-        count += hi - lo + 1
-        check_latent_count(count, f"the seed list {str(text)[:60]!r}" + ("..." if len(str(text)) > 60 else ""),
-                           split=f"split it into several lists of at most {MAX_LATENTS:,} seeds (e.g. "
-                                 f"'0-{MAX_LATENTS - 1}', then '{MAX_LATENTS}-{2 * MAX_LATENTS - 1}') and run them "
-                                 f"one after another")
         ranges.append((lo, hi))
+    text = str(text)
+    check_latent_count(sum(hi - lo + 1 for lo, hi in ranges), f"the seed list {text[:60]!r}" +
+                       ("..." if len(text) > 60 else ""),
+                       split=f"split it into several lists of at most {MAX_LATENTS:,} seeds (e.g. "
+                             f"'0-{MAX_LATENTS - 1}', then '{MAX_LATENTS}-{2 * MAX_LATENTS - 1}') and run them "
+                             f"one after another")
     if not ranges:
         raise LatentError(f"no seeds given; {SEED_SYNTAX}")
     return [seed for lo, hi in ranges for seed in range(lo, hi + 1)]
