@@ -116,7 +116,9 @@ class Latent:
                               f"{', '.join(map(str, expected))}], got {list(self.tensor.shape)}")
         if self.tensor.shape[0] == 0:
             raise LatentError("the latent is empty (a batch of 0); sample, load or invert at least one latent")
-        check_latent_count(int(self.tensor.shape[0]), "a latent")
+        if self.tensor.shape[0] > MAX_LATENTS:
+            raise LatentError(f"a latent batch holds at most {MAX_LATENTS:,} latents (a cap that keeps one input from "
+                              f"filling memory), got {self.tensor.shape[0]:,}; split the work into smaller batches")
         if not torch.isfinite(self.tensor).all():
             raise LatentError("the latent contains NaN or infinite values; re-create it (an optimisation "
                               "that diverged produces these)")
@@ -207,10 +209,10 @@ def seeds_to_z(seeds: Sequence[int], z_dim: int, *, seed_mode: str = "nvidia") -
     """
     if seed_mode not in SEED_MODES:
         raise ValueError(f"seed_mode must be one of {SEED_MODES}, got {seed_mode!r}")
-    seeds = list(seeds)
-    if not seeds:
+    if not len(seeds):
         raise LatentError("no seeds given: at least one seed is needed")
-    check_latent_count(len(seeds), f"a list of {len(seeds):,} seeds")
+    check_latent_count(len(seeds), f"a list of {len(seeds):,} seeds")  # before the list is copied
+    seeds = list(seeds)
     for seed in seeds:
         if not 0 <= int(seed) <= MAX_SEED:
             raise LatentError(f"seed {int(seed)} is outside 0..{MAX_SEED} (2**32 - 1), the seeds NVIDIA's seed "

@@ -149,6 +149,8 @@ def test_seeds_to_z_checks_every_seed_and_the_count():
         L.seeds_to_z(range(10_001), 4)
     with pytest.raises(core.LatentError, match="no seeds given"):
         L.seeds_to_z([], 4)
+    peak, error = peak_python_bytes(lambda: L.seeds_to_z(range(10 ** 9), 4))
+    assert "asks for 1,000,000,000 latents" in str(error) and peak < 1_000_000, peak
 
 
 def test_interpolation_frames_times_pairs_are_capped_before_any_work(G, monkeypatch):
@@ -289,9 +291,8 @@ def _bad_latent_files(G, Gc):
          "the latent file holds an invalid latent: a w+ latent for tiny-stylegan2 must have shape [N, 8, 16], got "
          f"[2, 16]. {invalid}"),
         ("too-many", lambda p: forge.write_latent_file(p, torch.zeros(10_001, 1), dict(ref, w_dim=1)),
-         "the latent file holds an invalid latent: a latent asks for 10,001 latents, more than the 10,000 one "
-         f"request may make (a cap that keeps one input from filling memory); make them in parts of at most "
-         f"10,000. {invalid}"),
+         "the latent file holds an invalid latent: a latent batch holds at most 10,000 latents (a cap that keeps "
+         f"one input from filling memory), got 10,001; split the work into smaller batches. {invalid}"),
         ("c-inf", lambda p: forge.write_latent_file(p, zc.tensor, refc, space="z", c=nan_c),
          "the latent file holds an invalid latent: the class labels c contain NaN or infinite values; labels are "
          f"one-hot rows (choose the class again). {invalid}"),
