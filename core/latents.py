@@ -57,10 +57,12 @@ class GeneratorRef:
         # a puzzling shape mismatch ("must have shape [N, '512']").
         for name in ("name", "fingerprint", "arch"):
             if not isinstance(getattr(self, name), str):
-                raise ValueError(f"generator field {name!r} must be a string, got {getattr(self, name)!r}")
+                raise TypeError(f"generator field {name!r} must be a string, got {getattr(self, name)!r}")
         for name, low in (("z_dim", 1), ("w_dim", 1), ("num_ws", 1), ("c_dim", 0), ("s_dim", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"generator field {name!r} must be a whole number >= {low}, got {value!r}")
+            if value < low:
                 raise ValueError(f"generator field {name!r} must be a whole number >= {low}, got {value!r}")
 
     def to_dict(self) -> dict:
@@ -68,8 +70,8 @@ class GeneratorRef:
 
     @staticmethod
     def from_json(text: str) -> "GeneratorRef":
-        """The reference `json.dumps(ref.to_dict())` describes; ValueError when it describes none (not JSON, not
-        an object, a field missing, unknown or of the wrong type)."""
+        """The reference `json.dumps(ref.to_dict())` describes. ValueError when the text is not a JSON object or a
+        value is out of range, TypeError when a field is missing, unknown or of the wrong type."""
         fields = json.loads(text)
         if not isinstance(fields, dict):
             raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
@@ -77,7 +79,7 @@ class GeneratorRef:
         unknown = sorted(map(str, set(fields) - known))
         missing = sorted(known - set(fields) - {"s_dim"})  # s_dim: absent in files written before S latents
         if unknown or missing:
-            raise ValueError(f"expected the fields {sorted(known)}; " +
+            raise TypeError(f"expected the fields {sorted(known)}; " +
                              "; ".join(f"{label} {names}" for label, names in (("unknown:", unknown),
                                                                                ("missing:", missing)) if names))
         return GeneratorRef(**fields)

@@ -249,17 +249,17 @@ def _bad_latent_files(G, Gc):
          "latent metadata field 'truncation_cutoff' is invalid (ValueError: expected empty (every layer) or a whole "
          f"number in 0..8 (the generator's num_ws), got {'9' * 40!r}); {damaged}"),
         ("w_dim-string", lambda p: forge.write_latent_file(p, w, dict(ref, w_dim="16")),
-         "latent metadata field 'generator' is invalid (ValueError: generator field 'w_dim' must be a whole number "
+         "latent metadata field 'generator' is invalid (TypeError: generator field 'w_dim' must be a whole number "
          f">= 1, got '16'); {damaged}"),
         ("num_ws-zero", lambda p: forge.write_latent_file(p, w, dict(ref, num_ws=0)),
          "latent metadata field 'generator' is invalid (ValueError: generator field 'num_ws' must be a whole number "
          f">= 1, got 0); {damaged}"),
         ("generator-unknown-field", lambda p: forge.write_latent_file(p, w, dict(ref, evil=1)),
-         "latent metadata field 'generator' is invalid (ValueError: expected the fields ['arch', 'c_dim', "
+         "latent metadata field 'generator' is invalid (TypeError: expected the fields ['arch', 'c_dim', "
          "'fingerprint', 'name', 'num_ws', 's_dim', 'w_dim', 'z_dim']; unknown: ['evil']); " + damaged),
         ("generator-missing-field", lambda p: forge.write_latent_file(p, w, {k: v for k, v in ref.items()
                                                                              if k != "z_dim"}),
-         "latent metadata field 'generator' is invalid (ValueError: expected the fields ['arch', 'c_dim', "
+         "latent metadata field 'generator' is invalid (TypeError: expected the fields ['arch', 'c_dim', "
          "'fingerprint', 'name', 'num_ws', 's_dim', 'w_dim', 'z_dim']; missing: ['z_dim']); " + damaged),
         ("generator-list", lambda p: forge.write_latent_file(p, w, [1, 2]),
          f"latent metadata field 'generator' is invalid (ValueError: expected a JSON object, got list); {damaged}"),
@@ -365,7 +365,7 @@ def _bad_delta_files(G):
          "weight delta metadata field 'kind' is invalid (ValueError: expected a short name of letters, digits, '_' "
          f"or '-' (like 'pti'), got '../../x'); {damaged}"),
         ("base-w_dim-string", lambda p: forge.write_delta_file(p, ok, dict(ref, w_dim="16")),
-         "weight delta metadata field 'base' is invalid (ValueError: generator field 'w_dim' must be a whole number "
+         "weight delta metadata field 'base' is invalid (TypeError: generator field 'w_dim' must be a whole number "
          f">= 1, got '16'); {damaged}"),
         ("metadata-list", lambda p: forge.write_delta_file(p, ok, ref, metadata=[1]),
          f"weight delta metadata field 'metadata' is invalid (ValueError: expected a JSON object, got list); "
