@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -82,12 +85,25 @@ def apply_weight_delta(G: Generator, delta: WeightDelta, *, scale: float = 1.0,
         CheckpointError: the delta was made for a different generator (shapes or weights differ); set
             `check_base=False` to apply it to a same-shaped fine-tune anyway.
     """
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+        raise ValueError(f"the delta's scale (strength) must be a finite number, got {scale!r}")
     ref = generator_ref(G)
     state = G.state_dict()
     for name, d in delta.tensors.items():
-        if name not in state or tuple(state[name].shape) != tuple(d.shape):
+        if name not in state:
             raise CheckpointError(f"this {delta.kind} delta was made for {delta.base.name} and does not fit "
-                                  f"{G.info.name} (tensor {name!r}); load the generator it was made for")
+                                  f"{G.info.name}: it has no tensor {name[:80]!r}; load the generator it was made for")
+        if tuple(state[name].shape) != tuple(d.shape):
+            raise CheckpointError(f"this {delta.kind} delta was made for {delta.base.name} and does not fit "
+                                  f"{G.info.name}: tensor {name!r} is {list(d.shape)} in the delta but "
+                                  f"{list(state[name].shape)} in the generator; load the generator it was made for")
+        if not state[name].is_floating_point() or not d.is_floating_point():
+            raise CheckpointError(f"this {delta.kind} delta changes {name!r}, which is not a floating-point weight "
+                                  f"(delta {d.dtype}, generator {state[name].dtype}); only weights can be tuned, so "
+                                  f"the delta is damaged or was not written by StyleGAN Studio")
+        if not torch.isfinite(d).all():
+            raise CheckpointError(f"this {delta.kind} delta holds NaN or infinite values in {name!r}; applying it "
+                                  f"would break the generator: make the delta again")
     if check_base and ref.fingerprint != delta.base.fingerprint:
         raise CheckpointError(f"this {delta.kind} delta was made for {delta.base.name} (fingerprint "
                               f"{delta.base.fingerprint}) but {G.info.name} has different weights ({ref.fingerprint}); "
@@ -98,8 +114,9 @@ def apply_weight_delta(G: Generator, delta: WeightDelta, *, scale: float = 1.0,
         for name, d in delta.tensors.items():
             target[name].add_(d.to(target[name].device, torch.float32).to(target[name].dtype), alpha=float(scale))
     G2.info.name = f"{G.info.name}+{delta.kind}" if scale == 1 else f"{G.info.name}+{scale:g}x{delta.kind}"
-    G2.info.extra["deltas"] = list(G.info.extra.get("deltas", [])) + [dict(kind=delta.kind, scale=float(scale),
-                                                                          **delta.metadata)]
+    # kind and scale last: a delta's own metadata may hold keys of the same name, but never overrides them.
+    G2.info.extra["deltas"] = list(G.info.extra.get("deltas", [])) + [{**delta.metadata, "kind": delta.kind,
+                                                                       "scale": float(scale)}]
     return G2
 
 
@@ -119,16 +136,38 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _parse_kind(text: str) -> str:
+    # The kind becomes part of the tuned generator's name, so it is a short plain word ('pti', 'noise').
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", text):
+        raise ValueError(f"expected a short name of letters, digits, '_' or '-' (like 'pti'), got {text[:40]!r}")
+    return text
+
+
 def load_weight_delta(path: Union[str, Path]) -> WeightDelta:
     """Read a delta written by `save_weight_delta`.
+
+    The metadata (base generator identity, kind, extra fields) and every tensor (floating point, finite) are
+    checked here; shapes are checked against the generator by `apply_weight_delta`. Sizes declared in the file's
+    header are checked against the file by the safetensors reader before anything is read.
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: naming the file and what is wrong: unreadable, not a weight delta, a metadata field
-            missing or invalid.
+            missing or invalid, no tensors, a tensor that is not floating point or holds NaN / infinite values.
     """
     path = Path(path)
     tensors, meta = read_safetensors(path, what="weight delta", format=DELTA_FORMAT, hint=DELTA_HINT)
     base = meta_field(meta, "base", path, "weight delta", parse=GeneratorRef.from_json, hint=DELTA_HINT)
     extra = meta_field(meta, "metadata", path, "weight delta", parse=_json_object, default={}, hint=DELTA_HINT)
-    return WeightDelta(tensors, base, meta.get("kind", "pti"), extra)
+    kind = meta_field(meta, "kind", path, "weight delta", parse=_parse_kind, default="pti", hint=DELTA_HINT)
+    if not tensors:
+        raise CheckpointError(f"{path}: the weight delta holds no tensors, so there is nothing to apply; "
+                              f"{DELTA_HINT}")
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise CheckpointError(f"{path}: weight delta tensor {name[:80]!r} has dtype {t.dtype}; deltas are "
+                                  f"float32, float16 or bfloat16; {DELTA_HINT}")
+        if not torch.isfinite(t).all():
+            raise CheckpointError(f"{path}: weight delta tensor {name[:80]!r} holds NaN or infinite values; "
+                                  f"applying it would break the generator: make the delta again ({DELTA_HINT})")
+    return WeightDelta(tensors, base, kind, extra)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ DEFAULT_TRUNCATION_PSI = 1.0
 DEFAULT_NOISE_MODE = "const"
 DEFAULT_CHUNK_SIZE = 4
 
+# The most latents one request may make or hold: a seed list, a batch, interpolation frames (pairs x frames), a
+# latent file. 10,000 w+ latents of a 1024 px model are 0.37 GB, their images far more; a longer video is made in
+# parts. Every producer checks its count against this before it allocates anything (`check_latent_count`).
+MAX_LATENTS = 10_000
+MAX_SEED = 2 ** 32 - 1                     # numpy's RandomState (NVIDIA's seed mode) takes seeds 0..2**32 - 1
+
 
 @dataclass(frozen=True)
 class GeneratorRef:
@@ -45,15 +52,36 @@ class GeneratorRef:
     c_dim: int
     s_dim: int = 0                         # S channels (core.networks.style_space); 0 in files written before S latents
 
+    def __post_init__(self) -> None:
+        # A reference read from a file is checked field by field: a string w_dim would otherwise surface later as
+        # a puzzling shape mismatch ("must have shape [N, '512']").
+        for name in ("name", "fingerprint", "arch"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"generator field {name!r} must be a string, got {getattr(self, name)!r}")
+        for name, low in (("z_dim", 1), ("w_dim", 1), ("num_ws", 1), ("c_dim", 0), ("s_dim", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"generator field {name!r} must be a whole number >= {low}, got {value!r}")
+            if value < low:
+                raise ValueError(f"generator field {name!r} must be a whole number >= {low}, got {value!r}")
+
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
     @staticmethod
     def from_json(text: str) -> "GeneratorRef":
-        """The reference `json.dumps(ref.to_dict())` describes; ValueError or TypeError when it describes none."""
+        """The reference `json.dumps(ref.to_dict())` describes. ValueError when the text is not a JSON object or a
+        value is out of range, TypeError when a field is missing, unknown or of the wrong type."""
         fields = json.loads(text)
         if not isinstance(fields, dict):
             raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
+        known = {f for f in GeneratorRef.__dataclass_fields__}
+        unknown = sorted(map(str, set(fields) - known))
+        missing = sorted(known - set(fields) - {"s_dim"})  # s_dim: absent in files written before S latents
+        if unknown or missing:
+            raise TypeError(f"expected the fields {sorted(known)}; " +
+                             "; ".join(f"{label} {names}" for label, names in (("unknown:", unknown),
+                                                                               ("missing:", missing)) if names))
         return GeneratorRef(**fields)
 
 
@@ -81,13 +109,33 @@ class Latent:
         if self.space == "s" and g.s_dim <= 0:
             raise LatentError(f"an s latent needs the S channel count of {g.name}; make it with "
                               f"core.latents.styles_to_latent")
+        if not isinstance(self.tensor, torch.Tensor) or not self.tensor.is_floating_point():
+            kind = self.tensor.dtype if isinstance(self.tensor, torch.Tensor) else type(self.tensor).__name__
+            raise LatentError(f"a latent must be a floating-point tensor, got {kind}")
         expected = {"z": [g.z_dim], "w": [g.w_dim], "w+": [g.num_ws, g.w_dim], "s": [g.s_dim]}[self.space]
         if self.tensor.ndim != len(expected) + 1 or list(self.tensor.shape[1:]) != expected:
             raise LatentError(f"a {self.space} latent for {g.name} must have shape [N, "
                               f"{', '.join(map(str, expected))}], got {list(self.tensor.shape)}")
+        if self.tensor.shape[0] == 0:
+            raise LatentError("the latent is empty (a batch of 0); sample, load or invert at least one latent")
+        if self.tensor.shape[0] > MAX_LATENTS:
+            raise LatentError(f"a latent batch holds at most {MAX_LATENTS:,} latents (a cap that keeps one input from "
+                              f"filling memory), got {self.tensor.shape[0]:,}; split the work into smaller batches")
         if not torch.isfinite(self.tensor).all():
             raise LatentError("the latent contains NaN or infinite values; re-create it (an optimisation "
                               "that diverged produces these)")
+        check_truncation(self.truncation_psi, self.truncation_cutoff, g.num_ws)
+        if self.c is not None:
+            n = self.tensor.shape[0]
+            if not isinstance(self.c, torch.Tensor) or not self.c.is_floating_point():
+                raise LatentError(f"class labels c must be a floating-point tensor, got "
+                                  f"{getattr(self.c, 'dtype', type(self.c).__name__)}")
+            if self.c.ndim != 2 or self.c.shape[1] != g.c_dim or self.c.shape[0] not in (1, n):
+                raise LatentError(f"class labels c for {g.name} must have shape [{n} or 1, {g.c_dim}], got "
+                                  f"{list(self.c.shape)}")
+            if not torch.isfinite(self.c).all():
+                raise LatentError("the class labels c contain NaN or infinite values; labels are one-hot rows "
+                                  "(choose the class again)")
 
     @property
     def batch_size(self) -> int:
@@ -95,6 +143,32 @@ class Latent:
 
     def describe(self) -> str:
         return f"{self.batch_size} x {self.space} latent for {self.generator.name} ({self.generator.arch})"
+
+
+def check_latent_count(count: int, what: str, *, split: str = "") -> int:
+    """`count` when it is at most MAX_LATENTS; LatentError saying the cap and how to split the work otherwise.
+
+    Called with the count a request *asks for*, before anything is allocated. `what` names the request ("the
+    seed list '0-99999'"); `split` says how to split it (a default is given).
+    """
+    count = int(count)
+    if count > MAX_LATENTS:
+        split = split or f"make them in parts of at most {MAX_LATENTS:,}"
+        raise LatentError(f"{what} asks for {count:,} latents, more than the {MAX_LATENTS:,} one request may make "
+                          f"(a cap that keeps one input from filling memory); {split}")
+    return count
+
+
+def check_truncation(truncation_psi: float, truncation_cutoff: Optional[int], num_ws: int) -> None:
+    """LatentError unless psi is a finite number and the cutoff None or a whole number in 0..num_ws."""
+    if isinstance(truncation_psi, bool) or not isinstance(truncation_psi, numbers.Real) or \
+            not math.isfinite(truncation_psi):
+        raise LatentError(f"truncation_psi must be a finite number (1 = no truncation), got {truncation_psi!r}")
+    if truncation_cutoff is not None and (isinstance(truncation_cutoff, bool) or
+                                          not isinstance(truncation_cutoff, numbers.Integral) or
+                                          not 0 <= truncation_cutoff <= num_ws):
+        raise LatentError(f"truncation_cutoff must be empty (every layer) or a whole number in 0..{num_ws} "
+                          f"(the generator's num_ws), got {truncation_cutoff!r}")
 
 
 def generator_ref(G: Generator) -> GeneratorRef:
@@ -130,18 +204,23 @@ def check_compatible(latent: Latent, G: Generator) -> None:
 
 
 def seeds_to_z(seeds: Sequence[int], z_dim: int, *, seed_mode: str = "nvidia") -> torch.Tensor:
-    """z `[len(seeds), z_dim]` float32 from integer seeds.
+    """z `[len(seeds), z_dim]` float32 from integer seeds (1..MAX_LATENTS of them, each 0..MAX_SEED).
 
     seed_mode 'nvidia' reproduces NVIDIA's gen_images.py / generate.py exactly
     (`np.random.RandomState(seed).randn(1, z_dim)`); 'torch' uses `torch.Generator().manual_seed(seed)`.
     """
     if seed_mode not in SEED_MODES:
         raise ValueError(f"seed_mode must be one of {SEED_MODES}, got {seed_mode!r}")
-    rows = []
+    if not len(seeds):
+        raise LatentError("no seeds given: at least one seed is needed")
+    check_latent_count(len(seeds), f"a list of {len(seeds):,} seeds")  # before the list is copied
+    seeds = list(seeds)
     for seed in seeds:
-        seed = int(seed)
-        if not 0 <= seed < 2 ** 32:
-            raise ValueError(f"seeds must be in [0, 2**32), got {seed}")
+        if not 0 <= int(seed) <= MAX_SEED:
+            raise LatentError(f"seed {int(seed)} is outside 0..{MAX_SEED} (2**32 - 1), the seeds NVIDIA's seed "
+                              f"mode (numpy RandomState) accepts; choose a seed in that range")
+    rows = []
+    for seed in map(int, seeds):
         if seed_mode == "nvidia":
             rows.append(torch.from_numpy(np.random.RandomState(seed).randn(1, z_dim)).float())
         else:
@@ -149,23 +228,64 @@ def seeds_to_z(seeds: Sequence[int], z_dim: int, *, seed_mode: str = "nvidia") -
     return torch.cat(rows)
 
 
+def batch_seeds(seed: int, batch_size: int) -> list[int]:
+    """[seed, seed + 1, ..., seed + batch_size - 1], with the count and the last seed checked before the list is
+    made (LatentError saying which input to change)."""
+    seed, batch_size = int(seed), int(batch_size)
+    if batch_size < 1:
+        raise LatentError(f"batch_size must be at least 1, got {batch_size}")
+    check_latent_count(batch_size, f"batch_size {batch_size:,}", split=f"use a batch_size of at most "
+                                                                     f"{MAX_LATENTS:,} and several runs")
+    if not 0 <= seed <= MAX_SEED:
+        raise LatentError(f"seed {seed} is outside 0..{MAX_SEED} (2**32 - 1), the seeds NVIDIA's seed mode (numpy "
+                          f"RandomState) accepts; choose a seed in that range")
+    if seed + batch_size - 1 > MAX_SEED:
+        raise LatentError(f"seed {seed} with batch_size {batch_size} runs past the largest seed {MAX_SEED} "
+                          f"(2**32 - 1); choose a seed of at most {MAX_SEED - batch_size + 1}")
+    return list(range(seed, seed + batch_size))
+
+
+SEED_SYNTAX = "write seeds like '1,2,5-8' (whole numbers 0..4294967295; a range 'low-high' includes both ends)"
+_SEED_PART = re.compile(r"([0-9]+)(?:\s*-\s*([0-9]+))?")  # ASCII digits only: int() would read '²' or '٣'
+
+
+def _seed_value(digits: str, part: str) -> int:
+    # Length first: int() of thousands of digits is slow (and refused by Python >= 3.11 past 4300 digits).
+    if len(digits.lstrip("0")) > len(str(MAX_SEED)) or int(digits) > MAX_SEED:
+        raise LatentError(f"seed {digits if len(digits) <= 20 else digits[:20] + '...'} in {part[:40]!r} is larger "
+                          f"than {MAX_SEED} (2**32 - 1), the largest seed NVIDIA's seed mode (numpy RandomState) "
+                          f"accepts; {SEED_SYNTAX}")
+    return int(digits)
+
+
 def parse_seeds(text: str) -> list[int]:
-    """Parse '1,2,5-8' into [1, 2, 5, 6, 7, 8]."""
-    seeds: list[int] = []
+    """Parse '1,2,5-8' into [1, 2, 5, 6, 7, 8].
+
+    Seeds are whole numbers 0..MAX_SEED; ranges go upwards and include both ends. The whole list may ask for at
+    most MAX_LATENTS seeds: the count is checked before any list is built. LatentError (a ValueError) names the
+    part that cannot be read.
+    """
+    ranges: list[tuple[int, int]] = []  # every part is read and checked before any seed list is made
     for part in filter(None, (p.strip() for p in str(text).split(","))):
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo or hi - lo > 10_000:
-                raise ValueError(f"seed range {part!r} must go upwards and hold at most 10,000 seeds")
-            seeds.extend(range(lo, hi + 1))
-        elif part.isdigit():
-            seeds.append(int(part))
-        else:
-            raise ValueError(f"cannot read seed {part!r}; write seeds like '1,2,5-8'")
-    if not seeds:
-        raise ValueError("no seeds given; write seeds like '1,2,5-8'")
-    return seeds
+        m = _SEED_PART.fullmatch(part)
+        if m is None:
+            if re.fullmatch(r"-\s*[0-9]+(\s*-\s*-?\s*[0-9]+)?", part):
+                raise LatentError(f"seed {part!r} is negative; {SEED_SYNTAX}")
+            raise LatentError(f"cannot read seed {part[:40]!r}; {SEED_SYNTAX}")
+        lo = _seed_value(m.group(1), part)
+        hi = lo if m.group(2) is None else _seed_value(m.group(2), part)
+        if hi < lo:
+            raise LatentError(f"seed range {part!r} goes downwards; write it low-high: '{hi}-{lo}'")
+        ranges.append((lo, hi))
+    text = str(text)
+    check_latent_count(sum(hi - lo + 1 for lo, hi in ranges), f"the seed list {text[:60]!r}" +
+                       ("..." if len(text) > 60 else ""),
+                       split=f"split it into several lists of at most {MAX_LATENTS:,} seeds (e.g. "
+                             f"'0-{MAX_LATENTS - 1}', then '{MAX_LATENTS}-{2 * MAX_LATENTS - 1}') and run them "
+                             f"one after another")
+    if not ranges:
+        raise LatentError(f"no seeds given; {SEED_SYNTAX}")
+    return [seed for lo, hi in ranges for seed in range(lo, hi + 1)]
 
 
 def class_labels(G: Generator, class_idx: Optional[int], n: int) -> Optional[torch.Tensor]:
@@ -191,11 +311,11 @@ def sample_latents(G: Generator, seeds: Sequence[int], *, space: str = "w",
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}; for S, convert a w latent with "
                          f"convert_latent(G, latent, 's')")
+    # Checked before the seeds are turned into z, so a bad value costs nothing and never renders NaN images.
+    check_truncation(truncation_psi, truncation_cutoff, G.num_ws)
     z = seeds_to_z(seeds, G.z_dim, seed_mode=seed_mode)
     c = class_labels(G, class_idx, len(z))
     ref = generator_ref(G)
-    if truncation_cutoff is not None and not 0 <= int(truncation_cutoff) <= G.num_ws:
-        raise ValueError(f"truncation_cutoff must be in 0..{G.num_ws} for {G.info.name}, got {truncation_cutoff}")
     if space == "z":
         return Latent(z, "z", ref, c, float(truncation_psi), truncation_cutoff)
     device = G.w_avg.device
@@ -324,10 +444,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, eps: float = 1e-6) 
     return (s * a64 + e * b64).to(a.dtype)
 
 
-def interpolation_times(num_frames: int) -> torch.Tensor:
-    """t_i = i / (num_frames - 1): both endpoints included."""
+def interpolation_times(num_frames: int, pairs: int = 1) -> torch.Tensor:
+    """t_i = i / (num_frames - 1): both endpoints included.
+
+    `pairs` x `num_frames` latents will be made from these times: more than MAX_LATENTS is refused here, before
+    anything is computed.
+    """
+    if isinstance(num_frames, bool) or not isinstance(num_frames, numbers.Integral):
+        raise ValueError(f"num_frames must be a whole number, got {num_frames!r}")
     if num_frames < 2:
         raise ValueError(f"num_frames must be at least 2 (both endpoints), got {num_frames}")
+    check_latent_count(int(pairs) * int(num_frames), f"{pairs} pair(s) x {num_frames} frames",
+                       split=f"use fewer frames or fewer pairs per run (at most {MAX_LATENTS:,} frames in all), "
+                             f"and join the parts in the video node")
     return torch.arange(num_frames, dtype=torch.float64) / (num_frames - 1)
 
 
@@ -346,6 +475,7 @@ def interpolate_latents(a: Latent, b: Latent, num_frames: int, *, method: str = 
     """
     if method not in INTERPOLATION_METHODS:
         raise ValueError(f"method must be one of {INTERPOLATION_METHODS}, got {method!r}")
+    interpolation_times(num_frames, max(a.batch_size, b.batch_size))  # checks the count before any work
     if a.generator.fingerprint != b.generator.fingerprint:
         if (a.generator.w_dim, a.generator.num_ws) != (b.generator.w_dim, b.generator.num_ws):
             raise LatentError(f"cannot interpolate between latents of {a.generator.name} and {b.generator.name}: "
@@ -373,7 +503,7 @@ def interpolate_latents(a: Latent, b: Latent, num_frames: int, *, method: str = 
         ta, tb = ta.expand(n, *ta.shape[1:]), tb.expand(n, *tb.shape[1:])
     if method == "auto":
         method = "slerp" if a.space == "z" else "lerp"
-    t = interpolation_times(num_frames).reshape(1, num_frames, *([1] * (ta.ndim - 1)))
+    t = interpolation_times(num_frames, len(ta)).reshape(1, num_frames, *([1] * (ta.ndim - 1)))
     A, B = ta.unsqueeze(1).double(), tb.unsqueeze(1).double()
     frames = slerp(A, B, t) if method == "slerp" else A + (B - A) * t
     frames[:, 0], frames[:, -1] = A[:, 0], B[:, 0]  # exact endpoints
@@ -452,6 +582,11 @@ def mix_styles(G: Generator, base: Latent, style: Latent, layers: Sequence[int])
 LATENT_HINT = "save latents with 'Save Latent'"
 
 
+class LatentFileError(LatentError, CheckpointError):
+    """A latent file is unreadable, malformed, or holds an invalid latent; the message names the file and the
+    field. It is a LatentError (what the file is about) and a CheckpointError (what file errors always were)."""
+
+
 def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
     """Write `latent` as `.safetensors` (atomically) with its space and generator identity in the metadata."""
     tensors = {"latent": latent.tensor.float()}
@@ -463,30 +598,78 @@ def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
     return write_safetensors(path, tensors, format=LATENT_FORMAT, metadata=meta)
 
 
+def _parse_space(text: str) -> str:
+    if text not in LATENT_SPACES:
+        raise ValueError(f"expected one of {LATENT_SPACES}, got {text[:40]!r}")
+    return text
+
+
+def _parse_psi(text: str) -> float:
+    psi = float(text)
+    if not math.isfinite(psi):
+        raise ValueError(f"expected a finite number (1 = no truncation), got {text[:40]!r}")
+    return psi
+
+
+def _cutoff_parser(num_ws: int) -> Callable[[str], Optional[int]]:
+    def parse(text: str) -> Optional[int]:
+        if not text:
+            return None
+        if not re.fullmatch(r"[0-9]{1,6}", text.strip()) or not 0 <= int(text) <= num_ws:
+            raise ValueError(f"expected empty (every layer) or a whole number in 0..{num_ws} (the generator's "
+                             f"num_ws), got {text[:40]!r}")
+        return int(text)
+    return parse
+
+
+def _file_tensor(path: Path, tensors: dict, name: str) -> Optional[torch.Tensor]:
+    t = tensors.get(name)
+    if t is not None and not t.is_floating_point():
+        raise LatentFileError(f"{path}: latent file tensor {name!r} has dtype {t.dtype}; latent files hold "
+                              f"floating-point tensors (float32); {LATENT_HINT}")
+    return t
+
+
 def load_latent(path: Union[str, os.PathLike]) -> Latent:
     """Read a latent written by `save_latent`.
 
+    Every field is checked before the latent is returned: the metadata (space, generator identity, truncation
+    psi and cutoff), the tensors' dtypes, shapes (against the declared generator), batch (1..MAX_LATENTS) and
+    values (finite latents and class labels). Sizes declared in the file's header are checked against the file
+    by the safetensors reader before anything is read.
+
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: naming the file and what is wrong: unreadable, not a latent file, a tensor or a metadata
-            field missing or invalid.
-        LatentError: the stored latent is invalid (wrong shape for its space, NaN).
+        LatentFileError (a LatentError and a CheckpointError): naming the file, the field or tensor, what it holds
+            and what was expected: unreadable, not a latent file, a tensor or a metadata field missing or invalid,
+            an invalid latent (wrong shape for its space, empty, too large a batch, NaN).
     """
     path = Path(path)
-    tensors, meta = read_safetensors(path, what="latent", format=LATENT_FORMAT, hint=LATENT_HINT)
-    if "latent" not in tensors:
-        raise CheckpointError(f"{path}: not a StyleGAN Studio latent (no 'latent' tensor; found {sorted(tensors)}); "
-                              f"{LATENT_HINT}")
-    ref = meta_field(meta, "generator", path, "latent", parse=GeneratorRef.from_json, hint=LATENT_HINT)
-    space = meta_field(meta, "space", path, "latent", parse=str, hint=LATENT_HINT)
-    psi = meta_field(meta, "truncation_psi", path, "latent", parse=float, default=1.0, hint=LATENT_HINT)
-    cutoff = meta_field(meta, "truncation_cutoff", path, "latent", parse=lambda v: int(v) if v else None,
-                        default=None, hint=LATENT_HINT)
-    return Latent(tensors["latent"].float(), space, ref, tensors.get("c"), float(psi), cutoff)
+    try:
+        tensors, meta = read_safetensors(path, what="latent", format=LATENT_FORMAT, hint=LATENT_HINT)
+        if "latent" not in tensors:
+            raise LatentFileError(f"{path}: not a StyleGAN Studio latent (no 'latent' tensor; found "
+                                  f"{sorted(tensors)[:10]}); {LATENT_HINT}")
+        ref = meta_field(meta, "generator", path, "latent", parse=GeneratorRef.from_json, hint=LATENT_HINT)
+        space = meta_field(meta, "space", path, "latent", parse=_parse_space, hint=LATENT_HINT)
+        psi = meta_field(meta, "truncation_psi", path, "latent", parse=_parse_psi, default=1.0, hint=LATENT_HINT)
+        cutoff = meta_field(meta, "truncation_cutoff", path, "latent", parse=_cutoff_parser(ref.num_ws),
+                            default=None, hint=LATENT_HINT)
+    except LatentFileError:
+        raise
+    except CheckpointError as e:  # the file helpers' errors already name the file and the field
+        raise LatentFileError(str(e)) from e
+    latent, c = _file_tensor(path, tensors, "latent"), _file_tensor(path, tensors, "c")
+    try:
+        return Latent(latent.float(), space, ref, None if c is None else c.float(), psi, cutoff)
+    except LatentError as e:
+        raise LatentFileError(f"{path}: the latent file holds an invalid latent: {e}. The file is damaged or was "
+                              f"not written by StyleGAN Studio; {LATENT_HINT}") from e
 
 
 __all__ = [
     "Latent", "GeneratorRef", "generator_ref", "check_compatible", "seeds_to_z", "parse_seeds", "sample_latents",
     "latent_to_ws", "latent_to_styles", "styles_to_latent", "convert_latent", "synthesize", "slerp", "interpolate_latents", "interpolation_times",
     "style_mix_layers", "parse_layers", "mix_styles", "save_latent", "load_latent", "layer_resolutions",
+    "LatentFileError", "check_latent_count", "batch_seeds", "check_truncation", "MAX_LATENTS", "MAX_SEED",
 ]

@@ -41,7 +41,7 @@ class SampleLatent:
             },
             "optional": {
                 "seed_list": ("STRING", {"default": "", "tooltip": "Explicit seeds like '1,2,5-8'; overrides seed "
-                              "and batch_size when not empty."}),
+                              f"and batch_size when not empty (at most {L.MAX_LATENTS:,} seeds)."}),
                 "class_idx": ("INT", {"default": 0, "min": 0, "max": 100000,
                                       "tooltip": "Class for conditional models; ignored by unconditional ones."}),
             },
@@ -49,7 +49,7 @@ class SampleLatent:
 
     def sample(self, generator, seed, batch_size, space, truncation_psi, truncation_cutoff, seed_mode,
                seed_list="", class_idx=0):
-        seeds = L.parse_seeds(seed_list) if seed_list.strip() else [seed + i for i in range(batch_size)]
+        seeds = L.parse_seeds(seed_list) if seed_list.strip() else L.batch_seeds(seed, batch_size)
         latent = L.sample_latents(generator, seeds, space=space, truncation_psi=truncation_psi,
                                   truncation_cutoff=truncation_cutoff or None, seed_mode=seed_mode,
                                   class_idx=class_idx if generator.c_dim else None)
@@ -108,8 +108,8 @@ class InterpolateLatents:
             "required": {
                 "latent_a": (LATENT, {"tooltip": "Start latent(s)."}),
                 "latent_b": (LATENT, {"tooltip": "End latent(s); same batch size as latent_a, or 1."}),
-                "num_frames": ("INT", {"default": 16, "min": 2, "max": 10000, "tooltip": "Frames per pair, "
-                               "including both endpoints."}),
+                "num_frames": ("INT", {"default": 16, "min": 2, "max": L.MAX_LATENTS, "tooltip": "Frames per "
+                               f"pair, including both endpoints (at most {L.MAX_LATENTS:,} frames in all)."}),
                 "method": (list(L.INTERPOLATION_METHODS), {"default": "auto", "tooltip": "auto: slerp for z, "
                            "lerp for w/w+."}),
             },

@@ -548,3 +548,74 @@ def hostile_transforms() -> dict[str, dict]:
         "string size": {"quad": square, "source_size": ["big", 20], "output_size": 8},
         "1e400 output": {"quad": square, "source_size": [20, 20], "output_size": float("inf")},
     }
+
+
+# --- issue 13: inversion inputs, latent and weight-delta files ------------------------------------------
+# Hostile latent / weight-delta files, written without the pack's writer (which refuses what these hold).
+
+SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                      torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def write_raw_safetensors(path: Path, header: dict, data: bytes = b"") -> Path:
+    """A safetensors file with exactly this `header` (tensor entries `{"dtype", "shape", "data_offsets"}` and
+    `"__metadata__"`) followed by `data`: the header may declare shapes and offsets the data does not hold."""
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path = Path(path)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    return path
+
+
+def write_tagged_safetensors(path: Path, tensors: TensorMap, metadata: dict[str, Any]) -> Path:
+    """A well-formed safetensors file holding `tensors` (any dtype, any values) and `metadata` (values that are
+    not strings are JSON-encoded, as the pack's writer does)."""
+    from safetensors.torch import save_file
+
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+    return Path(path)
+
+
+def latent_metadata(ref: dict, *, space: str = "w", **fields: Any) -> dict[str, Any]:
+    """The metadata Save Latent writes for a latent of the generator `ref` (GeneratorRef.to_dict()); `fields`
+    replace or add entries (a value None removes the entry)."""
+    meta: dict[str, Any] = {"format": "stylegan-studio-latent", "space": space, "generator": ref,
+                            "truncation_psi": "1.0", "truncation_cutoff": ""}
+    meta.update(fields)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def write_latent_file(path: Path, latent: torch.Tensor, ref: dict, *, c: Optional[torch.Tensor] = None,
+                      **fields: Any) -> Path:
+    """A latent file with tensor `latent` (and labels `c`) and Save Latent's metadata, `fields` replaced."""
+    tensors = {"latent": latent} if c is None else {"latent": latent, "c": c}
+    return write_tagged_safetensors(path, tensors, latent_metadata(ref, **fields))
+
+
+def write_huge_batch_latent(path: Path, ref: dict, *, batch: int = 100_000) -> Path:
+    """A tiny latent file whose header declares a `[batch, w_dim]` float32 latent but holds 16 bytes of data."""
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in latent_metadata(ref).items()}
+    size = batch * int(ref["w_dim"]) * 4
+    header = {"__metadata__": meta, "latent": {"dtype": "F32", "shape": [batch, int(ref["w_dim"])],
+                                               "data_offsets": [0, size]}}
+    return write_raw_safetensors(path, header, b"\0" * 16)
+
+
+def delta_metadata(ref: dict, **fields: Any) -> dict[str, Any]:
+    """The metadata Save Weight Delta writes for a delta of the generator `ref`; `fields` replace entries (None
+    removes one)."""
+    meta: dict[str, Any] = {"format": "stylegan-studio-weight-delta", "kind": "pti", "base": ref,
+                            "metadata": {"method": "pti", "steps": 3}}
+    meta.update(fields)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def write_delta_file(path: Path, tensors: TensorMap, ref: dict, **fields: Any) -> Path:
+    """A weight-delta file with `tensors` and Save Weight Delta's metadata, `fields` replaced."""
+    return write_tagged_safetensors(path, tensors, delta_metadata(ref, **fields))
+
+
+def nested_json(depth: int) -> str:
+    """A JSON text nested `depth` lists deep (json.loads raises RecursionError past ~1000)."""
+    return "[" * depth + "]" * depth

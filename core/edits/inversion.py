@@ -19,6 +19,7 @@ References (the numbers are those of each method's public code):
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from torch import nn
 from ..deltas import WeightDelta, clone_generator, compute_weight_delta
 from ..errors import LatentError
 from ..files import read_safetensors, write_safetensors
-from ..latents import Latent, generator_ref
+from ..latents import Latent, check_latent_count, generator_ref
 from ..log import logger
 from ..networks import Generator
 from ..optimize import (ProgressCallback, StepProgress, autograd_ready, check_finite, descend, has_inference_tensors,
@@ -131,17 +132,48 @@ class InversionResult:
 # Targets
 
 
+# Targets are images in [-1, 1], but a generator's raw output overshoots that range (a tiny random one reaches
+# ±4) and inverting such an output is a normal use, so the core accepts overshoot up to ±TARGET_MAX_ABS and
+# refuses only values no image in [-1, 1] has: another convention (0..255) that would be fitted silently and
+# badly. ComfyUI IMAGEs are checked more tightly, against [0, 1], where they are converted (nodes/convert.py).
+TARGET_MAX_ABS = 10.0
+MASK_RANGE_TOLERANCE = 0.125               # masks are in [0, 1]; values this far outside are rounding, not a mistake
+
+
+def _value_range(x: torch.Tensor) -> tuple[float, float]:
+    lo, hi = torch.aminmax(x.detach())
+    return float(lo), float(hi)
+
+
 def prepare_target(images: torch.Tensor, resolution: int) -> tuple[torch.Tensor, list[str]]:
     """Images `[N, C, H, W]` in [-1, 1] → `[N, 3, resolution, resolution]` in [-1, 1], plus notes.
 
     Grayscale is repeated to RGB, an alpha channel dropped, other sizes resized (area filter when
     shrinking, bicubic when enlarging; non-square images are stretched, so align faces first).
+    Refused with a ValueError saying what to do: an empty batch, more than `MAX_LATENTS` images, NaN or infinite
+    values, values beyond ±`TARGET_MAX_ABS` (another convention, e.g. 0..255).
     """
     notes: list[str] = []
     if images.ndim != 4:
         raise ValueError(f"target images must be [N, C, H, W], got shape {list(images.shape)}")
-    if not torch.isfinite(images).all():
-        raise ValueError("the target image contains NaN or infinite values")
+    if images.shape[0] == 0:
+        raise ValueError("the target batch is empty (0 images): nothing to invert; connect at least one image")
+    check_latent_count(images.shape[0], f"a batch of {images.shape[0]:,} target images",
+                       split="invert fewer images per run")
+    if 0 in images.shape[2:]:
+        raise ValueError(f"the target image has no pixels (shape {list(images.shape)}); connect a real image")
+    if not images.is_floating_point():
+        raise ValueError(f"target images must be floating point in [-1, 1], got dtype {images.dtype}")
+    bad = ~torch.isfinite(images)
+    if bad.any():
+        raise ValueError(f"the target image contains NaN or infinite values ({int(bad.sum()):,} of "
+                         f"{images.numel():,}); fix the node that made it (images are in [-1, 1], a ComfyUI IMAGE in "
+                         f"[0, 1])")
+    lo, hi = _value_range(images)
+    if max(-lo, hi) > TARGET_MAX_ABS:
+        raise ValueError(f"the target image has values from {lo:.4g} to {hi:.4g}, but images are in [-1, 1] (a "
+                         f"generator's own output may overshoot up to ±{TARGET_MAX_ABS:g}); an image in 0..255 must "
+                         f"be scaled first (x / 127.5 - 1)")
     c = images.shape[1]
     if c == 1:
         images = images.repeat(1, 3, 1, 1)
@@ -163,20 +195,60 @@ def prepare_target(images: torch.Tensor, resolution: int) -> tuple[torch.Tensor,
     return images.float().contiguous(), notes
 
 
-def prepare_mask(mask: Optional[torch.Tensor], n: int, resolution: int) -> Optional[torch.Tensor]:
-    """Mask `[N or 1, H, W]` or `[N, 1, H, W]` in [0, 1] (1 = fit this pixel) → `[N, 1, R, R]`."""
+def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether sizes (h, w) `a` and `b` have one aspect ratio, within one pixel of rounding at either size."""
+    (ha, wa), (hb, wb) = a, b
+    return abs(ha * wb / wa - hb) <= 1 or abs(hb * wa / wb - ha) <= 1
+
+
+def prepare_mask(mask: Optional[torch.Tensor], n: int, resolution: int,
+                 image_size: Optional[tuple[int, int]] = None) -> Optional[torch.Tensor]:
+    """Mask `[N or 1, H, W]` or `[N, 1, H, W]` in [0, 1] (1 = fit this pixel) → `[N, 1, R, R]`.
+
+    `image_size` (h, w): the size of the images the mask belongs to, before they are resized. A mask of another
+    size is resized with them when its aspect ratio is the same (within a pixel); another aspect ratio would
+    stretch the mask over the wrong pixels and is refused. Also refused with a ValueError saying what to do:
+    NaN or infinite values, values far outside [0, 1], a batch other than 1 or N, a mask that selects no pixel
+    of some image.
+    """
     if mask is None:
         return None
     if mask.ndim == 2:
         mask = mask[None]
     if mask.ndim == 3:
         mask = mask[:, None]
-    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, n):
-        raise ValueError(f"mask must be [H, W], [N, H, W] or [N, 1, H, W] with N = 1 or {n}, got {list(mask.shape)}")
-    mask = F.interpolate(mask.float(), size=(resolution, resolution), mode="bilinear", align_corners=False)
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise ValueError(f"mask must be [H, W], [N, H, W] or [N, 1, H, W], got shape {list(mask.shape)}")
+    if mask.shape[0] not in (1, n):
+        raise ValueError(f"mask must be one for all images or one per image: got {mask.shape[0]} masks for {n} "
+                         f"image{'s' if n != 1 else ''}; connect a single mask or a batch of {n}")
+    if 0 in mask.shape[2:]:
+        raise ValueError(f"the mask has no pixels (shape {list(mask.shape)}); connect a real mask or none")
+    hm, wm = mask.shape[2:]
+    if image_size is not None and (hm, wm) != tuple(image_size):
+        h, w = image_size
+        if not _same_aspect((hm, wm), (h, w)):
+            raise ValueError(f"the mask is {wm}x{hm} but the image is {w}x{h}: their aspect ratios differ, so the "
+                             f"mask would be stretched over the wrong pixels; resize or crop the mask to {w}x{h} (a "
+                             f"mask of the same shape at another size, e.g. {2 * w}x{2 * h}, is resized "
+                             f"automatically)")
+    mask = mask.float()
+    bad = ~torch.isfinite(mask)
+    if bad.any():
+        raise ValueError(f"the mask contains NaN or infinite values ({int(bad.sum()):,} of {mask.numel():,}); masks "
+                         f"are in [0, 1] (1 = fit this pixel): fix the node that made it")
+    lo, hi = _value_range(mask)
+    if lo < -MASK_RANGE_TOLERANCE or hi > 1 + MASK_RANGE_TOLERANCE:
+        raise ValueError(f"the mask has values from {lo:.4g} to {hi:.4g}, but masks are in [0, 1] (1 = fit this "
+                         f"pixel); a 0..255 mask must be divided by 255 first")
+    mask = F.interpolate(mask, size=(resolution, resolution), mode="bilinear", align_corners=False)
     mask = mask.clamp(0, 1).expand(n, 1, resolution, resolution)
-    if (mask.flatten(1).amax(1) <= 0).any():
-        raise ValueError("the mask is empty for at least one image: nothing would be fitted")
+    empty = (mask.flatten(1).amax(1) <= 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"the mask is empty for image{'s' if len(empty) > 1 else ''} "
+                         f"{', '.join(map(str, empty[:10]))}{', ...' if len(empty) > 10 else ''}: no pixel would be "
+                         f"fitted. Mark the pixels to fit with 1 (with Invert Image's 'ignore inside mask', leave "
+                         f"some pixels at 0), or connect no mask to fit the whole image")
     return mask.contiguous()
 
 
@@ -416,7 +488,7 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
         tune_steps = None  # only PTI tunes the generator
     overrides = {k: v for k, v in dict(num_steps=num_steps, lr=lr, tune_steps=tune_steps).items() if v is not None}
     cfg = replace(cfg, **overrides)
-    if cfg.num_steps < 0 or cfg.tune_steps < 0 or cfg.lr <= 0:
+    if cfg.num_steps < 0 or cfg.tune_steps < 0 or not cfg.lr > 0 or not math.isfinite(cfg.lr):
         raise ValueError(f"num_steps and tune_steps must be >= 0 and lr > 0, got {cfg.num_steps}, {cfg.tune_steps}, "
                          f"{cfg.lr}")
     device = G.w_avg.device
@@ -425,7 +497,8 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
         images, notes = prepare_target(target.detach().clone(), G.img_resolution)
         images = images.to(device)
         n = images.shape[0]
-        mask_t = prepare_mask(None if mask is None else mask.detach().clone(), n, G.img_resolution)
+        mask_t = prepare_mask(None if mask is None else mask.detach().clone(), n, G.img_resolution,
+                              image_size=tuple(target.shape[-2:]))
         mask_t = None if mask_t is None else mask_t.to(device)
         nets = _perceptual_nets(method, perceptual, device)
         if cfg.prior_weight and prior is None:
