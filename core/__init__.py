@@ -5,10 +5,10 @@ Importable on its own (`import core` with the repository root on `sys.path`); ne
 
 from .align import AlignTransform, align_face, face_keypoints, unalign_face
 from .config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config
-from .errors import (AlignmentError, CheckpointError, LatentError, MissingDependencyError, MissingWeightsError, StyleGANStudioError,
+from .errors import (AlignmentError, CheckpointError, LatentError, LatentFileError, MissingDependencyError, MissingWeightsError, StyleGANStudioError,
                      UnsafeCheckpointError)
 from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, generator_ref, interpolate_latents,
-                      latent_to_styles, latent_to_ws, load_latent, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
+                      latent_to_styles, latent_to_ws, load_latent, MAX_LATENTS, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
                       seeds_to_z, slerp, style_mix_layers, styles_to_latent, synthesize)
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
@@ -17,9 +17,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlignTransform", "AlignmentError", "align_face", "face_keypoints", "unalign_face",
-    "GeneratorConfig", "MappingConfig", "StyleGAN2Config", "StyleGAN3Config", "CheckpointError", "LatentError",
+    "GeneratorConfig", "MappingConfig", "StyleGAN2Config", "StyleGAN3Config", "CheckpointError", "LatentError", "LatentFileError",
     "MissingDependencyError", "MissingWeightsError", "StyleGANStudioError", "UnsafeCheckpointError", "GeneratorRef", "Latent",
-    "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_styles", "latent_to_ws", "load_latent",
+    "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_styles", "latent_to_ws", "load_latent", "MAX_LATENTS",
     "mix_styles", "parse_layers", "parse_seeds", "sample_latents", "save_latent", "seeds_to_z", "slerp",
     "style_mix_layers", "styles_to_latent", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
     "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",

@@ -17,6 +17,11 @@ class LatentError(StyleGANStudioError, ValueError):
     """A latent does not fit the generator or the operation it was given to."""
 
 
+class LatentFileError(LatentError, CheckpointError):
+    """A latent file is unreadable, malformed, or holds an invalid latent; the message names the file and the
+    field. It is a LatentError (what the file is about) and a CheckpointError (what file errors always were)."""
+
+
 class MissingDependencyError(StyleGANStudioError, ImportError):
     """An optional Python package that a feature needs is not installed."""
 

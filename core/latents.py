@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .errors import CheckpointError, LatentError
+from .errors import CheckpointError, LatentError, LatentFileError
 from .files import meta_field, read_safetensors, write_safetensors
 from .log import logger
 from .networks import Generator
@@ -580,11 +580,6 @@ def mix_styles(G: Generator, base: Latent, style: Latent, layers: Sequence[int])
 # --- Latent files ---------------------------------------------------------------------------------
 
 LATENT_HINT = "save latents with 'Save Latent'"
-
-
-class LatentFileError(LatentError, CheckpointError):
-    """A latent file is unreadable, malformed, or holds an invalid latent; the message names the file and the
-    field. It is a LatentError (what the file is about) and a CheckpointError (what file errors always were)."""
 
 
 def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
