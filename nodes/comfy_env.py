@@ -19,10 +19,12 @@ output/<prefix> must stay in the output folder as written (`next_output_path`, C
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -206,31 +208,48 @@ def _inside(path: Union[str, os.PathLike], folder: Union[str, os.PathLike]) -> b
 # ------------------------------------------------------------------------------------------------
 # Caches computed from a generator
 
-_checkpoint_fingerprints: dict[tuple, Optional[str]] = {}   # (path, mtime, size) -> its generator's fingerprint
+_checkpoint_digests: dict[tuple, Optional[str]] = {}   # (path, mtime, size) -> weights_digest of its generator
+_generator_digests: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # generator -> weights_digest
 
 
-def checkpoint_fingerprint(path: Path) -> Optional[str]:
-    """The fingerprint (`core.latents.generator_ref`) of the generator (G_ema) in checkpoint `path`, read once per
-    file version with the pack's safe loader; None when it cannot be read."""
+def weights_digest(G) -> str:
+    """SHA-256 (hex) of G's architecture and of every tensor of its state dict, as float32: equal only for the same
+    weights. `core.latents.generator_ref`'s fingerprint hashes a few tensors only, so a delta that changes other
+    layers (a synthesis-only fine-tune) keeps it; this tells such a copy from its checkpoint. Computed once per
+    generator object (the pack never modifies a generator in place: edits make copies)."""
+    digest = _generator_digests.get(G)
+    if digest is None:
+        h = hashlib.sha256(G.config.to_json().encode())
+        with torch.no_grad():
+            for name, t in sorted(G.state_dict().items()):
+                h.update(name.encode())
+                h.update(str(tuple(t.shape)).encode())
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        digest = _generator_digests[G] = h.hexdigest()
+    return digest
+
+
+def checkpoint_digest(path: Path) -> Optional[str]:
+    """`weights_digest` of the generator (G_ema) in checkpoint `path`, read once per file version with the pack's
+    safe loader (then released); None when it cannot be read."""
     try:
         st = path.stat()
     except OSError:
         return None
     key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
-    if key not in _checkpoint_fingerprints:
-        from ..core.latents import generator_ref
+    if key not in _checkpoint_digests:
         from ..core.loaders import load_generator
 
         try:
-            fp: Optional[str] = generator_ref(load_generator(path, device="cpu")).fingerprint
+            digest: Optional[str] = weights_digest(load_generator(path, device="cpu"))
         except Exception as e:  # noqa: BLE001 - an unreadable file owns no cache: the output folder is used
             logger.info("cannot tell which generator %s holds (%s: %s); caching in the output folder", path,
                         type(e).__name__, e)
-            fp = None
-        while len(_checkpoint_fingerprints) >= 32:
-            _checkpoint_fingerprints.pop(next(iter(_checkpoint_fingerprints)))
-        _checkpoint_fingerprints[key] = fp
-    return _checkpoint_fingerprints[key]
+            digest = None
+        while len(_checkpoint_digests) >= 32:
+            _checkpoint_digests.pop(next(iter(_checkpoint_digests)))
+        _checkpoint_digests[key] = digest
+    return _checkpoint_digests[key]
 
 
 def checkpoint_of(G) -> Optional[Path]:
@@ -254,20 +273,21 @@ def cache_file(G, suffix: str, kind: str, key: str = "") -> Path:
         source is recorded in the pack's .safetensors files and a crafted file can set it to any existing file,
         so nothing is ever written next to a file outside the model folders;
       - that folder is writable;
-      - G is the checkpoint's own generator: its fingerprint is that of the generator the file holds
-        (`checkpoint_fingerprint`, G_ema for NVIDIA pickles). A tuned copy (Apply Weight Delta, PTI), or any
+      - G is the checkpoint's own generator: the same weights as the generator the file holds (`weights_digest`
+        against `checkpoint_digest`, G_ema for NVIDIA pickles). A tuned copy (Apply Weight Delta, PTI), or any
         generator whose weights differ from its checkpoint's, never reads or overwrites the checkpoint's cache.
-    Otherwise in the output folder: `<output>/<kind>/<fingerprint><suffix>[-<key>]`, one file per generator.
-    The folder is not created here; `key` (e.g. a hash of settings) tells caches of one generator apart.
+    Otherwise in the output folder: `<output>/<kind>/<fingerprint>-<weights digest>[<suffix>][-<key>]`, one file
+    per set of weights. The folder is not created here; `key` (e.g. a hash of settings) tells caches of one
+    generator apart.
     """
     from ..core.latents import generator_ref
 
-    fp = generator_ref(G).fingerprint
     tail = f"{suffix}-{key}" if key else suffix
     ckpt = checkpoint_of(G)
-    if ckpt is not None and os.access(ckpt.parent, os.W_OK) and checkpoint_fingerprint(ckpt) == fp:
+    digest = weights_digest(G)
+    if ckpt is not None and os.access(ckpt.parent, os.W_OK) and checkpoint_digest(ckpt) == digest:
         return ckpt.with_name(ckpt.name + tail)
-    return output_dir() / kind / f"{fp}{tail}"
+    return output_dir() / kind / f"{generator_ref(G).fingerprint}-{digest[:12]}{tail}"
 
 
 def output_dir() -> Path:

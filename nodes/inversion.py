@@ -13,7 +13,7 @@ from .types import CATEGORY_ROOT, GENERATOR, LATENT, WEIGHT_DELTA
 
 _MASK_MODES = ["fit inside mask", "ignore inside mask"]
 _PRIOR_SUFFIX = ".ii2s-prior"              # not a checkpoint extension, so never listed (see prior_for)
-_priors = ModelCache("ii2s_priors", max_items=4)   # by generator fingerprint (saves re-reading the cache file)
+_priors = ModelCache("ii2s_priors", max_items=4)   # by cache file (saves re-reading it; see prior_for)
 _nets = ModelCache("perceptual", max_items=3)      # perceptual networks by (name, folders): one method needs <= 2
 
 
@@ -27,15 +27,15 @@ def prior_for(G, callback=None) -> I.WPrior:
     """The II2S prior of G: from memory, from its cache file, or computed and cached.
 
     The file is `comfy_env.cache_file(G, ".ii2s-prior", "ii2s_priors")`: `<checkpoint>.ii2s-prior` next to G's
-    checkpoint only when that checkpoint is in the model folders and G is its own generator (same fingerprint),
-    else output/ii2s_priors/<fingerprint>.ii2s-prior. So a tuned copy (Apply Weight Delta, PTI) has its own file
-    and never reads or overwrites its base checkpoint's, and a file's recorded source never chooses where we
-    write. A cache holding another generator's prior is recomputed (`load_w_prior` checks the fingerprint).
+    checkpoint only when that checkpoint is in the model folders and G is its own generator (the same weights),
+    else output/ii2s_priors/<fingerprint>-<weights digest>.ii2s-prior. So a tuned copy (Apply Weight Delta, PTI)
+    has its own file and never reads or overwrites its base checkpoint's, and a file's recorded source never
+    chooses where we write. Memory is keyed by that file, so copies never share an entry either. A cache holding
+    another generator's prior is recomputed (`load_w_prior` checks the fingerprint).
     """
-    from ..core.latents import generator_ref
+    cache = comfy_env.cache_file(G, _PRIOR_SUFFIX, "ii2s_priors")
 
     def load():
-        cache = comfy_env.cache_file(G, _PRIOR_SUFFIX, "ii2s_priors")
         prior = I.load_w_prior(cache, G)
         if prior is None:
             prior = I.compute_w_prior(G, callback=callback)
@@ -45,7 +45,7 @@ def prior_for(G, callback=None) -> I.WPrior:
                 logger.warning("could not cache the II2S prior in %s (%s); it is kept in memory only", cache, e)
         return prior
 
-    return _priors.get_or_load(generator_ref(G).fingerprint, load)
+    return _priors.get_or_load(str(cache), load)
 
 
 @register_node("SGS_InvertImage", "Invert Image", optimises=True)
