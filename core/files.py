@@ -166,7 +166,8 @@ def _fsync(path: Path) -> None:
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` to write a temporary file next to `path`, then rename it to `path`: a reader never sees a
     half-written file under the real name, and a write that fails (an exception, a cancel, a full disk) leaves
-    the old file as it was and no temporary file. Leftovers of killed writers are removed first."""
+    the old file as it was and no temporary file. Leftovers of killed writers in that folder are removed first
+    (`clean_partials`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_partials(path)

@@ -25,8 +25,16 @@ PRIOR = ".ii2s-prior"
 
 @pytest.fixture(scope="module")
 def nets():
-    return {"lpips_vgg": P.random_lpips("vgg", seed=0), "lpips_alex": P.random_lpips("alex", seed=1),
-            "vgg16_features": P.random_vgg16_features(seed=2)}
+    """perceptual_nets for the Invert Image node: random networks, built on first use (most tests never invert)."""
+    made = {}
+
+    def for_method(method):
+        if not made:
+            made.update({"lpips_vgg": P.random_lpips("vgg", seed=0), "lpips_alex": P.random_lpips("alex", seed=1),
+                         "vgg16_features": P.random_vgg16_features(seed=2)})
+        return {k: made[k] for k in I.PERCEPTUAL_NEEDS[method]}
+
+    return for_method
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +52,7 @@ def env(pack, tmp_path, monkeypatch, nets):
     perceptual networks replaced by random ones and the II2S prior measured on 2,000 samples."""
     inv = sys.modules[f"{pack.__name__}.nodes.inversion"]
     ce = sys.modules[f"{pack.__name__}.nodes.comfy_env"]
-    monkeypatch.setattr(inv, "perceptual_nets", lambda method: {k: nets[k] for k in I.PERCEPTUAL_NEEDS[method]})
+    monkeypatch.setattr(inv, "perceptual_nets", nets)
     monkeypatch.setattr(ce, "free_memory", lambda: None)
     monkeypatch.setitem(inv.I.METHOD_DEFAULTS, "pti", dataclasses.replace(inv.I.METHOD_DEFAULTS["pti"],
                                                                           tune_lpips_stop=0.0))
@@ -81,8 +89,8 @@ def prior_fingerprint(path):
 # Class 2: a checkpoint's metadata never chooses where we write
 
 
-def test_a_recorded_source_outside_the_model_folders_never_chooses_where_ii2s_writes(env, image, tmp_path):
-    pack, ce, inv, models, computed = env
+def crafted_outside(models, tmp_path):
+    """(folder outside the model folders, the file there, [(crafted checkpoint name, the source it records)])."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     victim = elsewhere / "victim.bin"
@@ -91,19 +99,40 @@ def test_a_recorded_source_outside_the_model_folders_never_chooses_where_ii2s_wr
     # The same file outside the model folders, named through a path that climbs out of them as written.
     climbing = str(models / ".." / ".." / "elsewhere" / "victim.bin")
     forge.write_recorded_source(models / "g.safetensors", models / "climbing.safetensors", climbing)
-    for name, source in [("crafted.safetensors", str(victim)), ("climbing.safetensors", climbing)]:
+    return elsewhere, victim, [("crafted.safetensors", str(victim)), ("climbing.safetensors", climbing)]
+
+
+def check_nothing_written_outside(pack, ce, G, models, elsewhere, victim, name):
+    assert files_in(elsewhere) == ["victim.bin"] and victim.read_bytes() == b"keep me", name
+    assert not [n for n in files_in(models) if PRIOR in n], name
+    cache = ce.cache_file(G, PRIOR, "ii2s_priors")
+    assert cache.parent == ce.output_dir() / "ii2s_priors" and cache.is_file(), name
+    assert cache.name.startswith(pack.core.generator_ref(G).fingerprint)
+
+
+@pytest.mark.slow
+def test_a_recorded_source_outside_the_model_folders_never_chooses_where_invert_image_writes(env, image, tmp_path):
+    pack, ce, inv, models, computed = env
+    elsewhere, victim, crafted = crafted_outside(models, tmp_path)
+    name, source = crafted[0]
+    G = load(pack, name)
+    assert G.info.source == source  # the metadata does set the source: the rule must not trust it
+    ii2s(pack, G, image)  # Invert Image (ii2s), as the probe ran it through a real server
+    check_nothing_written_outside(pack, ce, G, models, elsewhere, victim, name)
+    assert files_in(tmp_path) == ["elsewhere", "input", "models", "output"]  # nothing written anywhere else
+
+
+def test_a_recorded_source_outside_the_model_folders_never_chooses_where_the_prior_is_cached(env, tmp_path):
+    pack, ce, inv, models, computed = env
+    elsewhere, victim, crafted = crafted_outside(models, tmp_path)
+    for name, source in crafted:
         G = load(pack, name)
         assert G.info.source == source  # the metadata does set the source: the rule must not trust it
-        ii2s(pack, G, image)
-        assert files_in(elsewhere) == ["victim.bin"] and victim.read_bytes() == b"keep me", name
-        assert not [n for n in files_in(models) if PRIOR in n], name
-        cache = ce.cache_file(G, PRIOR, "ii2s_priors")
-        assert cache.parent == ce.output_dir() / "ii2s_priors" and cache.is_file(), name
-        assert cache.name.startswith(pack.core.generator_ref(G).fingerprint)
+        inv.prior_for(G)
+        check_nothing_written_outside(pack, ce, G, models, elsewhere, victim, name)
     assert files_in(tmp_path) == ["elsewhere", "input", "models", "output"]  # nothing written anywhere else
     # The same weights loaded from the genuine file in the model folder cache next to it, as before.
-    G = load(pack, "g.safetensors")
-    ii2s(pack, G, image)
+    inv.prior_for(load(pack, "g.safetensors"))
     assert (models / f"g.safetensors{PRIOR}").is_file()
 
 
@@ -134,7 +163,7 @@ def test_a_read_only_model_folder_caches_in_the_output_folder(env, monkeypatch):
 @pytest.mark.parametrize("tensor", ["synthesis.b8.conv0.weight", "synthesis.b4.const"],
                          ids=["synthesis-only (same fingerprint)", "const (other fingerprint)"])
 @pytest.mark.parametrize("base_first", [True, False], ids=["base first", "copy first"])
-def test_base_and_its_weight_delta_copy_never_share_a_prior_cache(env, image, tensor, base_first):
+def test_base_and_its_weight_delta_copy_never_share_a_prior_cache(env, tensor, base_first):
     pack, ce, inv, models, computed = env
     base = load(pack, "g.safetensors")
     change = 0.05 * torch.randn(base.state_dict()[tensor].shape, generator=torch.Generator().manual_seed(1))
@@ -146,10 +175,10 @@ def test_base_and_its_weight_delta_copy_never_share_a_prior_cache(env, image, te
     own = ce.cache_file(copy, PRIOR, "ii2s_priors")
     assert own.parent == ce.output_dir() / "ii2s_priors" and ce.cache_file(base, PRIOR, "ii2s_priors") == slot
     first, second = (base, copy) if base_first else (copy, base)
-    ii2s(pack, first, image)
+    inv.prior_for(first)
     written = {p: p.read_bytes() for p in (slot, own) if p.is_file()}
     assert len(written) == 1
-    ii2s(pack, second, image)
+    inv.prior_for(second)
     assert slot.is_file() and own.is_file() and len(computed) == 2  # each computed its own
     for p, data in written.items():
         assert p.read_bytes() == data, f"{p.name} was overwritten by the other generator"
@@ -157,8 +186,8 @@ def test_base_and_its_weight_delta_copy_never_share_a_prior_cache(env, image, te
     assert prior_fingerprint(own) == pack.core.generator_ref(copy).fingerprint
     # A new session reads both files and computes nothing; neither reads the other's.
     inv._priors.clear()
-    ii2s(pack, base, image)
-    ii2s(pack, copy, image)
+    inv.prior_for(base)
+    inv.prior_for(copy)
     assert len(computed) == 2
 
 
