@@ -23,11 +23,18 @@ PathLike = Union[str, os.PathLike]
 TMP_SUFFIX = ".partial"      # a file being written is `<name>.<pid>-<n>.partial`; never offered, removed later
 LEGACY_TMP_SUFFIXES = (".partial", ".tmp")  # `<name>.partial` / `<name>.tmp` of versions before this module
 STALE_SECONDS = 24 * 3600    # a temporary file this old is a leftover even if its writer's pid was reused
+ORPHAN_GRACE_SECONDS = 600   # another file's temporary file of a dead writer is removed once untouched this long
 
 # ------------------------------------------------------------------------------------------------
 # Atomic writes
 
 _counter = itertools.count()
+# `<pid>[-<n>]` after `<name>.`, optionally followed by the `.<32 hex>.partial` torch.hub's downloader appends to
+# the destination we give it (`download_url` writes through `atomic_write`).
+_WRITER = re.compile(r"(\d+)(-\d+)?(?:\.partial\.[0-9a-f]{32})?")
+# Any file's temporary file in the folder: the `-<n>` counter form only (what `_tmp_name` writes), so a user's
+# `notes.2.partial` is never taken for ours.
+_ORPHAN = re.compile(r".+\.(\d+)-\d+\.partial(?:\.[0-9a-f]{32}\.partial)?")
 
 
 def _tmp_name(path: Path) -> Path:
@@ -36,37 +43,75 @@ def _tmp_name(path: Path) -> Path:
 
 
 def _writer_pid(leftover: Path, path: Path) -> Optional[int]:
-    """The writer's pid of `<name>.<pid>[-<n>].partial`; None for another file's (`<name>.bak.<pid>.partial`)."""
-    m = re.fullmatch(r"(\d+)(-\d+)?", leftover.name[len(path.name) + 1:-len(TMP_SUFFIX)])
+    """The writer's pid of `<name>.<pid>[-<n>].partial` (or torch.hub's `<name>.<pid>-<n>.partial.<hex>.partial`
+    inside it); None for another file's (`<name>.bak.<pid>.partial`)."""
+    m = _WRITER.fullmatch(leftover.name[len(path.name) + 1:-len(TMP_SUFFIX)])
     return int(m.group(1)) if m else None
 
 
+def _age(p: Path) -> Optional[float]:
+    """Seconds since `p` was last written; None if it is gone (or unreadable)."""
+    try:
+        return time.time() - p.stat().st_mtime
+    except OSError:
+        return None
+
+
 def clean_partials(path: PathLike) -> list[Path]:
-    """Remove what interrupted writes of `path` left behind: `<name>.<pid>[-<n>].partial` of writers that no
-    longer run (or older than a day), and the legacy `<name>.partial` / `<name>.tmp`. Returns what was removed."""
+    """Remove what interrupted writes left behind in the folder of `path`; returns what was removed.
+
+    - Of `path` itself: `<name>.<pid>[-<n>].partial` (and torch.hub's download temporaries inside them) of writers
+      that no longer run, or older than a day (`STALE_SECONDS`: the pid may have been reused), and the legacy
+      `<name>.partial` / `<name>.tmp` of versions before this module.
+    - Of every other file in the same folder: only our own temporary names (`<file>.<pid>-<n>.partial`, plus
+      torch.hub's inside them), when the writer is gone AND the file has not been written for
+      `ORPHAN_GRACE_SECONDS` (a writer of another process namespace, e.g. a second container on a shared model
+      folder, looks dead here but keeps its file fresh), or when it is a day old. Files of live writers, other
+      programs' temporary names and anything in other folders are never touched.
+    """
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    leftovers = path.parent.glob(f"{glob_escape(path.name)}.*{TMP_SUFFIX}")
     removed = []
-    for leftover in leftovers:
-        pid = _writer_pid(leftover, path)
-        if pid is None:
-            continue  # a temporary file of another name that starts with this one
+    own_prefix = path.name + "."
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        name = entry.name
+        if not name.endswith(TMP_SUFFIX):
+            continue
+        leftover = path.parent / name
+        if name.startswith(own_prefix):
+            pid = _writer_pid(leftover, path)
+        else:
+            pid = None
+        if pid is not None:  # a leftover of this very file: its writer being gone is enough
+            age = _age(leftover)
+            if age is None or (age < STALE_SECONDS and _pid_alive(pid)):
+                continue  # gone already, or a live writer (this process's other threads included) is writing it
+        else:
+            m = _ORPHAN.fullmatch(name)
+            if m is None:
+                continue  # not our temporary name (another program's, or a user's file)
+            age = _age(leftover)
+            if age is None or age < ORPHAN_GRACE_SECONDS or (age < STALE_SECONDS and _pid_alive(int(m.group(1)))):
+                continue
         try:
-            fresh = time.time() - leftover.stat().st_mtime < STALE_SECONDS
+            if not entry.is_file(follow_symlinks=False):
+                continue  # never follow a link out of the folder to delete its target
         except OSError:
-            continue  # gone already
-        if fresh and _pid_alive(pid):
-            continue  # a live writer (this process's other threads included) is writing it right now
+            continue
         if _unlink(leftover):
             removed.append(leftover)
     for suffix in LEGACY_TMP_SUFFIXES:
         legacy = path.with_name(path.name + suffix)
-        if legacy.is_file() and _unlink(legacy):
+        if legacy.is_file() and not legacy.is_symlink() and _unlink(legacy):
             removed.append(legacy)
     if removed:
-        logger.info("removed %d leftover(s) of interrupted writes of %s", len(removed), path)
+        logger.info("removed %d leftover(s) of interrupted writes in %s: %s", len(removed), path.parent,
+                    ", ".join(p.name for p in removed))
     return removed
 
 
@@ -86,6 +131,8 @@ def _unlink(p: Path) -> bool:
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    if pid <= 0:
+        return True  # not a process id: never treat it as a dead writer
     try:
         import psutil  # ComfyUI depends on it; the only safe test on Windows
         return bool(psutil.pid_exists(pid))
@@ -119,7 +166,8 @@ def _fsync(path: Path) -> None:
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` to write a temporary file next to `path`, then rename it to `path`: a reader never sees a
     half-written file under the real name, and a write that fails (an exception, a cancel, a full disk) leaves
-    the old file as it was and no temporary file. Leftovers of killed writers are removed first."""
+    the old file as it was and no temporary file. Leftovers of killed writers in that folder are removed first
+    (`clean_partials`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_partials(path)

@@ -5,16 +5,29 @@ Every ComfyUI import of the pack lives here. Outside ComfyUI (tests, the headles
 fall back to plain behaviour: folders models/stylegan, input and output under STYLEGAN_STUDIO_HOME (default:
 the current directory; each can be moved with STYLEGAN_STUDIO_MODELS / _INPUT / _OUTPUT), the best available
 torch device, and progress reported to the log.
+
+File names and symlinks: one rule, ComfyUI's own, inside and outside ComfyUI. A file chosen by name (a
+checkpoint, a latent or weight delta in input/output, a latent mapper, CLIP weights, an fs3 file) is checked
+LEXICALLY (`check_name`): a relative path without `..`, joined to each folder as written, never resolved.
+Symlinks placed inside the folders are followed, both when listing (linked folders are walked; a link back up
+the tree is walked once) and when loading, as ComfyUI's folder_paths does (`os.walk(followlinks=True)`,
+`os.path.isfile`): a models folder may link to a big model drive, and what is listed always loads. Whatever the
+pack writes for a file goes next to the name as written (the link, in the model folder), never next to the
+link's target, and only next to files that are in the model folders (`cache_file`); a write under
+output/<prefix> must stay in the output folder as written (`next_output_path`, ComfyUI's check).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -108,26 +121,173 @@ def list_models() -> list[str]:
     """Checkpoint names (paths relative to a model folder), sorted."""
     if IN_COMFYUI:
         return sorted(_folder_paths.get_filename_list(MODEL_FOLDER))
-    names = set()
-    for folder in model_dirs():
-        if folder.is_dir():
-            names.update(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*")
-                         if p.suffix.lower() in MODEL_EXTENSIONS and p.is_file())
-    return sorted(names)
+    return list_files(model_dirs(), tuple(MODEL_EXTENSIONS))
 
 
 def model_path(name: str) -> Path:
-    """Full path of a checkpoint chosen from `list_models()`."""
+    """Full path of a checkpoint chosen from `list_models()` (the name as written; a symlink is not resolved)."""
+    check_name(name, "checkpoint", f"models/{MODEL_FOLDER}")
     if IN_COMFYUI:
         path = _folder_paths.get_full_path(MODEL_FOLDER, name)
         if path:
             return Path(path)
-    for folder in model_dirs():
-        candidate = (folder / name).resolve()
-        if candidate.is_file() and folder.resolve() in candidate.parents:
-            return candidate
+    found = find_in_folders(model_dirs(), name)
+    if found is not None:
+        return found
     raise FileNotFoundError(f"checkpoint {name!r} not found in {', '.join(map(str, model_dirs()))}; put StyleGAN "
                             f"checkpoints (.pkl, .pt, .safetensors) in models/{MODEL_FOLDER}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Names inside folders (the rule of the module docstring)
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_MAX_DEPTH = 32   # folder levels walked below a folder: enough for any real layout, bounded for linked trees
+
+
+def check_name(name: str, what: str, where: str) -> str:
+    """`name` if it is a relative path inside a folder, checked as written: ValueError naming `what` and `where`
+    for an empty or absolute name (`/x`, `\\x`, `C:x`) or one with a `..` component. A symlink inside the folder
+    is fine; a name that climbs out of it is not."""
+    text = str(name)
+    parts = re.split(r"[\\/]", text)
+    if not text.strip() or "\0" in text or text.startswith(("/", "\\")) or _DRIVE.match(text) or ".." in parts:
+        raise ValueError(f"{what} {name!r} must be a file name inside {where}: choose one from the list (a path "
+                         f"relative to the folder, without '..' and not absolute)")
+    return text
+
+
+def find_in_folders(dirs: list[Path], name: str) -> Optional[Path]:
+    """`folder / name` for the first folder where it is a file (a symlink is followed to check that, and returned
+    as written), else None. Check `name` with `check_name` first."""
+    for folder in dirs:
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def walk_files(folder: Path) -> list[str]:
+    """Files under `folder` as '/'-separated relative names, following symlinked files and folders as ComfyUI's
+    listing does (`.git` skipped; a broken link is not a file). A linked folder that leads back to one of its own
+    parents is not walked again, and the walk stops `_MAX_DEPTH` levels down."""
+    names: list[str] = []
+
+    def visit(directory: str, rel: str, branch: frozenset) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_dir():  # follows a link
+                    if entry.name == ".git" or len(branch) > _MAX_DEPTH:
+                        continue
+                    real = os.path.realpath(entry.path)
+                    if real not in branch:
+                        visit(entry.path, f"{rel}{entry.name}/", branch | {real})
+                elif entry.is_file():
+                    names.append(rel + entry.name)
+            except OSError:
+                continue
+
+    if Path(folder).is_dir():
+        visit(str(folder), "", frozenset({os.path.realpath(folder)}))
+    return names
+
+
+def _inside(path: Union[str, os.PathLike], folder: Union[str, os.PathLike]) -> bool:
+    """Whether `path` lies inside `folder`, compared as written (absolute, `..` folded, links not resolved)."""
+    p, f = os.path.abspath(path), os.path.abspath(folder)
+    try:
+        return p != f and os.path.commonpath([p, f]) == f
+    except ValueError:  # another drive on Windows
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Caches computed from a generator
+
+_checkpoint_digests: dict[tuple, Optional[str]] = {}   # (path, mtime, size) -> weights_digest of its generator
+_generator_digests: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # generator -> weights_digest
+
+
+def weights_digest(G) -> str:
+    """SHA-256 (hex) of G's architecture and of every tensor of its state dict, as float32: equal only for the same
+    weights. `core.latents.generator_ref`'s fingerprint hashes a few tensors only, so a delta that changes other
+    layers (a synthesis-only fine-tune) keeps it; this tells such a copy from its checkpoint. Computed once per
+    generator object (the pack never modifies a generator in place: edits make copies)."""
+    digest = _generator_digests.get(G)
+    if digest is None:
+        h = hashlib.sha256(G.config.to_json().encode())
+        with torch.no_grad():
+            for name, t in sorted(G.state_dict().items()):
+                h.update(name.encode())
+                h.update(str(tuple(t.shape)).encode())
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        digest = _generator_digests[G] = h.hexdigest()
+    return digest
+
+
+def checkpoint_digest(path: Path) -> Optional[str]:
+    """`weights_digest` of the generator (G_ema) in checkpoint `path`, read once per file version with the pack's
+    safe loader (then released); None when it cannot be read."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _checkpoint_digests:
+        from ..core.loaders import load_generator
+
+        try:
+            digest: Optional[str] = weights_digest(load_generator(path, device="cpu"))
+        except Exception as e:  # noqa: BLE001 - an unreadable file owns no cache: the output folder is used
+            logger.info("cannot tell which generator %s holds (%s: %s); caching in the output folder", path,
+                        type(e).__name__, e)
+            digest = None
+        while len(_checkpoint_digests) >= 32:
+            _checkpoint_digests.pop(next(iter(_checkpoint_digests)))
+        _checkpoint_digests[key] = digest
+    return _checkpoint_digests[key]
+
+
+def checkpoint_of(G) -> Optional[Path]:
+    """The checkpoint `G.info.source` names when it is an existing file inside the model folders (as written),
+    else None. The source comes from a file's metadata for the pack's .safetensors and can name ANY path."""
+    source = getattr(getattr(G, "info", None), "source", "") or ""
+    if not source or "\0" in source:
+        return None
+    path = Path(source)
+    if not any(_inside(path, d) for d in model_dirs()):
+        return None
+    return Path(os.path.abspath(path)) if path.is_file() else None
+
+
+def cache_file(G, suffix: str, kind: str, key: str = "") -> Path:
+    """Where a cache computed from generator `G` (the II2S prior, global directions, ...) is read and written.
+
+    Next to G's checkpoint, as `<checkpoint name><suffix>[-<key>]`, only when all of these hold:
+      - the checkpoint `G.info.source` names is an existing file inside a model folder, checked as written
+        (`checkpoint_of`): a link placed in the model folder counts, and the cache goes next to the link. The
+        source is recorded in the pack's .safetensors files and a crafted file can set it to any existing file,
+        so nothing is ever written next to a file outside the model folders;
+      - that folder is writable;
+      - G is the checkpoint's own generator: the same weights as the generator the file holds (`weights_digest`
+        against `checkpoint_digest`, G_ema for NVIDIA pickles). A tuned copy (Apply Weight Delta, PTI), or any
+        generator whose weights differ from its checkpoint's, never reads or overwrites the checkpoint's cache.
+    Otherwise in the output folder: `<output>/<kind>/<fingerprint>-<weights digest>[<suffix>][-<key>]`, one file
+    per set of weights. The folder is not created here; `key` (e.g. a hash of settings) tells caches of one
+    generator apart.
+    """
+    from ..core.latents import generator_ref
+
+    tail = f"{suffix}-{key}" if key else suffix
+    ckpt = checkpoint_of(G)
+    digest = weights_digest(G)
+    if ckpt is not None and os.access(ckpt.parent, os.W_OK) and checkpoint_digest(ckpt) == digest:
+        return ckpt.with_name(ckpt.name + tail)
+    return output_dir() / kind / f"{generator_ref(G).fingerprint}-{digest[:12]}{tail}"
 
 
 def output_dir() -> Path:
@@ -405,43 +565,62 @@ LATENT_EXTENSION = ".safetensors"
 
 
 def next_output_path(filename_prefix: str, extension: str) -> Path:
-    """A new file path in the output folder: '<prefix>_00001_<ext>', ComfyUI's naming and counter."""
+    """A new file path in the output folder: '<prefix>_00001_<ext>', ComfyUI's naming and counter (one more than
+    the highest number with that prefix), refused (ValueError) when the prefix leads out of the output folder
+    as written; a linked subfolder of the output folder is followed, as ComfyUI does."""
     root = output_dir()
     if IN_COMFYUI:
         folder, name, counter, _subfolder, _ = _folder_paths.get_save_image_path(filename_prefix, str(root))
-        path = Path(folder) / f"{name}_{counter:05}_{extension}"
     else:
-        target = (root / filename_prefix).resolve()
-        if root.resolve() not in target.parents:
-            raise ValueError(f"filename_prefix {filename_prefix!r} points outside the output folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        counter = 1 + sum(1 for p in target.parent.glob(f"{target.name}_*_{extension}"))
-        path = target.parent / f"{target.name}_{counter:05}_{extension}"
+        normal = os.path.normpath(filename_prefix) if filename_prefix else ""
+        folder = os.path.join(str(root), os.path.dirname(normal))
+        name = os.path.basename(normal)
+        if not _inside(os.path.join(folder, name or "_"), root):
+            raise ValueError(f"filename_prefix {filename_prefix!r} points outside the output folder {root}; use a "
+                             f"name or a subfolder inside it (e.g. 'latents/portrait')")
+        counter = 1 + max((_counter_of(n, name) for n in _names_in(folder)), default=0)
+    path = Path(folder) / f"{name}_{counter:05}_{extension}"
+    while path.exists() or path.is_symlink():  # never overwrite (a file numbered past the counter, a link)
+        counter += 1
+        path = Path(folder) / f"{name}_{counter:05}_{extension}"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def _names_in(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _counter_of(file_name: str, prefix: str) -> int:
+    """The number of '<prefix>_<number>_...' (ComfyUI's `get_save_image_path` reading), else 0."""
+    head = file_name[:len(prefix) + 1]
+    if os.path.normcase(head) != os.path.normcase(prefix + "_"):
+        return 0
+    digits = file_name[len(prefix) + 1:].split("_")[0]
+    return int(digits) if digits.isdigit() else 0
+
+
 def list_latent_files() -> list[str]:
     """Latent (and weight-delta) files: those in the input folder, and those in the output folder marked
-    ' [output]'."""
+    ' [output]' (linked files and folders followed, see the module docstring)."""
     names = []
     for folder, tag in ((input_dir(), ""), (output_dir(), " [output]")):
-        if folder.is_dir():
-            names += [str(p.relative_to(folder)).replace(os.sep, "/") + tag
-                      for p in sorted(folder.rglob("*" + LATENT_EXTENSION)) if p.is_file()]
+        names += [n + tag for n in sorted(walk_files(folder)) if n.endswith(LATENT_EXTENSION)]
     return names
 
 
 def latent_file_path(name: str, what: str = "latent file") -> Path:
-    """Resolve a name from `list_latent_files()` to a path inside the input or output folder."""
+    """The path of a name from `list_latent_files()`, inside the input or output folder as written."""
     folder = output_dir() if name.endswith(" [output]") else input_dir()
     rel = name[: -len(" [output]")] if name.endswith(" [output]") else name
-    path = (folder / rel).resolve()
-    if folder.resolve() not in path.parents:
-        raise ValueError(f"{what} {name!r} is outside the input and output folders")
-    if not path.is_file():
+    check_name(rel, what, "the input or output folder")
+    found = find_in_folders([folder], rel)
+    if found is None:
         raise FileNotFoundError(f"{what} {name!r} not found in {folder}")
-    return path
+    return found
 
 
 def perceptual_dirs() -> list[Path]:
@@ -470,12 +649,12 @@ def clip_dirs() -> list[Path]:
 
 
 def list_files(dirs: list[Path], suffixes: tuple[str, ...]) -> list[str]:
-    """Files with one of `suffixes` under `dirs`, as paths relative to their folder, sorted and unique."""
+    """Files with one of `suffixes` (any case) under `dirs`, as paths relative to their folder, sorted and unique;
+    linked files and folders are followed (see the module docstring)."""
+    suffixes = tuple(x.lower() for x in suffixes)
     names = set()
     for folder in dirs:
-        if folder.is_dir():
-            names.update(str(p.relative_to(folder)).replace(os.sep, "/") for p in folder.rglob("*")
-                         if p.is_file() and p.name.lower().endswith(suffixes))
+        names.update(n for n in walk_files(folder) if n.lower().endswith(suffixes))
     return sorted(names)
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 
@@ -39,16 +38,10 @@ def _settings_key(G, clip, num_images: int, num_samples: int, layers: str) -> st
 
 
 def cache_path(G, key: str) -> Path:
-    """Where the directions of G are cached: next to its checkpoint, else (no file, as for demo or tuned generators,
-    or a read-only model folder) in the output folder under global_directions/."""
-    source = Path(G.info.source) if G.info.source else None
-    # Only next to a checkpoint inside the model folders (the source recorded in a file's metadata could name
-    # any path).
-    in_models = source is not None and any(os.path.abspath(d) in map(os.path.abspath, source.parents)
-                                           for d in comfy_env.model_dirs())
-    if in_models and source.is_file() and os.access(source.parent, os.W_OK):
-        return source.with_name(f"{source.name}{_CACHE_SUFFIX}-{key}")
-    return comfy_env.output_dir() / "global_directions" / f"{L.generator_ref(G).fingerprint}{_CACHE_SUFFIX}-{key}"
+    """Where the directions of G are cached: `comfy_env.cache_file`'s rule (next to its checkpoint only when that
+    is in the model folders, writable, and G is its own generator; else output/global_directions/), with `key`
+    (which includes G's fingerprint) telling settings apart."""
+    return comfy_env.cache_file(G, _CACHE_SUFFIX, "global_directions", key)
 
 
 @register_node("SGS_ComputeGlobalDirections", "Compute Global Directions", optimises=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..core.edits import inversion as I
 from ..core.log import logger
 from . import comfy_env
@@ -14,8 +12,8 @@ from .registry import register_node
 from .types import CATEGORY_ROOT, GENERATOR, LATENT, WEIGHT_DELTA
 
 _MASK_MODES = ["fit inside mask", "ignore inside mask"]
-_PRIOR_SUFFIX = ".ii2s-prior"              # next to the checkpoint; not a checkpoint extension, so not listed
-_priors = ModelCache("ii2s_priors", max_items=4)   # by generator fingerprint (saves re-reading the cache file)
+_PRIOR_SUFFIX = ".ii2s-prior"              # not a checkpoint extension, so never listed (see prior_for)
+_priors = ModelCache("ii2s_priors", max_items=4)   # by cache file (saves re-reading it; see prior_for)
 _nets = ModelCache("perceptual", max_items=3)      # perceptual networks by (name, folders): one method needs <= 2
 
 
@@ -26,25 +24,28 @@ def _steps_tooltip() -> str:
 
 
 def prior_for(G, callback=None) -> I.WPrior:
-    """The II2S prior of G: from the cache file next to its checkpoint, from memory, or computed and cached."""
-    from ..core.latents import generator_ref
+    """The II2S prior of G: from memory, from its cache file, or computed and cached.
 
-    fp = generator_ref(G).fingerprint
+    The file is `comfy_env.cache_file(G, ".ii2s-prior", "ii2s_priors")`: `<checkpoint>.ii2s-prior` next to G's
+    checkpoint only when that checkpoint is in the model folders and G is its own generator (the same weights),
+    else output/ii2s_priors/<fingerprint>-<weights digest>.ii2s-prior. So a tuned copy (Apply Weight Delta, PTI)
+    has its own file and never reads or overwrites its base checkpoint's, and a file's recorded source never
+    chooses where we write. Memory is keyed by that file, so copies never share an entry either. A cache holding
+    another generator's prior is recomputed (`load_w_prior` checks the fingerprint).
+    """
+    cache = comfy_env.cache_file(G, _PRIOR_SUFFIX, "ii2s_priors")
 
     def load():
-        source = Path(G.info.source) if G.info.source else None
-        cache = source.with_name(source.name + _PRIOR_SUFFIX) if source is not None and source.is_file() else None
-        prior = I.load_w_prior(cache, G) if cache is not None else None
+        prior = I.load_w_prior(cache, G)
         if prior is None:
             prior = I.compute_w_prior(G, callback=callback)
-            if cache is not None:
-                try:
-                    I.save_w_prior(prior, cache)
-                except OSError as e:  # read-only model folder: keep it in memory only
-                    logger.warning("could not cache the II2S prior next to %s (%s)", source, e)
+            try:
+                I.save_w_prior(prior, cache)
+            except OSError as e:  # a read-only folder or a full disk: keep it in memory only
+                logger.warning("could not cache the II2S prior in %s (%s); it is kept in memory only", cache, e)
         return prior
 
-    return _priors.get_or_load(fp, load)
+    return _priors.get_or_load(str(cache), load)
 
 
 @register_node("SGS_InvertImage", "Invert Image", optimises=True)

@@ -33,13 +33,11 @@ def mapper_files() -> list[str]:
 
 
 def _mapper_path(name: str) -> Path:
-    rel = Path(name)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise ValueError(f"latent mapper {name!r} must be a file name inside models/{comfy_env.MAPPER_FOLDER}")
-    for folder in comfy_env.mapper_dirs():
-        path = folder / rel  # not resolved: a symlinked mapper file is fine, the name is what is checked
-        if path.is_file():
-            return path
+    # comfy_env's rule: the name is checked as written; a mapper file or folder linked into the folder is fine.
+    comfy_env.check_name(name, "latent mapper", f"models/{comfy_env.MAPPER_FOLDER}")
+    path = comfy_env.find_in_folders(comfy_env.mapper_dirs(), name)
+    if path is not None:
+        return path
     raise FileNotFoundError(f"latent mapper {name!r} not found in {', '.join(map(str, comfy_env.mapper_dirs()))}; "
                             f"put mappers (.safetensors from Train Latent Mapper, or StyleCLIP's .pt) in "
                             f"models/{comfy_env.MAPPER_FOLDER}")

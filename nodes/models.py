@@ -55,8 +55,14 @@ class LoadCLIP:
         name = model_name.strip()
         if weights == _AUTO_WEIGHTS:
             pretrained = None if name.startswith(C.HF_HUB_PREFIX) else (pretrained_tag.strip() or None)
-        else:
-            pretrained = weights
+        else:  # a file from the list: found in the CLIP folders by comfy_env's rule, never relative to the cwd
+            comfy_env.check_name(weights, "CLIP weight file", "models/text_encoders or models/clip")
+            path = comfy_env.find_in_folders(comfy_env.clip_dirs(), weights)
+            if path is None:
+                raise FileNotFoundError(f"CLIP weight file {weights!r} not found in "
+                                        f"{', '.join(map(str, comfy_env.clip_dirs()))}; put open_clip weights "
+                                        f"(.safetensors, .bin, .pt, .pth) in models/text_encoders")
+            pretrained = str(path)
         clip = C.load_clip(name, model_dirs=comfy_env.clip_dirs(), pretrained=pretrained,
                            device=comfy_env.torch_device(device), dtype=_PRECISIONS[precision])
         return (clip,)

@@ -619,3 +619,50 @@ def write_delta_file(path: Path, tensors: TensorMap, ref: dict, **fields: Any) -
 def nested_json(depth: int) -> str:
     """A JSON text nested `depth` lists deep (json.loads raises RecursionError past ~1000)."""
     return "[" * depth + "]" * depth
+
+
+# --- issue 13: where we write (recorded sources, temporary files of killed writers) -------------------
+
+def write_recorded_source(genuine: Path, path: Path, source: str) -> Path:
+    """A copy of the StyleGAN Studio .safetensors `genuine` whose metadata records `source` (any string, e.g. an
+    existing file outside the model folders) as where the generator came from. Nothing else changes: the file
+    loads, and the generator's `info.source` is `source`."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(genuine), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    info = json.loads(meta["info"])
+    info["source"] = source
+    meta["info"] = json.dumps(info)
+    save_file(tensors, str(path), metadata=meta)
+    return Path(path)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has just exited (not reused yet, for a test's few seconds)."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def write_leftover(target: Path, pid: int, *, counter: int = 0, torch_hub: bool = False,
+                   age_seconds: float = 0.0) -> Path:
+    """What a writer killed while writing `target` leaves: `core.files.atomic_write`'s `<name>.<pid>-<n>.partial`,
+    or with `torch_hub` the `<that>.<32 hex>.partial` torch.hub's downloader writes first; last written
+    `age_seconds` ago."""
+    import os
+    import time
+    import uuid
+
+    path = Path(target).with_name(f"{Path(target).name}.{pid}-{counter}.partial")
+    if torch_hub:
+        path = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    path.write_bytes(b"half a file")
+    if age_seconds:
+        t = time.time() - age_seconds
+        os.utime(path, (t, t))
+    return path
