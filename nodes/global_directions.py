@@ -176,6 +176,9 @@ class GlobalDirectionEdit:
 
     def edit(self, generator, latent, clip, directions, target_text, neutral_text, alpha, beta, sweep_frames=1):
         t0 = time.perf_counter()
+        n = latent.tensor.shape[0]
+        L.check_latent_count(n * max(int(sweep_frames), 1), f"{n} latent(s) x {int(sweep_frames)} sweep frames",
+                             split="use fewer sweep frames or edit the latents in smaller batches")
         directions.check_clip(clip)
         GD.check_generator(directions, generator, strict=False)  # layout must fit; other weights are only logged
         delta_t = GD.direction_from_text(clip, target_text.strip(), neutral_text.strip())

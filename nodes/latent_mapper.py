@@ -253,6 +253,9 @@ class ApplyLatentMapper:
             raise ValueError("latent mappers edit w+ latents, and an s latent has no w+ form: apply the mapper "
                              "before the StyleSpace edit")
         L.check_compatible(latent, generator)
+        n = latent.tensor.shape[0]
+        L.check_latent_count(n * max(int(sweep_frames), 1), f"{n} latent(s) x {int(sweep_frames)} sweep frames",
+                             split="use fewer sweep frames or map the latents in smaller batches")
         ref = L.generator_ref(generator)
         trained = mapper.info.generator
         name = trained.name if trained is not None else "another generator"
