@@ -11,8 +11,6 @@ from ..config import GeneratorConfig
 from ..errors import CheckpointError
 from ..networks import Generator
 
-MAX_EXPANDED_NUMEL = 65536  # a tensor may show more elements than its storage holds (a stride-0 view) up to this
-
 
 def expected_state_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor of `Generator(config).state_dict()`, without allocating it: the network is
@@ -51,27 +49,6 @@ def build_generator_for(config: GeneratorConfig, weights: Union[Mapping[str, tor
                 f"({config.arch}, {config.img_resolution} px, {len(shapes)} tensors) needs {needed:,}; the file is "
                 f"truncated or its settings are forged; download it again")
     return Generator(config)
-
-
-def check_tensor_sizes(tensors: Mapping[str, torch.Tensor], what: str, file_size: int) -> None:
-    """Refuse tensors that show more data than the file holds: a view whose elements exceed its storage
-    (stride 0, overlapping strides) beyond a few KB, or tensors whose elements together exceed what a file of
-    `file_size` bytes can store (views sharing one storage). Either would be expanded into real memory later."""
-    total = 0
-    for k, v in tensors.items():
-        if not torch.is_tensor(v):
-            continue
-        nbytes = v.numel() * v.element_size()
-        total += nbytes
-        if v.numel() > MAX_EXPANDED_NUMEL and nbytes > v.untyped_storage().nbytes():
-            raise CheckpointError(
-                f"{what}: tensor {k!r} {list(v.shape)} (strides {list(v.stride())}) shows {nbytes:,} bytes but its "
-                f"storage holds {v.untyped_storage().nbytes():,}; a weights file never stores such views; the file "
-                f"is forged or damaged")
-    if total > 2 * file_size + (1 << 20):
-        raise CheckpointError(f"{what}: its tensors show {total:,} bytes of weights but the file has {file_size:,} "
-                              f"bytes; they share storage or are expanded views, which a weights file never needs; "
-                              f"the file is forged or damaged")
 
 
 def load_state_strict(G: Generator, state: Mapping[str, torch.Tensor], what: str,
