@@ -354,9 +354,11 @@ def _check_torch_zip(path: Path, size: int, what: str, hint: str) -> int:
             if sig != b"PK\x03\x04" or method != info.compress_type:
                 raise refuse(f"the local header of zip entry {info.filename!r} disagrees with the zip directory; the file "
                              f"is truncated or corrupt")
-            # Sizes in the local header are 0 with a data descriptor (flag bit 3) and 0xFFFFFFFF with ZIP64.
-            if not flags & 0x08 and (l_stored, l_inflated) != (0xFFFFFFFF, 0xFFFFFFFF) and \
-                    (l_stored, l_inflated) != (stored, inflated):
+            if (l_stored, l_inflated) == (0xFFFFFFFF, 0xFFFFFFFF):  # ZIP64: the sizes are in an extra field
+                f.seek(name_len, 1)
+                l_inflated, l_stored = _zip64_sizes(f.read(extra_len), l_inflated, l_stored)
+            # Sizes in the local header are 0 with a data descriptor (flag bit 3): the directory's then count.
+            if not flags & 0x08 and (l_stored, l_inflated) != (stored, inflated):
                 raise refuse(f"zip entry {info.filename!r} declares {l_inflated:,} bytes in its local header but "
                              f"{inflated:,} in the zip directory")
             end = info.header_offset + _ZIP_LOCAL_HEADER.size + name_len + extra_len + stored
@@ -369,6 +371,17 @@ def _check_torch_zip(path: Path, size: int, what: str, hint: str) -> int:
         raise refuse(f"its zip entries inflate to {total:,} bytes from a {size:,}-byte file (at most {allowed:,} "
                      f"accepted); torch.save never compresses, so this is a zip bomb or a damaged file")
     return total
+
+
+def _zip64_sizes(extra: bytes, inflated: int, stored: int) -> tuple[int, int]:
+    """(inflated, stored) from the ZIP64 extra field (id 1) of a local header; the given values if there is none."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, n = struct.unpack_from("<HH", extra, pos)
+        if tag == 1 and n >= 16:
+            return struct.unpack_from("<QQ", extra, pos + 4)
+        pos += 4 + n
+    return inflated, stored
 
 
 class _BoundedReader(io.RawIOBase):

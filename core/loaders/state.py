@@ -6,16 +6,31 @@ from __future__ import annotations
 from typing import Mapping, Union
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..config import GeneratorConfig
 from ..errors import CheckpointError
 from ..networks import Generator
 
 
+class _SizedFactoriesOnMeta(TorchFunctionMode):
+    """Creates tensors from sizes (`torch.empty`, `zeros`, ...) on the meta device and leaves tensors made from
+    data (`as_tensor`: the few FIR taps) on the CPU, so building a generator allocates nothing of its size and runs
+    no arithmetic on meta tensors (whose first use imports torch's symbolic-shape machinery: seconds)."""
+
+    FACTORIES = frozenset({torch.empty, torch.zeros, torch.ones, torch.full, torch.randn, torch.rand})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self.FACTORIES and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
 def expected_state_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor of `Generator(config).state_dict()`, without allocating it: the network is
-    built on the meta device (cheap once `config` passed its bounds check)."""
-    with torch.device("meta"):
+    built with its weights on the meta device (cheap once `config` passed its bounds check)."""
+    with _SizedFactoriesOnMeta():
         G = Generator(config)
     return {k: tuple(v.shape) for k, v in G.state_dict().items()}
 
