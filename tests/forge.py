@@ -662,3 +662,34 @@ def rosinality_state_with_names(extra: dict[str, torch.Tensor]) -> dict:
              "convs.0.conv.weight": torch.zeros(1, 8, 8, 3, 3), "convs.1.conv.weight": torch.zeros(1, 8, 8, 3, 3)}
     state.update(extra)
     return {"g_ema": state}
+
+
+def write_nvidia_pickle_with_settings(fx: Fixture, path: Path, *, mapping_num_layers: Any = None,
+                                      **kwargs: Any) -> Path:
+    """An NVIDIA snapshot of `fx` whose G_ema records other settings: `mapping_num_layers` in the mapping
+    network's attributes, and constructor arguments `kwargs` ('synthesis_kwargs.x' for a nested one). The
+    weights stay those of `fx`: only the declared settings lie."""
+    import copy
+    import dataclasses
+
+    record = copy.deepcopy(fx.record)
+    g_state = record["G_ema"]["state"]
+    init = dict(g_state)["_init_kwargs"]["value"]
+    for key, value in kwargs.items():
+        outer, _, inner = key.partition(".")
+        entry = next((e for e in init if e[0] == outer), None)
+        if entry is None:
+            init.append([outer, value])
+        elif inner:
+            nested = entry[1]["value"]
+            found = next((e for e in nested if e[0] == inner), None)
+            if found is None:
+                nested.append([inner, value])
+            else:
+                found[1] = value
+        else:
+            entry[1] = value
+    if mapping_num_layers is not None:
+        mapping = dict(dict(g_state)["_modules"]["value"])["mapping"]
+        next(e for e in mapping["state"] if e[0] == "num_layers")[1] = mapping_num_layers
+    return write_nvidia_pickle(dataclasses.replace(fx, record=record, derived={}), path, keys=("G_ema",))

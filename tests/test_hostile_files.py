@@ -408,3 +408,29 @@ def test_hostile_rosinality_names_and_shapes(tmp_path, extra, needle):
     t = time.perf_counter()
     refuse(path, needle)
     assert time.perf_counter() - t < 5
+
+
+# --- NVIDIA pickles: the same bounds, the file named ---------------------------------------------------------
+
+@pytest.mark.parametrize("settings, needle", [
+    ({"mapping_num_layers": 200_000}, "mapping.num_layers is 200000"),
+    ({"synthesis_kwargs.channel_base": 0}, "synthesis.channel_base is 0"),
+    ({"z_dim": 10 ** 9}, "z_dim is 1000000000"),
+    ({"synthesis_kwargs.resample_filter": [0, 0, 0, 0]}, "sums to 0"),
+], ids=["mapping-200k", "zero-channels", "huge-z", "zero-filter"])
+def test_nvidia_pickle_with_forged_settings_names_file_and_field(tmp_path, settings, needle, real_builds):
+    fx = forge.load_fixture("ada_skip")
+    path = forge.write_nvidia_pickle_with_settings(fx, tmp_path / "forged.pkl", **settings)
+    assert path.stat().st_size < 1 << 20
+    t = time.perf_counter()
+    refuse(path, needle)
+    assert time.perf_counter() - t < 5
+    assert real_builds == []
+
+
+@pytest.mark.parametrize("settings", [{"synthesis_kwargs.channel_base": "abc"}, {"z_dim": [1]},
+                                      {"c_dim": None}], ids=["str", "list", "none"])
+def test_nvidia_pickle_with_wrongly_typed_settings_is_a_checkpoint_error(tmp_path, settings):
+    path = forge.write_nvidia_pickle_with_settings(forge.load_fixture("ada_skip"), tmp_path / "typed.pkl",
+                                                   **settings)
+    refuse(path)

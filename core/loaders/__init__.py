@@ -92,6 +92,14 @@ def load_generator(path: PathLike, device: Optional[Union[str, torch.device]] = 
         if what in str(e):
             raise
         raise type(e)(f"{what}: {e}") from e
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+            RecursionError) as e:
+        # A converter met a value of a type or size no genuine checkpoint has (a string where NVIDIA stores an
+        # int, a 0-d tensor where a matrix belongs): the file is at fault, so say so and name it.
+        logger.debug("reading %s failed", what, exc_info=True)
+        raise CheckpointError(f"{what}: the file's contents cannot be read as a StyleGAN generator "
+                              f"({type(e).__name__}: {str(e)[:300]}); it is damaged, forged or of an unsupported "
+                              f"variant; download it again or convert the original") from e
     if not G.info.name or G.info.name == "unnamed":
         G.info.name = path.stem
     G.info.source = G.info.source or what
