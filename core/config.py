@@ -98,7 +98,7 @@ class GeneratorConfig:
                 (see `_validate`).
         """
         if not isinstance(data, dict):
-            raise CheckpointError(f"generator config is a {_json_type(data)}, expected a JSON object")
+            raise CheckpointError(f"generator config is {_json_type(data)}, expected a JSON object")
         data = dict(data)
         if "arch" not in data:
             raise CheckpointError("generator config is missing the key 'arch'; the metadata is incomplete")
@@ -111,7 +111,7 @@ class GeneratorConfig:
         if isinstance(syn_values, dict) and "resample_filter" in syn_values:  # JSON turns the tuple into a list
             taps = syn_values["resample_filter"]
             if not isinstance(taps, (list, tuple)):
-                raise CheckpointError(f"invalid generator config: synthesis.resample_filter is a {_json_type(taps)}, "
+                raise CheckpointError(f"invalid generator config: synthesis.resample_filter is {_json_type(taps)}, "
                                       f"expected a list of numbers")
             syn_values = dict(syn_values, resample_filter=tuple(taps))
         synthesis = _build(syn_cls, syn_values, "synthesis")
@@ -185,14 +185,15 @@ def stylegan3_geometry(config: StyleGAN3Config, img_resolution: int, img_channel
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "JSON object", list: "list", str: "string", bool: "boolean", type(None): "null",
-             int: "integer", float: "number"}
-    return names.get(type(value), type(value).__name__)
+    """'a string', 'an integer', 'a JSON object', ... for messages about a value of the wrong type."""
+    names = {dict: "a JSON object", list: "a list", tuple: "a list", str: "a string", bool: "a boolean",
+             type(None): "null", int: "an integer", float: "a number"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def _build(cls, values: Any, what: str):
     if not isinstance(values, dict):
-        raise CheckpointError(f"invalid generator config: {what} is a {_json_type(values)}, expected a JSON object")
+        raise CheckpointError(f"invalid generator config: {what} is {_json_type(values)}, expected a JSON object")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(map(str, set(values) - names))
     if unknown:
@@ -212,14 +213,14 @@ def _validate(cfg: GeneratorConfig) -> None:
 
     def integer(name: str, value: Any, lo: int, hi: int) -> int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise bad(f"{name} is {value!r} (a {_json_type(value)}), expected an integer in [{lo}, {hi}]")
+            raise bad(f"{name} is {value!r} ({_json_type(value)}), expected an integer in [{lo}, {hi}]")
         if not lo <= value <= hi:
             raise bad(f"{name} is {value}, expected an integer in [{lo}, {hi}]")
         return int(value)
 
     def real(name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise bad(f"{name} is {value!r} (a {_json_type(value)}), expected a number")
+            raise bad(f"{name} is {value!r} ({_json_type(value)}), expected a number")
         value = float(value)
         if not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo):
             interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"

@@ -357,8 +357,8 @@ def test_malformed_safetensors_is_refused_cheaply(tmp_path, kind):
 @pytest.mark.parametrize("text, needle", [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "generator config is a list, expected a JSON object"),
-    ("42", "generator config is a integer"),
-    ("null", "generator config is a null"),
+    ("42", "generator config is an integer"),
+    ("null", "generator config is null"),
     (forge.nested_json(100_000), "nested too deeply"),
     (json.dumps({"z_dim": 8}), "missing the key 'arch'"),
 ])
