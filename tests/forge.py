@@ -492,8 +492,8 @@ def write_rosinality_pt(fx: Fixture, path: Path, *, latent_avg: bool = True, arg
 # Small files that declare much more than they hold. Each is well formed up to the one lie it tells, so the
 # reader reaches the check that must refuse it (and, without that check, would allocate what the lie says).
 
-import struct as _struct  # noqa: E402  (kept in this section so the sections stay independent)
-import zipfile as _zipfile  # noqa: E402
+import struct as _struct  # imported here so this section stays independent of the others
+import zipfile as _zipfile
 
 
 def _torch_zip_entries(obj: Any) -> tuple[list[str], dict[str, bytes]]:

@@ -10,13 +10,13 @@ import threading
 import time
 import zipfile
 
+import forge
 import psutil
 import pytest
 import torch
+from conftest import tiny_generator
 
 import core
-import forge
-from conftest import tiny_generator
 from core import files as F
 from core.config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config
 from core.errors import CheckpointError
