@@ -396,6 +396,7 @@ def test_malformed_info_metadata_names_file_and_field(tmp_path, tiny_file, info,
 
 @pytest.mark.parametrize("extra, needle", [
     ({"convs.999999999.conv.weight": torch.zeros(1, 8, 8, 3, 3)}, "synthesis convolutions"),
+    ({"style.200000.weight": torch.zeros(8, 8)}, "mapping.num_layers is 200000"),
     ({"noises.noise_99999999999999": torch.zeros(1, 1, 4, 4)}, "unexpected tensor(s) [noises.noise_99999999999999]"),
     ({"style.1.weight": torch.zeros(())}, "tensor 'style.1.weight' has shape []"),
     ({"input.input": torch.zeros(())}, "tensor 'input.input' []"),
