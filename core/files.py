@@ -286,7 +286,7 @@ MAX_ZIP_ENTRIES = 65536         # a checkpoint with its optimiser state has a fe
 MAX_EXPANDED_NUMEL = 65536      # a tensor may show more elements than its storage (a stride-0 view) up to this
 _DEFLATE_MAX_RATIO = 1032       # deflate cannot expand more than this: a larger claim is a lie
 _ZIP_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # signature ... name length, extra length (30 bytes)
-_TORCH_LEGACY_HEAD = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1]  # a legacy torch.save file's start
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a legacy torch.save file
 _STORAGE_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
                   "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
                   "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "UntypedStorage": 1}
@@ -456,12 +456,13 @@ def _check_torch_legacy(path: Path, size: int, what: str, hint: str) -> None:
     storage keys, then the raw storages) and refuse more than the file holds. Files that are not legacy torch
     files are left to torch.load, which refuses them."""
     with open(path, "rb") as f:
-        if f.read(len(_TORCH_LEGACY_HEAD)) != _TORCH_LEGACY_HEAD:
-            return  # not a legacy torch file (torch.save writes this magic number first, with protocol 2)
+        if f.read(1) != b"\x80":
+            return  # not a pickle: torch.load refuses it
     try:
         with open(path, "rb") as f:
             scan = _StorageScan(_BoundedReader(f, size))
-            scan.load()  # the magic number
+            if scan.load() != _TORCH_LEGACY_MAGIC:
+                return  # not a legacy torch file (torch.save writes this number first): torch.load refuses it
             scan.load()  # protocol version
             scan.load()  # sys_info
             scan.load()  # the object, with the persistent storage records
