@@ -3,11 +3,14 @@ one weight-file finder and one downloader (URLs with a hash check, the Hugging F
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
+import pickle
 import re
 import socket
+import struct
 import time
 import zipfile
 from dataclasses import dataclass
@@ -261,8 +264,11 @@ def meta_field(meta: Mapping[str, str], key: str, path: PathLike, what: str, *,
     except (TypeError, ValueError, KeyError, RecursionError) as e:
         if isinstance(e, CheckpointError) and str(path) in str(e):
             raise
-        raise CheckpointError(f"{path}: {what} metadata field {key!r} is invalid ({type(e).__name__}: {e}); the "
-                              f"file is damaged or was not written by StyleGAN Studio; {hint}") from e
+        why = str(e) if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}"
+        if isinstance(e, RecursionError):
+            why = "nested too deeply"
+        raise CheckpointError(f"{path}: {what} metadata field {key!r} is invalid ({why}); the file is damaged or "
+                              f"was not written by StyleGAN Studio; {hint}") from e
 
 
 def meta_json(meta: Mapping[str, str], key: str, path: PathLike, what: str, default: Any = ..., *,
@@ -321,6 +327,240 @@ def _load_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}"
 
 
+# Bounds on what a torch.save file may make the reader allocate before its contents are checked.
+MAX_INFLATE_RATIO = 16          # a zip entry's inflated bytes beyond its stored bytes, relative to the file size
+MAX_INFLATE_BYTES = 1 << 30     # and never more than 1 GiB beyond the file size (torch.save never compresses)
+MAX_ZIP_ENTRIES = 65536         # a checkpoint with its optimiser state has a few thousand
+MAX_EXPANDED_NUMEL = 65536      # a tensor may show more elements than its storage (a stride-0 view) up to this
+_DEFLATE_MAX_RATIO = 1032       # deflate cannot expand more than this: a larger claim is a lie
+_ZIP_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # signature ... name length, extra length (30 bytes)
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a legacy torch.save file
+_STORAGE_BYTES = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+                  "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+                  "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "UntypedStorage": 1}
+
+
+def check_torch_file(path: PathLike, *, what: str = "weights", hint: str = "download it again") -> int:
+    """Check a `torch.save` file's declared sizes against its real size before torch reads it, and return how
+    many bytes of data it may inflate to (for `check_tensor_sizes`).
+
+    A zip archive (torch >= 1.6): the central directory is read (nothing is inflated): at most MAX_ZIP_ENTRIES
+    entries, no duplicate names, stored or deflated only, every local header agreeing with the central
+    directory and inside the file, and all entries together inflating to at most the file size plus
+    min(MAX_INFLATE_RATIO x the file size, MAX_INFLATE_BYTES). torch's reader (miniz) allocates each record at
+    the size the central directory declares and checks each record against the size the pickle declares, so
+    both are bounded by this. A legacy (pre-zip) file: its pickle is walked with stubs (nothing is imported or
+    called) to sum the storage sizes it declares, which torch would allocate before reading: they must fit in
+    the file.
+
+    Raises:
+        CheckpointError: naming the file and what it declares versus what it holds.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        return _check_torch_zip(path, size, what, hint)
+    _check_torch_legacy(path, size, what, hint)
+    return size
+
+
+def _check_torch_zip(path: Path, size: int, what: str, hint: str) -> int:
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(_with_hint(f"{path}: not a readable {what} file: {why}", hint))
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+        raise refuse(f"the file is truncated or corrupt (its zip directory is damaged: {type(e).__name__}: {e})") from e
+    if len(infos) > MAX_ZIP_ENTRIES:
+        raise refuse(f"{len(infos)} zip entries, at most {MAX_ZIP_ENTRIES} expected")
+    names: set[str] = set()
+    total = 0
+    with open(path, "rb") as f:
+        for info in infos:
+            if info.filename in names:
+                raise refuse(f"the zip entry {info.filename!r} appears twice")
+            names.add(info.filename)
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise refuse(f"zip entry {info.filename!r} uses compression method {info.compress_type}; torch "
+                             f"files are stored or deflated")
+            stored, inflated = info.compress_size, info.file_size
+            if info.compress_type == zipfile.ZIP_STORED and stored != inflated:
+                raise refuse(f"zip entry {info.filename!r} is stored uncompressed but declares {stored:,} stored "
+                             f"and {inflated:,} inflated bytes")
+            if inflated > _DEFLATE_MAX_RATIO * stored + 1024:
+                raise refuse(f"zip entry {info.filename!r} declares {inflated:,} bytes from {stored:,} compressed "
+                             f"bytes, more than deflate can produce")
+            f.seek(info.header_offset)
+            local = f.read(_ZIP_LOCAL_HEADER.size)
+            if len(local) < _ZIP_LOCAL_HEADER.size:
+                raise refuse(f"zip entry {info.filename!r} starts beyond the end of the file; the file is truncated or corrupt")
+            (sig, _, flags, method, _, _, _, l_stored, l_inflated, name_len, extra_len) = _ZIP_LOCAL_HEADER.unpack(local)
+            if sig != b"PK\x03\x04" or method != info.compress_type:
+                raise refuse(f"the local header of zip entry {info.filename!r} disagrees with the zip directory; the file "
+                             f"is truncated or corrupt")
+            if (l_stored, l_inflated) == (0xFFFFFFFF, 0xFFFFFFFF):  # ZIP64: the sizes are in an extra field
+                f.seek(name_len, 1)
+                l_inflated, l_stored = _zip64_sizes(f.read(extra_len), l_inflated, l_stored)
+            # Sizes in the local header are 0 with a data descriptor (flag bit 3): the directory's then count.
+            if not flags & 0x08 and (l_stored, l_inflated) != (stored, inflated):
+                raise refuse(f"zip entry {info.filename!r} declares {l_inflated:,} bytes in its local header but "
+                             f"{inflated:,} in the zip directory")
+            end = info.header_offset + _ZIP_LOCAL_HEADER.size + name_len + extra_len + stored
+            if end > size:
+                raise refuse(f"zip entry {info.filename!r} ends at byte {end:,}, beyond the end of the file "
+                             f"({size:,} bytes); the file is truncated or corrupt")
+            total += inflated
+    allowed = size + min(MAX_INFLATE_RATIO * size + (1 << 20), MAX_INFLATE_BYTES)
+    if total > allowed:
+        raise refuse(f"its zip entries inflate to {total:,} bytes from a {size:,}-byte file (at most {allowed:,} "
+                     f"accepted); torch.save never compresses, so this is a zip bomb or a damaged file")
+    return total
+
+
+def _zip64_sizes(extra: bytes, inflated: int, stored: int) -> tuple[int, int]:
+    """(inflated, stored) from the ZIP64 extra field (id 1) of a local header; the given values if there is none."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, n = struct.unpack_from("<HH", extra, pos)
+        if tag == 1 and n >= 16:
+            return struct.unpack_from("<QQ", extra, pos + 4)
+        pos += 4 + n
+    return inflated, stored
+
+
+class _BoundedReader(io.RawIOBase):
+    """A read-only view of an open file that never returns (or makes the unpickler allocate for) more than the
+    bytes left in it, whatever length an opcode declares."""
+
+    def __init__(self, f, size: int):
+        self.f, self.size = f, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        left = self.size - self.f.tell()
+        data = self.f.read(max(0, min(len(b), left)))
+        b[:len(data)] = data
+        return len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self.size - self.f.tell())
+        return self.f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self.f.readline(1 << 16 if limit is None or limit < 0 else min(limit, 1 << 16))
+
+
+class _Stub:
+    """Stands for any object of a legacy torch pickle while its storage sizes are summed: accepts anything."""
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _StorageScan(pickle.Unpickler):
+    """Unpickler that resolves every global to a `_Stub` subclass (nothing is imported or called) and records the
+    storages a legacy torch pickle declares: {key: bytes}."""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.storages: dict[str, int] = {}
+
+    def find_class(self, module, name):
+        return type(str(name)[:64], (_Stub,), {"global_name": f"{module}.{name}"})
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            kind = getattr(pid[1], "global_name", "").rsplit(".", 1)[-1]
+            numel = pid[4]
+            if isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+                raise pickle.UnpicklingError(f"storage {pid[2]!r} declares {numel!r} elements")
+            self.storages[str(pid[2])] = numel * _STORAGE_BYTES.get(kind, 8)
+        return _Stub()
+
+
+def _check_torch_legacy(path: Path, size: int, what: str, hint: str) -> None:
+    """Sum the storages a legacy torch.save file declares (it is: magic, protocol, sys_info, the object, the
+    storage keys, then the raw storages) and refuse more than the file holds. Files that are not legacy torch
+    files are left to torch.load, which refuses them."""
+    with open(path, "rb") as f:
+        if f.read(1) != b"\x80":
+            return  # not a pickle: torch.load refuses it
+    try:
+        with open(path, "rb") as f:
+            scan = _StorageScan(_BoundedReader(f, size))
+            if scan.load() != _TORCH_LEGACY_MAGIC:
+                return  # not a legacy torch file (torch.save writes this number first): torch.load refuses it
+            scan.load()  # protocol version
+            scan.load()  # sys_info
+            scan.load()  # the object, with the persistent storage records
+    except RecursionError as e:
+        raise CheckpointError(_with_hint(f"{path}: not a readable {what} file: its pickle is nested too deeply",
+                                         hint)) from e
+    except Exception as e:  # noqa: BLE001 - a damaged pickle; torch.load reports it in its own words
+        logger.debug("legacy torch scan of %s stopped: %s", path, e)
+        return
+    declared = sum(scan.storages.values())
+    if declared > size:
+        raise CheckpointError(_with_hint(f"{path}: not a readable {what} file: it declares {len(scan.storages)} "
+                                         f"storage(s) of {declared:,} bytes in all but has {size:,} bytes; the file "
+                                         f"is truncated or corrupt (or forged)", hint))
+
+
+def check_tensor_sizes(obj: Any, path: PathLike, data_bytes: int, *, what: str = "weights") -> None:
+    """Refuse tensors (anywhere in `obj`: dicts, lists, tuples, objects' attributes) that show more data than a
+    file with `data_bytes` bytes of data holds: a view whose elements exceed its storage (stride 0, overlapping
+    strides) beyond MAX_EXPANDED_NUMEL elements, or all tensors together more than twice the data (views
+    sharing storages). Either would be expanded into real memory by the first copy."""
+    total = 0
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", obj)]
+    while stack:
+        name, item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if torch.is_tensor(item):
+            nbytes = item.numel() * item.element_size()
+            total += nbytes
+            held = item.untyped_storage().nbytes()
+            if item.numel() > MAX_EXPANDED_NUMEL and nbytes > held:
+                raise CheckpointError(f"{path}: tensor {name or '(top level)'!r} {list(item.shape)} (strides "
+                                      f"{list(item.stride())}) shows {nbytes:,} bytes but its storage holds "
+                                      f"{held:,}; a {what} file never stores such views; the file is forged or "
+                                      f"damaged")
+        elif isinstance(item, Mapping):
+            stack.extend((f"{name}.{k}" if name else str(k), v) for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{name}[{i}]", v) for i, v in enumerate(item))
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            stack.extend((f"{name}.{k}" if name else str(k), v) for k, v in vars(item).items())
+    if total > 2 * data_bytes + (1 << 20):
+        raise CheckpointError(f"{path}: its tensors show {total:,} bytes but the file holds {data_bytes:,} bytes of "
+                              f"data; they are expanded views or share storage, which a {what} file never needs; "
+                              f"the file is forged or damaged")
+
+
 def read_state_dict(path: PathLike, *, what: str = "weights", hint: str = "download it again") -> dict:
     """A state dict from a `.safetensors` file or a `torch.save` file read with `weights_only=True`: nothing in
     the file is executed, TorchScript archives are refused.
@@ -340,7 +580,11 @@ def read_state_dict(path: PathLike, *, what: str = "weights", hint: str = "downl
 
             state = load_file(str(path))
         else:
+            data_bytes = check_torch_file(path, what=what, hint=hint)
             state = torch.load(str(path), map_location="cpu", weights_only=True)
+            check_tensor_sizes(state, path, data_bytes, what=what)
+    except CheckpointError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure to read means a damaged, foreign or unsafe file
         raise CheckpointError(_with_hint(f"{path}: cannot read {what} ({_load_error(e)})", hint)) from e
     if not isinstance(state, dict):
@@ -459,5 +703,5 @@ def try_download(what: str, fetch: Callable[[], PathLike]) -> tuple[Optional[Pat
 
 __all__ = ["atomic_write", "clean_partials", "meta_field", "meta_json", "read_safetensors", "write_safetensors",
            "TMP_SUFFIX", "weight_names", "refused_global", "find_weights", "read_state_dict", "is_torchscript_archive",
-           "MissingWeights", "missing_weights_error", "download_url", "find_or_download", "hub_reachable",
+           "MissingWeights", "missing_weights_error", "check_torch_file", "check_tensor_sizes", "download_url", "find_or_download", "hub_reachable",
            "HUB_UNREACHABLE", "check_hub_file", "download_from_hub", "try_download"]

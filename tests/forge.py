@@ -666,3 +666,210 @@ def write_leftover(target: Path, pid: int, *, counter: int = 0, torch_hub: bool 
         t = time.time() - age_seconds
         os.utime(path, (t, t))
     return path
+
+
+# --- issue 13: config bounds, torch-zip and safetensors reading ---------------------------------------
+# Small files that declare much more than they hold. Each is well formed up to the one lie it tells, so the
+# reader reaches the check that must refuse it (and, without that check, would allocate what the lie says).
+
+import struct as _struct  # imported here so this section stays independent of the others
+import zipfile as _zipfile
+
+
+def _torch_zip_entries(obj: Any) -> tuple[list[str], dict[str, bytes]]:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with _zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zf:
+        names = zf.namelist()
+        return names, {n: zf.read(n) for n in names}
+
+
+def _declare_numel(pickle_bytes: bytes, old: int, new: int) -> bytes:
+    """Replace the element count `old` (a BININT1) of the one storage / size record by `new` (a BININT)."""
+    out = pickle_bytes
+    for tail in (b"t", b"N", b"\x85"):  # end of the storage tuple (zip / legacy), the 1-D size tuple
+        out = out.replace(b"K" + bytes([old]) + tail, b"J" + _struct.pack("<i", new) + tail)
+    assert out != pickle_bytes
+    return out
+
+
+def _zeros_deflated(n: int) -> tuple[bytes, int]:
+    """(raw deflate stream, CRC-32) of `n` zero bytes (n a multiple of 16 MiB), made from one compressed 16 MiB
+    block repeated: a full flush makes each block independent of the ones before it."""
+    chunk = 1 << 24
+    assert n % chunk == 0
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = comp.compress(bytes(chunk)) + comp.flush(zlib.Z_FULL_FLUSH)
+    crc, zeros = 0, bytes(chunk)
+    for _ in range(n // chunk):
+        crc = zlib.crc32(zeros, crc)
+    return block * (n // chunk) + comp.flush(zlib.Z_FINISH), crc
+
+
+def _write_zip(path: Path, entries: list[tuple[str, int, bytes, int, int]], *,
+               local_sizes: Optional[dict[str, int]] = None) -> Path:
+    """A zip file from (name, method, stored bytes, crc, inflated size) entries, written by hand so the stored
+    bytes can be precompressed; `local_sizes` makes a local header declare another inflated size than the
+    central directory."""
+    out, central = bytearray(), bytearray()
+    for name, method, raw, crc, size in entries:
+        offset, encoded = len(out), name.encode()
+        local_size = (local_sizes or {}).get(name, size)
+        out += _struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(raw), local_size,
+                            len(encoded), 0) + encoded + raw
+        central += _struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21, crc, len(raw),
+                                size, len(encoded), 0, 0, 0, 0, 0, offset) + encoded
+    end = _struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central), len(out), 0)
+    return _write(path, bytes(out + central + end))
+
+
+def _bomb_entries(inflated_bytes: int) -> list[tuple[str, int, bytes, int, int]]:
+    names, data = _torch_zip_entries({"a": torch.zeros(4)})
+    pkl = next(n for n in names if n.endswith("/data.pkl"))
+    data[pkl] = _declare_numel(data[pkl], 4, inflated_bytes // 4)
+    entries = []
+    for n in names:
+        if n.endswith("/data/0"):
+            raw, crc = _zeros_deflated(inflated_bytes)
+            entries.append((n, _zipfile.ZIP_DEFLATED, raw, crc, inflated_bytes))
+        else:
+            entries.append((n, _zipfile.ZIP_STORED, data[n], zlib.crc32(data[n]), len(data[n])))
+    return entries
+
+
+def write_torch_zip_bomb(path: Path, inflated_bytes: int = 1 << 30) -> Path:
+    """A `.pt` of about inflated_bytes / 1000 bytes whose one storage entry inflates (deflate) to `inflated_bytes`
+    of zeros; its pickle declares the matching element count, so every declared size agrees with every other
+    (torch.load inflates it all)."""
+    return _write_zip(path, _bomb_entries(inflated_bytes))
+
+
+def write_torch_zip_lying_local_header(path: Path, inflated_bytes: int = 1 << 28) -> Path:
+    """A zip bomb whose central directory declares 16 inflated bytes for the storage (so a check that reads only
+    the directory passes it) while its local header and its data say `inflated_bytes`."""
+    entries = [(n, m, raw, crc, 16 if n.endswith("/data/0") else size)
+               for n, m, raw, crc, size in _bomb_entries(inflated_bytes)]
+    storage = next(e[0] for e in entries if e[0].endswith("/data/0"))
+    return _write_zip(path, entries, local_sizes={storage: inflated_bytes})
+
+
+def write_torch_zip_duplicate_entry(path: Path) -> Path:
+    """A `.pt` whose storage entry appears twice (a reader may take either: the first small, the second not)."""
+    names, data = _torch_zip_entries({"a": torch.zeros(4)})
+    with _zipfile.ZipFile(path, "w") as zf:
+        for n in names:
+            zf.writestr(n, data[n])
+        storage = next(n for n in names if n.endswith("/data/0"))
+        zf.writestr(storage, bytes(16))
+    return Path(path)
+
+
+def write_torch_stride0(path: Path, numel: int = 100_000_000) -> Path:
+    """A `.pt` holding one 16-byte storage shown as a `numel`-element tensor with stride 0 (the first copy of it
+    costs numel * 4 bytes)."""
+    names, data = _torch_zip_entries({"a": torch.zeros(4)})
+    pkl = next(n for n in names if n.endswith("/data.pkl"))
+    size_and_stride = data[pkl].replace(b"K\x04\x85", b"J" + _struct.pack("<i", numel) + b"\x85")
+    data[pkl] = size_and_stride.replace(b"K\x01\x85", b"K\x00\x85")  # stride (1,) -> (0,)
+    with _zipfile.ZipFile(path, "w") as zf:
+        for n in names:
+            zf.writestr(n, data[n])
+    return Path(path)
+
+
+def write_torch_legacy_huge_storage(path: Path, numel: int = 500_000_000) -> Path:
+    """A legacy (pre-zip) `torch.save` file of a few hundred bytes whose one storage declares `numel` float32
+    elements (torch allocates a storage of that size before it reads the data)."""
+    buf = io.BytesIO()
+    torch.save({"a": torch.zeros(4)}, buf, _use_new_zipfile_serialization=False)
+    raw = buf.getvalue()
+    head, storage = raw[:-(8 + 16)], raw[-(8 + 16):]  # ... storage keys | int64 numel | 4 float32
+    head = _declare_numel(head, 4, numel)
+    return _write(path, head + _struct.pack("<q", numel) + storage[8:])
+
+
+def _write(path: Path, data: bytes) -> Path:
+    Path(path).write_bytes(data)
+    return Path(path)
+
+
+def write_raw_safetensors(path: Path, header: Any, data: bytes = b"", *, header_len: Optional[int] = None) -> Path:
+    """A safetensors file from a header (a dict, written as JSON, or raw bytes) and a data section, with an
+    optional lying header length."""
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    n = len(text) if header_len is None else header_len
+    return _write(path, _struct.pack("<Q", n) + text + data)
+
+
+def write_stylegan_safetensors(path: Path, config: Any, *, info: Any = None,
+                               tensors: Optional[TensorMap] = None) -> Path:
+    """A StyleGAN Studio `.safetensors` with the given 'config' (a dict, written as JSON, or raw text) and
+    'info' metadata, and `tensors` (default: one tiny tensor): the metadata is what is on trial."""
+    from safetensors.torch import save_file
+
+    meta = {"format": "stylegan-studio", "format_version": "1",
+            "config": config if isinstance(config, str) else json.dumps(config)}
+    if info is not None:
+        meta["info"] = info if isinstance(info, str) else json.dumps(info)
+    save_file(tensors if tensors is not None else {"mapping.w_avg": torch.zeros(4)}, str(path), metadata=meta)
+    return Path(path)
+
+
+def stylegan_config(**changes: Any) -> dict:
+    """A valid tiny StyleGAN2 config dict (`GeneratorConfig.to_dict()` layout) with `changes` applied;
+    'mapping.x' / 'synthesis.x' keys change the nested settings."""
+    cfg: dict = {"arch": "stylegan2", "z_dim": 32, "c_dim": 0, "w_dim": 32, "img_resolution": 16, "img_channels": 3,
+                 "mapping": {"num_layers": 2}, "synthesis": {"channel_base": 256, "channel_max": 32}}
+    for key, value in changes.items():
+        if "." in key:
+            part, sub = key.split(".", 1)
+            cfg[part][sub] = value
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def nested_json(depth: int) -> str:
+    """`[[[...]]]` nested `depth` deep: past Python's recursion limit for json.loads."""
+    return "[" * depth + "]" * depth
+
+
+def rosinality_state_with_names(extra: dict[str, torch.Tensor]) -> dict:
+    """A minimal rosinality checkpoint dict (`{'g_ema': ...}`) whose state holds the mapping/4x4 tensors and
+    `extra` (hostile names)."""
+    state = {"style.1.weight": torch.zeros(8, 8), "style.1.bias": torch.zeros(8),
+             "conv1.conv.weight": torch.zeros(1, 8, 8, 3, 3), "to_rgb1.conv.weight": torch.zeros(1, 3, 8, 1, 1),
+             "convs.0.conv.weight": torch.zeros(1, 8, 8, 3, 3), "convs.1.conv.weight": torch.zeros(1, 8, 8, 3, 3)}
+    state.update(extra)
+    return {"g_ema": state}
+
+
+def write_nvidia_pickle_with_settings(fx: Fixture, path: Path, *, mapping_num_layers: Any = None,
+                                      **kwargs: Any) -> Path:
+    """An NVIDIA snapshot of `fx` whose G_ema records other settings: `mapping_num_layers` in the mapping
+    network's attributes, and constructor arguments `kwargs` ('synthesis_kwargs.x' for a nested one). The
+    weights stay those of `fx`: only the declared settings lie."""
+    import copy
+    import dataclasses
+
+    record = copy.deepcopy(fx.record)
+    g_state = record["G_ema"]["state"]
+    init = dict(g_state)["_init_kwargs"]["value"]
+    for key, value in kwargs.items():
+        outer, _, inner = key.partition(".")
+        entry = next((e for e in init if e[0] == outer), None)
+        if entry is None:
+            init.append([outer, value])
+        elif inner:
+            nested = entry[1]["value"]
+            found = next((e for e in nested if e[0] == inner), None)
+            if found is None:
+                nested.append([inner, value])
+            else:
+                found[1] = value
+        else:
+            entry[1] = value
+    if mapping_num_layers is not None:
+        mapping = dict(dict(g_state)["_modules"]["value"])["mapping"]
+        next(e for e in mapping["state"] if e[0] == "num_layers")[1] = mapping_num_layers
+    return write_nvidia_pickle(dataclasses.replace(fx, record=record, derived={}), path, keys=("G_ema",))

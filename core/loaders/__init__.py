@@ -14,18 +14,20 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
 from ..config import GeneratorConfig
 from ..errors import CheckpointError, UnsafeCheckpointError
-from ..files import meta_field, read_safetensors, refused_global, write_safetensors
+from ..files import (check_tensor_sizes, check_torch_file, meta_field, read_safetensors, refused_global,
+                     write_safetensors)
 from ..log import logger
 from ..networks import PRECISIONS, Generator, GeneratorInfo
 from .nvidia import generator_from_nvidia, generator_from_tf, select_network
 from .rosinality import generator_from_rosinality
 from .safe_pickle import PersistentObject, restricted_load
+from .state import build_generator_for, load_state_strict
 
 PathLike = Union[str, os.PathLike]
 
@@ -75,16 +77,29 @@ def load_generator(path: PathLike, device: Optional[Union[str, torch.device]] = 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {what}")
     kind = sniff_format(path)
-    if kind == "safetensors":
-        G = _load_safetensors(path)
-    elif kind == "pickle":
-        G = _load_pickle(path, network)
-    elif kind == "torch-zip":
-        G = _load_torch_zip(path)
-    else:
-        raise CheckpointError(
-            f"{what}: not a StyleGAN checkpoint (unrecognised content, {path.stat().st_size} bytes); expected an "
-            f"NVIDIA .pkl, a rosinality .pt or a StyleGAN Studio .safetensors file")
+    try:
+        if kind == "safetensors":
+            G = _load_safetensors(path)
+        elif kind == "pickle":
+            G = _load_pickle(path, network)
+        elif kind == "torch-zip":
+            G = _load_torch_zip(path)
+        else:
+            raise CheckpointError(
+                f"{what}: not a StyleGAN checkpoint (unrecognised content, {path.stat().st_size} bytes); expected an "
+                f"NVIDIA .pkl, a rosinality .pt or a StyleGAN Studio .safetensors file")
+    except CheckpointError as e:  # UnsafeCheckpointError included: every message names the file
+        if what in str(e):
+            raise
+        raise type(e)(f"{what}: {e}") from e
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+            RecursionError) as e:
+        # A converter met a value of a type or size no genuine checkpoint has (a string where NVIDIA stores an
+        # int, a 0-d tensor where a matrix belongs): the file is at fault, so say so and name it.
+        logger.debug("reading %s failed", what, exc_info=True)
+        raise CheckpointError(f"{what}: the file's contents cannot be read as a StyleGAN generator "
+                              f"({type(e).__name__}: {str(e)[:300]}); it is damaged, forged or of an unsupported "
+                              f"variant; download it again or convert the original") from e
     if not G.info.name or G.info.name == "unnamed":
         G.info.name = path.stem
     G.info.source = G.info.source or what
@@ -129,10 +144,11 @@ def read_torch_file(path: Path):
     import argparse
 
     what = str(path)
+    data_bytes = check_torch_file(path, what="checkpoint")  # declared sizes vs the file, before inflating
     try:
         # rosinality stores its command-line `args` (an argparse.Namespace); allow only that class.
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         refused = refused_global(e)
         if refused is not None:
@@ -146,6 +162,10 @@ def read_torch_file(path: Path):
             OverflowError, MemoryError, struct.error) as e:
         raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); download it again") from e
+    except RecursionError as e:
+        raise CheckpointError(f"{what}: the file's object tree is nested too deeply to be a checkpoint") from e
+    check_tensor_sizes(data, path, data_bytes, what="checkpoint")  # stride-0 / shared views expanded later
+    return data
 
 
 def _load_torch_zip(path: Path) -> Generator:
@@ -189,18 +209,39 @@ def _load_safetensors(path: Path) -> Generator:
             f"safetensors' (or core.convert_checkpoint)")
     hint = "convert the original checkpoint again with 'Save StyleGAN as safetensors' (or core.convert_checkpoint)"
     config = meta_field(meta, "config", path, "StyleGAN checkpoint", parse=GeneratorConfig.from_json, hint=hint)
-    G = Generator(config)
-    from .state import load_state_strict
-
+    G = build_generator_for(config, tensors, what, optional=())  # names and shapes checked before allocating
     load_state_strict(G, tensors, what, optional=())
     info = meta_field(meta, "info", path, "StyleGAN checkpoint", default={}, hint=hint)
-    if not isinstance(info, dict):
-        raise CheckpointError(f"{what}: StyleGAN checkpoint metadata field 'info' is a {type(info).__name__}, "
-                              f"expected a JSON object; {hint}")
-    G.info = GeneratorInfo(name=info.get("name", path.stem), source=info.get("source", what),
-                           source_format=info.get("source_format") or "safetensors",
-                           license=info.get("license", ""), extra=info.get("extra", {}))
+    G.info = _info_from_meta(info, path, hint)
     return G
+
+
+def _info_from_meta(info: Any, path: Path, hint: str) -> GeneratorInfo:
+    """`GeneratorInfo` from the 'info' metadata object; CheckpointError naming the file and the field for a wrong
+    JSON type."""
+    def refuse(field: str, value: Any, expected: str) -> CheckpointError:
+        return CheckpointError(f"{path}: StyleGAN checkpoint metadata field {field} is a {type(value).__name__}, "
+                               f"expected {expected}; {hint}")
+
+    if not isinstance(info, dict):
+        raise refuse("'info'", info, "a JSON object")
+    values = {}
+    for key, default in (("name", path.stem), ("source", str(path)), ("source_format", "safetensors"),
+                         ("license", "")):
+        value = info.get(key, default)
+        if value is None:
+            value = default
+        if not isinstance(value, str):
+            raise refuse(f"'info.{key}'", value, "a string")
+        values[key] = value
+    extra = info.get("extra", {})
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise refuse("'info.extra'", extra, "a JSON object")
+    return GeneratorInfo(name=values["name"], source=values["source"],
+                         source_format=values["source_format"] or "safetensors", license=values["license"],
+                         extra=extra)
 
 
 def save_generator(G: Generator, path: PathLike) -> Path:

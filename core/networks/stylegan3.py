@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import StyleGAN3Config
+from ..config import StyleGAN3Config, stylegan3_geometry
 from ..ops.filtered_lrelu import filtered_lrelu
 from ..ops.modulated_conv2d import modulated_conv2d
 from .layers import FullyConnectedLayer
@@ -236,18 +236,11 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         self.num_layers = config.num_layers
         self.output_scale = config.output_scale
 
-        # Geometric progression of cutoffs and minimum stopbands (sec. 3.2, appendix F).
-        last_cutoff = img_resolution / 2
-        last_stopband = last_cutoff * config.last_stopband_rel
-        exponents = np.minimum(np.arange(config.num_layers + 1) / (config.num_layers - config.num_critical), 1)
-        cutoffs = config.first_cutoff * (last_cutoff / config.first_cutoff) ** exponents
-        stopbands = config.first_stopband * (last_stopband / config.first_stopband) ** exponents
-        sampling_rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, img_resolution))))
-        half_widths = np.maximum(stopbands, sampling_rates / 2) - cutoffs
-        sizes = sampling_rates + config.margin_size * 2
-        sizes[-2:] = img_resolution
-        channels = np.rint(np.minimum((config.channel_base / 2) / cutoffs, config.channel_max))
-        channels[-1] = img_channels
+        # Geometric progression of cutoffs and minimum stopbands (sec. 3.2, appendix F); the config's bounds
+        # check derives the same geometry.
+        g = stylegan3_geometry(config, img_resolution, img_channels)
+        cutoffs, sampling_rates, half_widths = g.cutoffs, g.sampling_rates, g.half_widths
+        sizes, channels = g.sizes, g.channels
 
         self.input = SynthesisInput(w_dim, int(channels[0]), int(sizes[0]), sampling_rates[0], cutoffs[0])
         self.layer_names = []
