@@ -557,16 +557,6 @@ SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16
                       torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 
 
-def write_raw_safetensors(path: Path, header: dict, data: bytes = b"") -> Path:
-    """A safetensors file with exactly this `header` (tensor entries `{"dtype", "shape", "data_offsets"}` and
-    `"__metadata__"`) followed by `data`: the header may declare shapes and offsets the data does not hold."""
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    path = Path(path)
-    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
-    return path
-
-
 def write_tagged_safetensors(path: Path, tensors: TensorMap, metadata: dict[str, Any]) -> Path:
     """A well-formed safetensors file holding `tensors` (any dtype, any values) and `metadata` (values that are
     not strings are JSON-encoded, as the pack's writer does)."""
@@ -796,7 +786,11 @@ def _write(path: Path, data: bytes) -> Path:
 def write_raw_safetensors(path: Path, header: Any, data: bytes = b"", *, header_len: Optional[int] = None) -> Path:
     """A safetensors file from a header (a dict, written as JSON, or raw bytes) and a data section, with an
     optional lying header length."""
-    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    if isinstance(header, bytes):
+        text = header
+    else:  # padded to 8 bytes, as the safetensors writer does
+        text = json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)
     n = len(text) if header_len is None else header_len
     return _write(path, _struct.pack("<Q", n) + text + data)
 
@@ -827,11 +821,6 @@ def stylegan_config(**changes: Any) -> dict:
         else:
             cfg[key] = value
     return cfg
-
-
-def nested_json(depth: int) -> str:
-    """`[[[...]]]` nested `depth` deep: past Python's recursion limit for json.loads."""
-    return "[" * depth + "]" * depth
 
 
 def rosinality_state_with_names(extra: dict[str, torch.Tensor]) -> dict:
