@@ -435,3 +435,24 @@ def test_nvidia_pickle_with_wrongly_typed_settings_is_a_checkpoint_error(tmp_pat
     path = forge.write_nvidia_pickle_with_settings(forge.load_fixture("ada_skip"), tmp_path / "typed.pkl",
                                                    **settings)
     refuse(path)
+
+
+
+def test_recorded_fingerprint_is_not_trusted(tmp_path):
+    """A file cannot claim another generator's fingerprint (latents, deltas and caches are matched by it): the
+    loader recomputes it from the weights, and saving never writes it."""
+    from core.latents import generator_ref
+
+    G = tiny_generator()
+    genuine = generator_ref(G).fingerprint
+    path = core.save_generator(G, tmp_path / "g.safetensors")
+    _, meta = F.read_safetensors(path, what="test")
+    assert "_fingerprint" not in json.loads(meta["info"])["extra"]
+    info = json.loads(meta["info"])
+    info["extra"] = {"_fingerprint": "0123456789abcdef", "kept": 1}
+    tensors, _ = F.read_safetensors(path, what="test")
+    from safetensors.torch import save_file
+    save_file(tensors, str(tmp_path / "forged.safetensors"), metadata=dict(meta, info=json.dumps(info)))
+    G2 = core.load_generator(tmp_path / "forged.safetensors")
+    assert G2.info.extra == {"kept": 1}
+    assert generator_ref(G2).fingerprint == genuine

@@ -239,6 +239,9 @@ def _info_from_meta(info: Any, path: Path, hint: str) -> GeneratorInfo:
         extra = {}
     if not isinstance(extra, dict):
         raise refuse("'info.extra'", extra, "a JSON object")
+    # Keys starting with '_' are what the pack computes from the weights (the fingerprint latents and caches are
+    # matched by): never taken from a file, which could claim another generator's.
+    extra = {k: v for k, v in extra.items() if not str(k).startswith("_")}
     return GeneratorInfo(name=values["name"], source=values["source"],
                          source_format=values["source_format"] or "safetensors", license=values["license"],
                          extra=extra)
@@ -252,7 +255,7 @@ def save_generator(G: Generator, path: PathLike) -> Path:
     """
     state = {k: v.detach().to("cpu", torch.float32) for k, v in G.state_dict().items()}
     info = {"name": G.info.name, "source": G.info.source, "source_format": G.info.source_format,
-            "license": G.info.license, "extra": G.info.extra}
+            "license": G.info.license, "extra": {k: v for k, v in G.info.extra.items() if not k.startswith("_")}}
     return write_safetensors(path, state, format=FORMAT_NAME,
                              metadata={"format_version": FORMAT_VERSION, "config": G.config.to_json(), "info": info})
 
