@@ -12,8 +12,8 @@ IMAGE_RANGE_TOLERANCE = 0.125
 def generator_to_comfy(images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """Generator output `[N, C, H, W]` in about [-1, 1] -> ComfyUI IMAGE `[N, H, W, 3]` float in [0, 1].
 
-    Uses NVIDIA's quantisation: saving the IMAGE as 8-bit gives the bytes NVIDIA's scripts write
-    (`clamp(x * 127.5 + 128, 0, 255)` truncated). Grayscale outputs are repeated to RGB, extra channels dropped.
+    Uses NVIDIA's quantisation (`clamp(x * 127.5 + 128, 0, 255)` truncated): saved as 8-bit, the IMAGE matches what
+    NVIDIA's scripts write to within one level per value (fp32 rounding can fall on a level boundary). Grayscale outputs are repeated to RGB, extra channels dropped.
     """
     x = images.detach().to(torch.float32)
     if x.ndim != 4:

@@ -14,7 +14,8 @@ _STYLE_MIX_CHOICES = ["coarse", "middle", "fine", "coarse+middle", "middle+fine"
 @register_node("SGS_SampleLatent", "Sample Latent")
 class SampleLatent:
     DESCRIPTION = ("Turns seeds into latents (z, w or w+) with the truncation trick. In 'nvidia' seed mode seed N "
-                   "gives the same image as NVIDIA's gen_images.py / generate.py.")
+                   "gives the same z and w as NVIDIA's gen_images.py / generate.py, so the same image (to within one "
+                   "8-bit level).")
     CATEGORY = f"{CATEGORY_ROOT}/latent"
     RETURN_TYPES = (LATENT,)
     RETURN_NAMES = ("latent",)
