@@ -304,10 +304,14 @@ def _check_record_state(class_name: str, state: dict) -> None:
 
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
-    if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
-        raise UnsafeCheckpointError("malformed persistent object record in the pickle")
-    if not isinstance(meta.get("class_name"), str) or not isinstance(meta.get("module_src"), str):
-        raise UnsafeCheckpointError("persistent object record without class name or source")
+    if not isinstance(meta, dict) or meta.get("type") != "class":
+        raise UnsafeCheckpointError(f"malformed persistent object record in the pickle ({type(meta).__name__} "
+                                    f"{_short(meta, 60)}, expected a dict with type 'class')")
+    for field, kind in (("class_name", str), ("module_src", str), ("state", dict)):
+        if not isinstance(meta.get(field), kind):
+            raise CheckpointError(f"a persistent object record in the pickle has a {field} of type "
+                                  f"{type(meta.get(field)).__name__}, expected a {kind.__name__}; the file is "
+                                  f"damaged or crafted")
     check_embedded_source(meta["module_src"], meta["class_name"])
     _check_record_state(meta["class_name"], meta["state"])
     return PersistentObject(meta)
@@ -347,8 +351,11 @@ def check_declared_lengths(f: BinaryIO, where: str = "the pickle") -> None:
     end = f.seek(0, io.SEEK_END)
     f.seek(start)
     try:
-        for _ in pickletools.genops(_BoundedReader(f, end)):
-            pass
+        for opcode, arg, _pos in pickletools.genops(_BoundedReader(f, end)):
+            # genops reads every declared argument through the bounded reader; a FRAME only announces the
+            # length of what follows, which the unpickler would then read in one piece.
+            if opcode.name == "FRAME" and arg > end - f.tell():
+                raise ValueError(f"a frame of {arg} bytes, but only {end - f.tell()} remain")
     except (ValueError, EOFError) as e:  # genops: "expected N bytes in a bytes8, but only M remain", bad opcode
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{where} is truncated or corrupt: it declares more data than it holds, or a "
@@ -627,6 +634,10 @@ class _PickledArray(np.ndarray):
 class _NdarrayType:
     """What the pickle gets for `numpy.ndarray`: only usable as `_reconstruct`'s first argument (calling
     `ndarray(shape)` from a pickle would allocate any shape)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        raise UnsafeCheckpointError(f"the pickle calls numpy.ndarray{_short(args, 60)} itself, which numpy's "
+                                    f"own pickles never do (it would allocate any shape); nothing was allocated")
 
 
 def _numpy_reconstruct(subtype, shape, dtype):
