@@ -554,8 +554,9 @@ def _load_storage(data: bytes) -> torch.Tensor:
     left = len(data) - f.tell()
     if count != ref.numel or nbytes != left:
         raise damaged(f"declares {ref.numel} values ({nbytes} bytes; data header {count}) but holds {left} bytes")
-    values = torch.frombuffer(bytearray(f.read(nbytes)), dtype=ref.dtype) if nbytes else \
-        torch.empty(0, dtype=ref.dtype)
+    start = f.tell()  # one copy of the values (a writable buffer of their own, as torch.load would give)
+    values = torch.frombuffer(bytearray(memoryview(data)[start:start + nbytes]), dtype=ref.dtype) if nbytes \
+        else torch.empty(0, dtype=ref.dtype)
     if ref.view is not None:
         _, start, length = ref.view
         if start + length > ref.numel:
