@@ -604,3 +604,10 @@ def cyclic_module_objects(fx: Fixture) -> dict:
     modules = g.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"] = dict(modules)
     modules["loop"] = g
     return {"prelude": modules, **objects}
+
+
+def huge_memo_index_pickle(index: int = 100_000_000) -> bytes:
+    """12 bytes that store None at memo index `index` (the unpickler would size its memo to 2 * index)."""
+    import struct
+
+    return b"\x80\x04N" + b"r" + struct.pack("<I", index) + b"."

@@ -164,6 +164,11 @@ def test_huge_declared_lengths_are_refused_before_allocation(opcode, match, tmp_
     assert match in message, message
 
 
+def test_huge_memo_index_is_refused_before_the_memo_grows(tmp_path):
+    refused(write(tmp_path, forge.huge_memo_index_pickle()), "memo index 100000000 where a pickler would write at "
+                                                             "most 0")
+
+
 def test_huge_declared_length_inside_a_storage_record_is_refused(tmp_path):
     inner = forge.storage_record_bytes(torch.ones(2))
     inner = inner[:2] + forge.long_declared_pickle("bytes8")[2:]  # first header pickle declares 4 GB
@@ -416,6 +421,7 @@ def test_tiny_hostile_files_are_refused_with_small_peak_memory(tmp_path):
             (100_000, 100_000)))), "numpy.pkl"),
         "bytes8": write(tmp_path, forge.long_declared_pickle("bytes8", 3 * 2 ** 30), "bytes8.pkl"),
         "frame": write(tmp_path, forge.long_declared_pickle("frame", 3 * 2 ** 30), "frame.pkl"),
+        "memo": write(tmp_path, forge.huge_memo_index_pickle(), "memo.pkl"),
     }
     for path in files.values():
         assert path.stat().st_size < 1_000_000

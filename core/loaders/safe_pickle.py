@@ -341,7 +341,8 @@ def check_declared_lengths(f: BinaryIO, where: str = "the pickle") -> None:
     the file; then rewind `f`.
 
     Why: Python's unpickler allocates a buffer of the declared size before it reads, so a few bytes declaring
-    a 4 GB string would reserve 4 GB. `pickletools.genops` reads through `_BoundedReader` and only ever
+    a 4 GB string would reserve 4 GB; and it sizes its memo table by the largest index stored, so memo
+    indices must count up as a pickler writes them. `pickletools.genops` reads through `_BoundedReader` and only ever
     holds one opcode's argument, which is at most the file's size.
 
     Raises:
@@ -350,12 +351,21 @@ def check_declared_lengths(f: BinaryIO, where: str = "the pickle") -> None:
     start = f.tell()
     end = f.seek(0, io.SEEK_END)
     f.seek(start)
+    memo = 0  # memo slots a pickler would have numbered so far
     try:
         for opcode, arg, _pos in pickletools.genops(_BoundedReader(f, end)):
             # genops reads every declared argument through the bounded reader; a FRAME only announces the
             # length of what follows, which the unpickler would then read in one piece.
             if opcode.name == "FRAME" and arg > end - f.tell():
                 raise ValueError(f"a frame of {arg} bytes, but only {end - f.tell()} remain")
+            # The unpickler sizes (and zero-fills) its memo table to twice the largest index stored: a 12-byte
+            # pickle storing at index 10**8 costs 1.5 GB. Picklers number memo entries 0, 1, 2, ...
+            if opcode.name == "MEMOIZE":
+                memo += 1
+            elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if not isinstance(arg, int) or not 0 <= arg <= memo:
+                    raise ValueError(f"memo index {arg} where a pickler would write at most {memo}")
+                memo = max(memo, arg + 1)
     except (ValueError, EOFError) as e:  # genops: "expected N bytes in a bytes8, but only M remain", bad opcode
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{where} is truncated or corrupt: it declares more data than it holds, or a "
