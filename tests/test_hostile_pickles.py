@@ -169,12 +169,13 @@ def test_huge_memo_index_is_refused_before_the_memo_grows(tmp_path):
                                                              "most 0")
 
 
-def test_huge_declared_length_inside_a_storage_record_is_refused(tmp_path):
+@pytest.mark.parametrize("opcode", ["bytes8", "bytearray8", "frame"])
+def test_huge_declared_length_inside_a_storage_record_is_refused(opcode, tmp_path):
     inner = forge.storage_record_bytes(torch.ones(2))
-    inner = inner[:2] + forge.long_declared_pickle("bytes8")[2:]  # first header pickle declares 4 GB
+    inner = forge.long_declared_pickle(opcode) + inner[15:]  # the first header pickle declares 4 GB
     record = forge.Reduce(torch._utils._rebuild_tensor_v2, forge.storage_record(inner), 0, (2,), (1,), False,
                           collections.OrderedDict())
-    refused(with_tensor(tmp_path, record), "declares more data than it holds")
+    refused(with_tensor(tmp_path, record), "tensor storage record|4000000000-byte array")
 
 
 # --- Codecs -----------------------------------------------------------------------------------------------
@@ -459,3 +460,25 @@ def test_refused_file_leaves_nothing_cached(pack, tmp_path):
     generator._load_cached(genuine, "cpu", "G_ema", "")  # control: a genuine file is cached
     assert len(generator._cache) == 1
     generator._cache.clear()
+
+
+# --- Objects modified after they were built ------------------------------------------------------------
+
+def test_tensor_state_cannot_bypass_the_record_checks(tmp_path):
+    """BUILD on a tensor would call `Tensor.__setstate__` = `set_(storage, offset, size, stride)`."""
+    fn, args = torch.ones(2).__reduce_ex__(2)[:2]
+    evil = forge.Reduce(fn, *args, state=(args[0], 0, (100_000, 100_000), (0, 0)))
+    refused(with_tensor(tmp_path, evil), "sets the state of a Tensor after building it", core.UnsafeCheckpointError)
+
+
+def test_persistent_record_cannot_be_modified_after_its_checks(tmp_path):
+    objects = forge.nvidia_objects(forge.load_fixture(FX))
+    g = objects["G_ema"]
+    objects["G_ema"] = forge.Reduce(g.__reduce__()[0], g.meta, state={"module_src": "import os"})
+    refused(write(tmp_path, forge.dumps(objects)), "sets the state of a PersistentObject",
+            core.UnsafeCheckpointError)
+
+
+def test_dtype_record_cannot_be_made_without_its_checks(tmp_path):
+    data = b"\x80\x04cnumpy\ndtype\n)\x81."  # numpy.dtype.__new__(numpy.dtype): NEWOBJ, written by hand
+    refused(write(tmp_path, data), "creates a _DtypeRecord without its constructor", core.UnsafeCheckpointError)

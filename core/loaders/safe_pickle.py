@@ -476,6 +476,65 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *state):
     return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
 
 
+# --- Object construction opcodes --------------------------------------------------------------------
+
+class GuardedUnpickler(pickle._Unpickler):
+    """Python's unpickler with the two opcodes that act on an already-built object restricted to the types
+    that need them: BUILD (`inst.__setstate__(state)`) only on `BUILD_TARGETS`, NEWOBJ (`cls.__new__(cls)`,
+    which skips the checks in `__init__`) only for `NEW_TARGETS`.
+
+    Why: BUILD on a tensor calls `Tensor.__setstate__`, i.e. `tensor.set_(storage, offset, size, stride)`,
+    which would bypass `rebuild_tensor`'s checks (a stride-0 view of any size); BUILD on a record object
+    would overwrite fields after they were checked. The pure-Python implementation is used because the C
+    one's opcodes cannot be overridden; `check_declared_lengths` runs first either way.
+    """
+
+    BUILD_TARGETS: tuple[type, ...] = ()
+    NEW_TARGETS: tuple[type, ...] = ()
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, file: BinaryIO, *, max_bytes: int):
+        super().__init__(file)
+        self.max_bytes = max_bytes  # no argument can be longer than the data holds
+
+    def load_bytearray8(self):
+        # Python's version makes a zero-filled bytearray of the declared length before reading into it.
+        (n,) = struct.unpack("<Q", self.read(8))
+        if n > self.max_bytes:
+            raise CheckpointError(f"the pickle declares a {n}-byte array but holds {self.max_bytes} bytes in all; "
+                                  f"the file is truncated or crafted")
+        b = bytearray(n)
+        self.readinto(b)
+        self.append(b)
+
+    def load_build(self):
+        inst = self.stack[-2] if len(self.stack) >= 2 else None
+        if not isinstance(inst, self.BUILD_TARGETS) or isinstance(inst, torch.Tensor):
+            raise UnsafeCheckpointError(f"the pickle sets the state of a {type(inst).__name__} after building it, "
+                                        f"which genuine checkpoints never do (for a tensor it would bypass the "
+                                        f"size checks); nothing from the file was executed")
+        super().load_build()
+
+    def load_newobj(self):
+        self._check_new(self.stack[-2] if len(self.stack) >= 2 else None)
+        super().load_newobj()
+
+    def load_newobj_ex(self):
+        self._check_new(self.stack[-3] if len(self.stack) >= 3 else None)
+        super().load_newobj_ex()
+
+    def _check_new(self, cls: Any) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, self.NEW_TARGETS)):
+            raise UnsafeCheckpointError(f"the pickle creates a {getattr(cls, '__name__', type(cls).__name__)} "
+                                        f"without its constructor, which genuine checkpoints never do; nothing "
+                                        f"from the file was executed")
+
+    dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+
 # --- Storage records ---------------------------------------------------------------------------------
 # `torch.storage._load_from_bytes(data)`: `data` is a legacy `torch.save` of one storage: five small pickles
 # (magic number, protocol version, system info, the storage as a persistent id, the list of storage keys),
@@ -498,11 +557,13 @@ class _StorageType:
 
 
 class _StorageRef:
+    __slots__ = ("dtype", "key", "numel", "view")
+
     def __init__(self, dtype: torch.dtype, key: str, numel: int, view: tuple | None):
         self.dtype, self.key, self.numel, self.view = dtype, key, numel, view
 
 
-class _StorageRecordUnpickler(pickle.Unpickler):
+class _StorageRecordUnpickler(GuardedUnpickler):
     """Reads the small pickles of a storage record: storage types are the only globals, and the one
     persistent id becomes a `_StorageRef` (nothing is allocated)."""
 
@@ -527,8 +588,9 @@ class _StorageRecordUnpickler(pickle.Unpickler):
 
 
 def _storage_pickle(f: io.BytesIO) -> Any:
-    check_declared_lengths(f, "a tensor storage record in the pickle")
-    return _StorageRecordUnpickler(f).load()
+    # In memory, the pure-Python unpickler reads at most what the bytes hold, and its memo is a dict: no
+    # opcode scan is needed here (BYTEARRAY8 is bounded by `GuardedUnpickler`).
+    return _StorageRecordUnpickler(f, max_bytes=len(f.getbuffer())).load()
 
 
 def _load_storage(data: bytes) -> torch.Tensor:
@@ -729,8 +791,12 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(GuardedUnpickler):
     """Unpickler that resolves only the allow-listed globals above and refuses everything else."""
+
+    # numpy arrays and dtypes and TensorFlow networks are restored with BUILD; dict types may carry attributes.
+    BUILD_TARGETS = (_PickledArray, _DtypeRecord, TFNetwork, EasyDict, collections.OrderedDict)
+    NEW_TARGETS = (TFNetwork, EasyDict, collections.OrderedDict, set, frozenset, torch.Size)
 
     def find_class(self, module: str, name: str):
         # Protocol 0-2 pickles written by Python 3 use Python 2 module names (`__builtin__.set`); map them
@@ -752,4 +818,7 @@ def restricted_load(f: BinaryIO) -> Any:
     """Unpickle `f` with `RestrictedUnpickler`, after `check_declared_lengths` (a small file cannot make the
     unpickler reserve more memory than the file holds)."""
     check_declared_lengths(f)
-    return RestrictedUnpickler(f).load()
+    start = f.tell()
+    size = f.seek(0, io.SEEK_END)
+    f.seek(start)
+    return RestrictedUnpickler(f, max_bytes=size - start).load()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, Union
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError, UnsafeCheckpointError
-from ..loaders.safe_pickle import check_declared_lengths, rebuild_tensor
+from ..loaders.safe_pickle import GuardedUnpickler, check_declared_lengths, rebuild_tensor
 from .perceptual import LPIPS, LPIPS_CHANNELS, load_backbone_state
 
 PathLike = Union[str, Path]
@@ -199,9 +198,11 @@ _ALLOWED = {
 }
 
 
-class _ArchiveUnpickler(pickle.Unpickler):
+class _ArchiveUnpickler(GuardedUnpickler):
+    BUILD_TARGETS = NEW_TARGETS = (ScriptObject,)  # modules are restored as NEWOBJ + BUILD(state)
+
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, where: str):
-        super().__init__(io.BytesIO(data))
+        super().__init__(io.BytesIO(data), max_bytes=len(data))
         self.archive, self.prefix, self.where = archive, prefix, where
         self.allowed = {**_ALLOWED, **_tensor_rebuilders(where)}
 
