@@ -75,7 +75,7 @@ def test_record_larger_than_its_storage_is_refused_without_growing_it(tmp_path):
     ((4.0,), (1,), 0, "non-negative integers"),
     ((True,), (1,), 0, "non-negative integers"),
     ((4,), (1, 1), 0, "lengths differ"),
-    ((4,), (1,), -1, "storage offset -1"),
+    ((4,), (1,), -1, "storage offset is -1"),
     ((4,), (1,), 6, "past the storage's end"),
     ((0,), (1,), 99, "starts past the storage's end"),
 ])

@@ -387,15 +387,16 @@ _MAX_INDEX = 1 << 48  # no real size, stride or offset comes near this; it keeps
 
 def _int_tuple(values: Any, field: str, where: str) -> tuple[int, ...]:
     if not isinstance(values, (tuple, list)):
-        raise CheckpointError(f"a tensor record in {where} has a {field} of type {type(values).__name__}, "
-                              f"expected a tuple of integers; the file is damaged or crafted")
+        raise CheckpointError(f"a tensor in {where} does not fit its storage: its {field} is a "
+                              f"{type(values).__name__}, expected a tuple of integers; the file is damaged or crafted")
     if len(values) > _MAX_DIMS:
-        raise CheckpointError(f"a tensor record in {where} has {len(values)} dimensions (at most {_MAX_DIMS}); "
-                              f"the file is damaged or crafted")
+        raise CheckpointError(f"a tensor in {where} does not fit its storage: it has {len(values)} "
+                              f"dimensions (at most {_MAX_DIMS}); the file is damaged or crafted")
     for v in values:
         if type(v) is not int or not 0 <= v < _MAX_INDEX:  # noqa: E721 - bool and numpy ints are not record ints
-            raise CheckpointError(f"a tensor record in {where} has {field} {_short(values)}; expected "
-                                  f"non-negative integers below 2**48; the file is damaged or crafted")
+            raise CheckpointError(f"a tensor in {where} does not fit its storage: its {field} is "
+                                  f"{_short(values)}, expected non-negative integers below 2**48; the file is "
+                                  f"damaged or crafted")
     return tuple(values)
 
 
@@ -436,27 +437,29 @@ def rebuild_tensor(storage, offset, size, stride, *, hooks=None, where: str = "t
     size = _int_tuple(size, "size", where)
     stride = _int_tuple(stride, "stride", where)
     if type(offset) is not int or not 0 <= offset < _MAX_INDEX:  # noqa: E721
-        raise CheckpointError(f"a tensor record in {where} has storage offset {_short(offset)}; expected a "
-                              f"non-negative integer; the file is damaged or crafted")
+        raise CheckpointError(f"a tensor in {where} does not fit its storage: its storage offset is "
+                              f"{_short(offset)}, expected a non-negative integer; the file is damaged or crafted")
     if len(size) != len(stride):
-        raise CheckpointError(f"a tensor record in {where} has size {list(size)} but stride {list(stride)} (their "
-                              f"lengths differ); the file is damaged or crafted")
+        raise CheckpointError(f"a tensor in {where} does not fit its storage: size {list(size)} but stride "
+                              f"{list(stride)} (their lengths differ); the file is damaged or crafted")
     itemsize = flat.element_size()
     capacity = flat.untyped_storage().nbytes() // itemsize
     numel = math.prod(size)
-    described = (f"a tensor record in {where} (size {list(size)}, stride {list(stride)}, offset {offset}) "
-                 f"over a storage of {capacity} {str(flat.dtype).replace('torch.', '')} values")
+    record = (f"size {list(size)}, stride {list(stride)}, offset {offset}; its storage holds {capacity} "
+              f"{str(flat.dtype).replace('torch.', '')} values")
     if numel:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= capacity:
-            raise CheckpointError(f"{described} reaches value {last}, past the storage's end; the file is "
-                                  f"damaged or crafted (a tensor must lie inside the data the file holds)")
+            raise CheckpointError(f"a tensor in {where} does not fit its storage ({record}): it reaches value "
+                                  f"{last}, past the storage's end; the file is damaged or crafted (a tensor must "
+                                  f"lie inside the data the file holds)")
         if numel > MAX_BROADCAST_NUMEL and (numel > capacity or any(s == 0 and n > 1 for n, s in zip(size, stride))):
-            raise CheckpointError(f"{described} repeats stored values to show {numel} values (stride 0 or "
-                                  f"overlapping strides); a checkpoint stores every weight, so the file is "
+            raise CheckpointError(f"a tensor in {where} ({record}) repeats stored values to show {numel} values "
+                                  f"(stride 0 or overlapping strides); a checkpoint stores every weight, so the file is "
                                   f"crafted or damaged. Refused before anything was expanded")
     elif offset > capacity:
-        raise CheckpointError(f"{described} starts past the storage's end; the file is damaged or crafted")
+        raise CheckpointError(f"a tensor in {where} does not fit its storage ({record}): it starts past the "
+                              f"storage's end; the file is damaged or crafted")
     return flat.as_strided(size, stride, offset)
 
 
