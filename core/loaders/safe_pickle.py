@@ -254,7 +254,8 @@ def check_embedded_source(source: str, class_name: str) -> None:
         bad = _check_statements(tree.body)
     except RecursionError as e:  # expressions nested thousands deep: no genuine source looks like that
         raise UnsafeCheckpointError("the network source embedded in the pickle nests expressions thousands deep; "
-                                    "a genuine StyleGAN checkpoint never does. Nothing from the file was executed") from e
+                                    "a genuine StyleGAN checkpoint never does. Nothing from the file was "
+                                    "executed") from e
     if bad is not None:
         try:
             snippet = ast.get_source_segment(source.removeprefix("\ufeff"), bad) or type(bad).__name__
@@ -455,8 +456,8 @@ def rebuild_tensor(storage, offset, size, stride, *, hooks=None, where: str = "t
                                   f"lie inside the data the file holds)")
         if numel > MAX_BROADCAST_NUMEL and (numel > capacity or any(s == 0 and n > 1 for n, s in zip(size, stride))):
             raise CheckpointError(f"a tensor in {where} ({record}) repeats stored values to show {numel} values "
-                                  f"(stride 0 or overlapping strides); a checkpoint stores every weight, so the file is "
-                                  f"crafted or damaged. Refused before anything was expanded")
+                                  f"(stride 0 or overlapping strides); a checkpoint stores every weight, so the "
+                                  f"file is crafted or damaged. Refused before anything was expanded")
     elif offset > capacity:
         raise CheckpointError(f"a tensor in {where} does not fit its storage ({record}): it starts past the "
                               f"storage's end; the file is damaged or crafted")
