@@ -1,8 +1,12 @@
 """A restricted unpickler for NVIDIA network pickles: it records objects and tensors and executes nothing.
 
 NVIDIA's own loader `exec`s the Python source stored in every network pickle. Here each persistent object
-becomes a `PersistentObject` holding its class name, constructor arguments and state; tensors are rebuilt
-with `torch.load(weights_only=True)`; every other global must be on a short allow-list of data types.
+becomes a `PersistentObject` holding its class name, constructor arguments and state (its embedded source is
+checked against an allow-list of inert constructs, never run); storage records are parsed here and tensors
+rebuilt through one checked path (`rebuild_tensor`); numpy records are checked before numpy allocates; every
+other global must be on a short allow-list of data types. Sizes the file declares (opcode lengths, memo
+indices, storage element counts, tensor and array shapes) are checked against the bytes it holds before
+anything is allocated.
 """
 
 from __future__ import annotations
