@@ -862,3 +862,128 @@ def write_nvidia_pickle_with_settings(fx: Fixture, path: Path, *, mapping_num_la
         mapping = dict(dict(g_state)["_modules"]["value"])["mapping"]
         next(e for e in mapping["state"] if e[0] == "num_layers")[1] = mapping_num_layers
     return write_nvidia_pickle(dataclasses.replace(fx, record=record, derived={}), path, keys=("G_ema",))
+
+
+# --- issue 13: NVIDIA pickle path (hostile records) ---------------------------------------------------
+
+class Reduce:
+    """Pickles as `fn(*args)` (then `__setstate__(state)` when `state` is given): any record a crafted file
+    could hold, with real globals."""
+
+    def __init__(self, fn, *args, state: Any = None):
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self):
+        return (self.fn, self.args) if self.state is None else (self.fn, self.args, self.state)
+
+
+def tensor_record(values: torch.Tensor, size, stride, offset: int = 0) -> Reduce:
+    """A `torch._utils._rebuild_tensor_v2` record over `values`' real storage with any size/stride/offset."""
+    fn, args = values.__reduce_ex__(2)[:2]
+    return Reduce(fn, args[0], offset, tuple(size), tuple(stride), *args[4:])
+
+
+def storage_record_bytes(values: torch.Tensor, *, declared_numel: Optional[int] = None,
+                         header_numel: Optional[int] = None) -> bytes:
+    """The bytes of a `torch.storage._load_from_bytes` record (a legacy `torch.save` of one storage), with the
+    element count its header pickle declares and the count before the data optionally replaced."""
+    import struct
+
+    values = values.detach().contiguous().float()
+    numel = values.numel() if declared_numel is None else declared_numel
+
+    class _PidPickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", numel, None) if obj == "STORAGE" else None
+
+    def part(obj) -> bytes:
+        buf = io.BytesIO()
+        _PidPickler(buf, protocol=2).dump(obj)
+        return buf.getvalue()
+
+    raw = values.numpy().tobytes()
+    head = part(0x1950A86A20F9469CFC6C) + part(1001) + part({"protocol_version": 1001, "little_endian": True,
+                                                               "type_sizes": {"short": 2, "int": 4, "long": 4}})
+    return (head + part("STORAGE") + part(["0"])
+            + struct.pack("<q", numel if header_numel is None else header_numel) + raw)
+
+
+def storage_record(data: bytes) -> Reduce:
+    return Reduce(torch.storage._load_from_bytes, data)
+
+
+def numpy_array_record(shape, dtype: str = "float32", raw: bytes = b"\0" * 16,
+                       initial_shape=(0,)) -> Reduce:
+    """numpy's protocol-2 array record `_reconstruct(ndarray, initial_shape, b'b')` + `__setstate__` with any
+    declared shape, dtype and raw bytes."""
+    fn = np.ndarray.__reduce__(np.zeros(1))[0]
+    return Reduce(fn, np.ndarray, tuple(initial_shape), b"b", state=(1, tuple(shape), np.dtype(dtype), False, raw))
+
+
+def numpy_frombuffer_record(shape, buf: bytes = b"\0" * 16, dtype: str = "float32") -> Reduce:
+    """numpy's protocol-5 array record `_frombuffer(buffer, dtype, shape, order)`."""
+    fn = np.zeros(1).__reduce_ex__(5)[0]
+    return Reduce(fn, bytes(buf), np.dtype(dtype), tuple(shape), "C")
+
+
+def long_declared_pickle(opcode: str, declared: int = 4_000_000_000) -> bytes:
+    """A few bytes that declare `declared` bytes of data: opcode 'bytes8', 'unicode8', 'bytearray8' or 'frame'."""
+    import struct
+
+    code = {"bytes8": b"\x8e", "unicode8": b"\x8d", "bytearray8": b"\x96", "frame": b"\x95"}[opcode]
+    tail = b"N." if opcode == "frame" else b"x" * 64  # a frame's content follows; here only None
+    return b"\x80\x05" + code + struct.pack("<Q", declared) + tail
+
+
+def nvidia_objects_with(fx: Fixture, layer: str, group: str, name: str, value: Any, **kwargs) -> dict:
+    """`nvidia_objects(fx)` with `G_ema.<layer>` state `group[name]` (group '_buffers', '_parameters',
+    '_init_kwargs' or '' for the state itself) replaced by `value`."""
+    objects = nvidia_objects(fx, **kwargs)
+    record = objects["G_ema"]
+    for part in [p for p in layer.split(".") if p]:
+        record = record.meta["state"]["_modules"][part]
+    state = record.meta["state"]
+    if group:
+        state[group] = dict(state.get(group) or {}, **{name: value})
+    else:
+        state[name] = value
+    return objects
+
+
+def deep_module_chain(fx: Fixture, depth: int) -> dict:
+    """NVIDIA objects whose G_ema has a chain of `depth` nested sub-modules under `mapping`. The chain is also
+    listed first, deepest record first, so each record is pickled before its parent refers to it (a memo
+    lookup): the pickler never recurses deeply, while the loaded tree is `depth` levels deep."""
+    objects = nvidia_objects(fx)
+    source = objects["G_ema"].meta["module_src"]
+    chain: list = []
+    for i in range(depth):
+        state = {"_modules": {"m": chain[-1]} if chain else {}, "_parameters": {}, "_buffers": {}}
+        chain.append(PersistentRecord(dict(type="class", version=6, module_src=source, class_name="Generator",
+                                           state=state)))
+    mapping = objects["G_ema"].meta["state"]["_modules"]["mapping"]
+    mapping.meta["state"]["_modules"] = dict(mapping.meta["state"].get("_modules") or {}, deep=chain[-1])
+    return {"chain": chain, **objects}
+
+
+def nested_list_pickle(depth: int) -> bytes:
+    """A pickle of a list nested `depth` deep, written opcode by opcode (the pickler itself would recurse)."""
+    return b"\x80\x04" + b"]" * depth + b"a" * (depth - 1) + b"."
+
+
+def cyclic_module_objects(fx: Fixture) -> dict:
+    """NVIDIA objects whose G_ema.synthesis lists G_ema itself as a sub-module (a cycle the pickle's memo
+    allows: the modules dict is pickled first, so the back reference is a memo lookup)."""
+    objects = nvidia_objects(fx)
+    g = objects["G_ema"]
+    modules = g.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"]
+    modules = g.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"] = dict(modules)
+    modules["loop"] = g
+    return {"prelude": modules, **objects}
+
+
+def huge_memo_index_pickle(index: int = 100_000_000) -> bytes:
+    """12 bytes that store None at memo index `index` (the unpickler would size its memo to 2 * index)."""
+    import struct
+
+    return b"\x80\x04N" + b"r" + struct.pack("<I", index) + b"."

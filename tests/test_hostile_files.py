@@ -417,7 +417,7 @@ def test_hostile_rosinality_names_and_shapes(tmp_path, extra, needle):
     ({"mapping_num_layers": 200_000}, "mapping.num_layers is 200000"),
     ({"synthesis_kwargs.channel_base": 0}, "synthesis.channel_base is 0"),
     ({"z_dim": 10 ** 9}, "z_dim is 1000000000"),
-    ({"synthesis_kwargs.resample_filter": [0, 0, 0, 0]}, "sums to 0"),
+    ({"synthesis_kwargs.resample_filter": [0, 0, 0, 0]}, "sums to"),
 ], ids=["mapping-200k", "zero-channels", "huge-z", "zero-filter"])
 def test_nvidia_pickle_with_forged_settings_names_file_and_field(tmp_path, settings, needle, real_builds):
     fx = forge.load_fixture("ada_skip")

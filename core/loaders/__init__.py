@@ -115,26 +115,31 @@ def _load_pickle(path: Path, network: str) -> Generator:
             data = restricted_load(f)
             if type(data) is int and data == _TORCH_LEGACY_MAGIC:  # a pre-zip torch.save file
                 return _load_torch_legacy(path)
-    # Corrupt opcodes or lengths surface as any of these (a huge bogus length as OverflowError or
-    # MemoryError, a bad storage record as AssertionError inside torch); all mean "damaged file".
+        record = select_network(data, network, what)
+        if isinstance(record, PersistentObject):
+            G = generator_from_nvidia(record, what)
+            G.info = GeneratorInfo(source_format="nvidia-pkl")
+        else:
+            G = generator_from_tf(record, what)
+            G.info = GeneratorInfo(source_format="nvidia-tf-pkl")
+        return G
+    # Corrupt opcodes or lengths surface as any of these (a bad storage record as AssertionError inside
+    # torch); all mean "damaged file". The readers raise CheckpointError for everything they check, naming the
+    # field; the file name is added here where it is missing.
     except (EOFError, pickle.UnpicklingError, struct.error, ValueError, TypeError, IndexError, KeyError,
             AttributeError, OverflowError, MemoryError, AssertionError) as e:
         if isinstance(e, CheckpointError):  # UnsafeCheckpointError included: name the file if it is not named
             if what in str(e):
                 raise
             raise type(e)(f"{what}: {e}") from e
-        raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: {e}); "
-                              f"download it again") from e
+        raise CheckpointError(f"{what}: the file is truncated or corrupt ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''}); download it again") from e
+    except RecursionError as e:  # objects nested thousands deep: nothing genuine is
+        raise CheckpointError(f"{what}: the pickle nests objects thousands of levels deep; a StyleGAN checkpoint "
+                              f"never does, so the file is damaged or crafted") from e
     except RuntimeError as e:  # torch failed on an embedded tensor record
-        raise CheckpointError(f"{what}: a tensor in the file is corrupt ({e}); download it again") from e
-    record = select_network(data, network, what)
-    if isinstance(record, PersistentObject):
-        G = generator_from_nvidia(record, what)
-        G.info = GeneratorInfo(source_format="nvidia-pkl")
-    else:
-        G = generator_from_tf(record, what)
-        G.info = GeneratorInfo(source_format="nvidia-tf-pkl")
-    return G
+        raise CheckpointError(f"{what}: a tensor in the file is corrupt ({str(e).splitlines()[0][:200]}); "
+                              f"download it again") from e
 
 
 def read_torch_file(path: Path):

@@ -27,12 +27,16 @@ class _SizedFactoriesOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def expected_state_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor of `Generator(config).state_dict()`, without allocating it: the network is
-    built with its weights on the meta device (cheap once `config` passed its bounds check)."""
+def meta_generator(config: GeneratorConfig) -> Generator:
+    """`Generator(config)` with its weights on the meta device: its structure (modules, names, shapes) without
+    allocating it (cheap once `config` passed its bounds check). Never run it."""
     with _SizedFactoriesOnMeta():
-        G = Generator(config)
-    return {k: tuple(v.shape) for k, v in G.state_dict().items()}
+        return Generator(config)
+
+
+def expected_state_shapes(config: GeneratorConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of `Generator(config).state_dict()`, without allocating it."""
+    return {k: tuple(v.shape) for k, v in meta_generator(config).state_dict().items()}
 
 
 def build_generator_for(config: GeneratorConfig, weights: Union[Mapping[str, torch.Tensor], int], what: str, *,

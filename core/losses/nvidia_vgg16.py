@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import pickle
+import io
 import zipfile
 from pathlib import Path
 from typing import Any, Union
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError, UnsafeCheckpointError
-from ..loaders.safe_pickle import rebuild_tensor
+from ..loaders.safe_pickle import GuardedUnpickler, check_declared_lengths, rebuild_tensor
 from .perceptual import LPIPS, LPIPS_CHANNELS, load_backbone_state
 
 PathLike = Union[str, Path]
@@ -136,6 +136,9 @@ def _sha256(path: Path) -> str:
 # Reading a TorchScript archive as data
 
 
+_MAX_PICKLE_BYTES = 64 << 20  # vgg16.pt's data.pkl is a few kilobytes
+
+
 class ScriptObject:
     """Stand-in for a TorchScript object (`__torch__.<qualname>`): keeps the state it was pickled with."""
 
@@ -160,13 +163,20 @@ class _StorageType:
         self.dtype = dtype
 
 
-def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, requires_grad: bool = False,
-                    hooks: Any = None, *metadata: Any) -> torch.Tensor:
-    return rebuild_tensor(storage, offset, size, stride, hooks=hooks, where="the archive")
+def _tensor_rebuilders(where: str) -> dict[tuple[str, str], Any]:
+    """`_rebuild_tensor_v2` / `_rebuild_parameter` for one archive: `rebuild_tensor` (the one checked "tensor
+    record -> tensor" path), with errors naming the file."""
 
+    def rebuild(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, requires_grad: bool = False,
+                hooks: Any = None, *metadata: Any) -> torch.Tensor:
+        return rebuild_tensor(storage, offset, size, stride, hooks=hooks, where=where)
 
-def _rebuild_parameter(data: torch.Tensor, requires_grad: bool = False, hooks: Any = None) -> torch.Tensor:
-    return _rebuild_tensor(data, data.storage_offset(), data.shape, data.stride(), requires_grad, hooks)
+    def parameter(data: torch.Tensor, requires_grad: bool = False, hooks: Any = None) -> torch.Tensor:
+        if not isinstance(data, torch.Tensor):
+            raise UnsafeCheckpointError(f"{where}: a parameter record in the archive holds no tensor")
+        return rebuild(data, data.storage_offset(), tuple(data.shape), data.stride(), requires_grad, hooks)
+
+    return {("torch._utils", "_rebuild_tensor_v2"): rebuild, ("torch._utils", "_rebuild_parameter"): parameter}
 
 
 def _build_list(items: Any) -> list:
@@ -178,8 +188,6 @@ def _restore_type_tag(value: Any, type_str: Any = None) -> Any:
 
 
 _ALLOWED = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch.jit._pickle", "build_intlist"): _build_list,
     ("torch.jit._pickle", "build_doublelist"): _build_list,
@@ -190,20 +198,21 @@ _ALLOWED = {
 }
 
 
-class _ArchiveUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, where: str):
-        import io
+class _ArchiveUnpickler(GuardedUnpickler):
+    BUILD_TARGETS = NEW_TARGETS = (ScriptObject,)  # modules are restored as NEWOBJ + BUILD(state)
 
-        super().__init__(io.BytesIO(data))
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, where: str):
+        super().__init__(io.BytesIO(data), max_bytes=len(data))
         self.archive, self.prefix, self.where = archive, prefix, where
+        self.allowed = {**_ALLOWED, **_tensor_rebuilders(where)}
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "__torch__" or module.startswith("__torch__."):
             return type(name, (ScriptObject,), {"qualname": f"{module}.{name}"})
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
+        if (module, name) in self.allowed:
+            return self.allowed[(module, name)]
         raise UnsafeCheckpointError(f"{self.where}: the archive's pickle asks for {module}.{name}, which a "
                                     f"network's weights never need; nothing from the file was run")
 
@@ -212,15 +221,23 @@ class _ArchiveUnpickler(pickle.Unpickler):
                 and isinstance(pid[1], _StorageType)):
             raise UnsafeCheckpointError(f"{self.where}: unexpected persistent record {str(pid)[:80]} in the pickle")
         _, stype, key, _location, numel = pid
+        if not isinstance(key, str) or type(numel) is not int or not 0 <= numel < 1 << 48:
+            raise CheckpointError(f"{self.where}: malformed storage record {str(pid)[:80]} in the archive's pickle; "
+                                  f"the file is damaged")
         name = f"{self.prefix}/data/{key}"
+        itemsize = torch.empty((), dtype=stype.dtype).element_size()
         try:
-            raw = self.archive.read(name)
+            declared = self.archive.getinfo(name).file_size
         except KeyError as e:
             raise CheckpointError(f"{self.where}: the archive lacks tensor storage {name}") from e
-        itemsize = torch.empty((), dtype=stype.dtype).element_size()
-        if len(raw) != int(numel) * itemsize:
+        # Checked before reading: the zip entry's size decides how much is inflated.
+        if declared != numel * itemsize:
+            raise CheckpointError(f"{self.where}: storage {name} holds {declared} bytes, expected "
+                                  f"{numel * itemsize}; the file is damaged")
+        raw = self.archive.read(name)
+        if len(raw) != numel * itemsize:
             raise CheckpointError(f"{self.where}: storage {name} holds {len(raw)} bytes, expected "
-                                  f"{int(numel) * itemsize}; the file is damaged")
+                                  f"{numel * itemsize}; the file is damaged")
         return torch.frombuffer(bytearray(raw), dtype=stype.dtype) if raw else torch.empty(0, dtype=stype.dtype)
 
 
@@ -241,23 +258,31 @@ def read_torchscript_tensors(path: PathLike) -> dict[str, torch.Tensor]:
             else "little"
         if order != "little":
             raise CheckpointError(f"{path}: tensors stored {order}-endian; only little-endian archives are read")
+        size = archive.getinfo(pkls[0]).file_size
+        if size > _MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{path}: the archive's {pkls[0]} declares {size} bytes (a module tree's pickle "
+                                  f"is far under {_MAX_PICKLE_BYTES}); not a network archive")
         try:
-            root = _ArchiveUnpickler(archive.read(pkls[0]), archive, prefix, str(path)).load()
+            data = archive.read(pkls[0])
+            check_declared_lengths(io.BytesIO(data), f"{path}: the archive's {pkls[0]}")
+            root = _ArchiveUnpickler(data, archive, prefix, str(path)).load()
         except (UnsafeCheckpointError, CheckpointError):
             raise
         except Exception as e:  # noqa: BLE001 - a malformed pickle in any way
             raise CheckpointError(f"{path}: the archive's data.pkl cannot be read ({type(e).__name__}: {e})") from e
     tensors: dict[str, torch.Tensor] = {}
-    _collect(root, "", tensors, depth=0)
+    _collect(root, "", tensors, depth=0, seen=set(), where=str(path))
     return tensors
 
 
-def _collect(obj: Any, prefix: str, out: dict, depth: int) -> None:
-    if depth > 32:
-        raise CheckpointError("module tree in the archive is nested too deeply")
+def _collect(obj: Any, prefix: str, out: dict, depth: int, seen: set, where: str) -> None:
+    if depth > 32 or id(obj) in seen:  # a cycle, or a record shared many times (the walk would multiply)
+        raise CheckpointError(f"{where}: the module tree in the archive is nested too deeply or repeats a module "
+                              f"(at {prefix[:80]}); the file is damaged")
+    seen.add(id(obj))
     if isinstance(obj, ScriptObject) and isinstance(getattr(obj, "state", None), dict):
         for name, value in obj.state.items():
             if isinstance(value, torch.Tensor):
                 out[prefix + str(name)] = value
             elif isinstance(value, ScriptObject):
-                _collect(value, f"{prefix}{name}.", out, depth + 1)
+                _collect(value, f"{prefix}{name}.", out, depth + 1, seen, where)
