@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import os
+import stat
 import pickle
 import re
 import socket
@@ -166,6 +167,32 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+_new_file_mode: Optional[int] = None
+
+
+def _set_mode(tmp: Path, path: Path) -> None:
+    """Give the written file the permissions a plain `open(path, 'w')` would: the old file's when it replaces one,
+    else 0o666 minus the umask. Some writers (safetensors' `save_file`) create 0o600 files, which other users and
+    services sharing ComfyUI's output folder then cannot read."""
+    global _new_file_mode
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        if _new_file_mode is None:  # the umask, read without changing it (os.umask would, for every thread)
+            probe = _tmp_name(tmp)
+            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            os.close(fd)
+            try:
+                _new_file_mode = stat.S_IMODE(os.stat(probe).st_mode)
+            finally:
+                _unlink(probe)
+        mode = _new_file_mode
+    try:
+        os.chmod(tmp, mode)
+    except OSError:  # a filesystem without permissions (FAT, some network shares)
+        pass
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` to write a temporary file next to `path`, then rename it to `path`: a reader never sees a
     half-written file under the real name, and a write that fails (an exception, a cancel, a full disk) leaves
@@ -178,6 +205,7 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp)
         _fsync(tmp)
+        _set_mode(tmp, path)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

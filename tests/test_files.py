@@ -7,6 +7,7 @@ import io
 import os
 import re
 import subprocess
+import stat
 import sys
 import time
 import types
@@ -330,3 +331,21 @@ def test_out_of_bounds_tensor_record_in_a_network_pickle_names_the_file(tmp_path
     path.write_bytes(forge.dumps(objects))
     with pytest.raises(CheckpointError, match=re.escape(str(path)) + ": a tensor in the pickle does not fit its"):
         core.load_generator(path)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_written_files_get_the_permissions_of_a_plain_write(tmp_path):
+    """safetensors creates 0o600 files; the pack's files get 0o666 minus the umask like any file, and a replaced
+    file keeps its permissions."""
+    old = os.umask(0o022)
+    try:
+        F._new_file_mode = None
+        path = F.write_safetensors(tmp_path / "a.safetensors", {"x": torch.zeros(2)}, format="t")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.chmod(path, 0o640)
+        F.write_safetensors(path, {"x": torch.ones(2)}, format="t")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
+    finally:
+        os.umask(old)
+        F._new_file_mode = None
