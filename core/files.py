@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import collections
 import os
 import stat
 import pickle
@@ -235,6 +236,41 @@ def write_safetensors(path: PathLike, tensors: Mapping[str, torch.Tensor], *, fo
         raise ValueError(f"metadata must not override the format tag {format!r}")
     state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta))
+
+
+_FORMAT_CACHE: "collections.OrderedDict[tuple, Optional[str]]" = collections.OrderedDict()
+_FORMAT_CACHE_SIZE = 4096
+MAX_LISTED_HEADER = 1 << 20  # the pack's own files have headers of a few KB
+
+
+def safetensors_format(path: PathLike) -> Optional[str]:
+    """The `format` tag in a .safetensors file's metadata, read from its header only (cached by path, size and
+    modification time), so file pickers can list each kind of the pack's files apart; '' for a safetensors file
+    without a tag, None when the file cannot be read as safetensors (its loader then says why)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _FORMAT_CACHE:
+        _FORMAT_CACHE.move_to_end(key)
+        return _FORMAT_CACHE[key]
+    found: Optional[str] = None
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if 0 < n <= min(MAX_LISTED_HEADER, st.st_size - 8):
+                header = json.loads(f.read(n))
+                meta = header.get("__metadata__") if isinstance(header, dict) else None
+                tag = meta.get("format", "") if isinstance(meta, dict) else ""
+                found = tag if isinstance(tag, str) else ""
+    except (OSError, ValueError, RecursionError):
+        found = None
+    _FORMAT_CACHE[key] = found
+    while len(_FORMAT_CACHE) > _FORMAT_CACHE_SIZE:
+        _FORMAT_CACHE.popitem(last=False)
+    return found
 
 
 def _with_hint(text: str, hint: str) -> str:

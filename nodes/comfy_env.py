@@ -31,6 +31,7 @@ from typing import Callable, Optional, Union
 
 import torch
 
+from ..core.files import safetensors_format
 from ..core.log import logger
 
 MODEL_FOLDER = "stylegan"
@@ -603,12 +604,19 @@ def _counter_of(file_name: str, prefix: str) -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def list_latent_files() -> list[str]:
+def list_latent_files(format: Optional[str] = None) -> list[str]:
     """Latent (and weight-delta) files: those in the input folder, and those in the output folder marked
-    ' [output]' (linked files and folders followed, see the module docstring)."""
+    ' [output]' (linked files and folders followed, see the module docstring). With `format` (e.g.
+    core.latents.LATENT_FORMAT), only the pack's files of that kind, and files that cannot be read as safetensors
+    (their loader says what is wrong with them)."""
     names = []
     for folder, tag in ((input_dir(), ""), (output_dir(), " [output]")):
-        names += [n + tag for n in sorted(walk_files(folder)) if n.endswith(LATENT_EXTENSION)]
+        for n in sorted(walk_files(folder)):
+            if not n.endswith(LATENT_EXTENSION):
+                continue
+            if format is not None and safetensors_format(folder / n) not in (format, None):
+                continue
+            names.append(n + tag)
     return names
 
 

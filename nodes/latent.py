@@ -198,7 +198,7 @@ class LoadLatent:
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {"latent_file": (comfy_env.list_latent_files(), {
+            "required": {"latent_file": (comfy_env.list_latent_files(L.LATENT_FORMAT), {
                 "tooltip": "A .safetensors latent file; ' [output]' marks files in the output folder."})},
             "optional": {"generator": (GENERATOR, {
                 "tooltip": "When connected, the latent is checked against this generator right away."})},

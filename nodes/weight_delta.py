@@ -51,7 +51,7 @@ class ApplyWeightDelta:
         return {
             "required": {
                 "generator": (GENERATOR, {"tooltip": "The generator the delta was made for."}),
-                "delta_file": (comfy_env.list_latent_files(), {"tooltip": "A delta file from Save Weight Delta, in the "
+                "delta_file": (comfy_env.list_latent_files(D.DELTA_FORMAT), {"tooltip": "A delta file from Save Weight Delta, in the "
                                "input or output folder."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": -3.0, "max": 3.0, "step": 0.05,
                                        "tooltip": "Multiplier of the delta; 1 = as tuned."}),
@@ -60,7 +60,7 @@ class ApplyWeightDelta:
 
     @classmethod
     def VALIDATE_INPUTS(cls, delta_file):
-        if delta_file not in comfy_env.list_latent_files():
+        if delta_file not in comfy_env.list_latent_files(D.DELTA_FORMAT):
             return f"weight delta {delta_file!r} not found in the input or output folder"
         return True
 

@@ -349,3 +349,23 @@ def test_written_files_get_the_permissions_of_a_plain_write(tmp_path):
     finally:
         os.umask(old)
         F._new_file_mode = None
+
+
+def test_latent_and_delta_pickers_list_only_their_own_files(pack, tmp_path):
+    """Load Latent lists latents, Apply Weight Delta lists deltas; a checkpoint saved as .safetensors in the input
+    folder is in neither; a damaged file is in both, so loading it says what is wrong."""
+    from core import latents as L
+
+    G = tiny_generator()
+    L.save_latent(L.sample_latents(G, [0], space="w"), tmp_path / "input" / "face.safetensors")
+    tuned = D.clone_generator(G)
+    with torch.no_grad():
+        tuned.synthesis.b4.conv1.weight.add_(0.01)
+    D.save_weight_delta(D.compute_weight_delta(G, tuned), tmp_path / "output" / "tuned.safetensors")
+    core.save_generator(G, tmp_path / "input" / "model.safetensors")
+    (tmp_path / "input" / "broken.safetensors").write_bytes(b"\x05\x00")
+    nodes = {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items()}
+    latents = nodes["SGS_LoadLatent"].INPUT_TYPES()["required"]["latent_file"][0]
+    deltas = nodes["SGS_ApplyWeightDelta"].INPUT_TYPES()["required"]["delta_file"][0]
+    assert latents == ["broken.safetensors", "face.safetensors"]
+    assert deltas == ["broken.safetensors", "tuned.safetensors [output]"]
