@@ -33,3 +33,15 @@ class MissingWeightsError(StyleGANStudioError, FileNotFoundError):
 
 class AlignmentError(StyleGANStudioError, ValueError):
     """Landmarks or images that face alignment cannot work with; the message says what to change."""
+
+
+# ComfyUI imports a custom node pack under its folder's path (`/home/me/ComfyUI/custom_nodes/stylegan_studio`), and
+# shows an error's type as `<module>.<class>`, so every message in the UI and the log would start with the user's
+# filesystem path. Give our errors the pack's name there instead (outside ComfyUI `core.errors` is a clean name).
+def _name_for_comfyui() -> None:
+    if "/" in __name__ or "\\" in __name__:
+        for cls in [c for c in globals().values() if isinstance(c, type) and issubclass(c, StyleGANStudioError)]:
+            cls.__module__ = "stylegan_studio.errors"
+
+
+_name_for_comfyui()

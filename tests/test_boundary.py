@@ -81,3 +81,22 @@ def test_only_nodes_comfy_env_imports_comfyui():
             if len(words) >= 2 and words[0] in ("import", "from") and words[1].split(".")[0] in BLOCKED:
                 offenders.append(f"{path.relative_to(REPO)}: {line.strip()}")
     assert not offenders
+
+
+def test_error_type_names_shown_by_comfyui_have_no_filesystem_path():
+    """ComfyUI imports a pack under its folder's path and shows `<module>.<class>` for an error; ours read
+    'stylegan_studio.errors.CheckpointError', not '/home/.../custom_nodes/...'; `core` alone keeps 'core.errors'."""
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        name = {str(REPO)!r}.replace(".", "_x_")  # what ComfyUI's load_custom_node uses for a folder
+        spec = importlib.util.spec_from_file_location(name, {str(REPO / "__init__.py")!r},
+                                                      submodule_search_locations=[{str(REPO)!r}])
+        pack = importlib.util.module_from_spec(spec); sys.modules[name] = pack; spec.loader.exec_module(pack)
+        errors = sys.modules[name + ".core.errors"]
+        print(errors.CheckpointError.__module__, errors.LatentFileError.__module__)
+        sys.path.insert(0, {str(REPO)!r}); import core
+        print(core.CheckpointError.__module__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["stylegan_studio.errors", "stylegan_studio.errors", "core.errors"]
