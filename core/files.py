@@ -591,16 +591,49 @@ def _check_torch_legacy(path: Path, size: int, what: str, hint: str) -> None:
                                          f"is truncated or corrupt (or forged)", hint))
 
 
+def describe(value: Any, limit: int = 60) -> str:
+    """A short text for a value read from an untrusted file, in time and memory bounded by `limit`: `repr` of a
+    container can be exponentially long (a pickle shares one list through its memo), and `str` of a huge int
+    raises. Text and small numbers are shown (cut to `limit`), anything else by its type and length."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 64 else f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, (bytes, bytearray)):
+        return repr(bytes(value[:limit])) + ("..." if len(value) > limit else "")
+    try:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    except Exception:  # noqa: BLE001 - len() of an odd object: its type is enough
+        return f"<{type(value).__name__}>"
+
+
 def check_tensor_sizes(obj: Any, path: PathLike, data_bytes: int, *, what: str = "weights") -> None:
     """Refuse tensors (anywhere in `obj`: dicts, lists, tuples, objects' attributes) that show more data than a
     file with `data_bytes` bytes of data holds: a view whose elements exceed its storage (stride 0, overlapping
     strides) beyond MAX_EXPANDED_NUMEL elements, or all tensors together more than twice the data (views
-    sharing storages). Either would be expanded into real memory by the first copy."""
+    sharing storages). Either would be expanded into real memory by the first copy.
+
+    The walk visits every object once and keeps, per object, only its parent and its key: a tensor's name is
+    spelled out only for the message (names built while walking cost depth x key length per object, which a
+    file nesting long keys thousands deep turns into gigabytes)."""
     total = 0
     seen: set[int] = set()
-    stack: list[tuple[str, Any]] = [("", obj)]
+    parents: list[tuple[int, Any]] = [(-1, None)]  # (index of the parent entry, key); entry 0 is the top level
+    stack: list[tuple[int, Any]] = [(0, obj)]
+
+    def name_of(index: int) -> str:
+        parts: list[str] = []
+        while index > 0 and len(parts) < 12:
+            index, key = parents[index]
+            parts.append(key if isinstance(key, str) and len(key) <= 60 else describe(key))
+        if not parts:
+            return "(top level)"
+        return ("..." if index > 0 else "") + ".".join(reversed(parts))
+
     while stack:
-        name, item = stack.pop()
+        index, item = stack.pop()
         if id(item) in seen:
             continue
         seen.add(id(item))
@@ -609,16 +642,24 @@ def check_tensor_sizes(obj: Any, path: PathLike, data_bytes: int, *, what: str =
             total += nbytes
             held = item.untyped_storage().nbytes()
             if item.numel() > MAX_EXPANDED_NUMEL and nbytes > held:
-                raise CheckpointError(f"{path}: tensor {name or '(top level)'!r} {list(item.shape)} (strides "
+                raise CheckpointError(f"{path}: tensor {name_of(index)!r} {list(item.shape)} (strides "
                                       f"{list(item.stride())}) shows {nbytes:,} bytes but its storage holds "
                                       f"{held:,}; a {what} file never stores such views; the file is forged or "
                                       f"damaged")
-        elif isinstance(item, Mapping):
-            stack.extend((f"{name}.{k}" if name else str(k), v) for k, v in item.items())
+            continue
+        if isinstance(item, Mapping):
+            children = item.items()
         elif isinstance(item, (list, tuple)):
-            stack.extend((f"{name}[{i}]", v) for i, v in enumerate(item))
+            children = enumerate(item)
         elif hasattr(item, "__dict__") and not isinstance(item, type):
-            stack.extend((f"{name}.{k}" if name else str(k), v) for k, v in vars(item).items())
+            children = vars(item).items()
+        else:
+            continue
+        for key, child in children:
+            if id(child) in seen:
+                continue
+            parents.append((index, key))
+            stack.append((len(parents) - 1, child))
     if total > 2 * data_bytes + (1 << 20):
         raise CheckpointError(f"{path}: its tensors show {total:,} bytes but the file holds {data_bytes:,} bytes of "
                               f"data; they are expanded views or share storage, which a {what} file never needs; "

@@ -987,3 +987,27 @@ def huge_memo_index_pickle(index: int = 100_000_000) -> bytes:
     import struct
 
     return b"\x80\x04N" + b"r" + struct.pack("<I", index) + b"."
+
+
+# --- issue 13 (probe follow-up): pickles whose structure, not size, is the payload ---------------------------
+
+def write_torch_zip_pickle(path: Path, pickle_bytes: bytes) -> Path:
+    """A torch.save zip archive whose data.pkl is `pickle_bytes` (hand-written opcodes)."""
+    import zipfile
+
+    names, data = _torch_zip_entries({})
+    data[next(n for n in names if n.endswith("/data.pkl"))] = pickle_bytes
+    with zipfile.ZipFile(path, "w") as zf:
+        for n in names:
+            zf.writestr(n, data[n])
+    return Path(path)
+
+
+def deep_long_key_pickle(depth: int, key_len: int, refs: int) -> bytes:
+    """{key: {key: ... {key: [leaf] + [leaf] * (refs - 1)}}} nested `depth` deep under one memoised `key_len`-byte
+    key: a few KB that a walker building dotted names while it walks turns into depth x key_len bytes per object."""
+    import struct as _st
+
+    key = b"k" * key_len
+    return (b"\x80\x02}X" + _st.pack("<I", key_len) + key + b"q\x00" + b"}h\x00" * (depth - 1) + b"]}q\x01a("
+            + b"h\x01" * (refs - 1) + b"e" + b"s" * depth + b".")

@@ -456,3 +456,19 @@ def test_recorded_fingerprint_is_not_trusted(tmp_path):
     G2 = core.load_generator(tmp_path / "forged.safetensors")
     assert G2.info.extra == {"kept": 1}
     assert generator_ref(G2).fingerprint == genuine
+
+
+@pytest.mark.parametrize("depth,key_len,refs", [(1000, 1000, 300), (10_000, 1000, 1)], ids=["wide", "deep"])
+def test_long_keys_nested_deep_cost_neither_memory_nor_time(tmp_path, depth, key_len, refs):
+    """A 6-42 KB .pt nesting one memoised 1000-character key thousands deep: the tensor-view walk cost +281 MB
+    (wide) or more than a minute (deep) when it spelled out every object's dotted name while walking."""
+    path = forge.write_torch_zip_pickle(tmp_path / "deep.pt", forge.deep_long_key_pickle(depth, key_len, refs))
+    assert path.stat().st_size < 50_000
+    t0 = time.perf_counter()
+    with peak_rss() as peak:
+        with pytest.raises(CheckpointError, match=r"not a rosinality StyleGAN2 checkpoint \(no 'g_ema'; keys: 'kkk"):
+            core.load_generator(path)
+        state = F.read_state_dict(path)  # a plain state-dict reader walks the same structure
+    assert isinstance(state, dict)
+    assert time.perf_counter() - t0 < 10
+    assert peak["mb"] < 60, f"{peak['mb']:.0f} MB"

@@ -8,6 +8,7 @@ b(8*2^k).conv0 / conv1, to_rgbs.k -> b(8*2^k).torgb, noises.noise_K -> the K-th 
 from __future__ import annotations
 
 import math
+import itertools
 import re
 from typing import Any, Mapping
 
@@ -15,6 +16,7 @@ import torch
 
 from ..config import MAX_RESOLUTION, GeneratorConfig, MappingConfig, StyleGAN2Config
 from ..errors import CheckpointError
+from ..files import describe
 from ..networks import Generator
 from .state import build_generator_for, load_state_strict
 
@@ -28,18 +30,18 @@ def extract_rosinality_state(data: Any, what: str) -> tuple[dict[str, torch.Tens
         state = data.get("g_ema") if data.get("g_ema") is not None else data["g"]
     elif isinstance(data.get("state_dict"), Mapping) and any(_is_decoder(k) for k in data["state_dict"]):
         state = {k[len("decoder."):]: v for k, v in data["state_dict"].items() if _is_decoder(k)}
-    elif any(str(k).startswith("style.") for k in data):
+    elif any(isinstance(k, str) and k.startswith("style.") for k in data):
         state = data  # a bare generator state dict
-    elif "d" in data or any(str(k).startswith("convs.0.") for k in data):
+    elif "d" in data or any(isinstance(k, str) and k.startswith("convs.0.") for k in data):
         raise CheckpointError(f"{what}: the file contains only a discriminator, no generator (g_ema)")
     else:
         raise CheckpointError(f"{what}: not a rosinality StyleGAN2 checkpoint (no 'g_ema'; keys: "
-                              f"{sorted(map(str, data))[:8]})")
+                              f"{', '.join(describe(k, 40) for k in list(data)[:8])})")
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{what}: 'g_ema' is not a state dict of tensors")
     if not all(isinstance(k, str) for k in state):
-        raise CheckpointError(f"{what}: 'g_ema' has names that are not strings "
-                              f"({[k for k in state if not isinstance(k, str)][:4]})")
+        odd = itertools.islice((k for k in state if not isinstance(k, str)), 4)
+        raise CheckpointError(f"{what}: 'g_ema' has names that are not strings ({', '.join(map(describe, odd))})")
     if any("dwt" in k or "iwt" in k for k in state):
         raise CheckpointError(f"{what}: SWAGAN (wavelet) generators are not supported; only StyleGAN2")
     if latent_avg is not None and not torch.is_tensor(latent_avg):
