@@ -15,8 +15,9 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .config import ARCHS, MAX_C_DIM, MAX_CHANNELS, MAX_FEATURES, MAX_SG3_LAYERS
 from .errors import CheckpointError, LatentError, LatentFileError
-from .files import meta_field, read_safetensors, write_safetensors
+from .files import describe, meta_field, read_safetensors, write_safetensors
 from .log import logger
 from .networks import Generator
 
@@ -36,6 +37,9 @@ DEFAULT_CHUNK_SIZE = 4
 # latent file. 10,000 w+ latents of a 1024 px model are 0.37 GB, their images far more; a longer video is made in
 # parts. Every producer checks its count against this before it allocates anything (`check_latent_count`).
 MAX_LATENTS = 10_000
+MAX_TRUNCATION_PSI = 10.0                  # the nodes offer -2..2; far beyond, w leaves the range the network saw
+MAX_NUM_WS = 2 * MAX_SG3_LAYERS + 2        # w+ layers of the largest architecture config.py accepts, with margin
+MAX_S_DIM = MAX_NUM_WS * 2 * MAX_CHANNELS  # S channels: at most two style vectors of MAX_CHANNELS per w layer
 MAX_SEED = 2 ** 32 - 1                     # numpy's RandomState (NVIDIA's seed mode) takes seeds 0..2**32 - 1
 
 
@@ -55,15 +59,23 @@ class GeneratorRef:
     def __post_init__(self) -> None:
         # A reference read from a file is checked field by field: a string w_dim would otherwise surface later as
         # a puzzling shape mismatch ("must have shape [N, '512']").
-        for name in ("name", "fingerprint", "arch"):
+        for name, longest in (("name", 1000), ("fingerprint", 128), ("arch", 32)):
             if not isinstance(getattr(self, name), str):
-                raise TypeError(f"generator field {name!r} must be a string, got {getattr(self, name)!r}")
-        for name, low in (("z_dim", 1), ("w_dim", 1), ("num_ws", 1), ("c_dim", 0), ("s_dim", 0)):
+                raise TypeError(f"generator field {name!r} must be a string, got {describe(getattr(self, name))}")
+            if len(getattr(self, name)) > longest:
+                raise ValueError(f"generator field {name!r} is {len(getattr(self, name)):,} characters long (at "
+                                 f"most {longest})")
+        if self.arch not in ARCHS:
+            raise ValueError(f"generator field 'arch' must be one of {ARCHS}, got {describe(self.arch)}")
+        for name, low, high in (("z_dim", 1, MAX_FEATURES), ("w_dim", 1, MAX_FEATURES), ("num_ws", 1, MAX_NUM_WS),
+                                ("c_dim", 0, MAX_C_DIM), ("s_dim", 0, MAX_S_DIM)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"generator field {name!r} must be a whole number >= {low}, got {value!r}")
-            if value < low:
-                raise ValueError(f"generator field {name!r} must be a whole number >= {low}, got {value!r}")
+                raise TypeError(f"generator field {name!r} must be a whole number in {low}..{high}, got "
+                                f"{describe(value)}")
+            if not low <= value <= high:
+                raise ValueError(f"generator field {name!r} must be a whole number in {low}..{high}, got "
+                                 f"{describe(value)}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -160,10 +172,13 @@ def check_latent_count(count: int, what: str, *, split: str = "") -> int:
 
 
 def check_truncation(truncation_psi: float, truncation_cutoff: Optional[int], num_ws: int) -> None:
-    """LatentError unless psi is a finite number and the cutoff None or a whole number in 0..num_ws."""
+    """LatentError unless psi is a number in ±MAX_TRUNCATION_PSI and the cutoff None or a whole number in
+    0..num_ws."""
     if isinstance(truncation_psi, bool) or not isinstance(truncation_psi, numbers.Real) or \
-            not math.isfinite(truncation_psi):
-        raise LatentError(f"truncation_psi must be a finite number (1 = no truncation), got {truncation_psi!r}")
+            not math.isfinite(truncation_psi) or abs(truncation_psi) > MAX_TRUNCATION_PSI:
+        raise LatentError(f"truncation_psi must be a number in -{MAX_TRUNCATION_PSI:g}..{MAX_TRUNCATION_PSI:g} (1 = no "
+                          f"truncation, 0 = the average face; beyond ±2 the image only saturates), got "
+                          f"{describe(truncation_psi)}")
     if truncation_cutoff is not None and (isinstance(truncation_cutoff, bool) or
                                           not isinstance(truncation_cutoff, numbers.Integral) or
                                           not 0 <= truncation_cutoff <= num_ws):
@@ -199,6 +214,9 @@ def check_compatible(latent: Latent, G: Generator) -> None:
             f"{needed[0]} {needed[2]}; sample or invert a latent with {g.name}, or load {ref.name}")
     if latent.space == "z" and ref.c_dim != g.c_dim:
         raise LatentError(f"this z latent was made for {ref.name} with {ref.c_dim} labels, but {g.name} has {g.c_dim}")
+    if latent.truncation_cutoff is not None and latent.truncation_cutoff > g.num_ws:  # the file's own num_ws said yes
+        raise LatentError(f"this latent truncates its first {latent.truncation_cutoff} layers, but {g.name} has "
+                          f"{g.num_ws}; save the latent again with a cutoff in 0..{g.num_ws}")
     if ref.fingerprint != g.fingerprint:
         logger.info("using a latent made for %s with %s (same shape, different weights)", ref.name, g.name)
 
@@ -484,7 +502,9 @@ def interpolate_latents(a: Latent, b: Latent, num_frames: int, *, method: str = 
     layer_end = num_ws if layer_end is None else int(layer_end)
     partial = (layer_start, layer_end) != (0, num_ws)
     if not 0 <= layer_start < layer_end <= num_ws:
-        raise ValueError(f"layer range [{layer_start}, {layer_end}) must lie within 0..{num_ws}")
+        raise LatentError(f"layer range [{layer_start}, {layer_end}) must be a non-empty range within 0..{num_ws} "
+                          f"({a.generator.name} has {num_ws} w+ layers): choose layer_start < layer_end <= {num_ws}, "
+                          f"or leave layer_end at 0 for all layers")
     if partial and "s" in (a.space, b.space):
         raise LatentError("layer ranges apply to w+ layers; an S (StyleSpace) latent has no w+ layers: interpolate "
                           "all layers, or interpolate the w+ latents from before the S edit")
@@ -601,8 +621,9 @@ def _parse_space(text: str) -> str:
 
 def _parse_psi(text: str) -> float:
     psi = float(text)
-    if not math.isfinite(psi):
-        raise ValueError(f"expected a finite number (1 = no truncation), got {text[:40]!r}")
+    if not math.isfinite(psi) or abs(psi) > MAX_TRUNCATION_PSI:
+        raise ValueError(f"expected a number in -{MAX_TRUNCATION_PSI:g}..{MAX_TRUNCATION_PSI:g} (1 = no truncation), "
+                         f"got {text[:40]!r}")
     return psi
 
 

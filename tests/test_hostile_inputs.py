@@ -134,7 +134,7 @@ def test_sample_latent_node_refuses_before_sampling(pack, G, monkeypatch):
         node.sample(G, 2 ** 32 - 1, 4, "w", 1.0, 0, "nvidia")
     with pytest.raises(ValueError, match="asks for 100,001 latents"):
         node.sample(G, 0, 1, "w", 1.0, 0, "nvidia", seed_list="0-100000")
-    with pytest.raises(ValueError, match=r"truncation_psi must be a finite number \(1 = no truncation\), "
+    with pytest.raises(ValueError, match=r"truncation_psi must be a number in -10..10 \(1 = no truncation, .*\), "
                                                r"got nan"):
         node.sample(G, 0, 1, "w", float("nan"), 0, "nvidia")
     assert not called
@@ -172,11 +172,12 @@ def test_interpolation_frames_times_pairs_are_capped_before_any_work(G, monkeypa
 # ------------------------------------------------------------------------------------------------
 # Latents in memory: truncation, labels, emptiness
 
-@pytest.mark.parametrize("psi", [float("nan"), float("inf"), -float("inf"), "0.7", True])
+@pytest.mark.parametrize("psi", [float("nan"), float("inf"), -float("inf"), "0.7", True, 1e30, -10.5])
 def test_sample_latents_refuses_a_bad_psi(G, psi):
     with pytest.raises(core.LatentError) as e:
         core.sample_latents(G, [0], space="z", truncation_psi=psi)
-    assert str(e.value) == f"truncation_psi must be a finite number (1 = no truncation), got {psi!r}"
+    assert str(e.value) == (f"truncation_psi must be a number in -10..10 (1 = no truncation, 0 = the average face; "
+                            f"beyond ±2 the image only saturates), got {psi!r}")
 
 
 @pytest.mark.parametrize("cutoff", [-1, 9, 10 ** 6, 2.5])
@@ -231,10 +232,13 @@ def _bad_latent_files(G, Gc):
     nan_c[1, 2] = float("inf")
     return [
         ("psi-nan", lambda p: forge.write_latent_file(p, w, ref, truncation_psi="nan"),
-         "latent metadata field 'truncation_psi' is invalid (ValueError: expected a finite number (1 = no "
+         "latent metadata field 'truncation_psi' is invalid (ValueError: expected a number in -10..10 (1 = no "
          f"truncation), got 'nan'); {damaged}"),
+        ("psi-huge", lambda p: forge.write_latent_file(p, w, ref, truncation_psi="1e308"),
+         "latent metadata field 'truncation_psi' is invalid (ValueError: expected a number in -10..10 (1 = no "
+         f"truncation), got '1e308'); {damaged}"),
         ("psi-inf", lambda p: forge.write_latent_file(p, w, ref, truncation_psi="-inf"),
-         "latent metadata field 'truncation_psi' is invalid (ValueError: expected a finite number (1 = no "
+         "latent metadata field 'truncation_psi' is invalid (ValueError: expected a number in -10..10 (1 = no "
          f"truncation), got '-inf'); {damaged}"),
         ("psi-text", lambda p: forge.write_latent_file(p, w, ref, truncation_psi="seven"),
          "latent metadata field 'truncation_psi' is invalid (ValueError: could not convert string to float: "
@@ -250,10 +254,19 @@ def _bad_latent_files(G, Gc):
          f"number in 0..8 (the generator's num_ws), got {'9' * 40!r}); {damaged}"),
         ("w_dim-string", lambda p: forge.write_latent_file(p, w, dict(ref, w_dim="16")),
          "latent metadata field 'generator' is invalid (TypeError: generator field 'w_dim' must be a whole number "
-         f">= 1, got '16'); {damaged}"),
+         f"in 1..8192, got '16'); {damaged}"),
         ("num_ws-zero", lambda p: forge.write_latent_file(p, w, dict(ref, num_ws=0)),
          "latent metadata field 'generator' is invalid (ValueError: generator field 'num_ws' must be a whole number "
-         f">= 1, got 0); {damaged}"),
+         f"in 1..130, got 0); {damaged}"),
+        ("num_ws-huge", lambda p: forge.write_latent_file(p, w, dict(ref, num_ws=10 ** 30), truncation_cutoff="99"),
+         "latent metadata field 'generator' is invalid (ValueError: generator field 'num_ws' must be a whole number "
+         f"in 1..130, got <an integer of 100 bits>); {damaged}"),
+        ("c_dim-huge", lambda p: forge.write_latent_file(p, w, dict(ref, c_dim=10 ** 30)),
+         "latent metadata field 'generator' is invalid (ValueError: generator field 'c_dim' must be a whole number "
+         f"in 0..65536, got <an integer of 100 bits>); {damaged}"),
+        ("arch-unknown", lambda p: forge.write_latent_file(p, w, dict(ref, arch="abc")),
+         "latent metadata field 'generator' is invalid (ValueError: generator field 'arch' must be one of "
+         f"('stylegan2', 'stylegan3'), got 'abc'); {damaged}"),
         ("generator-unknown-field", lambda p: forge.write_latent_file(p, w, dict(ref, evil=1)),
          "latent metadata field 'generator' is invalid (TypeError: expected the fields ['arch', 'c_dim', "
          "'fingerprint', 'name', 'num_ws', 's_dim', 'w_dim', 'z_dim']; unknown: ['evil']); " + damaged),
@@ -366,7 +379,7 @@ def _bad_delta_files(G):
          f"or '-' (like 'pti'), got '../../x'); {damaged}"),
         ("base-w_dim-string", lambda p: forge.write_delta_file(p, ok, dict(ref, w_dim="16")),
          "weight delta metadata field 'base' is invalid (TypeError: generator field 'w_dim' must be a whole number "
-         f">= 1, got '16'); {damaged}"),
+         f"in 1..8192, got '16'); {damaged}"),
         ("metadata-list", lambda p: forge.write_delta_file(p, ok, ref, metadata=[1]),
          f"weight delta metadata field 'metadata' is invalid (ValueError: expected a JSON object, got list); "
          f"{damaged}"),
@@ -517,3 +530,23 @@ def test_invert_node_accepts_filter_overshoot(pack, nets, monkeypatch, G):
     image = torch.rand(1, 32, 32, 3) * 1.2 - 0.1      # bicubic-style overshoot on both sides
     out = pack.NODE_CLASS_MAPPINGS["SGS_InvertImage"]().invert(G, image, "image2stylegan", 1, 0)
     assert out["result"][0].batch_size == 1 and math.isfinite(float(out["result"][0].tensor.sum()))
+
+
+def test_a_latent_cutoff_is_checked_against_the_generator_it_drives(G, tmp_path):
+    """The cutoff bound a file passes is its own generator reference's num_ws; rendering with another generator
+    checks it against that generator's."""
+    ref = dict(ref_dict(G), num_ws=20)
+    path = forge.write_latent_file(tmp_path / "cut.safetensors", torch.randn(2, G.z_dim), ref, space="z",
+                                   truncation_cutoff="15")
+    latent = core.load_latent(path)
+    with pytest.raises(core.LatentError, match=r"truncates its first 15 layers, but tiny-stylegan2 has 8; save the "
+                                               r"latent again with a cutoff in 0..8"):
+        core.synthesize(G, latent)
+
+
+@pytest.mark.parametrize("start,end", [(5, 2), (10, 20), (3, 3)])
+def test_interpolation_layer_range_outside_the_generator_is_a_latent_error(G, start, end):
+    a = core.sample_latents(G, [0], space="w+")
+    with pytest.raises(core.LatentError, match=rf"layer range \[{start}, {end}\) must be a non-empty range within "
+                                               rf"0..8 \(tiny-stylegan2 has 8 w\+ layers\)"):
+        core.interpolate_latents(a, a, 4, layer_start=start, layer_end=end)
