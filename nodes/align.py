@@ -185,7 +185,8 @@ class AlignFace:
         images = torch.stack(aligned).to(comfy_env.intermediate_device())
         text = f"landmarks from {info}"
         if counts:
-            found = ", ".join(str(c) for c in counts)
+            found = (", ".join(str(c) for c in counts) if len(counts) <= 8 else
+                     f"{min(counts)} to {max(counts)} in {len(counts)} images")
             text += f"; faces found per image: {found}; face_index {int(face_index)} used (0 = the largest)"
         return {"ui": {"text": [text]}, "result": (images, transforms, json.dumps(used))}
 

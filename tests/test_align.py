@@ -423,6 +423,11 @@ def test_align_node_uses_the_detector_when_no_landmarks(pack, monkeypatch):
         assert out["ui"]["text"] == ["landmarks from face_alignment FAN 68-point (SFD face detector, on cpu); faces "
                                      "found per image: 2; face_index 0 used (0 = the largest)"]
     assert len(calls) == 3
+    out = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]().align(photo.expand(9, -1, -1, -1), "auto", 32, 0,
+                                                            transform_size=32)
+    assert out["result"][0].shape == (9, 32, 32, 3)
+    assert out["ui"]["text"][0].endswith("faces found per image: 2 to 2 in 9 images; face_index 0 used (0 = the "
+                                         "largest)")
 
 
 class FakeDlib:
