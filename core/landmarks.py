@@ -2,12 +2,17 @@
 
 Landmarks can come from another ComfyUI node (OpenPose/DWPose POSE_KEYPOINT, whose face has the 68 iBUG points
 plus two pupils), from JSON text (a list of [x, y] points, FFHQ's metadata `{"face_landmarks": ...}`, or
-POSE_KEYPOINT JSON), or from the `face_alignment` package (Bulat & Tzimiropoulos' FAN, 68 iBUG points, the
-layout FFHQ was aligned with), which users install from PyPI.
+POSE_KEYPOINT JSON), or from a detector users install from PyPI:
+- dlib (`pip install dlib-bin face-recognition-models`): dlib's HOG frontal face detector and its 68-point shape
+  predictor `shape_predictor_68_face_landmarks.dat`, the detector FFHQ itself was aligned with; offline, no
+  download at run time (the predictor ships in the face-recognition-models wheel, or sits in models/landmarks);
+- face_alignment (`pip install face-alignment`): Bulat & Tzimiropoulos' FAN with the SFD face detector, 68 iBUG
+  points; its first run downloads its weights (or finds them in models/landmarks).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -29,6 +34,14 @@ FAN_WEIGHTS = {
     "2DFAN4-11f355bf06.pth.tar": "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
     "s3fd-619a316812.pth": "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
 }
+
+
+DLIB_PACKAGES = "dlib-bin face-recognition-models"  # the pip packages of the dlib detector (wheels, no compiler)
+DLIB_PREDICTOR = "shape_predictor_68_face_landmarks.dat"
+DLIB_PREDICTOR_URL = "http://dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2"  # unpack with bunzip2
+# The detector names Align Face reports and accepts.
+DETECTOR_DLIB = "dlib"
+DETECTOR_FAN = "face_alignment"
 
 
 # Landmark text is parsed whole, so its size is bounded first: 4 MB holds ~1,000 POSE_KEYPOINT frames.
@@ -285,27 +298,145 @@ class FANDetector:
         An image under 16 pixels on a side is refused; one over DETECT_MAX_SIDE pixels on its longer side is
         downscaled (antialiased) for detection and the landmarks scaled back, so the detector's memory stays
         bounded whatever the photo's size. `what` names the image in errors."""
-        image = np.asarray(image_uint8)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise AlignmentError(f"face detection needs one RGB uint8 image [H, W, 3]; {what} is {image.dtype} of "
-                                 f"shape {image.shape}")
-        height, width = image.shape[:2]
-        check_photo_size(height, width, what)
-        scale = max(height, width) / DETECT_MAX_SIDE
-        if scale > 1:
-            small = (max(round(width / scale), 1), max(round(height / scale), 1))
-            if min(small) < MIN_PHOTO_SIDE:
-                raise AlignmentError(f"{what} is {width}x{height} pixels: too narrow to find a face in (it would "
-                                     f"be {small[0]}x{small[1]} for the detector); crop it around the face")
-            from PIL import Image
-            image = np.asarray(Image.fromarray(image, "RGB").resize(small, Image.BOX))
-            factors = np.array([width / small[0], height / small[1]])
-        faces = self._model().get_landmarks_from_image(np.ascontiguousarray(image))
+        image, factors = detection_image(image_uint8, what)
+        faces = self._model().get_landmarks_from_image(image)
         faces = [np.asarray(f, dtype=np.float64)[:, :2] for f in (faces or [])]
-        if scale > 1:
-            # Pixel-centre convention: centre (x + 0.5) of the small image is centre (x + 0.5) * f of the photo.
-            faces = [(f + 0.5) * factors - 0.5 for f in faces]
+        return scale_back(faces, factors)
+
+
+def detection_image(image_uint8: np.ndarray, what: str = "the image") -> tuple[np.ndarray, np.ndarray | None]:
+    """The image a detector searches: one contiguous RGB uint8 [H, W, 3], at most DETECT_MAX_SIDE pixels on its
+    longer side (larger photos are downscaled, antialiased), and the factors (x, y) back to the photo's pixels
+    (None when it was not downscaled). Refuses other arrays, photos under 16 pixels on a side and photos so
+    narrow that the downscaled image would be."""
+    image = np.asarray(image_uint8)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise AlignmentError(f"face detection needs one RGB uint8 image [H, W, 3]; {what} is {image.dtype} of "
+                             f"shape {image.shape}")
+    height, width = image.shape[:2]
+    check_photo_size(height, width, what)
+    scale = max(height, width) / DETECT_MAX_SIDE
+    if scale <= 1:
+        return np.ascontiguousarray(image), None
+    small = (max(round(width / scale), 1), max(round(height / scale), 1))
+    if min(small) < MIN_PHOTO_SIDE:
+        raise AlignmentError(f"{what} is {width}x{height} pixels: too narrow to find a face in (it would "
+                             f"be {small[0]}x{small[1]} for the detector); crop it around the face")
+    from PIL import Image
+    image = np.asarray(Image.fromarray(image, "RGB").resize(small, Image.BOX))
+    return np.ascontiguousarray(image), np.array([width / small[0], height / small[1]])
+
+
+def scale_back(faces: list[np.ndarray], factors: np.ndarray | None) -> list[np.ndarray]:
+    """Landmarks found in `detection_image`'s image -> the photo's pixels."""
+    if factors is None:
         return faces
+    # Pixel-centre convention: centre (x + 0.5) of the small image is centre (x + 0.5) * f of the photo.
+    return [(f + 0.5) * factors - 0.5 for f in faces]
+
+
+def dlib_predictor_path(model_dirs: Sequence[os.PathLike] = ()) -> Path | None:
+    """Where `shape_predictor_68_face_landmarks.dat` is: a copy in one of `model_dirs` (e.g. models/landmarks)
+    first, else the one the face-recognition-models package ships (located without importing the package, whose
+    `__init__` needs setuptools' pkg_resources); None when neither is there."""
+    for d in model_dirs:
+        candidate = Path(d) / DLIB_PREDICTOR
+        if candidate.is_file():
+            return candidate
+    try:
+        spec = importlib.util.find_spec("face_recognition_models")
+    except (ImportError, ValueError):
+        spec = None
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(root) / "models" / DLIB_PREDICTOR
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def dlib_installed() -> bool:
+    """Whether the `dlib` module (from the dlib-bin or dlib package) can be imported."""
+    try:
+        return importlib.util.find_spec("dlib") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def face_alignment_installed() -> bool:
+    """Whether the `face_alignment` package can be imported."""
+    try:
+        return importlib.util.find_spec("face_alignment") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class DlibDetector:
+    """dlib's HOG frontal face detector with its 68-point shape predictor (iBUG 300-W layout): the detector FFHQ
+    itself was aligned with. Offline: `shape_predictor_68_face_landmarks.dat` comes from `model_dirs` (e.g.
+    ComfyUI/models/landmarks) or the face-recognition-models package; nothing is downloaded.
+
+    The loaded predictor (~100 MB in memory) is cached per file; `clear_cache` releases it."""
+
+    _lock = threading.Lock()
+    _cache: dict = {}
+
+    def __init__(self, model_dirs: Sequence[os.PathLike] = ()):
+        try:
+            import dlib  # noqa: F401
+        except ImportError as e:
+            raise MissingDependencyError(
+                f"dlib face detection needs the 'dlib' module: pip install {DLIB_PACKAGES} (into ComfyUI's Python; "
+                f"dlib-bin is a prebuilt wheel of dlib, face-recognition-models ships {DLIB_PREDICTOR}). Or choose "
+                f"landmarks_source 'face_alignment' (pip install {FACE_ALIGNMENT_PACKAGE}), connect landmarks from "
+                f"another node (OpenPose/DWPose face keypoints) or paste them as JSON. ({e})") from e
+        self.model_dirs = [Path(d) for d in model_dirs]
+        self.predictor_path = dlib_predictor_path(self.model_dirs)
+        if self.predictor_path is None:
+            places = ", ".join(str(d) for d in self.model_dirs) or "ComfyUI/models/landmarks"
+            raise MissingDependencyError(
+                f"dlib face detection needs {DLIB_PREDICTOR}: pip install face-recognition-models (into ComfyUI's "
+                f"Python; it ships the file), or download {DLIB_PREDICTOR_URL}, unpack it (bunzip2) and put "
+                f"{DLIB_PREDICTOR} in {places}")
+
+    def _model(self):
+        import dlib
+        key = str(self.predictor_path)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+            try:
+                predictor = dlib.shape_predictor(key)
+            except RuntimeError as e:
+                raise MissingWeightsError(
+                    f"{self.predictor_path} is not a dlib shape predictor dlib can read ({e}): replace it with "
+                    f"{DLIB_PREDICTOR} from {DLIB_PREDICTOR_URL} (unpacked with bunzip2), or remove it to use the "
+                    f"one face-recognition-models ships") from e
+            model = (dlib.get_frontal_face_detector(), predictor)
+            self._cache[key] = model
+            logger.info("dlib 68-point shape predictor loaded from %s", key)
+            return model
+
+    @classmethod
+    def clear_cache(cls) -> None:
+        """Forget the loaded predictors; the next detection loads them again."""
+        with cls._lock:
+            cls._cache.clear()
+
+    def detect(self, image_uint8: np.ndarray, what: str = "the image") -> list[np.ndarray]:
+        """All faces in one RGB uint8 image [H, W, 3], as [68, 2] float64 arrays in its pixels.
+
+        The photo is bounded as for FAN (`detection_image`: at least 16 pixels a side, downscaled to
+        DETECT_MAX_SIDE). dlib's detector finds faces from ~80 pixels wide; images up to half DETECT_MAX_SIDE are
+        searched at twice their size too (faces from ~40 pixels), as dlib's examples and FFHQ-style alignment
+        scripts do, so the search never runs on more than DETECT_MAX_SIDE pixels a side."""
+        image, factors = detection_image(image_uint8, what)
+        detector, predictor = self._model()
+        upsample = 1 if 2 * max(image.shape[:2]) <= DETECT_MAX_SIDE else 0
+        faces = []
+        for box in detector(image, upsample):
+            shape = predictor(image, box)
+            faces.append(np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64))
+        return scale_back(faces, factors)
 
 
 def pick_face(faces: list[np.ndarray], index: int, what: str, strict: bool = False) -> np.ndarray:
@@ -335,5 +466,7 @@ def pick_face(faces: list[np.ndarray], index: int, what: str, strict: bool = Fal
     return usable[order[index]]
 
 
-__all__ = ["DETECT_MAX_SIDE", "FAN_WEIGHTS", "MAX_LANDMARKS_DEPTH", "MAX_LANDMARKS_TEXT", "FANDetector",
-           "faces_from_pose_keypoint", "parse_landmarks_text", "pick_face"]
+__all__ = ["DETECTOR_DLIB", "DETECTOR_FAN", "DETECT_MAX_SIDE", "DLIB_PACKAGES", "DLIB_PREDICTOR", "FAN_WEIGHTS",
+           "MAX_LANDMARKS_DEPTH", "MAX_LANDMARKS_TEXT", "DlibDetector", "FANDetector", "detection_image",
+           "dlib_installed", "dlib_predictor_path", "face_alignment_installed", "faces_from_pose_keypoint",
+           "parse_landmarks_text", "pick_face", "scale_back"]

@@ -9,15 +9,49 @@ import torch
 
 from ..core import align as A
 from ..core import landmarks as L
+from ..core.errors import MissingDependencyError
 from . import comfy_env
 from .caches import add_release_hook
 from .registry import register_node
 from .types import ALIGN_TRANSFORM, CATEGORY_ROOT, GENERATOR
 
-# The face detector (one per device) is loaded by core and released with the pack's other models.
-add_release_hook("landmarks", lambda device: L.FANDetector.clear_cache())
+# The face detectors (dlib's predictor per file, FAN per device) are loaded by core and released with the pack's
+# other models.
+add_release_hook("landmarks", lambda device: (L.FANDetector.clear_cache(), L.DlibDetector.clear_cache()))
 
-_SOURCES = ["auto", "face_alignment (FAN)", "landmarks input"]
+_SOURCES = ["auto", L.DETECTOR_DLIB, L.DETECTOR_FAN, "landmarks input"]
+_LEGACY_SOURCES = {"face_alignment (FAN)": L.DETECTOR_FAN}  # the value before dlib (workflows saved with it)
+
+_FIVE_POINTS = ("5 points in this order, left and right as seen in the image: the eye on the image's left (the "
+                "subject's right eye), the eye on the image's right, the nose tip, the mouth corner on the image's "
+                "left, the mouth corner on the image's right (RetinaFace / InsightFace / MTCNN order)")
+
+
+def _detector(source: str):
+    """The face detector for `source` (dlib, face_alignment, or auto: dlib if installed, else face_alignment) and
+    a description of it for the node's info. Auto with neither installed says how to get either."""
+    dirs = comfy_env.landmark_dirs()
+    if source == "auto":
+        if L.dlib_installed() and L.dlib_predictor_path(dirs) is not None:
+            source = L.DETECTOR_DLIB
+        elif L.face_alignment_installed():
+            source = L.DETECTOR_FAN
+        elif L.dlib_installed():
+            source = L.DETECTOR_DLIB  # dlib without its predictor file: its error says where to get it
+        else:
+            raise MissingDependencyError(
+                f"Align Face has no landmarks and no face detector: pip install {L.DLIB_PACKAGES} (dlib's 68-point "
+                f"predictor, the detector FFHQ was aligned with; offline, nothing downloaded at run time) or pip "
+                f"install {L.FACE_ALIGNMENT_PACKAGE} (FAN; downloads its weights on first use) into ComfyUI's "
+                f"Python, then restart ComfyUI. Or connect landmarks (pose_keypoint from an OpenPose/DWPose "
+                f"preprocessor with face detection) or type them into landmarks_json.")
+    if source == L.DETECTOR_DLIB:
+        detector = L.DlibDetector(dirs)
+        path = detector.predictor_path
+        return detector, f"dlib 68-point shape predictor ({path.name} from {path.parent})"
+    device = comfy_env.torch_device("auto")
+    device = "cpu" if device.type == "mps" else str(device)
+    return L.FANDetector(device, dirs), f"face_alignment FAN 68-point (SFD face detector, on {device})"
 
 
 def _landmark_frames(batch: int, pose_keypoint, landmarks_json: str):
@@ -57,14 +91,16 @@ def _image_batch(image, name: str) -> torch.Tensor:
 class AlignFace:
     DESCRIPTION = ("Crops, rotates and scales a photo around its face exactly as the FFHQ dataset was made (from the "
                    "eye and mouth landmarks), which is what face generators and inversion expect. Landmarks come from "
-                   "another node (OpenPose/DWPose face keypoints, JSON) or from the face_alignment package. Keep the "
-                   "transform to paste the edited face back with Unalign Face.")
+                   "another node (OpenPose/DWPose face keypoints, JSON) or from a detector: dlib's 68-point predictor "
+                   "(pip install dlib-bin face-recognition-models; offline, the detector FFHQ was aligned with) or "
+                   "the face_alignment package. Keep the transform to paste the edited face back with Unalign Face.")
     CATEGORY = f"{CATEGORY_ROOT}/align"
     RETURN_TYPES = ("IMAGE", ALIGN_TRANSFORM, "STRING")
     RETURN_NAMES = ("aligned", "transform", "landmarks")
     OUTPUT_TOOLTIPS = ("The aligned face(s), square, at the generator's resolution (or output_size).",
                        "Where each aligned image came from, for Unalign Face.",
-                       "The landmarks used, as JSON (one list of [x, y] points per image): reuse or inspect them.")
+                       ("The landmarks used, as JSON (one list of [x, y] points per image): reuse or inspect them. "
+                        "Which detector (or input) gave them is shown on the node."))
     FUNCTION = "align"
 
     @classmethod
@@ -73,9 +109,13 @@ class AlignFace:
             "required": {
                 "image": ("IMAGE", {"tooltip": "Photo(s) with a face; each image of a batch is aligned on its own."}),
                 "landmarks_source": (_SOURCES, {"default": "auto", "tooltip":
-                                     "auto: the connected landmarks if any, else the face_alignment detector. "
-                                     "face_alignment (FAN): detect (pip install face-alignment). landmarks input: "
-                                     "only the connected pose_keypoint / landmarks_json."}),
+                                     "auto: the connected pose_keypoint / landmarks_json if any, else the first "
+                                     "installed detector: dlib, then face_alignment. dlib: dlib's HOG face detector "
+                                     "and 68-point predictor, as FFHQ was aligned (pip install dlib-bin "
+                                     "face-recognition-models, or shape_predictor_68_face_landmarks.dat in "
+                                     "models/landmarks; offline). face_alignment: FAN (pip install face-alignment; "
+                                     "downloads its weights on first use). landmarks input: only the connected "
+                                     "pose_keypoint / landmarks_json. The node shows which was used."}),
                 "output_size": ("INT", {"default": 1024, "min": 8, "max": 8192, "step": 8, "tooltip":
                                 "Side of the aligned image; ignored when a generator is connected (its resolution "
                                 "is used)."}),
@@ -87,9 +127,11 @@ class AlignFace:
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "Face keypoints from an OpenPose/DWPose preprocessor "
                                   "(enable its face detection)."}),
                 "landmarks_json": ("STRING", {"default": "", "multiline": True, "tooltip":
-                                   "Landmarks as JSON: [[x, y], ...] with 68 (iBUG/dlib), 70 (OpenPose), 98 (WFLW) "
-                                   "or 5 (eyes, nose, mouth corners) points in pixels, FFHQ's {\"face_landmarks\": "
-                                   "...}, or a list of those per image."}),
+                                   "Landmarks as JSON, [x, y] in pixels of the photo: [[x, y], ...] with 68 points "
+                                   "(iBUG 300-W order: jaw 1-17, brows 18-27, nose 28-36, eyes 37-48, mouth 49-68; "
+                                   "dlib, face_alignment), 70 (OpenPose/DWPose face: the 68 plus two pupils), 98 "
+                                   "(WFLW) or " + _FIVE_POINTS + "; FFHQ's {\"face_landmarks\": ...}; a "
+                                   "POSE_KEYPOINT frame; or a list of those, one per image."}),
                 "transform_size": ("INT", {"default": A.FFHQ_TRANSFORM_SIZE, "min": 8, "max": 8192, "step": 8,
                                            "tooltip": "Resolution of FFHQ's intermediate warp before the final "
                                            "antialiased resize (4096 as FFHQ; smaller is faster)."}),
@@ -103,17 +145,22 @@ class AlignFace:
               landmarks_json="", transform_size=A.FFHQ_TRANSFORM_SIZE, rotate_level=True, enable_padding=True):
         image = _image_batch(image, "image")
         size = int(generator.img_resolution) if generator is not None else int(output_size)
-        given = None if landmarks_source == _SOURCES[1] else _landmark_frames(image.shape[0], pose_keypoint,
-                                                                             landmarks_json)
-        if given is None and landmarks_source == _SOURCES[2]:
+        source = _LEGACY_SOURCES.get(landmarks_source, landmarks_source)
+        if source not in _SOURCES:
+            raise A.AlignmentError(f"landmarks_source is {A.short_repr(landmarks_source)}: expected one of "
+                                   f"{', '.join(_SOURCES)}")
+        detecting = source in (L.DETECTOR_DLIB, L.DETECTOR_FAN)
+        given = None if detecting else _landmark_frames(image.shape[0], pose_keypoint, landmarks_json)
+        if given is None and source == "landmarks input":
             raise A.AlignmentError("landmarks_source is 'landmarks input' but neither pose_keypoint nor "
                                    "landmarks_json is given")
         detector = None
         if given is None:
-            device = comfy_env.torch_device("auto")
-            detector = L.FANDetector("cpu" if device.type == "mps" else str(device), comfy_env.landmark_dirs())
+            detector, info = _detector(source)
+        else:
+            info = "the connected pose_keypoint" if pose_keypoint is not None else "landmarks_json"
         progress = comfy_env.Progress(image.shape[0])
-        aligned, transforms, used = [], [], []
+        aligned, transforms, used, counts = [], [], [], []
         for i in range(image.shape[0]):
             comfy_env.throw_if_interrupted()
             photo = image[i]
@@ -128,6 +175,7 @@ class AlignFace:
                 except A.AlignmentError as e:  # the detector's refusals say "the image": say which one
                     raise A.AlignmentError(f"{what}: {e}") from e
                 points = L.pick_face(faces, int(face_index), what)
+                counts.append(len(faces))
             out, tf = A.align_face(photo, A.face_keypoints(points), size, int(transform_size),
                                    bool(enable_padding), bool(rotate_level), what=what)
             aligned.append(out)
@@ -135,7 +183,12 @@ class AlignFace:
             used.append(np.round(points, 2).tolist())
             progress.update(i + 1)
         images = torch.stack(aligned).to(comfy_env.intermediate_device())
-        return (images, transforms, json.dumps(used))
+        text = f"landmarks from {info}"
+        if counts:
+            found = (", ".join(str(c) for c in counts) if len(counts) <= 8 else
+                     f"{min(counts)} to {max(counts)} in {len(counts)} images")
+            text += f"; faces found per image: {found}; face_index {int(face_index)} used (0 = the largest)"
+        return {"ui": {"text": [text]}, "result": (images, transforms, json.dumps(used))}
 
 
 @register_node("SGS_UnalignFace", "Unalign Face")

@@ -378,8 +378,9 @@ def test_align_and_unalign_nodes(pack, G2):
     photos = torch.from_numpy(np.stack([synthetic_photo(9, 120, 100), synthetic_photo(10, 120, 100)])).float() / 255
     faces = [face_landmarks(50, 55, 20, 0.1, seed=9).tolist(), face_landmarks(52, 60, 24, -0.2, seed=10).tolist()]
     frames = json.dumps([{"people": [{"face_keypoints_2d": openpose_face(np.array(f))}]} for f in faces])
-    aligned, transforms, used = align.align(photos, "auto", 64, 0, generator=G2, landmarks_json=frames,
-                                            transform_size=128)
+    out = align.align(photos, "auto", 64, 0, generator=G2, landmarks_json=frames, transform_size=128)
+    aligned, transforms, used = out["result"]
+    assert out["ui"]["text"] == ["landmarks from landmarks_json"]
     assert aligned.shape == (2, G2.img_resolution, G2.img_resolution, 3)  # the generator's resolution wins
     assert len(transforms) == 2 and all(isinstance(t, A.AlignTransform) for t in transforms)
     expected, _ = A.align_face(photos[1], A.face_keypoints(np.array(faces[1])), G2.img_resolution, 128)
@@ -400,6 +401,8 @@ def test_align_and_unalign_nodes(pack, G2):
 def test_align_node_uses_the_detector_when_no_landmarks(pack, monkeypatch):
     A, L = pack_modules(pack)
     calls = []
+    monkeypatch.setattr(L, "dlib_installed", lambda: False)  # auto: dlib first when installed (test_dlib.py)
+    monkeypatch.setattr(L, "face_alignment_installed", lambda: True)
 
     class FakeDetector:
         def __init__(self, device, dirs):
@@ -411,7 +414,146 @@ def test_align_node_uses_the_detector_when_no_landmarks(pack, monkeypatch):
 
     monkeypatch.setattr(L, "FANDetector", FakeDetector)
     photo = torch.from_numpy(synthetic_photo(9, 120, 100).copy()).float()[None] / 255
-    aligned, (tf,), _ = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]().align(photo, "auto", 32, 0, transform_size=32)
-    assert aligned.shape == (1, 32, 32, 3) and calls and calls[0][1][0].endswith("landmarks")
-    big, _ = A.align_face(photo[0], A.face_keypoints(face_landmarks(50, 55, 20)), 32, 32)
-    assert torch.equal(aligned[0], big)  # face_index 0: the largest face
+    for source in ("auto", "face_alignment", "face_alignment (FAN)"):  # the last: workflows saved before dlib
+        out = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]().align(photo, source, 32, 0, transform_size=32)
+        aligned, (tf,), _ = out["result"]
+        assert aligned.shape == (1, 32, 32, 3) and calls and calls[-1][1][0].endswith("landmarks")
+        big, _ = A.align_face(photo[0], A.face_keypoints(face_landmarks(50, 55, 20)), 32, 32)
+        assert torch.equal(aligned[0], big)  # face_index 0: the largest face
+        assert out["ui"]["text"] == ["landmarks from face_alignment FAN 68-point (SFD face detector, on cpu); faces "
+                                     "found per image: 2; face_index 0 used (0 = the largest)"]
+    assert len(calls) == 3
+    out = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]().align(photo.expand(9, -1, -1, -1), "auto", 32, 0,
+                                                            transform_size=32)
+    assert out["result"][0].shape == (9, 32, 32, 3)
+    assert out["ui"]["text"][0].endswith("faces found per image: 2 to 2 in 9 images; face_index 0 used (0 = the "
+                                         "largest)")
+
+
+class FakeDlib:
+    """Stands in for DlibDetector: records that it was made, finds one face."""
+    made = 0
+
+    def __init__(self, dirs):
+        FakeDlib.made += 1
+        self.predictor_path = Path(dirs[0]) / "shape_predictor_68_face_landmarks.dat"
+
+    def detect(self, image):
+        return [face_landmarks(50, 55, 20)]
+
+
+@pytest.mark.parametrize("dlib, predictor, fan, expected", [
+    (True, True, True, "dlib"),            # dlib first
+    (True, True, False, "dlib"),
+    (True, False, True, "face_alignment"),  # dlib without its predictor file: the next detector
+    (False, False, True, "face_alignment"),
+    (True, False, False, "dlib"),           # only dlib, without the file: dlib's own error (where to get it)
+    (False, True, False, None),             # nothing installed: how to get either
+])
+def test_auto_uses_the_installed_detector(pack, monkeypatch, dlib, predictor, fan, expected):
+    A, L = pack_modules(pack)
+    monkeypatch.setattr(L, "dlib_installed", lambda: dlib)
+    monkeypatch.setattr(L, "dlib_predictor_path", lambda dirs: Path(dirs[0]) / "p.dat" if predictor else None)
+    monkeypatch.setattr(L, "face_alignment_installed", lambda: fan)
+    made = []
+
+    class Fan(FakeDlib):
+        def __init__(self, device, dirs):
+            made.append("face_alignment")
+
+    class Dlib(FakeDlib):
+        def __init__(self, dirs):
+            made.append("dlib")
+            if not predictor:
+                raise L.MissingDependencyError("dlib face detection needs shape_predictor_68_face_landmarks.dat")
+            super().__init__(dirs)
+
+    monkeypatch.setattr(L, "FANDetector", Fan)
+    monkeypatch.setattr(L, "DlibDetector", Dlib)
+    align = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]()
+    photo = torch.from_numpy(synthetic_photo(9, 120, 100).copy()).float()[None] / 255
+    if expected is None:
+        with pytest.raises(ImportError, match="no landmarks and no face detector: pip install dlib-bin "
+                                              "face-recognition-models .* or pip install face-alignment"):
+            align.align(photo, "auto", 32, 0, transform_size=32)
+        assert made == []
+        return
+    if expected == "dlib" and not predictor:
+        with pytest.raises(ImportError, match="needs shape_predictor_68_face_landmarks.dat"):
+            align.align(photo, "auto", 32, 0, transform_size=32)
+        assert made == ["dlib"]
+        return
+    out = align.align(photo, "auto", 32, 0, transform_size=32)
+    assert made == [expected]
+    said = "dlib 68-point shape predictor (shape_predictor_68_face_landmarks.dat" if expected == "dlib" else (
+        "face_alignment FAN")
+    assert out["ui"]["text"][0].startswith("landmarks from " + said)
+    # Connected landmarks come first whatever is installed; an explicit detector ignores them.
+    text = json.dumps(face_landmarks(50, 55, 20).tolist())
+    assert align.align(photo, "auto", 32, 0, landmarks_json=text)["ui"]["text"] == ["landmarks from landmarks_json"]
+    assert made == [expected]
+
+
+def test_wrong_point_counts_through_the_node(pack):
+    """4 points are refused for their count (not as a face without eyes), from JSON and from POSE_KEYPOINT."""
+    align = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]()
+    photo = torch.from_numpy(synthetic_photo(9, 120, 100).copy()).float()[None] / 255
+    four = [[40.0, 50.0], [60.0, 50.0], [42.0, 70.0], [58.0, 70.0]]
+    expected = ("68 [x, y] points in pixels (iBUG/dlib/face_alignment), or 70 (OpenPose face), 98 (WFLW) or 5 "
+                "(eyes, nose, mouth corners)")
+    for source in ("auto", "landmarks input"):
+        with pytest.raises(ValueError) as info:
+            align.align(photo, source, 32, 0, landmarks_json=json.dumps(four))
+        assert str(info.value) == f"landmarks_json: the face of image 1 has 4 points: expected {expected}"
+        frame = {"people": [{"face_keypoints_2d": [v for p in four for v in (*p, 1.0)]}], "canvas_width": 100,
+                 "canvas_height": 120}
+        with pytest.raises(ValueError) as info:
+            align.align(photo, source, 32, 0, pose_keypoint=frame)
+        assert str(info.value) == (f"pose_keypoint, frame 1: person 1's face_keypoints_2d has 4 points: expected "
+                                   f"{expected}, as (x, y, confidence) triples")
+        assert "no face found" not in str(info.value)
+
+
+def test_five_points_are_eyes_nose_mouth_corners_in_image_order(pack):
+    """The 5-point order the tooltip documents: image-left eye, image-right eye, nose, image-left mouth corner,
+    image-right mouth corner; it aligns as the 68 points with the same eye centres and mouth corners do."""
+    A, _ = pack_modules(pack)
+    lm = ibug((40, 50), (60, 52), (43, 75), (57, 76))
+    five = [[40, 50], [60, 52], [50, 63], [43, 75], [57, 76]]
+    assert A.face_keypoints(np.array(five)) == A.face_keypoints(lm)
+    tooltip = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"].INPUT_TYPES()["optional"]["landmarks_json"][1]["tooltip"]
+    assert ("the eye on the image's left (the subject's right eye), the eye on the image's right, the nose tip, the "
+            "mouth corner on the image's left, the mouth corner on the image's right") in tooltip
+    assert all(k in tooltip for k in ("68 points", "70 (OpenPose", "98 (WFLW)", "5 points in this order"))
+
+
+def test_release_forgets_the_dlib_predictor(pack, monkeypatch):
+    _, L = pack_modules(pack)
+    monkeypatch.setattr(L.DlibDetector, "_cache", {"/x/shape_predictor_68_face_landmarks.dat": object()})
+    pack.nodes.caches.release_models()
+    assert L.DlibDetector._cache == {}
+
+
+def test_dlib_missing_says_which_packages_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"needs the 'dlib' module: pip install dlib-bin "
+                                                     r"face-recognition-models \(into ComfyUI's Python"):
+        L.DlibDetector([tmp_path])
+    assert not L.dlib_installed() or "dlib" in sys.modules
+
+
+def test_dlib_predictor_missing_says_where_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "dlib", types.ModuleType("dlib"))
+    real_find_spec = L.importlib.util.find_spec
+    monkeypatch.setattr(L.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real_find_spec(name, *a))
+    assert L.dlib_predictor_path([tmp_path]) is None
+    with pytest.raises(MissingDependencyError) as info:
+        L.DlibDetector([tmp_path])
+    assert str(info.value) == (
+        "dlib face detection needs shape_predictor_68_face_landmarks.dat: pip install face-recognition-models (into "
+        "ComfyUI's Python; it ships the file), or download "
+        "http://dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2, unpack it (bunzip2) and put "
+        f"shape_predictor_68_face_landmarks.dat in {tmp_path}")
+    (tmp_path / "shape_predictor_68_face_landmarks.dat").write_bytes(b"x")
+    assert L.DlibDetector([tmp_path]).predictor_path == tmp_path / "shape_predictor_68_face_landmarks.dat"

@@ -418,10 +418,11 @@ def test_align_node_names_the_image_the_detector_refused(pack, monkeypatch):
     align = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]()
     photos = torch.rand(2, 64, 64, 3)
     photos[1, 3, 4, 0] = float("nan")
-    assert raises(align.align, photos, "auto", 32, 0, transform_size=32) == (
+    # 'face_alignment' by name: 'auto' picks dlib first where it is installed (tests/test_dlib.py)
+    assert raises(align.align, photos, "face_alignment", 32, 0, transform_size=32) == (
         "the image contains NaN or infinite values (image 2 of 2): fix the node that made it")
     assert model.seen == [(64, 64, 3)]  # image 1 was searched; image 2 never reached the detector
-    assert raises(align.align, torch.rand(1, 8, 300, 3), "auto", 32, 0) == (
+    assert raises(align.align, torch.rand(1, 8, 300, 3), "face_alignment", 32, 0) == (
         "image 1 of 1: the image is 300x8 pixels: too small to hold a face; Align Face needs at least 16x16 (faces "
         "align well from ~64 pixels wide)")
 
@@ -501,7 +502,7 @@ def test_align_node_skips_pose_faces_without_eyes(pack):
     frame = forge.pose_frame(forge.ibug_face(100, 90, 40))
     back = [v for x, y in forge.ibug_face(40, 40, 20) for v in (x, y, 0.0)]  # no point detected
     frame["people"].insert(0, {"face_keypoints_2d": back})
-    aligned, (tf,), used = align.align(photo, "auto", 32, 0, pose_keypoint=frame, transform_size=32)
+    aligned, (tf,), used = align.align(photo, "auto", 32, 0, pose_keypoint=frame, transform_size=32)["result"]
     assert np.allclose(json.loads(used)[0], forge.ibug_face(100, 90, 40), atol=0.01)  # the face with eyes
     frame["people"].pop(1)
     assert raises(align.align, photo, "auto", 32, 0, pose_keypoint=frame) == (
