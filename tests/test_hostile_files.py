@@ -472,3 +472,15 @@ def test_long_keys_nested_deep_cost_neither_memory_nor_time(tmp_path, depth, key
     assert isinstance(state, dict)
     assert time.perf_counter() - t0 < 10
     assert peak["mb"] < 60, f"{peak['mb']:.0f} MB"
+
+
+@pytest.mark.parametrize("version", ["999", "x"])
+def test_a_checkpoint_of_another_format_version_is_refused(tmp_path, version):
+    from safetensors.torch import save_file
+
+    path = core.save_generator(tiny_generator(), tmp_path / "g.safetensors")
+    tensors, meta = F.read_safetensors(path, what="test")
+    save_file(tensors, str(path), metadata=dict(meta, format_version=version))
+    with pytest.raises(CheckpointError, match=rf"g.safetensors: StyleGAN checkpoint metadata field 'format_version' "
+                                              rf"is '{version}'; this StyleGAN Studio reads version '1': update"):
+        core.load_generator(path)

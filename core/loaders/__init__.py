@@ -20,7 +20,7 @@ import torch
 
 from ..config import GeneratorConfig
 from ..errors import CheckpointError, UnsafeCheckpointError
-from ..files import (check_tensor_sizes, check_torch_file, meta_field, read_safetensors, refused_global,
+from ..files import (check_tensor_sizes, check_torch_file, describe, meta_field, read_safetensors, refused_global,
                      write_safetensors)
 from ..log import logger
 from ..networks import PRECISIONS, Generator, GeneratorInfo
@@ -209,10 +209,14 @@ def _load_safetensors(path: Path) -> Generator:
     tensors, meta = read_safetensors(path, what="StyleGAN checkpoint", hint="download it again")
     if meta.get("format") != FORMAT_NAME or "config" not in meta:
         raise CheckpointError(
-            f"{what}: a .safetensors file without StyleGAN Studio metadata (format={meta.get('format')!r}, expected "
+            f"{what}: a .safetensors file without StyleGAN Studio metadata (format={describe(meta.get('format'))}, expected "
             f"{FORMAT_NAME!r} with a 'config' field); convert the original checkpoint with 'Save StyleGAN as "
             f"safetensors' (or core.convert_checkpoint)")
     hint = "convert the original checkpoint again with 'Save StyleGAN as safetensors' (or core.convert_checkpoint)"
+    version = meta.get("format_version", FORMAT_VERSION)  # files from before the field existed are version 1
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{what}: StyleGAN checkpoint metadata field 'format_version' is {describe(version)}; "
+                              f"this StyleGAN Studio reads version {FORMAT_VERSION!r}: update the pack, or {hint}")
     config = meta_field(meta, "config", path, "StyleGAN checkpoint", parse=GeneratorConfig.from_json, hint=hint)
     G = build_generator_for(config, tensors, what, optional=())  # names and shapes checked before allocating
     load_state_strict(G, tensors, what, optional=())
