@@ -987,3 +987,32 @@ def huge_memo_index_pickle(index: int = 100_000_000) -> bytes:
     import struct
 
     return b"\x80\x04N" + b"r" + struct.pack("<I", index) + b"."
+
+
+# --- issue 13: restricted unpickler (embedded source bindings, bounded messages) ---
+
+def shared_list_bomb(levels: int = 6, width: int = 10) -> list:
+    """A list whose repr is exponential but whose pickle is tiny: one list shared through memo references
+    (`dag = [dag] * 10` per level; 6 levels: a few hundred bytes pickled, a 330 MB repr)."""
+    dag: Any = ["x" * 300]
+    for _ in range(levels):
+        dag = [dag] * width
+    return dag
+
+
+def torchscript_archive_with_persistent_id(path: Path, pid: Any) -> Path:
+    """A zip shaped like a TorchScript archive whose data.pkl holds one persistent id `pid` (anything)."""
+    import pickle
+    import zipfile
+
+    class _PidPickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            return pid if obj is _marker else None
+
+    _marker = object()
+    buf = io.BytesIO()
+    _PidPickler(buf, protocol=2).dump({"weight": _marker})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", buf.getvalue())
+        archive.writestr("archive/version", "3\n")
+    return path
