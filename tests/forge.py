@@ -1000,6 +1000,15 @@ def shared_list_bomb(levels: int = 6, width: int = 10) -> list:
     return dag
 
 
+def shared_tuple_bomb(levels: int = 9, width: int = 10, leaf: str = "x") -> tuple:
+    """A tuple whose hash is exponential but whose pickle is tiny (`t = (t,) * 10` per level: nine levels in
+    about 200 bytes; tuples do not cache their hash, so using it as a dict key would take minutes)."""
+    bomb: Any = (leaf,)
+    for _ in range(levels):
+        bomb = (bomb,) * width
+    return bomb
+
+
 def torchscript_archive_with_persistent_id(path: Path, pid: Any) -> Path:
     """A zip shaped like a TorchScript archive whose data.pkl holds one persistent id `pid` (anything)."""
     import pickle

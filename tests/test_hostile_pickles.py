@@ -516,10 +516,8 @@ def _bomb_files(tmp_path) -> dict[str, Path]:
     objects = forge.nvidia_objects(fx)
     objects["G_ema"].meta["state"]["_init_kwargs"]["z_dim"] = bomb
     add("setting", objects)
-    key = ("x" * 300,)
-    for _ in range(6):
-        key = (key,) * 10
-    add("keys", {key: 1})
+    # Keys must hash: the largest shared tuple the unpickler accepts (41371 elements, an 11 MB repr).
+    add("keys", {forge.shared_tuple_bomb(4, 14, "x" * 300): 1})
     add("storage", forge.nvidia_objects_with(fx, "mapping", "_buffers", "w_avg", forge.Reduce(
         torch._utils._rebuild_tensor_v2, forge.storage_record(forge.storage_record_bytes(torch.ones(4))),
         bomb, (4,), (1,), False, collections.OrderedDict())))
@@ -550,6 +548,27 @@ def test_exponential_repr_pickles_are_refused_quickly_with_little_memory(tmp_pat
         message = str(e.value)
         assert str(path) in message and len(message) < 1500, (name, message)
         assert peak < 10 and seconds < 1, (name, peak, seconds, message)
+
+
+@pytest.mark.parametrize("case", ["deep", "reused"])
+def test_tuple_hash_bombs_are_refused_before_hashing(case, tmp_path):
+    """Tuples do not cache their hash: a dict keyed by a tuple sharing nested tuples 9 levels deep (about
+    200 bytes) would take minutes to build, and a medium one reused through memo references adds up."""
+    import time
+
+    fx = forge.load_fixture(FX)
+    # Built as `OrderedDict([(key, 1)])` records: making the dict here would hash the key in this process.
+    if case == "deep":
+        extra = forge.Reduce(collections.OrderedDict, [(forge.shared_tuple_bomb(9), 1)])
+        match = r"builds a tuple of 211111 elements"
+    else:
+        key = forge.shared_tuple_bomb(4)  # 11111 elements: allowed once, not 1000 times
+        extra = forge.Reduce(collections.OrderedDict, [(key, i) for i in range(1000)])
+        match = r"uses tuples of \d+ elements in all"
+    path = write(tmp_path, forge.dumps(dict(forge.nvidia_objects(fx), x=extra)))
+    start = time.perf_counter()
+    refused(path, match)
+    assert time.perf_counter() - start < 5
 
 
 def test_describe_is_bounded():

@@ -6,7 +6,8 @@ checked against an allow-list of inert constructs, never run); storage records a
 rebuilt through one checked path (`rebuild_tensor`); numpy records are checked before numpy allocates; every
 other global must be on a short allow-list of data types. Sizes the file declares (opcode lengths, memo
 indices, storage element counts, tensor and array shapes) are checked against the bytes it holds before
-anything is allocated.
+anything is allocated. Values a file can share through memo references are never repr'd or hashed
+whole: error messages describe them within a bound (`describe`), and tuples are bounded in expanded size.
 """
 
 from __future__ import annotations
@@ -323,7 +324,7 @@ class _SourceChecker:
                 return annotation
         return None
 
-    def _class(self, node: ast.ClassDef, in_class: bool) -> ast.AST | None:
+    def _class(self, node: ast.ClassDef) -> ast.AST | None:
         if _is_dunder(node.name) or getattr(node, "type_params", None):
             return node
         bad = self._decorators(node.decorator_list, _ALLOWED_CLASS_DECORATORS)
@@ -375,7 +376,7 @@ class _SourceChecker:
             elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 bad = self._function(stmt, in_class)
             elif isinstance(stmt, ast.ClassDef):
-                bad = self._class(stmt, in_class)
+                bad = self._class(stmt)
             elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
                 bad = self._assignment(stmt)
             elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and \
@@ -717,11 +718,81 @@ class GuardedUnpickler(pickle._Unpickler):
 
     BUILD_TARGETS: tuple[type, ...] = ()
     NEW_TARGETS: tuple[type, ...] = ()
+    # Hashing a tuple hashes every element, again each time (tuples do not cache their hash), so a tuple that
+    # shares one inner tuple through memo references (`t = (t,) * 10`, nine levels in 200 bytes) would take
+    # minutes to use as a dict key. Each tuple's expanded size is bounded, and so is the total over every
+    # tuple the file builds or fetches again from the memo; genuine checkpoints hold small tuples (sizes,
+    # strides, arguments), far below both.
+    MAX_TUPLE_WEIGHT = 1 << 16
+    MAX_TUPLE_WORK = 10_000_000
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: BinaryIO, *, max_bytes: int):
         super().__init__(file)
         self.max_bytes = max_bytes  # no argument can be longer than the data holds
+        self._tuple_weights: dict[int, tuple[int, tuple]] = {}  # id -> (expanded size, the tuple, kept alive)
+        self._tuple_work = 0
+
+    def _weight(self, value: Any) -> int:
+        if not isinstance(value, tuple):
+            return 1
+        known = self._tuple_weights.get(id(value))
+        return known[0] if known is not None and known[1] is value else 1 + len(value)
+
+    def _charge(self, weight: int) -> None:
+        self._tuple_work += weight
+        if self._tuple_work > self.MAX_TUPLE_WORK:
+            raise CheckpointError(f"the pickle uses tuples of {self._tuple_work} elements in all, counting each "
+                                  f"reuse (at most {self.MAX_TUPLE_WORK}); hashing them would take minutes, and a "
+                                  f"genuine checkpoint holds small tuples. The file is crafted")
+
+    def _weigh_new_tuple(self) -> None:
+        """Record the expanded size of the tuple just pushed, refusing one past `MAX_TUPLE_WEIGHT`."""
+        value = self.stack[-1]
+        weight = 1 + sum(self._weight(v) for v in value)
+        if weight > self.MAX_TUPLE_WEIGHT:
+            raise CheckpointError(f"the pickle builds a tuple of {weight} elements counting the nested tuples it "
+                                  f"shares (at most {self.MAX_TUPLE_WEIGHT}); hashing it would take time "
+                                  f"exponential in the file's size, and a genuine checkpoint holds small tuples. "
+                                  f"The file is crafted")
+        self._tuple_weights[id(value)] = (weight, value)
+        self._charge(weight)
+
+    def _charge_top(self) -> None:
+        if isinstance(self.stack[-1], tuple):
+            self._charge(self._weight(self.stack[-1]))
+
+    def load_tuple(self):
+        super().load_tuple()
+        self._weigh_new_tuple()
+
+    def load_tuple1(self):
+        super().load_tuple1()
+        self._weigh_new_tuple()
+
+    def load_tuple2(self):
+        super().load_tuple2()
+        self._weigh_new_tuple()
+
+    def load_tuple3(self):
+        super().load_tuple3()
+        self._weigh_new_tuple()
+
+    def load_dup(self):
+        super().load_dup()
+        self._charge_top()
+
+    def load_get(self):
+        super().load_get()
+        self._charge_top()
+
+    def load_binget(self):
+        super().load_binget()
+        self._charge_top()
+
+    def load_long_binget(self):
+        super().load_long_binget()
+        self._charge_top()
 
     def load_bytearray8(self):
         # Python's version makes a zero-filled bytearray of the declared length before reading into it.
@@ -756,6 +827,11 @@ class GuardedUnpickler(pickle._Unpickler):
                                         f"from the file was executed")
 
     dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+    for _opcode, _method in ((pickle.TUPLE, load_tuple), (pickle.TUPLE1, load_tuple1), (pickle.TUPLE2, load_tuple2),
+                             (pickle.TUPLE3, load_tuple3), (pickle.DUP, load_dup), (pickle.GET, load_get),
+                             (pickle.BINGET, load_binget), (pickle.LONG_BINGET, load_long_binget)):
+        dispatch[_opcode[0]] = _method
+    del _opcode, _method
     dispatch[pickle.BUILD[0]] = load_build
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
