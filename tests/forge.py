@@ -1011,3 +1011,41 @@ def deep_long_key_pickle(depth: int, key_len: int, refs: int) -> bytes:
     key = b"k" * key_len
     return (b"\x80\x02}X" + _st.pack("<I", key_len) + key + b"q\x00" + b"}h\x00" * (depth - 1) + b"]}q\x01a("
             + b"h\x01" * (refs - 1) + b"e" + b"s" * depth + b".")
+
+
+# --- issue 13: restricted unpickler (embedded source bindings, bounded messages) ---
+
+def shared_list_bomb(levels: int = 6, width: int = 10) -> list:
+    """A list whose repr is exponential but whose pickle is tiny: one list shared through memo references
+    (`dag = [dag] * 10` per level; 6 levels: a few hundred bytes pickled, a 330 MB repr)."""
+    dag: Any = ["x" * 300]
+    for _ in range(levels):
+        dag = [dag] * width
+    return dag
+
+
+def shared_tuple_bomb(levels: int = 9, width: int = 10, leaf: str = "x") -> tuple:
+    """A tuple whose hash is exponential but whose pickle is tiny (`t = (t,) * 10` per level: nine levels in
+    about 200 bytes; tuples do not cache their hash, so using it as a dict key would take minutes)."""
+    bomb: Any = (leaf,)
+    for _ in range(levels):
+        bomb = (bomb,) * width
+    return bomb
+
+
+def torchscript_archive_with_persistent_id(path: Path, pid: Any) -> Path:
+    """A zip shaped like a TorchScript archive whose data.pkl holds one persistent id `pid` (anything)."""
+    import pickle
+    import zipfile
+
+    class _PidPickler(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            return pid if obj is _marker else None
+
+    _marker = object()
+    buf = io.BytesIO()
+    _PidPickler(buf, protocol=2).dump({"weight": _marker})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", buf.getvalue())
+        archive.writestr("archive/version", "3\n")
+    return path

@@ -297,6 +297,62 @@ HOSTILE_SOURCES = {
     "expression statement": "torch.manual_seed\n",
     "getattr dunder": "X = torch.__class__\n",
     "kwargs unpack in dict": "X = {**{}}\n",
+    # Names an allowed call, decorator or base relies on, rebound by the file itself (issue 13 red team)
+    "builtin call rebound by assignment": "def evil(*a):\n    open('/tmp/x', 'w')\nfloat = evil\nX = float(1)\n",
+    "builtin call rebound by def": "def float(*a):\n    pass\nX = float(1)\n",
+    "builtin call rebound by import": "import numpy as float\nX = float(1)\n",
+    "builtin call rebound by a global in a function": "def f():\n    global int\n    int = 1\nX = int(1)\n",
+    "builtin call rebound after its use": "X = list((1,))\nlist = print\n",
+    "staticmethod rebound": "def evil(f):\n    pass\nstaticmethod = evil\n@staticmethod\ndef g():\n    pass\n",
+    "property rebound": "def evil(f):\n    pass\nproperty = evil\n@property\ndef g():\n    pass\n",
+    "classmethod rebound": "def classmethod(f):\n    pass\n@classmethod\ndef g():\n    pass\n",
+    "decorator rebound in a class body": ("class A(torch.nn.Module):\n    property = print\n    @property\n"
+                                          "    def x(self):\n        pass\n"),
+    "class shadowing misc": ("class misc:\n    @staticmethod\n    def profiled_function(f):\n        pass\n"
+                             "@misc.profiled_function\ndef g():\n    pass\n"),
+    "class shadowing persistence": ("class persistence:\n    @staticmethod\n    def persistent_class(c):\n"
+                                    "        pass\n"),
+    "misc imported from elsewhere": "import math as misc\n@misc.profiled_function\ndef g():\n    pass\n",
+    "misc rebound after its import": ("from torch_utils import misc\nmisc = 1\n@misc.profiled_function\n"
+                                      "def g():\n    pass\n"),
+    "torch rebound": "torch = 1\n",
+    "np imported from torch": "import torch as np\nX = np.sqrt(2)\n",
+    "stacked decorators": "class A:\n    @classmethod\n    @property\n    def x(cls):\n        pass\n",
+    "decorator on a class": "@staticmethod\nclass A:\n    pass\n",
+    # Dunder names and relative imports
+    "__package__ assignment": "__package__ = 'this'\n",
+    "__name__ assignment": "__name__ = 'this.x'\n",
+    "__spec__ assignment": "__spec__ = None\n",
+    "__path__ assignment": "__path__ = []\n",
+    "__builtins__ assignment": "__builtins__ = {}\n",
+    "annotated dunder assignment": "__name__: str = 'this.x'\n",
+    "dunder in a tuple target": "A, __package__ = 1, 'this'\n",
+    "dunder import alias": "import numpy as __builtins__\n",
+    "module-level dunder def": "def __dir__():\n    pass\n",
+    "class-level dunder assignment": "class A:\n    __class_getitem__ = print\n",
+    "class-level __class__": "class A:\n    __class__ = int\n",
+    "relative import": "from . import y\n",
+    "relative import after __package__": "__package__ = 'os'\nfrom . import path\n",
+    "relative import of a module": "from .. import z\n",
+    # Statements a genuine module body never holds
+    "global statement": "global X\n",
+    "del statement": "X = 1\ndel X\n",
+    "for statement": "for X in []:\n    pass\n",
+    "while statement": "while False:\n    pass\n",
+    "augmented assignment": "X = 1\nX += 1\n",
+    "starred target": "*X, Y = (1, 2)\n",
+    # Bases, attribute access and arguments that reach the file's own objects
+    "base bound by assignment": "Base = float\nclass A(Base):\n    pass\n",
+    "own class rebound before use as a base": "class A(torch.nn.Module):\n    pass\nA = print\nclass B(A):\n    pass\n",
+    "base from an import": "from torch_utils.misc import profiled_function as Base\nclass A(Base):\n    pass\n",
+    "library base outside the list": "import enum\nclass A(enum.Enum):\n    X = 1\n",
+    "attribute of the file's own class": "class A:\n    pass\nX = A.x\n",
+    "default reading the file's own class": "class A:\n    pass\ndef f(x=A.x):\n    pass\n",
+    "annotation subscripting the file's own class": "class A:\n    pass\ndef f(x: A[0]):\n    pass\n",
+    "call with a name argument": ("import numpy as np\nclass A:\n    def __array__(self):\n        pass\n"
+                                  "X = np.array(A)\n"),
+    "dict of the file's own class": "class A:\n    def keys():\n        pass\nX = dict(A)\n",
+    "keywords on a numpy call": "import numpy as np\nX = np.array(0, dtype='V2000000000')\n",
 }
 
 
@@ -321,7 +377,6 @@ import numpy as np
 import torch
 from torch_utils import misc, persistence
 from torch_utils.ops import upfirdn2d
-from . import helpers
 
 wavelets = {"haar": [0.7071067811865476, 0.7071067811865476], "db1": [-1.0, +2.5]}
 SCALE = 2 ** 0.3
@@ -366,6 +421,12 @@ def test_inert_nvidia_like_source_passes():
 
 
 NVIDIA_SOURCES = [Path("/work/ref/sg2ada/training/networks.py"), Path("/work/ref/sg2ada/training/augment.py")]
+# Git mirrors of NVIDIA's repositories, where this machine has them (read with `git show`; never committed).
+NVIDIA_MIRRORS = {
+    Path("/work/.mirror/NVlabs+stylegan2-ada-pytorch/repo"): ["training/networks.py", "training/augment.py"],
+    Path("/work/.mirror/NVlabs+stylegan3/repo"): ["training/networks_stylegan2.py", "training/networks_stylegan3.py",
+                                                 "training/augment.py"],
+}
 
 
 @pytest.mark.skipif(not all(p.is_file() for p in NVIDIA_SOURCES), reason="no local copy of NVIDIA's sources")
@@ -374,6 +435,153 @@ def test_genuine_nvidia_sources_pass(path):
     """Only where a local reference copy exists (never committed): NVIDIA's own modules pass the allow-list."""
     source = path.read_text(encoding="utf-8")
     check_embedded_source(source, "Generator" if "networks" in path.name else "AugmentPipe")
+
+
+@pytest.mark.parametrize("repo, path", [(r, p) for r, ps in NVIDIA_MIRRORS.items() for p in ps],
+                         ids=lambda v: getattr(v, "name", v))
+def test_genuine_nvidia_sources_from_mirrors_pass(repo, path):
+    if not repo.is_dir():
+        pytest.skip("no mirror of NVIDIA's repository")
+    run = subprocess.run(["git", "--git-dir", str(repo), "show", f"HEAD:{path}"], capture_output=True)
+    if run.returncode != 0:
+        pytest.skip(f"{path} not in the mirror")
+    check_embedded_source(run.stdout.decode("utf-8"), "AugmentPipe" if "augment" in path else "Generator")
+
+
+def test_allowed_constructs_with_their_expected_imports_pass():
+    """The binding rules refuse shadowing, not the constructs: the same decorators, calls and bases pass
+    when their names come from the expected imports (also as dotted imports)."""
+    source = ("import numpy as np\nimport torch.nn\nimport math\nfrom torch_utils import misc\n"
+              "import torch_utils.persistence as persistence\n"
+              "X = float(1)\nY = np.sqrt(2.0)\nZ = dict(a=1)\nW = math.sqrt(2)\n"
+              "@misc.profiled_function\ndef f(x: np.ndarray = np.pi, y: dict[str, int] = None) -> torch.Tensor:\n"
+              "    float = print  # a function body runs only when called\n    return float\n"
+              "class Base(torch.nn.Module):\n    @staticmethod\n    def g(x):\n        pass\n"
+              "    @property\n    def p(self):\n        pass\n"
+              "@persistence.persistent_class\nclass Generator(Base):\n    def __init__(self, misc=1):\n"
+              "        super().__init__()\n")
+    check_embedded_source(source, "Generator")
+
+
+def test_accepted_sources_do_nothing_when_run(tmp_path, monkeypatch):
+    """What the allow-list accepts really is inert: running it (as NVIDIA's loader would, with stand-ins for
+    NVIDIA's helpers) creates no file, and the refused red-team sources would have."""
+    import types
+
+    fake = types.ModuleType("torch_utils")
+    fake.misc = types.SimpleNamespace(profiled_function=lambda f: f)
+    fake.persistence = types.SimpleNamespace(persistent_class=lambda c: c)
+    fake.__path__ = []  # a package, so that `from torch_utils.ops import upfirdn2d` resolves
+    fake.ops = types.ModuleType("torch_utils.ops")
+    fake.ops.upfirdn2d = None
+    monkeypatch.setitem(sys.modules, "torch_utils.ops", fake.ops)
+    monkeypatch.setitem(sys.modules, "torch_utils", fake)
+    monkeypatch.setitem(sys.modules, "torch_utils.misc", fake.misc)
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", fake.persistence)
+    marker = tmp_path / "ran"
+    evil = f"def evil(*a, **k):\n    open({str(marker)!r}, 'w').close()\n"
+    sources = {
+        "float": evil + "float = evil\nX = float(1)\n",
+        "staticmethod": evil + "staticmethod = evil\n@staticmethod\ndef g():\n    pass\n",
+        "misc": ("class misc:\n    @staticmethod\n    def profiled_function(f):\n"
+                 f"        open({str(marker)!r}, 'w').close()\n@misc.profiled_function\ndef g():\n    pass\n"),
+    }
+    for name, body in sources.items():
+        source = _HEAD + body + _TAIL
+        exec(compile(source, "<red team>", "exec"), {"__name__": "redteam"})  # the control: it does run code
+        assert marker.exists(), name
+        marker.unlink()
+        with pytest.raises(core.UnsafeCheckpointError):
+            check_embedded_source(source, "Generator")
+    inert = INERT_SOURCE.removeprefix("\ufeff")
+    check_embedded_source(inert, "Generator")
+    exec(compile(inert, "<inert>", "exec"), {"__name__": "inert"})
+    assert not marker.exists()
+
+
+# --- 3b. Messages describe untrusted values within bounds (a shared-list pickle has an exponential repr) ---
+
+def _bomb_files(tmp_path) -> dict[str, Path]:
+    fx = forge.load_fixture(FX)
+    bomb = forge.shared_list_bomb(6)
+    files = {}
+
+    def add(name, objects):
+        files[name] = write(tmp_path, forge.dumps(objects), f"{name}.pkl")
+
+    add("dtype", dict(forge.nvidia_objects(fx), x=forge.Reduce(np.dtype, bomb)))
+    add("codec", dict(forge.nvidia_objects(fx), x=forge.Reduce(codecs.encode, "x", bomb)))
+    objects = forge.nvidia_objects(fx)
+    add("meta", dict(objects, x=forge.Reduce(objects["G_ema"].__reduce__()[0], bomb)))
+    objects = forge.nvidia_objects(fx)
+    objects["G_ema"].meta["state"]["_init_kwargs"]["z_dim"] = bomb
+    add("setting", objects)
+    # Keys must hash: the largest shared tuple the unpickler accepts (41371 elements, an 11 MB repr).
+    add("keys", {forge.shared_tuple_bomb(4, 14, "x" * 300): 1})
+    add("storage", forge.nvidia_objects_with(fx, "mapping", "_buffers", "w_avg", forge.Reduce(
+        torch._utils._rebuild_tensor_v2, forge.storage_record(forge.storage_record_bytes(torch.ones(4))),
+        bomb, (4,), (1,), False, collections.OrderedDict())))
+    return files
+
+
+def test_exponential_repr_pickles_are_refused_quickly_with_little_memory(tmp_path):
+    import time
+    import tracemalloc
+
+    files = _bomb_files(tmp_path)
+    files["vgg16"] = forge.torchscript_archive_with_persistent_id(tmp_path / "vgg16.pt",
+                                                                  ("evil", forge.shared_list_bomb(6)))
+    from core.losses.nvidia_vgg16 import read_torchscript_tensors
+
+    for name, path in files.items():
+        assert path.stat().st_size < 1_000_000, (name, path.stat().st_size)
+        load = read_torchscript_tensors if name == "vgg16" else core.load_generator
+        start = time.perf_counter()  # timed without tracemalloc, which slows the pure-Python unpickler
+        with pytest.raises(core.CheckpointError):
+            load(path)
+        seconds = time.perf_counter() - start
+        tracemalloc.start()
+        with pytest.raises(core.CheckpointError) as e:
+            load(path)
+        peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+        tracemalloc.stop()
+        message = str(e.value)
+        assert str(path) in message and len(message) < 1500, (name, message)
+        assert peak < 10 and seconds < 1, (name, peak, seconds, message)
+
+
+@pytest.mark.parametrize("case", ["deep", "reused"])
+def test_tuple_hash_bombs_are_refused_before_hashing(case, tmp_path):
+    """Tuples do not cache their hash: a dict keyed by a tuple sharing nested tuples 9 levels deep (about
+    200 bytes) would take minutes to build, and a medium one reused through memo references adds up."""
+    import time
+
+    fx = forge.load_fixture(FX)
+    # Built as `OrderedDict([(key, 1)])` records: making the dict here would hash the key in this process.
+    if case == "deep":
+        extra = forge.Reduce(collections.OrderedDict, [(forge.shared_tuple_bomb(9), 1)])
+        match = r"builds a tuple of 211111 elements"
+    else:
+        key = forge.shared_tuple_bomb(4)  # 11111 elements: allowed once, not 1000 times
+        extra = forge.Reduce(collections.OrderedDict, [(key, i) for i in range(1000)])
+        match = r"uses tuples of \d+ elements in all"
+    path = write(tmp_path, forge.dumps(dict(forge.nvidia_objects(fx), x=extra)))
+    start = time.perf_counter()
+    refused(path, match)
+    assert time.perf_counter() - start < 5
+
+
+def test_describe_is_bounded():
+    bomb = forge.shared_list_bomb(7)  # a 3.3 GB repr
+    text = safe_pickle.describe(bomb)
+    assert text.startswith("[[[[[[[['xxx") and len(text) <= 83, text
+    assert safe_pickle.describe("y" * 10 ** 6).startswith("'yyy") and len(safe_pickle.describe("y" * 10 ** 6)) < 90
+    assert safe_pickle.describe(10 ** 5000) == "<int of 16610 bits>"
+    assert safe_pickle.describe({"a": (1, 2.5, None)}) == "{'a': (1, 2.5, None)}"
+    assert safe_pickle.describe(collections.OrderedDict(a=1)) == "OrderedDict({'a': 1})"
+    assert safe_pickle.describe(torch.ones(2, 3)) == "<tensor [2, 3] float32>"
+    error = safe_pickle.describe_error(KeyError(bomb))
+    assert error.startswith("KeyError: [[[") and len(error) < 120, error
 
 
 # --- 4. Memory: tiny hostile files cost little before they are refused; nothing is cached -------------

@@ -19,7 +19,7 @@ from ..errors import CheckpointError
 from ..log import logger
 from ..networks import Generator
 from ..ops.upfirdn2d import setup_filter
-from .safe_pickle import PersistentObject, TFNetwork
+from .safe_pickle import PersistentObject, TFNetwork, describe
 from .state import build_generator_for, load_state_strict, meta_generator
 
 _GENERATOR_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")
@@ -40,7 +40,7 @@ def select_network(data: Any, network: str, what: str) -> PersistentObject | TFN
             raise CheckpointError(f"{what}: the file contains only a discriminator (D), no generator; "
                                   f"use the snapshot pickle that also holds G_ema")
         raise CheckpointError(f"{what}: no generator found; expected 'G_ema' or 'G' in a dict with keys "
-                              f"{sorted(map(str, data))}")
+                              f"{describe(list(data), 120)}")
     if network not in ("G_ema", "G"):
         raise ValueError(f"network must be 'G_ema' or 'G', got {network!r}")
     if network not in generators:
@@ -86,14 +86,15 @@ def _collect_tensors(obj: PersistentObject, prefix: str, out: dict, records: dic
             if value is None or key in skip:
                 continue
             if not torch.is_tensor(value):
-                raise CheckpointError(f"{what}: {prefix}{key} is a {type(value).__name__}, expected a tensor")
+                raise CheckpointError(f"{what}: {(prefix + key)[:200]} is a {type(value).__name__}, expected a "
+                                      f"tensor")
             out[prefix + key] = value.detach()
     for key, child in obj.modules.items():
         if child is None:
             continue
         if not isinstance(child, PersistentObject):
-            raise CheckpointError(f"{what}: sub-module {prefix}{key} is a {type(child).__name__}, not a network "
-                                  f"layer")
+            raise CheckpointError(f"{what}: sub-module {(prefix + key)[:200]} is a {type(child).__name__}, not a "
+                                  f"network layer")
         _collect_tensors(child, f"{prefix}{key}.", out, records, what, depth + 1, seen)
 
 
@@ -107,8 +108,7 @@ def _scalar(value: Any) -> Any:
 # numbers themselves are bounded by `core.config` when the config is built).
 
 def _bad_setting(what: str, field: str, value: Any, expected: str) -> CheckpointError:
-    text = repr(value)
-    text = text if len(text) <= 80 else text[:80] + "..."
+    text = describe(value)
     return CheckpointError(f"{what}: the recorded setting {field} is {text} ({type(value).__name__}), expected "
                            f"{expected}; the file is damaged or was written by an unsupported variant")
 
@@ -241,7 +241,7 @@ def config_from_nvidia(G: PersistentObject, records: dict[str, PersistentObject]
         known = {f for f in StyleGAN3Config.__dataclass_fields__}
         unknown = sorted(set(syn_kwargs) - known)
         if unknown:
-            raise CheckpointError(f"{what}: unsupported StyleGAN3 settings {unknown}")
+            raise CheckpointError(f"{what}: unsupported StyleGAN3 settings {describe(unknown, 200)}")
         synthesis: Any = StyleGAN3Config(**_sg3_settings(syn_kwargs, what))
     else:
         syn_kwargs = _dict_setting(kwargs.get("synthesis_kwargs"), "synthesis_kwargs", what)
@@ -252,7 +252,7 @@ def config_from_nvidia(G: PersistentObject, records: dict[str, PersistentObject]
         return GeneratorConfig(arch="stylegan3" if is_sg3 else "stylegan2", mapping=mapping, synthesis=synthesis,
                                **dims)
     except TypeError as e:
-        raise CheckpointError(f"{what}: unsupported generator settings: {e}") from e
+        raise CheckpointError(f"{what}: unsupported generator settings: {str(e)[:200]}") from e
 
 
 def _sg2_config(syn_kwargs: dict, records: dict, img_resolution: int, what: str) -> StyleGAN2Config:
@@ -330,10 +330,10 @@ def _check_recorded_attributes(G: Generator, records: dict[str, PersistentObject
                 if isinstance(theirs, np.ndarray) and theirs.size <= 16:
                     theirs = theirs.tolist()
                 if not isinstance(theirs, (int, float, str, list, tuple, type(None))):
-                    raise _bad_setting(what, f"{name}.{attr}", theirs, f"a value like {ours!r}")
+                    raise _bad_setting(what, f"{name}.{attr}", theirs, f"a value like {describe(ours)}")
                 if theirs != ours and not (isinstance(theirs, float) and math.isclose(theirs, ours)):
-                    raise CheckpointError(f"{what}: layer {name} has {attr}={theirs!r} in the file but the "
-                                          f"rebuilt network has {ours!r}; this variant is not supported")
+                    raise CheckpointError(f"{what}: layer {name} has {attr}={describe(theirs)} in the file but the "
+                                          f"rebuilt network has {describe(ours)}; this variant is not supported")
 
 
 # --- TensorFlow-era pickles (NVlabs/stylegan2, stylegan2-ada TF) ------------------------------------
@@ -350,8 +350,8 @@ def _tf_params(net: TFNetwork, what: str, prefix: str = "", depth: int = 0, seen
     than `MAX_MODULE_DEPTH` and a network reached twice (cycles)."""
     seen = set() if seen is None else seen
     if depth > MAX_MODULE_DEPTH or id(net) in seen:
-        raise CheckpointError(f"{what}: the TensorFlow network {prefix[:120] or net.name!r} is nested more than "
-                              f"{MAX_MODULE_DEPTH} levels deep or contains itself; the file is damaged or crafted")
+        raise CheckpointError(f"{what}: the TensorFlow network {prefix[:120] or describe(net.name)} is nested more "
+                              f"than {MAX_MODULE_DEPTH} levels deep or contains itself; the file is damaged or crafted")
     seen.add(id(net))
     params = {}
     variables = net.state.get("variables") or []
@@ -367,8 +367,8 @@ def _tf_params(net: TFNetwork, what: str, prefix: str = "", depth: int = 0, seen
             raise _bad_setting(what, f"{prefix}{name}", value, "an array of numbers")
         params[prefix + name] = value
     components = net.state.get("components") or {}
-    if not isinstance(components, dict):
-        raise _bad_setting(what, f"{prefix}components", components, "a dict of networks")
+    if not isinstance(components, dict) or not all(isinstance(k, str) for k in components):
+        raise _bad_setting(what, f"{prefix}components", components, "a dict of networks by name")
     for name, comp in components.items():
         if isinstance(comp, TFNetwork):
             params.update(_tf_params(comp, what, f"{prefix}{name}/", depth + 1, seen))

@@ -6,7 +6,8 @@ checked against an allow-list of inert constructs, never run); storage records a
 rebuilt through one checked path (`rebuild_tensor`); numpy records are checked before numpy allocates; every
 other global must be on a short allow-list of data types. Sizes the file declares (opcode lengths, memo
 indices, storage element counts, tensor and array shapes) are checked against the bytes it holds before
-anything is allocated.
+anything is allocated. Values a file can share through memo references are never repr'd or hashed
+whole: error messages describe them within a bound (`describe`), and tuples are bounded in expanded size.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class TFNetwork:
 
     @property
     def name(self) -> str:
-        return str(self.state.get("name", ""))
+        name = self.state.get("name", "")
+        return name if isinstance(name, str) else ""
 
     @property
     def static_kwargs(self) -> dict:
@@ -91,21 +93,31 @@ class EasyDict(dict):
 # augment.py): at import time they only import, define functions and classes, and bind literal tables.
 # Function and method bodies are not checked, because importing a module does not run them.
 
-# Modules a genuine NVIDIA network definition imports at top level.
+# Modules a genuine NVIDIA network definition imports at top level (absolute imports only: NVIDIA's modules
+# import their helpers as `from torch_utils import misc`; a relative import resolves against `__package__`,
+# which the source could set).
 _ALLOWED_IMPORTS = {"numpy", "torch", "scipy", "torch_utils", "dnnlib", "training", "math", "copy", "typing",
                     "functools", "collections", "re", "warnings", "enum", "dataclasses"}
-# Decorators NVIDIA's modules use (plain names only: a decorator is called when the module is imported).
+# Decorators NVIDIA's modules use (plain dotted names, at most one per definition: a decorator is called when
+# the module is imported).
 _ALLOWED_FUNCTION_DECORATORS = {"staticmethod", "classmethod", "property", "misc.profiled_function",
                                 "torch.jit.ignore", "torch.jit.unused"}
 _ALLOWED_CLASS_DECORATORS = {"persistence.persistent_class"}
-# Calls that may appear in a module-level constant, with literal arguments.
+# Calls that may appear in a module-level constant, with constant arguments.
 _ALLOWED_CALLS = {"np.sqrt", "np.float32", "np.float64", "np.array", "np.asarray", "float", "int", "dict", "list",
                   "tuple", "math.sqrt", "dnnlib.EasyDict"}
+_KEYWORD_CALLS = {"dict", "dnnlib.EasyDict"}
+# Library bases a network class may have (besides classes the source itself defines).
+_ALLOWED_BASES = {"torch.nn.Module", "torch.nn.ModuleList", "torch.nn.ModuleDict", "torch.nn.Sequential",
+                  "torch.autograd.Function", "nn.Module", "object"}
+# The module that the first name of each allowed dotted decorator, call or base must be imported from, and
+# nothing else may bind: `class misc:` or `import math as misc` would turn `@misc.profiled_function` into the
+# file's own code.
+_EXPECTED_ROOTS = {"misc": "torch_utils.misc", "persistence": "torch_utils.persistence", "np": "numpy",
+                   "torch": "torch", "nn": "torch.nn", "math": "math", "dnnlib": "dnnlib"}
 # Methods Python calls while a class statement runs, or when a later class statement subclasses it.
 _CLASS_CREATION_HOOKS = {"__init_subclass__", "__set_name__", "__class_getitem__", "__prepare__", "__mro_entries__",
                          "__instancecheck__", "__subclasscheck__"}
-# Module attributes Python consults on any attribute access or import from the module.
-_MODULE_HOOKS = {"__getattr__", "__dir__", "__path__", "__builtins__", "__import__", "__spec__", "__loader__"}
 _MAX_POWER = 64  # `2 ** 0.3` is a constant; `10 ** 10 ** 9` would hang the import
 _checked_sources: dict[int, str] = {}
 
@@ -119,123 +131,262 @@ def _dotted(node: ast.AST) -> str:
     return "?"
 
 
-def _is_literal(node: ast.AST | None, *, calls: bool = False) -> bool:
-    """Whether evaluating `node` only builds a constant: literals, containers of literals, names and dotted
-    names, signs and arithmetic on numbers, and (where `calls`) a call of `_ALLOWED_CALLS` with literal
-    arguments. No lambdas, comprehensions, f-strings, walrus, subscripts or other calls."""
-    if node is None:
-        return True
+def _is_dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def _is_constant(node: ast.AST | None) -> bool:
+    """Whether `node` is a constant built without looking up any name: literals, containers of them, signs
+    and bounded arithmetic on numbers."""
     if isinstance(node, ast.Constant):
         return not isinstance(node.value, (bytes, str)) or len(node.value) <= 100_000
-    if isinstance(node, (ast.Name, ast.Attribute)):
-        return _dotted(node) != "?" and not _dotted(node).split(".")[-1].startswith("__")
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return all(_is_literal(e, calls=calls) for e in node.elts)
+        return all(_is_constant(e) for e in node.elts)
     if isinstance(node, ast.Dict):
-        return None not in node.keys and all(_is_literal(e, calls=calls) for e in [*node.keys, *node.values])
+        return None not in node.keys and all(_is_constant(e) for e in [*node.keys, *node.values])
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        return isinstance(node.operand, ast.Constant) and isinstance(node.operand.value, (int, float))
+        return isinstance(node.operand, ast.Constant) and type(node.operand.value) in (int, float)
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
         numbers = all(isinstance(v, ast.Constant) and type(v.value) in (int, float) or
-                      isinstance(v, ast.UnaryOp) and _is_literal(v) for v in (node.left, node.right))
+                      isinstance(v, ast.UnaryOp) and _is_constant(v) for v in (node.left, node.right))
         if isinstance(node.op, ast.Pow):
             exponent = node.right.value if isinstance(node.right, ast.Constant) else None
             return numbers and isinstance(exponent, (int, float)) and abs(exponent) <= _MAX_POWER
         return numbers
-    if calls and isinstance(node, ast.Call):
-        return (_dotted(node.func) in _ALLOWED_CALLS and all(_is_literal(a) for a in node.args)
-                and all(k.arg is not None and _is_literal(k.value) for k in node.keywords))
     return False
 
 
-def _is_annotation(node: ast.AST | None) -> bool:
-    """Annotations are evaluated at definition: allow names, dotted names, text, None and `X[...]` of those."""
-    if node is None or isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, str)):
-        return True
-    if isinstance(node, (ast.Name, ast.Attribute)):
-        return _dotted(node) != "?"
-    if isinstance(node, ast.Subscript):
-        return _is_annotation(node.value) and _is_annotation(node.slice)
-    if isinstance(node, ast.Tuple):
-        return all(_is_annotation(e) for e in node.elts)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # `int | None`
-        return _is_annotation(node.left) and _is_annotation(node.right)
-    return False
+class _SourceChecker:
+    """The allow-list of inert constructs, with every name the module binds while it is imported.
 
+    Why bindings matter: `float = evil` or `class misc:` earlier in the file turns an allowed `float(1)` or
+    `@misc.profiled_function` into a call of the file's own code. So an allowed call, decorator or library
+    base must start with a name nothing in the source binds (a builtin), or one bound only by the expected
+    import; and attribute access or subscripts may not start from a name the source defines (a class
+    attribute can be a descriptor whose `__get__` runs code). Bindings are collected over the module and
+    class bodies (which run at import) with every construct; function bodies run only when called, which
+    nothing at import can do, except for `global` declarations there, which are counted as module bindings.
+    """
 
-def _check_function(node: ast.FunctionDef | ast.AsyncFunctionDef, in_class: bool) -> ast.AST | None:
-    """The first part of a `def` statement evaluated at definition time that is not inert, else None."""
-    if in_class and node.name in _CLASS_CREATION_HOOKS or not in_class and node.name in _MODULE_HOOKS:
-        return node
-    for deco in node.decorator_list:
-        if _dotted(deco) not in _ALLOWED_FUNCTION_DECORATORS:
-            return deco
-    args = node.args
-    for expr in [*args.defaults, *args.kw_defaults]:
-        if not _is_literal(expr):
-            return expr
-    every_arg = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
-    for annotation in [*(a.annotation for a in every_arg if a is not None), node.returns]:
-        if not _is_annotation(annotation):
-            return annotation
-    return None
+    def __init__(self, tree: ast.Module):
+        self.tree = tree
+        self.bound: dict[str, list[str]] = {}  # name -> "import:<module>", "class" or "other", per binding
+        self._collect(tree.body)
 
+    def first_unsafe(self) -> ast.AST | None:
+        """The first statement (or part of one) that is not inert, else None."""
+        return self._statements(self.tree.body)
 
-def _check_assignment(stmt: ast.Assign | ast.AnnAssign, in_class: bool) -> ast.AST | None:
-    targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-    for target in targets:
-        names = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
-        for name in names:
-            if not isinstance(name, ast.Name):  # `x.attr = ...` / `x[i] = ...` call __setattr__ / __setitem__
-                return target
-            if name.id in (_CLASS_CREATION_HOOKS if in_class else _MODULE_HOOKS) or name.id == "__class__":
-                return target
-    if isinstance(stmt, ast.AnnAssign) and not _is_annotation(stmt.annotation):
-        return stmt.annotation
-    return None if _is_literal(stmt.value, calls=True) else stmt.value
+    def _bind(self, name: str, kind: str) -> None:
+        self.bound.setdefault(name, []).append(kind)
 
+    def _collect(self, body: list[ast.stmt]) -> None:
+        for stmt in body:
+            if isinstance(stmt, ast.Import):
+                for alias in stmt.names:
+                    root = alias.name.split(".")[0]
+                    self._bind(alias.asname or root, f"import:{alias.name if alias.asname else root}")
+            elif isinstance(stmt, ast.ImportFrom):
+                for alias in stmt.names:
+                    module = "." * stmt.level + (stmt.module or "")
+                    self._bind(alias.asname or alias.name, f"import:{module}.{alias.name}")
+            elif isinstance(stmt, ast.ClassDef):
+                self._bind(stmt.name, "class")
+                self._collect_expressions([*stmt.decorator_list, *stmt.bases, *stmt.keywords])
+                self._collect(stmt.body)
+            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                self._bind(stmt.name, "other")
+                args = stmt.args
+                self._collect_expressions([*stmt.decorator_list, *args.defaults, *args.kw_defaults, stmt.returns,
+                                           *(a.annotation for a in [*args.posonlyargs, *args.args,
+                                                                    *args.kwonlyargs, args.vararg, args.kwarg] if a)])
+                for node in ast.walk(stmt):  # `global x` in a body rebinds the module's x when it runs
+                    if isinstance(node, ast.Global):
+                        for name in node.names:
+                            self._bind(name, "other")
+            else:
+                self._collect_expressions([stmt])
 
-def _check_statements(body: list[ast.stmt], in_class: bool = False) -> ast.AST | None:
-    """The first statement (or part of one) in a module or class body that is not on the inert allow-list:
-    docstrings, imports of `_ALLOWED_IMPORTS` (no `*`), `pass`, function definitions (see `_check_function`),
-    classes with plain-name bases, allowed decorators and no keywords (no `metaclass=`), and assignments of
-    literals to plain names."""
-    for stmt in body:
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            if in_class or any(alias.name == "*" for alias in stmt.names):
-                return stmt
-            if isinstance(stmt, ast.ImportFrom) and stmt.level > 0:
-                continue  # relative import of the package's own modules
-            names = [alias.name for alias in stmt.names] if isinstance(stmt, ast.Import) else [stmt.module or ""]
-            if any(name.split(".")[0] not in _ALLOWED_IMPORTS for name in names):
-                return stmt
-        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            bad = _check_function(stmt, in_class)
-            if bad is not None:
-                return bad
-        elif isinstance(stmt, ast.ClassDef):
-            for deco in stmt.decorator_list:
-                if _dotted(deco) not in _ALLOWED_CLASS_DECORATORS:
-                    return deco
-            if stmt.keywords:  # metaclass=..., or keywords handed to a base's __init_subclass__
-                return stmt.keywords[0].value
-            for base in stmt.bases:
-                if _dotted(base) == "?":
-                    return base
-            bad = _check_statements(stmt.body, in_class=True)
-            if bad is not None:
-                return bad
-        elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
-            bad = _check_assignment(stmt, in_class)
-            if bad is not None:
-                return bad
-        elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
-            continue  # docstring
-        elif isinstance(stmt, ast.Pass):
-            continue
-        else:
+    def _collect_expressions(self, nodes: list) -> None:
+        """Every name any construct inside `nodes` binds (over-approximated: comprehension and lambda
+        variables count too)."""
+        for top in nodes:
+            for node in ast.walk(top) if top is not None else ():
+                if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+                    self._bind(node.id, "other")
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    self._bind(node.name, "other")
+                elif isinstance(node, ast.alias):
+                    self._bind(node.asname or node.name.split(".")[0], "other")
+                elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                    for name in node.names:
+                        self._bind(name, "other")
+                elif isinstance(node, ast.ExceptHandler) and node.name:
+                    self._bind(node.name, "other")
+                elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+                    self._bind(node.name, "other")
+                elif isinstance(node, ast.MatchMapping) and node.rest:
+                    self._bind(node.rest, "other")
+
+    # --- names ---
+
+    def _trusted_name(self, dotted: str) -> bool:
+        """Whether an allowed decorator, call or base name (from the allow-lists) means what it says: a plain
+        name nothing in the source binds (a builtin), or a dotted name whose first name is bound only by the
+        import of its expected module."""
+        if dotted == "?":
+            return False
+        root = dotted.split(".")[0]
+        kinds = self.bound.get(root)
+        if "." not in dotted:
+            return kinds is None
+        expected = _EXPECTED_ROOTS.get(root)
+        return expected is not None and kinds is not None and all(k == f"import:{expected}" for k in kinds)
+
+    def _inert_reference(self, node: ast.AST) -> bool:
+        """A name or dotted name whose evaluation runs none of the file's code: a plain name (a dict lookup),
+        or attributes of a builtin or of an imported module (never of something the source defines, never a
+        dunder attribute)."""
+        dotted = _dotted(node)
+        if dotted == "?":
+            return False
+        parts = dotted.split(".")
+        if len(parts) == 1:
+            return True
+        if any(p.startswith("__") for p in parts[1:]):
+            return False
+        kinds = self.bound.get(parts[0])
+        return kinds is None or all(k.startswith("import:") for k in kinds)
+
+    def _literal(self, node: ast.AST | None, *, calls: bool = False) -> bool:
+        """Whether evaluating `node` only builds a value: constants, containers, names and inert dotted
+        names, and (where `calls`) an allowed call with constant arguments. No lambdas, comprehensions,
+        f-strings, walrus, subscripts or other calls."""
+        if node is None or _is_constant(node):
+            return True
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            return self._inert_reference(node) and not _dotted(node).split(".")[-1].startswith("__")
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            return all(self._literal(e, calls=calls) for e in node.elts)
+        if isinstance(node, ast.Dict):
+            return None not in node.keys and all(self._literal(e, calls=calls) for e in [*node.keys, *node.values])
+        if calls and isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            return (name in _ALLOWED_CALLS and self._trusted_name(name) and all(_is_constant(a) for a in node.args)
+                    and (not node.keywords or name in _KEYWORD_CALLS)
+                    and all(k.arg is not None and _is_constant(k.value) for k in node.keywords))
+        return False
+
+    def _annotation(self, node: ast.AST | None) -> bool:
+        """Annotations are evaluated at definition: names, inert dotted names, text, None, `X[...]` of those
+        where X is a builtin or imported (subscripting the file's own object would call its methods)."""
+        if node is None or isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, str)):
+            return True
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            return self._inert_reference(node)
+        if isinstance(node, ast.Subscript):
+            root = _dotted(node.value).split(".")[0]
+            kinds = self.bound.get(root, [])
+            return (self._annotation(node.value) and all(k.startswith("import:") for k in kinds)
+                    and self._annotation(node.slice))
+        if isinstance(node, ast.Tuple):
+            return all(self._annotation(e) for e in node.elts)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # `int | None`
+            return self._annotation(node.left) and self._annotation(node.right)
+        return False
+
+    # --- statements ---
+
+    def _decorators(self, decorators: list[ast.expr], allowed: set[str]) -> ast.AST | None:
+        if len(decorators) > 1:  # stacked descriptors (`@classmethod @property`) call their function on access
+            return decorators[1]
+        for deco in decorators:
+            if _dotted(deco) not in allowed or not self._trusted_name(_dotted(deco)):
+                return deco
+        return None
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef, in_class: bool) -> ast.AST | None:
+        """The first part of a `def` statement evaluated at definition time that is not inert, else None."""
+        if in_class and node.name in _CLASS_CREATION_HOOKS or not in_class and _is_dunder(node.name):
+            return node
+        if getattr(node, "type_params", None):  # Python 3.12 `def f[T: bound]()`
+            return node
+        bad = self._decorators(node.decorator_list, _ALLOWED_FUNCTION_DECORATORS)
+        if bad is not None:
+            return bad
+        args = node.args
+        for expr in [*args.defaults, *args.kw_defaults]:
+            if not self._literal(expr):
+                return expr
+        every_arg = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+        for annotation in [*(a.annotation for a in every_arg if a is not None), node.returns]:
+            if not self._annotation(annotation):
+                return annotation
+        return None
+
+    def _class(self, node: ast.ClassDef) -> ast.AST | None:
+        if _is_dunder(node.name) or getattr(node, "type_params", None):
+            return node
+        bad = self._decorators(node.decorator_list, _ALLOWED_CLASS_DECORATORS)
+        if bad is not None:
+            return bad
+        if node.keywords:  # metaclass=..., or keywords handed to a base's __init_subclass__
+            return node.keywords[0].value
+        for base in node.bases:
+            name = _dotted(base)
+            own_class = isinstance(base, ast.Name) and set(self.bound.get(name, [])) == {"class"}
+            if not own_class and not (name in _ALLOWED_BASES and self._trusted_name(name)):
+                return base
+        return self._statements(node.body, in_class=True)
+
+    def _assignment(self, stmt: ast.Assign | ast.AnnAssign) -> ast.AST | None:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        for target in targets:
+            names = target.elts if isinstance(target, (ast.Tuple, ast.List)) else [target]
+            for name in names:
+                # `x.attr = ...` / `x[i] = ...` call __setattr__ / __setitem__; a dunder (`__package__`,
+                # `__name__`, `__class__`, `__builtins__`, ...) changes how Python treats the module or class
+                if not isinstance(name, ast.Name) or _is_dunder(name.id):
+                    return target
+        if isinstance(stmt, ast.AnnAssign) and not self._annotation(stmt.annotation):
+            return stmt.annotation
+        return None if self._literal(stmt.value, calls=True) else stmt.value
+
+    def _import(self, stmt: ast.Import | ast.ImportFrom, in_class: bool) -> ast.AST | None:
+        if in_class or any(alias.name == "*" for alias in stmt.names):
             return stmt
-    return None
+        if isinstance(stmt, ast.ImportFrom) and stmt.level > 0:
+            return stmt  # relative: resolved against __package__/__name__; NVIDIA's modules never use one
+        names = [alias.name for alias in stmt.names] if isinstance(stmt, ast.Import) else [stmt.module or ""]
+        if any(name.split(".")[0] not in _ALLOWED_IMPORTS for name in names):
+            return stmt
+        if any(_is_dunder(alias.asname or alias.name.split(".")[0]) for alias in stmt.names):
+            return stmt
+        return None
+
+    def _statements(self, body: list[ast.stmt], in_class: bool = False) -> ast.AST | None:
+        """The first statement (or part of one) in a module or class body that is not on the inert
+        allow-list: docstrings, imports of `_ALLOWED_IMPORTS` (absolute, no `*`), `pass`, function definitions
+        (see `_function`), classes with allowed bases and decorators and no keywords, and assignments of
+        literals to plain, non-dunder names. Nothing else (`if`, `try`, `for`, `with`, `del`, `global`,
+        expressions, ...) runs in a genuine module's body."""
+        for stmt in body:
+            if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                bad = self._import(stmt, in_class)
+            elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                bad = self._function(stmt, in_class)
+            elif isinstance(stmt, ast.ClassDef):
+                bad = self._class(stmt)
+            elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+                bad = self._assignment(stmt)
+            elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and \
+                    isinstance(stmt.value.value, str) or isinstance(stmt, ast.Pass):
+                bad = None  # docstring, pass
+            else:
+                bad = stmt
+            if bad is not None:
+                return bad
+        return None
 
 
 def check_embedded_source(source: str, class_name: str) -> None:
@@ -243,7 +394,7 @@ def check_embedded_source(source: str, class_name: str) -> None:
 
     The source is never executed here; a genuine NVIDIA checkpoint's source only imports numpy/torch/NVIDIA's
     helpers, defines classes and functions and binds literal tables, so anything outside that allow-list
-    (`_check_statements`) marks a crafted file.
+    (`_SourceChecker`) marks a crafted file.
     """
     key = hash(source)
     if _checked_sources.get(key) == source:
@@ -252,9 +403,9 @@ def check_embedded_source(source: str, class_name: str) -> None:
         tree = ast.parse(source.removeprefix("\ufeff"))
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         raise UnsafeCheckpointError(f"the network source embedded in the pickle does not parse "
-                                    f"({type(e).__name__}: {str(e)[:100]})") from e
+                                    f"({describe_error(e)})") from e
     try:
-        bad = _check_statements(tree.body)
+        bad = _SourceChecker(tree).first_unsafe()
     except RecursionError as e:  # expressions nested thousands deep: no genuine source looks like that
         raise UnsafeCheckpointError("the network source embedded in the pickle nests expressions thousands deep; "
                                     "a genuine StyleGAN checkpoint never does. Nothing from the file was "
@@ -273,8 +424,8 @@ def check_embedded_source(source: str, class_name: str) -> None:
     defined = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
     if class_name not in defined:
         raise UnsafeCheckpointError(
-            f"the pickle claims an object of class {class_name!r}, but its embedded source defines "
-            f"{sorted(defined) or 'no classes'}; the file is corrupt or crafted")
+            f"the pickle claims an object of class {describe(class_name)}, but its embedded source defines "
+            f"{describe(sorted(defined)) if defined else 'no classes'}; the file is corrupt or crafted")
     _checked_sources[key] = source
 
 
@@ -294,23 +445,23 @@ def _check_record_state(class_name: str, state: dict) -> None:
         if value is None:
             continue
         if not isinstance(value, dict):
-            raise CheckpointError(f"the {class_name} record's {name} is a {type(value).__name__}, expected a dict; "
-                                  f"the file is damaged or crafted")
+            raise CheckpointError(f"the {class_name[:100]} record's {name} is a {type(value).__name__}, expected a "
+                                  f"dict; the file is damaged or crafted")
         bad = [k for k in value if not isinstance(k, str)]
         if bad:
-            raise CheckpointError(f"the {class_name} record's {name} has a non-text key {bad[0]!r}; the file is "
-                                  f"damaged or crafted")
+            raise CheckpointError(f"the {class_name[:100]} record's {name} has a non-text key {describe(bad[0])}; "
+                                  f"the file is damaged or crafted")
     for name in _STATE_SEQUENCE_FIELDS:
         value = state.get(name)
         if value is not None and not isinstance(value, (tuple, list, set, frozenset)):
-            raise CheckpointError(f"the {class_name} record's {name} is a {type(value).__name__}, expected a "
+            raise CheckpointError(f"the {class_name[:100]} record's {name} is a {type(value).__name__}, expected a "
                                   f"tuple, list or set; the file is damaged or crafted")
 
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentObject:
     if not isinstance(meta, dict) or meta.get("type") != "class":
         raise UnsafeCheckpointError(f"malformed persistent object record in the pickle ({type(meta).__name__} "
-                                    f"{_short(meta, 60)}, expected a dict with type 'class')")
+                                    f"{describe(meta, 60)}, expected a dict with type 'class')")
     for field, kind in (("class_name", str), ("module_src", str), ("state", dict)):
         if not isinstance(meta.get(field), kind):
             raise CheckpointError(f"a persistent object record in the pickle has a {field} of type "
@@ -371,7 +522,7 @@ def check_declared_lengths(f: BinaryIO, where: str = "the pickle") -> None:
                     raise ValueError(f"memo index {arg} where a pickler would write at most {memo}")
                 memo = max(memo, arg + 1)
     except (ValueError, EOFError) as e:  # genops: "expected N bytes in a bytes8, but only M remain", bad opcode
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise CheckpointError(f"{where} is truncated or corrupt: it declares more data than it holds, or a "
                               f"malformed opcode ({reason}); nothing was allocated for it. Download the file "
                               f"again") from e
@@ -399,14 +550,83 @@ def _int_tuple(values: Any, field: str, where: str) -> tuple[int, ...]:
     for v in values:
         if type(v) is not int or not 0 <= v < _MAX_INDEX:  # noqa: E721 - bool and numpy ints are not record ints
             raise CheckpointError(f"a tensor in {where} does not fit its storage: its {field} is "
-                                  f"{_short(values)}, expected non-negative integers below 2**48; the file is "
+                                  f"{describe(values)}, expected non-negative integers below 2**48; the file is "
                                   f"damaged or crafted")
     return tuple(values)
 
 
-def _short(value: Any, n: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= n else text[:n] + "..."
+def describe(value: Any, limit: int = 80) -> str:
+    """A short text for an untrusted value in an error message: a bounded repr that writes at most about
+    `limit` characters and visits at most about `limit` elements, whatever the value holds.
+
+    Why: `repr()` of a pickled value can be exponential. A pickle shares one list through memo references
+    (`dag = [dag] * 10`, seven levels in under 500 bytes), and its repr would be gigabytes; truncating
+    afterwards is too late. Containers are walked element by element until the budget is spent; text and
+    bytes are cut before they are repr'd; huge ints, tensors, arrays and other objects are named by type and
+    size only.
+    """
+    out: list[str] = []
+    budget = [limit]
+    _describe_into(value, out, budget)
+    text = "".join(out)
+    return text if budget[0] >= 0 else text[:limit] + "..."
+
+
+def describe_error(e: BaseException, limit: int = 100) -> str:
+    """`Type: message` of an exception raised while reading untrusted data, bounded like `describe` (a
+    KeyError's or a TypeError's text can be the repr of a value from the file)."""
+    if all(type(a) in (str, float) or type(a) is int and a.bit_length() < 256 for a in e.args):  # noqa: E721
+        text = str(e)
+        text = text if len(text) <= limit else text[:limit] + "..."
+    else:
+        text = describe(e.args[0] if len(e.args) == 1 else e.args, limit)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _describe_into(value: Any, out: list[str], budget: list[int]) -> None:
+    def emit(text: str) -> None:
+        out.append(text[:max(budget[0], 0)])
+        budget[0] -= len(text)
+
+    if budget[0] <= 0:
+        return
+    if value is None or isinstance(value, (bool, float, complex)):
+        emit(repr(value))
+    elif isinstance(value, int):
+        emit(repr(int(value)) if abs(value).bit_length() <= 256 else f"<int of {value.bit_length()} bits>")
+    elif isinstance(value, (str, bytes, bytearray)):
+        emit(repr(value[:budget[0]]) + ("..." if len(value) > budget[0] else ""))
+    elif isinstance(value, torch.Tensor):
+        emit(f"<tensor {list(value.shape)} {str(value.dtype).replace('torch.', '')}>")
+    elif isinstance(value, np.ndarray):
+        emit(f"<array {list(value.shape)} {value.dtype}>")
+    elif isinstance(value, (list, tuple, set, frozenset, dict)):
+        kind = type(value)
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")") if isinstance(value, tuple) \
+            else ("{", "}")
+        if kind not in (list, tuple, set, dict):
+            opening = f"{kind.__name__}({opening}"
+            closing = f"{closing})"
+        emit(opening)
+        items = value.items() if isinstance(value, dict) else value
+        for i, item in enumerate(items):
+            if budget[0] <= 0:
+                break
+            if i:
+                emit(", ")
+            if isinstance(value, dict):
+                _describe_into(item[0], out, budget)
+                emit(": ")
+                _describe_into(item[1], out, budget)
+            else:
+                _describe_into(item, out, budget)
+        emit(closing)
+    elif isinstance(value, PersistentObject):
+        emit(f"PersistentObject({describe(value.class_name, 40)})")
+    else:
+        emit(f"<{describe(type(value).__name__, 40)} object>")
+
+
 
 
 def _flat_storage(storage: Any, where: str) -> torch.Tensor:
@@ -442,7 +662,7 @@ def rebuild_tensor(storage, offset, size, stride, *, hooks=None, where: str = "t
     stride = _int_tuple(stride, "stride", where)
     if type(offset) is not int or not 0 <= offset < _MAX_INDEX:  # noqa: E721
         raise CheckpointError(f"a tensor in {where} does not fit its storage: its storage offset is "
-                              f"{_short(offset)}, expected a non-negative integer; the file is damaged or crafted")
+                              f"{describe(offset)}, expected a non-negative integer; the file is damaged or crafted")
     if len(size) != len(stride):
         raise CheckpointError(f"a tensor in {where} does not fit its storage: size {list(size)} but stride "
                               f"{list(stride)} (their lengths differ); the file is damaged or crafted")
@@ -498,11 +718,81 @@ class GuardedUnpickler(pickle._Unpickler):
 
     BUILD_TARGETS: tuple[type, ...] = ()
     NEW_TARGETS: tuple[type, ...] = ()
+    # Hashing a tuple hashes every element, again each time (tuples do not cache their hash), so a tuple that
+    # shares one inner tuple through memo references (`t = (t,) * 10`, nine levels in 200 bytes) would take
+    # minutes to use as a dict key. Each tuple's expanded size is bounded, and so is the total over every
+    # tuple the file builds or fetches again from the memo; genuine checkpoints hold small tuples (sizes,
+    # strides, arguments), far below both.
+    MAX_TUPLE_WEIGHT = 1 << 16
+    MAX_TUPLE_WORK = 10_000_000
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, file: BinaryIO, *, max_bytes: int):
         super().__init__(file)
         self.max_bytes = max_bytes  # no argument can be longer than the data holds
+        self._tuple_weights: dict[int, tuple[int, tuple]] = {}  # id -> (expanded size, the tuple, kept alive)
+        self._tuple_work = 0
+
+    def _weight(self, value: Any) -> int:
+        if not isinstance(value, tuple):
+            return 1
+        known = self._tuple_weights.get(id(value))
+        return known[0] if known is not None and known[1] is value else 1 + len(value)
+
+    def _charge(self, weight: int) -> None:
+        self._tuple_work += weight
+        if self._tuple_work > self.MAX_TUPLE_WORK:
+            raise CheckpointError(f"the pickle uses tuples of {self._tuple_work} elements in all, counting each "
+                                  f"reuse (at most {self.MAX_TUPLE_WORK}); hashing them would take minutes, and a "
+                                  f"genuine checkpoint holds small tuples. The file is crafted")
+
+    def _weigh_new_tuple(self) -> None:
+        """Record the expanded size of the tuple just pushed, refusing one past `MAX_TUPLE_WEIGHT`."""
+        value = self.stack[-1]
+        weight = 1 + sum(self._weight(v) for v in value)
+        if weight > self.MAX_TUPLE_WEIGHT:
+            raise CheckpointError(f"the pickle builds a tuple of {weight} elements counting the nested tuples it "
+                                  f"shares (at most {self.MAX_TUPLE_WEIGHT}); hashing it would take time "
+                                  f"exponential in the file's size, and a genuine checkpoint holds small tuples. "
+                                  f"The file is crafted")
+        self._tuple_weights[id(value)] = (weight, value)
+        self._charge(weight)
+
+    def _charge_top(self) -> None:
+        if isinstance(self.stack[-1], tuple):
+            self._charge(self._weight(self.stack[-1]))
+
+    def load_tuple(self):
+        super().load_tuple()
+        self._weigh_new_tuple()
+
+    def load_tuple1(self):
+        super().load_tuple1()
+        self._weigh_new_tuple()
+
+    def load_tuple2(self):
+        super().load_tuple2()
+        self._weigh_new_tuple()
+
+    def load_tuple3(self):
+        super().load_tuple3()
+        self._weigh_new_tuple()
+
+    def load_dup(self):
+        super().load_dup()
+        self._charge_top()
+
+    def load_get(self):
+        super().load_get()
+        self._charge_top()
+
+    def load_binget(self):
+        super().load_binget()
+        self._charge_top()
+
+    def load_long_binget(self):
+        super().load_long_binget()
+        self._charge_top()
 
     def load_bytearray8(self):
         # Python's version makes a zero-filled bytearray of the declared length before reading into it.
@@ -537,6 +827,11 @@ class GuardedUnpickler(pickle._Unpickler):
                                         f"from the file was executed")
 
     dispatch[pickle.BYTEARRAY8[0]] = load_bytearray8
+    for _opcode, _method in ((pickle.TUPLE, load_tuple), (pickle.TUPLE1, load_tuple1), (pickle.TUPLE2, load_tuple2),
+                             (pickle.TUPLE3, load_tuple3), (pickle.DUP, load_dup), (pickle.GET, load_get),
+                             (pickle.BINGET, load_binget), (pickle.LONG_BINGET, load_long_binget)):
+        dispatch[_opcode[0]] = _method
+    del _opcode, _method
     dispatch[pickle.BUILD[0]] = load_build
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
@@ -578,18 +873,18 @@ class _StorageRecordUnpickler(GuardedUnpickler):
         if module in ("torch", "torch.storage") and name in _STORAGE_TYPES:
             return _StorageType(_STORAGE_TYPES[name])
         raise UnsafeCheckpointError(f"a tensor storage record in the pickle holds Python objects, not tensor data "
-                                    f"(GLOBAL {module}.{name}); nothing from the file was executed")
+                                    f"(GLOBAL {module[:100]}.{name[:100]}); nothing from the file was executed")
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] in ("storage", b"storage")
                 and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and type(pid[4]) is int
                 and 0 <= pid[4] < _MAX_INDEX):
             raise CheckpointError(f"a tensor storage record in the pickle has a malformed header "
-                                  f"{_short(pid)}; the file is damaged or crafted")
+                                  f"{describe(pid)}; the file is damaged or crafted")
         view = pid[5]
         if view is not None and not (isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str)
                                      and all(type(v) is int and 0 <= v < _MAX_INDEX for v in view[1:])):
-            raise CheckpointError(f"a tensor storage record in the pickle has a malformed view {_short(view)}; "
+            raise CheckpointError(f"a tensor storage record in the pickle has a malformed view {describe(view)}; "
                                   f"the file is damaged or crafted")
         return _StorageRef(pid[1].dtype, pid[2], pid[4], view)
 
@@ -621,7 +916,7 @@ def _load_storage(data: bytes) -> torch.Tensor:
             struct.error, OverflowError, MemoryError) as e:
         if isinstance(e, CheckpointError):
             raise
-        raise damaged(f"cannot be read ({type(e).__name__}: {str(e)[:100]})") from e
+        raise damaged(f"cannot be read ({describe_error(e)})") from e
     if not isinstance(ref, _StorageRef) or keys != [ref.key]:
         raise damaged("does not describe exactly one storage")
     itemsize = torch.empty((), dtype=ref.dtype).element_size()
@@ -659,7 +954,7 @@ class _DtypeRecord:
 
     def __init__(self, spec: Any, align: Any = False, copy: Any = False):
         if not isinstance(spec, str) or len(spec) > 8:
-            raise UnsafeCheckpointError(f"numpy dtype record {_short(spec)} in the pickle is not a plain data type")
+            raise UnsafeCheckpointError(f"numpy dtype record {describe(spec)} in the pickle is not a plain data type")
         try:
             dtype = np.dtype(spec)
         except (TypeError, ValueError) as e:
@@ -670,7 +965,7 @@ class _DtypeRecord:
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
-            raise CheckpointError(f"numpy dtype record in the pickle has a malformed state {_short(state)}")
+            raise CheckpointError(f"numpy dtype record in the pickle has a malformed state {describe(state)}")
         if state[1] in ("<", ">"):
             self.dtype = self.dtype.newbyteorder(state[1])
 
@@ -680,7 +975,7 @@ def _as_dtype(value: Any) -> np.dtype:
         return value.dtype
     if isinstance(value, (str, bytes)) and value in ("b", b"b"):  # `_reconstruct`'s placeholder dtype
         return np.dtype("b")
-    raise UnsafeCheckpointError(f"a numpy array record in the pickle has dtype {_short(value)}, not a dtype record")
+    raise UnsafeCheckpointError(f"a numpy array record in the pickle has dtype {describe(value)}, not a dtype record")
 
 
 def _array_shape(shape: Any) -> tuple[int, ...]:
@@ -688,7 +983,7 @@ def _array_shape(shape: Any) -> tuple[int, ...]:
         shape = (shape,)
     if not isinstance(shape, (tuple, list)) or len(shape) > _MAX_DIMS or \
             any(type(n) is not int or not 0 <= n < _MAX_INDEX for n in shape):  # noqa: E721
-        raise CheckpointError(f"a numpy array record in the pickle has shape {_short(shape)}; expected up to "
+        raise CheckpointError(f"a numpy array record in the pickle has shape {describe(shape)}; expected up to "
                               f"{_MAX_DIMS} non-negative integers; the file is damaged or crafted")
     return tuple(shape)
 
@@ -698,7 +993,7 @@ class _PickledArray(np.ndarray):
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, tuple) or len(state) not in (4, 5):
-            raise CheckpointError(f"a numpy array record in the pickle has a malformed state {_short(state)}")
+            raise CheckpointError(f"a numpy array record in the pickle has a malformed state {describe(state)}")
         version, (shape, dtype, fortran, raw) = (state[0] if len(state) == 5 else 1), state[-4:]
         shape, dtype = _array_shape(shape), _as_dtype(dtype)
         if not isinstance(raw, (bytes, bytearray)):
@@ -716,7 +1011,7 @@ class _NdarrayType:
     `ndarray(shape)` from a pickle would allocate any shape)."""
 
     def __new__(cls, *args: Any, **kwargs: Any):
-        raise UnsafeCheckpointError(f"the pickle calls numpy.ndarray{_short(args, 60)} itself, which numpy's "
+        raise UnsafeCheckpointError(f"the pickle calls numpy.ndarray{describe(args, 60)} itself, which numpy's "
                                     f"own pickles never do (it would allocate any shape); nothing was allocated")
 
 
@@ -740,7 +1035,7 @@ def _numpy_frombuffer(buf, dtype, shape, order, axis_order=None):
     if order == "K" and axis_order is not None:
         axes = _array_shape(axis_order)
         if sorted(axes) != list(range(len(shape))):
-            raise CheckpointError(f"a numpy array record in the pickle has axis order {_short(axis_order)}")
+            raise CheckpointError(f"a numpy array record in the pickle has axis order {describe(axis_order)}")
         return array.reshape(shape, order="C").transpose(axes)
     return array.reshape(shape, order="F" if order == "F" else "C")
 
@@ -749,7 +1044,7 @@ def _numpy_scalar_record(dtype, data=None):
     """`numpy.core.multiarray.scalar(dtype, raw)`: one value of a plain dtype from exactly its bytes."""
     dtype = _as_dtype(dtype)
     if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
-        raise CheckpointError(f"a numpy scalar record in the pickle holds {_short(data, 40)}, expected "
+        raise CheckpointError(f"a numpy scalar record in the pickle holds {describe(data, 40)}, expected "
                               f"{dtype.itemsize} bytes of {dtype}; the file is damaged or crafted")
     return _numpy_scalar(dtype, bytes(data))
 
@@ -760,8 +1055,8 @@ _CODECS = ("latin1", "latin-1")  # what Python 3 writes for bytes in protocol 0-
 def _codecs_encode(text, encoding="utf-8", errors="strict"):
     """Protocol-2 pickles store bytes as `_codecs.encode(str, 'latin1')`; only that codec is accepted."""
     if not isinstance(text, str) or encoding not in _CODECS or errors != "strict":
-        raise CheckpointError(f"a bytes record in the pickle uses codec {_short(encoding, 40)} (errors="
-                              f"{_short(errors, 40)}); pickles store bytes only as 'latin1', so the file is damaged "
+        raise CheckpointError(f"a bytes record in the pickle uses codec {describe(encoding, 40)} (errors="
+                              f"{describe(errors, 40)}); pickles store bytes only as 'latin1', so the file is damaged "
                               f"or crafted")
     try:
         return text.encode("latin1")
@@ -813,8 +1108,8 @@ class RestrictedUnpickler(GuardedUnpickler):
         target = _ALLOWED_GLOBALS.get((module, name))
         if target is None:
             raise UnsafeCheckpointError(
-                f"the pickle asks for `{module}.{name}`, which a StyleGAN checkpoint never needs; refusing to "
-                f"load it (nothing from the file was executed)")
+                f"the pickle asks for `{module[:100]}.{name[:100]}`, which a StyleGAN checkpoint never needs; "
+                f"refusing to load it (nothing from the file was executed)")
         return target
 
     def persistent_load(self, pid):

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError, UnsafeCheckpointError
-from ..loaders.safe_pickle import GuardedUnpickler, check_declared_lengths, rebuild_tensor
+from ..loaders.safe_pickle import GuardedUnpickler, check_declared_lengths, describe, describe_error, rebuild_tensor
 from .perceptual import LPIPS, LPIPS_CHANNELS, load_backbone_state
 
 PathLike = Union[str, Path]
@@ -208,21 +208,21 @@ class _ArchiveUnpickler(GuardedUnpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "__torch__" or module.startswith("__torch__."):
-            return type(name, (ScriptObject,), {"qualname": f"{module}.{name}"})
+            return type(name[:100], (ScriptObject,), {"qualname": f"{module[:100]}.{name[:100]}"})
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         if (module, name) in self.allowed:
             return self.allowed[(module, name)]
-        raise UnsafeCheckpointError(f"{self.where}: the archive's pickle asks for {module}.{name}, which a "
+        raise UnsafeCheckpointError(f"{self.where}: the archive's pickle asks for {module[:100]}.{name[:100]}, which a "
                                     f"network's weights never need; nothing from the file was run")
 
     def persistent_load(self, pid: Any) -> torch.Tensor:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
                 and isinstance(pid[1], _StorageType)):
-            raise UnsafeCheckpointError(f"{self.where}: unexpected persistent record {str(pid)[:80]} in the pickle")
+            raise UnsafeCheckpointError(f"{self.where}: unexpected persistent record {describe(pid)} in the pickle")
         _, stype, key, _location, numel = pid
         if not isinstance(key, str) or type(numel) is not int or not 0 <= numel < 1 << 48:
-            raise CheckpointError(f"{self.where}: malformed storage record {str(pid)[:80]} in the archive's pickle; "
+            raise CheckpointError(f"{self.where}: malformed storage record {describe(pid)} in the archive's pickle; "
                                   f"the file is damaged")
         name = f"{self.prefix}/data/{key}"
         itemsize = torch.empty((), dtype=stype.dtype).element_size()
@@ -269,7 +269,7 @@ def read_torchscript_tensors(path: PathLike) -> dict[str, torch.Tensor]:
         except (UnsafeCheckpointError, CheckpointError):
             raise
         except Exception as e:  # noqa: BLE001 - a malformed pickle in any way
-            raise CheckpointError(f"{path}: the archive's data.pkl cannot be read ({type(e).__name__}: {e})") from e
+            raise CheckpointError(f"{path}: the archive's data.pkl cannot be read ({describe_error(e)})") from e
     tensors: dict[str, torch.Tensor] = {}
     _collect(root, "", tensors, depth=0, seen=set(), where=str(path))
     return tensors
@@ -282,7 +282,10 @@ def _collect(obj: Any, prefix: str, out: dict, depth: int, seen: set, where: str
     seen.add(id(obj))
     if isinstance(obj, ScriptObject) and isinstance(getattr(obj, "state", None), dict):
         for name, value in obj.state.items():
+            if not isinstance(name, str):  # str() of a key made of shared tuples would be exponential
+                raise CheckpointError(f"{where}: a module in the archive has an attribute named "
+                                      f"{describe(name)}, not a text name (at {prefix[:80]}); the file is damaged")
             if isinstance(value, torch.Tensor):
-                out[prefix + str(name)] = value
+                out[prefix + name] = value
             elif isinstance(value, ScriptObject):
                 _collect(value, f"{prefix}{name}.", out, depth + 1, seen, where)
