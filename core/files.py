@@ -3,14 +3,14 @@ one weight-file finder and one downloader (URLs with a hash check, the Hugging F
 
 from __future__ import annotations
 
+import collections
 import io
 import itertools
 import json
-import collections
 import os
-import stat
 import pickle
 import re
+import stat
 import socket
 import struct
 import time
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from .errors import CheckpointError, MissingDependencyError, MissingWeightsError
@@ -591,22 +592,76 @@ def _check_torch_legacy(path: Path, size: int, what: str, hint: str) -> None:
                                          f"is truncated or corrupt (or forged)", hint))
 
 
-def describe(value: Any, limit: int = 60) -> str:
-    """A short text for a value read from an untrusted file, in time and memory bounded by `limit`: `repr` of a
-    container can be exponentially long (a pickle shares one list through its memo), and `str` of a huge int
-    raises. Text and small numbers are shown (cut to `limit`), anything else by its type and length."""
-    if isinstance(value, str):
-        return repr(value[:limit]) + ("..." if len(value) > limit else "")
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value) if value.bit_length() <= 64 else f"<an integer of {value.bit_length()} bits>"
-    if isinstance(value, (bytes, bytearray)):
-        return repr(bytes(value[:limit])) + ("..." if len(value) > limit else "")
-    try:
-        return f"<{type(value).__name__} of {len(value)} items>"
-    except Exception:  # noqa: BLE001 - len() of an odd object: its type is enough
-        return f"<{type(value).__name__}>"
+def describe(value: Any, limit: int = 80) -> str:
+    """A short text for an untrusted value in an error message: a bounded repr that writes at most about
+    `limit` characters and visits at most about `limit` elements, whatever the value holds.
+
+    Why: `repr()` of a pickled value can be exponential. A pickle shares one list through memo references
+    (`dag = [dag] * 10`, seven levels in under 500 bytes), and its repr would be gigabytes; truncating
+    afterwards is too late. Containers are walked element by element until the budget is spent; text and
+    bytes are cut before they are repr'd; huge ints, tensors, arrays and other objects are named by type and
+    size only.
+    """
+    out: list[str] = []
+    budget = [limit]
+    _describe_into(value, out, budget)
+    text = "".join(out)
+    return text if budget[0] >= 0 else text[:limit] + "..."
+
+
+def describe_error(e: BaseException, limit: int = 100) -> str:
+    """`Type: message` of an exception raised while reading untrusted data, bounded like `describe` (a
+    KeyError's or a TypeError's text can be the repr of a value from the file)."""
+    if all(type(a) in (str, float) or type(a) is int and a.bit_length() < 256 for a in e.args):  # noqa: E721
+        text = str(e)
+        text = text if len(text) <= limit else text[:limit] + "..."
+    else:
+        text = describe(e.args[0] if len(e.args) == 1 else e.args, limit)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _describe_into(value: Any, out: list[str], budget: list[int]) -> None:
+    def emit(text: str) -> None:
+        out.append(text[:max(budget[0], 0)])
+        budget[0] -= len(text)
+
+    if budget[0] <= 0:
+        return
+    if value is None or isinstance(value, (bool, float, complex)):
+        emit(repr(value))
+    elif isinstance(value, int):
+        emit(repr(int(value)) if abs(value).bit_length() <= 256 else f"<int of {value.bit_length()} bits>")
+    elif isinstance(value, (str, bytes, bytearray)):
+        emit(repr(value[:budget[0]]) + ("..." if len(value) > budget[0] else ""))
+    elif isinstance(value, torch.Tensor):
+        emit(f"<tensor {list(value.shape)} {str(value.dtype).replace('torch.', '')}>")
+    elif isinstance(value, np.ndarray):
+        emit(f"<array {list(value.shape)} {value.dtype}>")
+    elif isinstance(value, (list, tuple, set, frozenset, dict)):
+        kind = type(value)
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")") if isinstance(value, tuple) \
+            else ("{", "}")
+        if kind not in (list, tuple, set, dict):
+            opening = f"{kind.__name__}({opening}"
+            closing = f"{closing})"
+        emit(opening)
+        items = value.items() if isinstance(value, dict) else value
+        for i, item in enumerate(items):
+            if budget[0] <= 0:
+                break
+            if i:
+                emit(", ")
+            if isinstance(value, dict):
+                _describe_into(item[0], out, budget)
+                emit(": ")
+                _describe_into(item[1], out, budget)
+            else:
+                _describe_into(item, out, budget)
+        emit(closing)
+    elif isinstance(getattr(value, "class_name", None), str):  # a record of a pickled object (safe_pickle)
+        emit(f"{type(value).__name__}({describe(value.class_name, 40)})")
+    else:
+        emit(f"<{describe(type(value).__name__, 40)} object>")
 
 
 def check_tensor_sizes(obj: Any, path: PathLike, data_bytes: int, *, what: str = "weights") -> None:

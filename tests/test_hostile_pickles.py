@@ -20,6 +20,7 @@ import torch
 
 import core
 import forge
+from core import files
 from core.loaders import safe_pickle
 from core.loaders.safe_pickle import MAX_BROADCAST_NUMEL, check_embedded_source, rebuild_tensor
 
@@ -573,14 +574,14 @@ def test_tuple_hash_bombs_are_refused_before_hashing(case, tmp_path):
 
 def test_describe_is_bounded():
     bomb = forge.shared_list_bomb(7)  # a 3.3 GB repr
-    text = safe_pickle.describe(bomb)
+    text = files.describe(bomb)
     assert text.startswith("[[[[[[[['xxx") and len(text) <= 83, text
-    assert safe_pickle.describe("y" * 10 ** 6).startswith("'yyy") and len(safe_pickle.describe("y" * 10 ** 6)) < 90
-    assert safe_pickle.describe(10 ** 5000) == "<int of 16610 bits>"
-    assert safe_pickle.describe({"a": (1, 2.5, None)}) == "{'a': (1, 2.5, None)}"
-    assert safe_pickle.describe(collections.OrderedDict(a=1)) == "OrderedDict({'a': 1})"
-    assert safe_pickle.describe(torch.ones(2, 3)) == "<tensor [2, 3] float32>"
-    error = safe_pickle.describe_error(KeyError(bomb))
+    assert files.describe("y" * 10 ** 6).startswith("'yyy") and len(files.describe("y" * 10 ** 6)) < 90
+    assert files.describe(10 ** 5000) == "<int of 16610 bits>"
+    assert files.describe({"a": (1, 2.5, None)}) == "{'a': (1, 2.5, None)}"
+    assert files.describe(collections.OrderedDict(a=1)) == "OrderedDict({'a': 1})"
+    assert files.describe(torch.ones(2, 3)) == "<tensor [2, 3] float32>"
+    error = files.describe_error(KeyError(bomb))
     assert error.startswith("KeyError: [[[") and len(error) < 120, error
 
 

@@ -16,10 +16,11 @@ import torch
 
 from ..config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config
 from ..errors import CheckpointError
+from ..files import describe
 from ..log import logger
 from ..networks import Generator
 from ..ops.upfirdn2d import setup_filter
-from .safe_pickle import PersistentObject, TFNetwork, describe
+from .safe_pickle import PersistentObject, TFNetwork
 from .state import build_generator_for, load_state_strict, meta_generator
 
 _GENERATOR_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")

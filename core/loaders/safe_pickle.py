@@ -31,6 +31,7 @@ except ImportError:  # numpy 1.x
     from numpy.core.multiarray import scalar as _numpy_scalar
 
 from ..errors import CheckpointError, UnsafeCheckpointError
+from ..files import describe, describe_error
 
 
 class PersistentObject:
@@ -553,80 +554,6 @@ def _int_tuple(values: Any, field: str, where: str) -> tuple[int, ...]:
                                   f"{describe(values)}, expected non-negative integers below 2**48; the file is "
                                   f"damaged or crafted")
     return tuple(values)
-
-
-def describe(value: Any, limit: int = 80) -> str:
-    """A short text for an untrusted value in an error message: a bounded repr that writes at most about
-    `limit` characters and visits at most about `limit` elements, whatever the value holds.
-
-    Why: `repr()` of a pickled value can be exponential. A pickle shares one list through memo references
-    (`dag = [dag] * 10`, seven levels in under 500 bytes), and its repr would be gigabytes; truncating
-    afterwards is too late. Containers are walked element by element until the budget is spent; text and
-    bytes are cut before they are repr'd; huge ints, tensors, arrays and other objects are named by type and
-    size only.
-    """
-    out: list[str] = []
-    budget = [limit]
-    _describe_into(value, out, budget)
-    text = "".join(out)
-    return text if budget[0] >= 0 else text[:limit] + "..."
-
-
-def describe_error(e: BaseException, limit: int = 100) -> str:
-    """`Type: message` of an exception raised while reading untrusted data, bounded like `describe` (a
-    KeyError's or a TypeError's text can be the repr of a value from the file)."""
-    if all(type(a) in (str, float) or type(a) is int and a.bit_length() < 256 for a in e.args):  # noqa: E721
-        text = str(e)
-        text = text if len(text) <= limit else text[:limit] + "..."
-    else:
-        text = describe(e.args[0] if len(e.args) == 1 else e.args, limit)
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _describe_into(value: Any, out: list[str], budget: list[int]) -> None:
-    def emit(text: str) -> None:
-        out.append(text[:max(budget[0], 0)])
-        budget[0] -= len(text)
-
-    if budget[0] <= 0:
-        return
-    if value is None or isinstance(value, (bool, float, complex)):
-        emit(repr(value))
-    elif isinstance(value, int):
-        emit(repr(int(value)) if abs(value).bit_length() <= 256 else f"<int of {value.bit_length()} bits>")
-    elif isinstance(value, (str, bytes, bytearray)):
-        emit(repr(value[:budget[0]]) + ("..." if len(value) > budget[0] else ""))
-    elif isinstance(value, torch.Tensor):
-        emit(f"<tensor {list(value.shape)} {str(value.dtype).replace('torch.', '')}>")
-    elif isinstance(value, np.ndarray):
-        emit(f"<array {list(value.shape)} {value.dtype}>")
-    elif isinstance(value, (list, tuple, set, frozenset, dict)):
-        kind = type(value)
-        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")") if isinstance(value, tuple) \
-            else ("{", "}")
-        if kind not in (list, tuple, set, dict):
-            opening = f"{kind.__name__}({opening}"
-            closing = f"{closing})"
-        emit(opening)
-        items = value.items() if isinstance(value, dict) else value
-        for i, item in enumerate(items):
-            if budget[0] <= 0:
-                break
-            if i:
-                emit(", ")
-            if isinstance(value, dict):
-                _describe_into(item[0], out, budget)
-                emit(": ")
-                _describe_into(item[1], out, budget)
-            else:
-                _describe_into(item, out, budget)
-        emit(closing)
-    elif isinstance(value, PersistentObject):
-        emit(f"PersistentObject({describe(value.class_name, 40)})")
-    else:
-        emit(f"<{describe(type(value).__name__, 40)} object>")
-
-
 
 
 def _flat_storage(storage: Any, where: str) -> torch.Tensor:

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError, UnsafeCheckpointError
-from ..loaders.safe_pickle import GuardedUnpickler, check_declared_lengths, describe, describe_error, rebuild_tensor
+from ..files import describe, describe_error
+from ..loaders.safe_pickle import GuardedUnpickler, check_declared_lengths, rebuild_tensor
 from .perceptual import LPIPS, LPIPS_CHANNELS, load_backbone_state
 
 PathLike = Union[str, Path]
