@@ -247,5 +247,5 @@ def signature_diff(saved: Mapping[str, Any], current: Mapping[str, Any], prefix:
     return sorted(diffs)
 
 
-__all__ = ["StepProgress", "ProgressCallback", "FINISH", "finish_requested", "trainable", "autograd_ready", "has_inference_tensors",
-           "check_finite", "loss_values", "projector_lr", "set_lr", "descend", "Checkpoint", "signature_diff"]
+__all__ = ["StepProgress", "ProgressCallback", "FINISH", "finish_requested", "trainable", "autograd_ready",
+           "has_inference_tensors", "check_finite", "loss_values", "projector_lr", "set_lr", "descend", "Checkpoint", "signature_diff"]

@@ -19,8 +19,9 @@ from .types import ARCFACE, CATEGORY_ROOT, CLIP, GENERATOR, LATENT
 class CLIPLatentOptimize:
     DESCRIPTION = ("StyleCLIP latent optimisation: edits a latent so its image matches a text (e.g. 'a smiling face'),"
                    " while an L2 term (and optionally ArcFace identity) keeps it close to the start. Optimises in W+ "
-                   "or StyleSpace S with Adam under the reference schedule (300 steps). Shows the image while it "
-                   "runs; cancel stops it.")
+                   "or StyleSpace S with Adam under the reference schedule (300 steps; preset quick / balanced for fewer). "
+                   "Shows the image while it runs; Finish now ends early with the current latent, Stop keeps it in "
+                   "output/clip_edits.")
     CATEGORY = f"{CATEGORY_ROOT}/edit"
     RETURN_TYPES = (LATENT, "IMAGE", "STRING")
     RETURN_NAMES = ("latent", "image", "report")

@@ -50,8 +50,9 @@ class ComputeGlobalDirections:
     DESCRIPTION = ("Precomputes StyleCLIP's global directions for a generator and a CLIP model: the statistics of "
                    "every StyleSpace channel and how each channel moves CLIP's image embedding (the relevance "
                    "matrix). Slow the first time (days on a CPU; use a GPU; progress is saved, so a cancelled run "
-                   "continues where it stopped); cached next to the checkpoint and reused instantly afterwards. A "
-                   "StyleCLIP fs3.npy can be used instead.")
+                   "continues where it stopped; Finish now returns the channels measured so far, which edits can "
+                   "use); cached next to the checkpoint and reused instantly afterwards. preset quick measures fewer "
+                   "images per channel. A StyleCLIP fs3.npy can be used instead.")
     CATEGORY = f"{CATEGORY_ROOT}/edit"
     RETURN_TYPES = (DIRECTIONS, "STRING")
     RETURN_NAMES = ("directions", "info")

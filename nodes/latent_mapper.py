@@ -66,7 +66,8 @@ class TrainLatentMapper:
     DESCRIPTION = ("StyleCLIP latent mapper: trains a small network that applies one text edit (e.g. 'mohawk "
                    "hairstyle') to any latent in a single step. Slow once (the reference trains 50,000 steps: hours "
                    "on a GPU), then instant with Apply Latent Mapper. Progress is checkpointed: queued again, a "
-                   "cancelled run continues from the step it stopped at, a crashed one from its last checkpoint. "
+                   "cancelled run continues from the step it stopped at, a crashed one from its last checkpoint; "
+                   "Finish now saves the mapper as trained so far. preset quick / balanced train fewer steps. "
                    "Saves models/latent_mappers/<mapper_name>.safetensors.")
     CATEGORY = f"{CATEGORY_ROOT}/edit"
     RETURN_TYPES = (MAPPER, "STRING")
