@@ -191,3 +191,22 @@ def test_step_costs_average_and_survive_a_damaged_file(tmp_path):
 def test_format_seconds():
     assert [PR.format_seconds(s) for s in (0.2, 42, 150, 7200, 86400 * 3)] == ["1 s", "42 s", "2 min", "2.0 h",
                                                                                "3 days"]
+
+
+def test_a_workflow_saved_before_presets_still_fits_and_gets_the_default(pack):
+    from workflows import check_workflow, example_paths, load_workflow, object_info_from_pack, ui_to_api, \
+        widget_inputs
+
+    info = object_info_from_pack(pack)
+    workflow = load_workflow(next(p for p in example_paths() if p.stem == "invert_and_edit"))
+    node = next(n for n in workflow["nodes"] if n["type"] == "SGS_InvertImage")
+    full = sum(2 if name == "seed" else 1 for name, _ in widget_inputs(info["SGS_InvertImage"]))
+    old = node["widgets_values"][:full - 1]           # as saved before `preset` existed
+    node["widgets_values"] = old
+    assert check_workflow(workflow, info, combos=False) == []
+    prompt = ui_to_api(workflow, info)[str(node["id"])]["inputs"]
+    assert prompt["preset"] == "balanced" and prompt["method"] == old[0] and prompt["num_steps"] == old[1]
+    node["widgets_values"] = old + ["quick"]
+    assert ui_to_api(workflow, info)[str(node["id"])]["inputs"]["preset"] == "quick"
+    node["widgets_values"] = old[:-1]                  # anything else missing is still a mismatch
+    assert any("widget values, expected" in p for p in check_workflow(workflow, info, combos=False))
