@@ -6,7 +6,9 @@ Each method keeps its own loop, written top to bottom (NVIDIA's `project()` styl
 - `trainable(t)` / `autograd_ready(x)`: tensors and modules that autograd can use, even when they were made under
   ComfyUI's `torch.inference_mode()`; the caller's tensors and cached modules are never modified.
 - `StepProgress`: what every optimiser's `callback(p)` receives after each step. A callback cancels by raising
-  (ComfyUI's interrupt); each method documents what it keeps when that happens.
+  (ComfyUI's interrupt); each method documents what it keeps when that happens. A callback that returns `FINISH`
+  ("Finish now") ends the run after that step: the method returns its current result normally
+  (`finish_requested(answer)` is the check every loop makes).
 - `check_finite(loss, terms, step=..., what=...)`: one error, naming the step and the loss term that diverged.
 - `projector_lr`, `set_lr`, `descend`, `loss_values`: the small pieces of a step.
 - `Checkpoint`: when a resumable run writes its state (every k steps and/or every t seconds, after the last step,
@@ -46,9 +48,33 @@ class StepProgress:
     params: dict[str, torch.Tensor] = field(default_factory=dict)  # detached copies of current parameters
                                            # ('ws', 'noise/<layer>', 'styles', ...) where the method has them
     reference: Optional[torch.Tensor] = None   # e.g. the unedited image shown next to `image` (mapper preview)
+    model: Optional[nn.Module] = None      # the module being trained, LIVE (not a copy), where a method trains one
+                                           # (PTI's tuned generator): what a stopped run can still save
 
 
-ProgressCallback = Callable[[StepProgress], None]
+ProgressCallback = Callable[[StepProgress], Any]
+
+
+class _Finish:
+    """The value a progress callback returns to end the run after the current step ("Finish now")."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "FINISH"
+
+
+FINISH = _Finish()
+
+
+def finish_requested(answer: Any) -> bool:
+    """Whether a callback's return value asks the run to end now (`FINISH`); anything else (None) goes on."""
+    return answer is FINISH
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,5 +247,5 @@ def signature_diff(saved: Mapping[str, Any], current: Mapping[str, Any], prefix:
     return sorted(diffs)
 
 
-__all__ = ["StepProgress", "ProgressCallback", "trainable", "autograd_ready", "has_inference_tensors",
-           "check_finite", "loss_values", "projector_lr", "set_lr", "descend", "Checkpoint", "signature_diff"]
+__all__ = ["StepProgress", "ProgressCallback", "FINISH", "finish_requested", "trainable", "autograd_ready",
+           "has_inference_tensors", "check_finite", "loss_values", "projector_lr", "set_lr", "descend", "Checkpoint", "signature_diff"]

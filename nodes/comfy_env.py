@@ -433,6 +433,77 @@ def add_json_routes(routes: dict[str, Callable[[], object]]) -> bool:
     return True
 
 
+def add_routes(get: Optional[dict[str, Callable[[dict], object]]] = None,
+               post: Optional[dict[str, Callable[[dict], object]]] = None) -> bool:
+    """Serve `GET <path>?a=b` -> JSON of `get[path](query dict)` and `POST <path>` with a JSON object body -> JSON
+    of `post[path](body dict)` from ComfyUI's server; True when the server exists. A handler's ValueError answers
+    400 with {"error": message}. The handlers are plain functions, so tests call them without a server.
+
+    Must run while ComfyUI imports custom nodes (before it builds its web app), as every pack's routes do."""
+    server = _prompt_server() if IN_COMFYUI else None
+    table = getattr(server, "routes", None)
+    if table is None:
+        return False
+    from aiohttp import web
+
+    present = {(getattr(r, "method", None), getattr(r, "path", None)) for r in table}
+
+    def answer(produce, data):
+        try:
+            return web.json_response(produce(data))
+        except ValueError as e:
+            return web.json_response({"error": str(e)}, status=400)
+
+    for path, produce in (get or {}).items():
+        if ("GET", path) in present:  # the pack imported twice
+            continue
+
+        async def get_handler(request, produce=produce):
+            return answer(produce, dict(request.rel_url.query))
+
+        table.get(path)(get_handler)
+    for path, produce in (post or {}).items():
+        if ("POST", path) in present:
+            continue
+
+        async def post_handler(request, produce=produce):
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return web.json_response({"error": "expected a JSON object body"}, status=400)
+            return answer(produce, body)
+
+        table.post(path)(post_handler)
+    return True
+
+
+def user_dir() -> Path:
+    """ComfyUI's user folder (--user-directory); outside ComfyUI $STYLEGAN_STUDIO_USER, else
+    $STYLEGAN_STUDIO_HOME/user."""
+    if IN_COMFYUI:
+        getter = getattr(_folder_paths, "get_user_directory", None)
+        if getter is not None:
+            return Path(getter())
+    return _fallback_dir("USER", "user")
+
+
+def step_costs_path() -> Path:
+    """Where the measured seconds per step are kept: <user>/stylegan_studio/step_costs.json."""
+    return user_dir() / "stylegan_studio" / "step_costs.json"
+
+
+class StandInInterrupt(Exception):
+    """Outside ComfyUI: the interrupt tests raise where ComfyUI would raise its InterruptProcessingException."""
+
+
+def interrupt_types() -> tuple[type, ...]:
+    """The exception types of a user's Stop: ComfyUI's InterruptProcessingException (and the stand-in)."""
+    found = getattr(_mm, "InterruptProcessingException", None) if IN_COMFYUI else None
+    return (StandInInterrupt,) + ((found,) if isinstance(found, type) else ())
+
+
 def throw_if_interrupted() -> None:
     """Raise ComfyUI's interrupt exception if the user pressed cancel."""
     if IN_COMFYUI:
@@ -556,6 +627,13 @@ class Progress:
             self._latest = {**self._latest, "finished": True, "eta": 0.0,
                             "elapsed": round(self._clock() - self._start, 3)}
             send_event(PROGRESS_EVENT, self._latest)
+
+    def note(self, message: str) -> None:
+        """Send the run's last status again, closed, with `note` (e.g. where a stopped run saved its result)."""
+        base = self._latest or self.status(0, {})
+        self._latest = {**base, "finished": True, "eta": 0.0, "note": str(message),
+                        "elapsed": round(self._clock() - self._start, 3)}
+        send_event(PROGRESS_EVENT, self._latest)
 
     def callback(self) -> Callable[[int, int], None]:
         """A `callback(done, total)` for core functions."""

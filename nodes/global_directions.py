@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from ..core.edits import global_directions as GD
+from ..core.edits import presets as PR
 from ..core import latents as L
 from . import comfy_env
 from .caches import ModelCache
-from .optimize import run_optimisation
+from .optimize import RunState, output_name, preset_input, resolve_preset, run_optimisation
 from .registry import register_node
 from .types import CATEGORY_ROOT, CLIP, DIRECTIONS, GENERATOR, LATENT
 
@@ -49,14 +50,16 @@ class ComputeGlobalDirections:
     DESCRIPTION = ("Precomputes StyleCLIP's global directions for a generator and a CLIP model: the statistics of "
                    "every StyleSpace channel and how each channel moves CLIP's image embedding (the relevance "
                    "matrix). Slow the first time (days on a CPU; use a GPU; progress is saved, so a cancelled run "
-                   "continues where it stopped); cached next to the checkpoint and reused instantly afterwards. A "
-                   "StyleCLIP fs3.npy can be used instead.")
+                   "continues where it stopped; Finish now returns the channels measured so far, which edits can "
+                   "use); cached next to the checkpoint and reused instantly afterwards. preset quick measures fewer "
+                   "images per channel. A StyleCLIP fs3.npy can be used instead.")
     CATEGORY = f"{CATEGORY_ROOT}/edit"
     RETURN_TYPES = (DIRECTIONS, "STRING")
     RETURN_NAMES = ("directions", "info")
     OUTPUT_TOOLTIPS = ("The directions for Global Direction Edit.", "What was computed or loaded, and where it is "
                        "cached.")
     FUNCTION = "compute"
+    PRESET_KIND = "global_directions"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -65,10 +68,12 @@ class ComputeGlobalDirections:
                 "generator": (GENERATOR, {"tooltip": "The generator to measure (never modified)."}),
                 "clip": (CLIP, {"tooltip": "The CLIP model (StyleCLIP used ViT-B-32 'openai'); edits must use the "
                                 "same one."}),
-                "num_images": ("INT", {"default": D.num_images, "min": 1, "max": 10000, "tooltip": "Images per "
-                                       "channel (reference 100); fewer is faster and noisier."}),
-                "num_samples": ("INT", {"default": D.num_samples, "min": 2, "max": 10_000_000, "tooltip":
-                                        "Mapped samples for each channel's mean and spread (reference 100,000)."}),
+                "num_images": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "Images per channel "
+                                       "(reference 100); fewer is faster and noisier. 0 = the preset's (" +
+                                       PR.tooltip("global_directions") + ")."}),
+                "num_samples": ("INT", {"default": 0, "min": 0, "max": 10_000_000, "tooltip":
+                                        "Mapped samples for each channel's mean and spread (reference 100,000); "
+                                        "0 = the preset's."}),
                 "layers": (_LAYER_CHOICES, {"default": _LAYER_CHOICES[0], "tooltip": "Which style layers to "
                            "measure. The reference's published fs3 covers layers up to 128 px only (faster); ToRGB "
                            "layers are never measured."}),
@@ -80,13 +85,19 @@ class ComputeGlobalDirections:
                                   "generator (e.g. FFHQ config-f 1024) and CLIP ViT-B-32."}),
                 "batch_size": ("INT", {"default": D.batch_size, "min": 1, "max": 4096, "tooltip": "Renders per "
                                        "pass: larger is faster on a GPU, needs more memory."}),
+                "preset": preset_input("global_directions"),
             },
         }
 
     def compute(self, generator, clip, num_images, num_samples, layers, reference_fs3=_NO_REFERENCE,
-                batch_size=D.batch_size):
+                batch_size=D.batch_size, preset=None):
         if reference_fs3 != _NO_REFERENCE:
             return self._reference(generator, clip, reference_fs3)
+        values = resolve_preset("global_directions", "", preset, num_images=int(num_images),
+                                num_samples=int(num_samples))
+        num_images, num_samples = values["num_images"], values["num_samples"]
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be at least 2 (or 0 for the preset's), got {num_samples}")
         key = _settings_key(generator, clip, int(num_images), int(num_samples), layers)
         path = cache_path(generator, key)
         cached = _cache.get(str(path))
@@ -110,8 +121,22 @@ class ComputeGlobalDirections:
             return GD.compute_relevance(generator, clip, stats, num_images=int(num_images), layers=layer_names,
                                         batch_size=int(batch_size), callback=callback, checkpoint=path)
 
-        directions = _cache.put(str(path), run_optimisation(1, run))
+        def save_partial(st: RunState):
+            if not path.is_file():
+                return None
+            return (f"the {st.step} channels measured so far are saved in {output_name(path)} — queue again to "
+                    f"continue from there")
+
+        state = RunState("global_directions", "", generator.w_avg.device.type, int(generator.img_resolution),
+                         units_per_step=float(num_images), save_partial=save_partial)
+        directions = run_optimisation(1, run, state=state)
         info = f"{directions.describe()}\n{time.perf_counter() - t0:.1f} s; cached in {path}"
+        if state.finished_early:
+            # Not kept in memory: queued again, the node continues from the file instead of returning this.
+            info += (f"\n{state.note()} channels (Finish now): edits use the {directions.num_done} measured "
+                     f"channels only; queue again to measure the rest")
+        else:
+            _cache.put(str(path), directions)
         return {"ui": {"text": [info]}, "result": (directions, info)}
 
     @staticmethod

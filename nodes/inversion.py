@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from ..core.deltas import compute_weight_delta, save_weight_delta
 from ..core.edits import inversion as I
+from ..core.edits import presets as PR
+from ..core.latents import Latent, generator_ref
 from ..core.log import logger
 from . import comfy_env
 from .caches import ModelCache
 from .convert import comfy_to_generator, generator_to_comfy
-from .optimize import run_optimisation
+from .optimize import RunState, output_name, preset_input, resolve_preset, run_optimisation, save_stopped_latent
 from .registry import register_node
 from .types import CATEGORY_ROOT, GENERATOR, LATENT, WEIGHT_DELTA
 
@@ -18,9 +21,7 @@ _nets = ModelCache("perceptual", max_items=3)      # perceptual networks by (nam
 
 
 def _steps_tooltip() -> str:
-    d = I.METHOD_DEFAULTS
-    return ("Optimisation steps; 0 = the method's reference value (" +
-            ", ".join(f"{m} {d[m].num_steps}" for m in I.METHODS) + "; for pti this is the pivot).")
+    return ("Optimisation steps (for pti: the pivot); 0 = the preset's count:\n" + PR.tooltip("inversion"))
 
 
 def prior_for(G, callback=None) -> I.WPrior:
@@ -52,7 +53,9 @@ def prior_for(G, callback=None) -> I.WPrior:
 class InvertImage:
     DESCRIPTION = ("Finds the latent that makes the generator reproduce an image (GAN inversion): Image2StyleGAN, "
                    "NVIDIA's projector, II2S or PTI (which also tunes a copy of the generator). Align faces first "
-                   "(Align Face) for face models. Shows the reconstruction while it runs; cancel stops it.")
+                   "(Align Face) for face models. Shows the reconstruction while it runs. preset sets the step count (quick: "
+                   "minutes on a CPU). Finish now ends early with the current latent; Stop keeps the latent so far "
+                   "in output/inversions.")
     CATEGORY = f"{CATEGORY_ROOT}/invert"
     RETURN_TYPES = (LATENT, GENERATOR, "IMAGE", "STRING", WEIGHT_DELTA)
     RETURN_NAMES = ("latent", "generator", "reconstruction", "report", "delta")
@@ -62,6 +65,8 @@ class InvertImage:
                        "Steps, time, PSNR and LPIPS per image, and any notes (resizing, ...).",
                        "PTI's weight change (tuned − original) for Save Weight Delta; empty for other methods.")
     FUNCTION = "invert"
+    PRESET_KIND = "inversion"
+    PRESET_DEFAULT_METHOD = I.DEFAULT_METHOD
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -86,19 +91,22 @@ class InvertImage:
                               "transparent pixels, so use this one with it)."}),
                 "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.001,
                                             "tooltip": "0 = the method's reference learning rate."}),
-                "tune_steps": ("INT", {"default": I.METHOD_DEFAULTS["pti"].tune_steps, "min": 0, "max": 100000,
+                "tune_steps": ("INT", {"default": 0, "min": 0, "max": 100000,
                                        "tooltip": "PTI only: generator tuning steps after the pivot (stops early "
-                                       "once LPIPS-AlexNet reaches 0.06)."}),
+                                       "once LPIPS-AlexNet reaches 0.06); 0 = the preset's count."}),
                 "preview_every": ("INT", {"default": 10, "min": 1, "max": 1000,
                                           "tooltip": "Show the current reconstruction every this many steps."}),
+                "preset": preset_input("inversion"),
             },
         }
 
     def invert(self, generator, image, method, num_steps, seed, mask=None, mask_mode=_MASK_MODES[0],
-               learning_rate=0.0, tune_steps=I.METHOD_DEFAULTS["pti"].tune_steps, preview_every=10):
+               learning_rate=0.0, tune_steps=0, preview_every=10, preset=None):
         cfg = I.METHOD_DEFAULTS[method]
-        steps = int(num_steps) or cfg.num_steps
-        total = steps + (int(tune_steps) if cfg.tune_steps else 0)
+        values = resolve_preset("inversion", method, preset, num_steps=int(num_steps), tune_steps=int(tune_steps))
+        steps = values["num_steps"]
+        tune = values.get("tune_steps", 0) if cfg.tune_steps else 0
+        total = steps + tune
         notes = []
         if image.ndim == 4 and image.shape[-1] == 4:
             notes.append("alpha channel ignored (connect the MASK from Load Image and choose 'ignore inside mask')")
@@ -109,15 +117,43 @@ class InvertImage:
         def run(callback):
             prior = prior_for(generator) if cfg.prior_weight else None
             return I.invert_image(generator, target, method=method, num_steps=steps, lr=float(learning_rate) or None,
-                                  mask=mask, prior=prior, tune_steps=int(tune_steps), seed=int(seed),
+                                  mask=mask, prior=prior, tune_steps=tune, seed=int(seed),
                                   callback=callback, perceptual=perceptual_nets(method))
 
-        result = run_optimisation(total, run, preview_every=preview_every)  # PTI may stop before `total`
+        state = RunState("inversion", method, generator.w_avg.device.type, int(generator.img_resolution),
+                         save_partial=lambda st: save_stopped_inversion(generator, method, st))
+        result = run_optimisation(total, run, preview_every=preview_every, state=state)  # PTI may stop early
+        if state.finished_early:
+            notes.append(state.note() + (" (Finish now; PTI without tuning: the pivot)" if cfg.tune_steps and
+                                         state.step <= steps else " (Finish now)"))
         result.notes[:0] = notes
         report = result.report()
         images = generator_to_comfy(result.image, comfy_env.intermediate_device())
         return {"ui": {"text": [report]},
                 "result": (result.latent, result.generator, images, report, result.delta)}
+
+
+def save_stopped_inversion(generator, method: str, state: RunState):
+    """Stop: write the latent of the last completed step (PTI in its tuning phase: the pivot and the weight change
+    so far) to output/inversions/; the sentence saying where. None when no step has finished."""
+    params = state.last_params or {}
+    ws = params.get("ws")
+    if ws is None:
+        return None
+    space = "w" if I.METHOD_DEFAULTS[method].space == "w" else "w+"
+    tensor = ws[:, 0] if space == "w" else ws
+    latent = Latent(tensor.detach().float().cpu().contiguous(), space, generator_ref(generator))
+    where = save_stopped_latent(latent, f"inversions/{method}_stopped")
+    tuned = getattr(state.last, "model", None)
+    if tuned is not None:  # PTI's tuning phase: keep the weights tuned so far too
+        delta = compute_weight_delta(generator, tuned, kind="pti", dtype="float16",
+                                     metadata={"method": method, "steps": state.step, "stopped": True})
+        if delta.tensors:
+            path = comfy_env.next_output_path(f"inversions/{method}_stopped_delta", comfy_env.LATENT_EXTENSION)
+            save_weight_delta(delta, path)
+            where += (f"; the tuned weights so far as {output_name(path)} — apply them with Apply Weight Delta "
+                      f"(the latent is the pivot)")
+    return where
 
 
 def perceptual_nets(method: str) -> dict:

@@ -12,11 +12,12 @@ import torch
 
 from ..core import latents as L
 from ..core.edits import latent_mapper as M
+from ..core.edits import presets as PR
 from ..core.log import logger
 from . import comfy_env
 from .caches import ModelCache
 from .models import check_arcface_device
-from .optimize import run_optimisation
+from .optimize import RunState, output_name, preset_input, resolve_preset, run_optimisation
 from .registry import register_node
 from .types import ARCFACE, CATEGORY_ROOT, CLIP, GENERATOR, LATENT, MAPPER
 
@@ -65,7 +66,8 @@ class TrainLatentMapper:
     DESCRIPTION = ("StyleCLIP latent mapper: trains a small network that applies one text edit (e.g. 'mohawk "
                    "hairstyle') to any latent in a single step. Slow once (the reference trains 50,000 steps: hours "
                    "on a GPU), then instant with Apply Latent Mapper. Progress is checkpointed: queued again, a "
-                   "cancelled run continues from the step it stopped at, a crashed one from its last checkpoint. "
+                   "cancelled run continues from the step it stopped at, a crashed one from its last checkpoint; "
+                   "Finish now saves the mapper as trained so far. preset quick / balanced train fewer steps. "
                    "Saves models/latent_mappers/<mapper_name>.safetensors.")
     CATEGORY = f"{CATEGORY_ROOT}/edit"
     RETURN_TYPES = (MAPPER, "STRING")
@@ -73,6 +75,7 @@ class TrainLatentMapper:
     OUTPUT_TOOLTIPS = ("The trained mapper, for Apply Latent Mapper.", "Steps, time, the loss terms at the start "
                        "and the end, and where the mapper was saved.")
     FUNCTION = "train"
+    PRESET_KIND = "latent_mapper"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -84,8 +87,9 @@ class TrainLatentMapper:
                                     "tooltip": "The edit the mapper learns."}),
                 "mapper_name": ("STRING", {"default": "mohawk", "tooltip": "File name of the mapper (saved as "
                                 "models/latent_mappers/<name>.safetensors) and of its training checkpoint."}),
-                "num_steps": ("INT", {"default": D.num_steps, "min": 1, "max": 1_000_000, "tooltip":
-                                      "Training steps (reference 50,000). Raise it later to train further."}),
+                "num_steps": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip":
+                                      "Training steps; 0 = the preset's count (" + PR.tooltip("latent_mapper") +
+                                      "). Raise it (or the preset) later to train further."}),
                 "coarse": ("BOOLEAN", {"default": D.coarse, "tooltip": "Train the mapper for layers 0-3 (pose, "
                            "face shape)."}),
                 "medium": ("BOOLEAN", {"default": D.medium, "tooltip": "Train the mapper for layers 4-7 (features, "
@@ -127,6 +131,7 @@ class TrainLatentMapper:
                 "preview_every": ("INT", {"default": M.DEFAULT_PREVIEW_EVERY, "min": 1, "max": 100_000,
                                           "tooltip": "Show a training latent before | after every this many "
                                           "steps."}),
+                "preset": preset_input("latent_mapper"),
             },
         }
 
@@ -134,7 +139,7 @@ class TrainLatentMapper:
               id_lambda=D.id_lambda, clip_lambda=D.clip_lambda, l2_lambda=D.l2_lambda, learning_rate=D.lr,
               batch_size=D.batch_size, num_train_latents=D.num_train_latents, truncation_psi=D.truncation_psi,
               pixel_norm="per w", seed=0, resume=True, checkpoint_every=M.DEFAULT_CHECKPOINT_EVERY,
-              preview_every=M.DEFAULT_PREVIEW_EVERY):
+              preview_every=M.DEFAULT_PREVIEW_EVERY, preset=None):
         if not text.strip():
             raise ValueError("the text is empty: describe the edit, e.g. 'mohawk hairstyle'")
         if id_lambda > 0 and arcface is None:
@@ -144,7 +149,8 @@ class TrainLatentMapper:
         if pixel_norm not in _PIXEL_NORMS:
             raise ValueError(f"pixel_norm must be one of {list(_PIXEL_NORMS)}, got {pixel_norm!r}")
         checkpoint, final = training_paths(mapper_name)
-        config = dataclasses.replace(D, num_steps=int(num_steps), coarse=bool(coarse), medium=bool(medium),
+        steps = resolve_preset("latent_mapper", "", preset, num_steps=int(num_steps))["num_steps"]
+        config = dataclasses.replace(D, num_steps=steps, coarse=bool(coarse), medium=bool(medium),
                                      fine=bool(fine), id_lambda=float(id_lambda), clip_lambda=float(clip_lambda),
                                      l2_lambda=float(l2_lambda), lr=float(learning_rate), batch_size=int(batch_size),
                                      num_train_latents=int(num_train_latents),
@@ -165,9 +171,17 @@ class TrainLatentMapper:
                                          resume=bool(resume), callback=callback, preview_every=int(preview_every),
                                          seed=int(seed))
 
+        def save_partial(st: RunState):
+            if not checkpoint.is_file():
+                return None
+            return (f"the training so far (step {st.step}) is saved in the checkpoint {output_name(checkpoint)} — "
+                    f"queue again with resume on to continue from there")
+
+        state = RunState("latent_mapper", "", generator.w_avg.device.type, int(generator.img_resolution),
+                         save_partial=save_partial)
         try:
             # The core loop renders its before | after preview every preview_every steps: show each one.
-            result = run_optimisation(config.num_steps, run)
+            result = run_optimisation(config.num_steps, run, state=state)
         except ValueError as e:
             if "different training run" in str(e) or "already trained" in str(e):
                 raise ValueError(f"{e}. Here: choose another mapper_name, raise num_steps, or switch resume off to "
@@ -177,6 +191,9 @@ class TrainLatentMapper:
         M.save_mapper(mapper, final, generator_ref=generator, text=text.strip(), config=config)
         mapper.info.text = text.strip()
         report = f"{result.report()}\nsaved {final} (checkpoint {checkpoint})"
+        if state.finished_early:
+            report += (f"\n{state.note()} (Finish now): the mapper as trained so far; queue again with resume on "
+                       f"to train on")
         return {"ui": {"text": [report]}, "result": (mapper, report)}
 
 

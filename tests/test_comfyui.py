@@ -381,3 +381,46 @@ def wait_until(condition, timeout: float = 60) -> None:
         if time.time() > deadline:
             raise TimeoutError("condition not met within the timeout")
         time.sleep(0.25)
+
+
+def test_finish_now_completes_the_graph_and_stop_saves_the_latent(server, perceptual_weights):
+    """"Finish now" (POST /stylegan_studio/finish) ends a long inversion and the graph completes with the latent so
+    far; the estimate route then knows this device's cost; Stop keeps the latent in output/inversions and says so."""
+    import urllib.parse
+
+    from comfyui_server import Listener
+
+    def started(prompt_id):
+        return lambda kind, data: (kind == "progress" and data["node"] == "4" and data["prompt_id"] == prompt_id
+                                   and data["value"] >= 3)
+
+    listener = Listener(server)
+    try:
+        pid = server.queue(inversion_prompt(100_000), client_id=listener.client_id)
+        listener.wait_for(started(pid))
+        status, body = server.post("/stylegan_studio/finish", {"node_id": "4"})
+        assert status == 200 and body == {"ok": True, "running": True}
+        result = server.wait(pid, timeout=60)
+        assert result["status"]["status_str"] == "success"
+        report = result["outputs"]["4"]["text"][0]
+        assert "finished early at step" in report and "of 100000" in report
+        assert server.post("/stylegan_studio/finish", {})[0] == 400
+        query = urllib.parse.urlencode({"node": "SGS_InvertImage", "preset": "quick", "method": "image2stylegan",
+                                        "resolution": 32})
+        estimate = server.get(f"/stylegan_studio/estimate?{query}")
+        assert estimate["steps"] == 100 and estimate["seconds"] > 0 and "on cpu at 32 px" in estimate["text"]
+        assert (server.root / "user" / "stylegan_studio" / "step_costs.json").is_file()
+
+        pid = server.queue(inversion_prompt(99_999), client_id=listener.client_id)
+        listener.wait_for(started(pid))
+        server.post("/interrupt", {"prompt_id": pid})
+        result = server.wait(pid, timeout=60)
+        assert any(m[0] == "execution_interrupted" for m in result["status"]["messages"])
+        note = listener.wait_for(lambda kind, data: kind == "stylegan_studio.progress" and "note" in data)["note"]
+    finally:
+        listener.close()
+    # (The interrupt test above also left one: every Stop of an inversion keeps its latent.)
+    assert note.startswith("stopped at step") and "load it with Load Latent" in note
+    name = note.split("output/inversions/", 1)[1].split(" ", 1)[0]
+    assert name.startswith("image2stylegan_stopped_") and core.load_latent(server.output / "inversions" / name).space \
+        == "w+"

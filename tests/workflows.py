@@ -72,6 +72,24 @@ def widget_inputs(node_info: dict) -> list[tuple[str, list]]:
     return out
 
 
+# Optional widgets added (last) after workflows were saved: the optimising nodes' `preset` (issue 14).
+ADDED_LATER = {"preset"}
+
+
+def saved_widgets(node_info: dict, values: list) -> list[tuple[str, list]]:
+    """The widgets `values` (a saved `widgets_values`) covers. A workflow saved before an optional widget of
+    `ADDED_LATER` was appended has one value fewer: the frontend fills the widgets from left to right and leaves
+    that one at its default. Anything else is a mismatch (all widgets returned)."""
+    widgets = widget_inputs(node_info)
+    optional = set(node_info["input"].get("optional", {}))
+    count = 0
+    for i, (name, entry) in enumerate(widgets):
+        if count == len(values) and all(n in optional and n in ADDED_LATER for n, _ in widgets[i:]):
+            return widgets[:i]
+        count += 1 + extra_values(name, entry)
+    return widgets
+
+
 def has_control_widget(name: str, entry) -> bool:
     """The frontend adds a 'control after generate' value after these widgets (seed, noise_seed)."""
     return bool(input_options(entry).get("control_after_generate")) or name in ("seed", "noise_seed")
@@ -118,11 +136,12 @@ def check_workflow(workflow: dict, object_info: dict, *, combos: bool = True) ->
             problems.append(f"node {n['id']}: unknown type {n['type']}")
             continue
         values = list(n.get("widgets_values", []))
-        expected = sum(1 + extra_values(k, e) for k, e in widget_inputs(info))
+        widgets = saved_widgets(info, values)
+        expected = sum(1 + extra_values(k, e) for k, e in widgets)
         if len(values) != expected:
             problems.append(f"node {n['id']} ({n['type']}): {len(values)} widget values, expected {expected}")
             continue
-        for name, entry in widget_inputs(info):
+        for name, entry in widgets:
             value = values.pop(0)
             if has_control_widget(name, entry):
                 control = values.pop(0)
@@ -164,7 +183,13 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         info = object_info[n["type"]]
         inputs = {}
         values = list(n.get("widgets_values", []))
-        for name, entry in widget_inputs(info):
+        widgets = widget_inputs(info)
+        saved = saved_widgets(info, values)
+        for name, entry in widgets:
+            if len(saved) < len(widgets) and (name, entry) not in saved:  # added after the workflow was saved
+                if "default" in input_options(entry):
+                    inputs[name] = input_options(entry)["default"]
+                continue
             inputs[name] = values.pop(0)
             del values[:extra_values(name, entry)]
         for inp in n.get("inputs", []):

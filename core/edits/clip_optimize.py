@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..errors import LatentError
 from ..latents import Latent, latent_to_styles, latent_to_ws, styles_to_latent
 from ..losses.clip import clip_directional_loss, clip_global_loss, text_direction
-from ..optimize import (ProgressCallback, StepProgress, autograd_ready, check_finite, descend, loss_values,
+from ..optimize import (ProgressCallback, StepProgress, finish_requested, autograd_ready, check_finite, descend, loss_values,
                         projector_lr, set_lr, trainable)
 
 SPACES = ("w+", "s")
@@ -84,7 +84,8 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
 
     `callback` receives a `StepProgress` after every step (phase 'clip'; `image` the current render, `params`
     the latent after the step: 'ws' `[N, num_ws, w_dim]`, or 'styles/<layer>' for S-space runs); raise in it to
-    cancel (nothing is returned, G is unchanged).
+    cancel (nothing is returned, G is unchanged); return `core.optimize.FINISH` to end after this step with the
+    current latent.
     """
     if config.space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {config.space!r}")
@@ -153,7 +154,9 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
             if callback is not None:
                 current = ({f"styles/{k}": v.detach().clone() for k, v in params.items()} if config.space == "s"
                            else {"ws": w_opt.detach().clone()})
-                callback(StepProgress(step + 1, config.num_steps, "clip", record, images.detach(), current))
+                if finish_requested(callback(StepProgress(step + 1, config.num_steps, "clip", record,
+                                                          images.detach(), current))):
+                    break
         with torch.no_grad():
             if config.space == "s":
                 styles = {k: v.detach() for k, v in params.items()}

@@ -36,7 +36,7 @@ from ..files import read_safetensors, write_safetensors
 from ..latents import Latent, check_latent_count, generator_ref
 from ..log import logger
 from ..networks import Generator
-from ..optimize import (ProgressCallback, StepProgress, autograd_ready, check_finite, descend, has_inference_tensors,
+from ..optimize import (ProgressCallback, StepProgress, finish_requested, autograd_ready, check_finite, descend, has_inference_tensors,
                         loss_values, projector_lr, set_lr, trainable)
 
 METHODS = ("image2stylegan", "projector", "ii2s", "pti")
@@ -473,8 +473,10 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
         callback: called with a `StepProgress` after every step (phase 'latent', then 'tune' for PTI; `image` the
             current reconstruction; in the latent phase `params` holds the latent after the step, 'ws'
             `[N, num_ws, w_dim]`, and the optimised noise maps 'noise/<layer>' `[1, 1, r, r]`: rendering them with
-            noise_mode 'const' gives what the inversion would return if it stopped there); raise in it to cancel
-            (G stays untouched, nothing is returned).
+            noise_mode 'const' gives what the inversion would return if it stopped there; in PTI's tune phase
+            `model` is the tuned copy of G, live); raise in it to cancel (G stays untouched, nothing is returned),
+            return `core.optimize.FINISH` to end after this step with the current result (PTI finished in the
+            pivot phase skips the tuning).
         config: a full `InversionConfig` (overrides `method`'s defaults entirely).
         delta_dtype: storage dtype of the returned `WeightDelta`.
 
@@ -515,7 +517,7 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
         delta = None
         if keep_noise and work.synthesis.noise_layer_names:
             _store_noise(work, state["noise"])
-        if cfg.tune_steps:
+        if cfg.tune_steps and not state["finished"]:  # "Finish now" in the pivot phase ends PTI with the pivot
             _tune_generator(work, ws, images, mask_t, cfg, nets, callback, cfg.num_steps, history)
         with torch.no_grad():
             final = work.synthesis(ws, noise_mode="const")
@@ -598,6 +600,7 @@ def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Te
     loss_fn = _Loss(cfg, images, mask, nets, prior)
     history: list[dict[str, float]] = []
     synth = None
+    finished = False  # "Finish now": the callback returned FINISH
     for step in range(cfg.num_steps):
         t = step / max(1, cfg.num_steps)
         if cfg.lr_schedule == "projector":
@@ -624,9 +627,13 @@ def _optimise_latent(G: Generator, images: torch.Tensor, mask: Optional[torch.Te
         if callback is not None:
             current = {"ws": (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach().clone()}
             current.update({f"noise/{k}": v.detach().clone() for k, v in noise.items()})
-            callback(StepProgress(step + 1, total_steps, "latent", record, synth.detach(), current))
+            if finish_requested(callback(StepProgress(step + 1, total_steps, "latent", record, synth.detach(),
+                                                      current))):
+                finished = True
+                break
     ws = (w_opt.expand(-1, G.num_ws, -1) if cfg.space == "w" else w_opt).detach()
-    return {"ws": ws.clone(), "noise": {k: v.detach() for k, v in noise.items()}, "history": history}
+    return {"ws": ws.clone(), "noise": {k: v.detach() for k, v in noise.items()}, "history": history,
+            "finished": finished}
 
 
 def _store_noise(G: Generator, noise: Mapping[str, torch.Tensor]) -> None:
@@ -659,8 +666,9 @@ def _tune_generator(G: Generator, ws: torch.Tensor, images: torch.Tensor, mask: 
         done = bool((lp <= cfg.tune_lpips_stop).all())  # the reference stops once LPIPS is low enough
         if not done:
             descend(opt, total)
-        if callback is not None:
-            callback(StepProgress(step0 + step + 1, total_steps, "tune", record, synth.detach()))
+        if callback is not None and finish_requested(
+                callback(StepProgress(step0 + step + 1, total_steps, "tune", record, synth.detach(), model=G))):
+            break
         if done:
             break
     G.synthesis.requires_grad_(False)

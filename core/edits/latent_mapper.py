@@ -55,7 +55,7 @@ from ..latents import GeneratorRef, Latent, generator_ref as _generator_ref, lat
 from ..log import logger
 from ..losses.clip import clip_global_loss
 from ..networks.layers import FullyConnectedLayer, normalize_2nd_moment
-from ..optimize import (Checkpoint, ProgressCallback, StepProgress, autograd_ready, check_finite, descend,
+from ..optimize import (Checkpoint, ProgressCallback, StepProgress, finish_requested, autograd_ready, check_finite, descend,
                         loss_values, signature_diff)
 
 PathLike = Union[str, Path]
@@ -603,7 +603,8 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
         resume: continue from the checkpoint at `checkpoint_path` if there is one (the result equals an
             uninterrupted run); False starts over and overwrites it.
         callback: called after every step with a `MapperProgress`; it may raise to cancel (the exception
-            propagates after the checkpoint is written).
+            propagates after the checkpoint is written), or return `core.optimize.FINISH` to end after this step
+            (the checkpoint is written and the mapper trained so far is returned).
         preview_every: steps between preview images in the progress (also at the first and last step).
         seed: initial weights, sampled latents and data order.
     Returns:
@@ -697,7 +698,10 @@ def train_latent_mapper(G, clip, text_embedding: torch.Tensor, *, config: Mapper
                             preview_original = render(preview_ws, -1).detach()
                         image = render(mapper.apply(preview_ws), -1).detach()
                         original = preview_original
-                callback(MapperProgress(done, config.num_steps, "train", record, image, reference=original))
+                answer = callback(MapperProgress(done, config.num_steps, "train", record, image, reference=original))
+            if finish_requested(answer):  # "Finish now": keep what is trained, on disk too
+                ckpt.finish()
+                break
     mapper.eval().requires_grad_(False)
     mapper.info = MapperInfo(generator=_generator_ref(G), config=config)
     return MapperTrainResult(mapper, history, time.perf_counter() - t0, start, config)

@@ -13,7 +13,7 @@ from ...latents import generator_ref
 from ...log import logger
 from ...networks import Generator
 from ...networks.style_space import s_layout
-from ...optimize import Checkpoint, ProgressCallback, StepProgress
+from ...optimize import Checkpoint, ProgressCallback, StepProgress, finish_requested
 from .directions import (DEFAULTS, DirectionsError, GlobalDirections, PathLike, SStatistics,
                          clip_fingerprint, layout_pairs, load_directions, reference_layers, save_directions)
 from .render import OOM_ERRORS, PassSize, Renderer, relevance_rows
@@ -89,7 +89,9 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
             can only measure layers up to that resolution (the default `layers` then are those).
         callback: called with a `StepProgress` (phase 'relevance'; `step` / `total` count channels, no losses or
             image) at the start (`step` = channels already done, 0 on a fresh run) and after each chunk; raise in
-            it to cancel (what was measured is saved to `checkpoint` first).
+            it to cancel (what was measured is saved to `checkpoint` first); return `core.optimize.FINISH` to end
+            after this chunk: the result holds the channels measured so far (`done`; edits use only those) and is
+            saved to `checkpoint`, so a later call continues it.
         state: an unfinished result to continue (its settings must match); not modified.
         checkpoint: file to save progress to (`core.optimize.Checkpoint`: every `checkpoint_interval` seconds, at
             the end, and when interrupted, including by `callback` raising); when it exists and `state` is None,
@@ -183,20 +185,25 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
 
     passes = PassSize(batch_size)
 
-    def report() -> None:
-        if callback is not None:
-            callback(StepProgress(int(result.done[wanted_idx].sum()), total, "relevance", {}))
+    def report() -> bool:
+        """Send the progress; True when the callback asked to finish now."""
+        if callback is None:
+            return False
+        return finish_requested(callback(StepProgress(int(result.done[wanted_idx].sum()), total, "relevance", {})))
 
     # The checkpoint counts channels done: it is written every `checkpoint_interval` seconds and when interrupted.
     ckpt = Checkpoint(checkpoint, lambda path: save_directions(result, path), start=int(result.done[wanted_idx].sum()),
                       every_seconds=checkpoint_interval, what="global directions")
+    finished = False  # "Finish now": the measured channels are kept (edits use only those)
     with ckpt.on_interrupt():
-        report()
+        finished = report()
         with torch.no_grad():
             base = dict(G.synthesis.w_to_s(LatentSampler(G, seed, stats.truncation_psi, stats.truncation_cutoff)
                                            .ws(num_images)))
             prefix, prefix_stage = None, 0
             for layer in chosen:
+                if finished:
+                    break
                 offset = starts[layer.name]
                 todo = [ch for ch in _chunks(layer.channels, per_chunk)
                         if not bool(result.done[offset + ch.start:offset + ch.stop].all())]
@@ -224,7 +231,9 @@ def compute_relevance(G: Generator, clip, stats: Optional[SStatistics], *, num_i
                                            use_prefix=prefix_cache)
                     result.set_rows(slice(offset + ch.start, offset + ch.stop), rows)
                     ckpt.completed(int(result.done[wanted_idx].sum()))
-                    report()
+                    if report():
+                        finished = True
+                        break
     ckpt.finish()
     return result
 
