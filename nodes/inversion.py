@@ -111,6 +111,10 @@ class InvertImage:
         if image.ndim == 4 and image.shape[-1] == 4:
             notes.append("alpha channel ignored (connect the MASK from Load Image and choose 'ignore inside mask')")
         target = comfy_to_generator(image)
+        if mask is not None and mask.numel() and not bool((mask != 0).any()):  # NaN is not 0: core refuses it
+            notes.append("the mask is all zero, which is what Load Image gives for a photo without transparency: "
+                         "fitted the whole image")
+            mask = None
         if mask is not None and mask_mode == _MASK_MODES[1]:
             mask = 1 - mask
 

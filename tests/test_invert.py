@@ -369,6 +369,19 @@ def test_invert_node_mask_modes(invert_node, G, target):
     torch.testing.assert_close(a.tensor, b["result"][0].tensor, atol=0, rtol=0)
 
 
+def test_load_image_mask_of_an_opaque_photo_means_no_mask(invert_node, G, target):
+    """ComfyUI's Load Image gives a 64x64 all-zero MASK for a photo without transparency; with the default mode
+    that is 'no mask' (the whole image is fitted, as without one), with a note, not an error."""
+    node, _, _ = invert_node
+    img = to_comfy(target)[:1]
+    plain = node.invert(G, img, "image2stylegan", num_steps=3, seed=0)["result"]
+    for mode in ("fit inside mask", "ignore inside mask"):
+        out = node.invert(G, img, "image2stylegan", num_steps=3, seed=0, mask=torch.zeros(1, 64, 64), mask_mode=mode)
+        torch.testing.assert_close(out["result"][0].tensor, plain[0].tensor, atol=0, rtol=0)
+        assert "the mask is all zero, which is what Load Image gives for a photo without transparency: fitted the " \
+               "whole image" in out["result"][3]
+
+
 def test_delta_nodes_save_and_apply(pack, invert_node, G, target):
     node, _, _ = invert_node
     _, G2, _, _, delta = node.invert(G, to_comfy(target)[:1], "pti", num_steps=2, seed=0, tune_steps=2)["result"]
