@@ -80,7 +80,9 @@ def test_each_method_reconstructs_a_generated_image(G, target, nets, prior, meth
     assert (r.lpips < start_lpips * 0.7).all(), (start_lpips, r.lpips)
     assert [p.step for p in seen] == list(range(1, len(seen) + 1)) and len(seen) == r.steps
     assert seen[0].total == steps + kwargs.get("tune_steps", 0)
-    # The reconstruction is what the returned generator renders from the returned latent.
+    # The reconstruction is what the returned generator renders from the returned latent, which is tied to it
+    # (rendering it there is not "a latent made for another generator", PTI's tuned copy included).
+    assert r.latent.generator.fingerprint == core.generator_ref(r.generator).fingerprint
     again = core.synthesize(r.generator, r.latent)
     torch.testing.assert_close(again, r.image, atol=1e-5, rtol=0)
     if method == "pti":

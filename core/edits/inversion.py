@@ -536,7 +536,9 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
                 work = G
     latent_space = "w" if cfg.space == "w" else "w+"
     lat = ws[:, 0] if latent_space == "w" else ws
-    latent = Latent(lat.detach().float().cpu().contiguous(), latent_space, generator_ref(G))
+    # Tied to the generator it reproduces the image with (PTI's tuned copy), so rendering it there is not reported
+    # as "a latent made for another generator"; with the base generator it is the pivot, and that is reported.
+    latent = Latent(lat.detach().float().cpu().contiguous(), latent_space, generator_ref(work))
     return InversionResult(latent=latent, image=final.detach().float().cpu(), generator=work, delta=delta,
                            method=method, steps=len(history), seconds=time.perf_counter() - t0,
                            psnr=quality.cpu(), lpips=None if lp is None else lp.detach().cpu(),
