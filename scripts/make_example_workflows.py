@@ -10,10 +10,13 @@ workflow needs are declared the way ComfyUI's missing-model dialog reads them: t
 `properties.models = [{name, url, directory}]` (where its widget shows the file name) and the workflow's top-level
 `models` (for files no widget names: CLIP and perceptual weights).
 
-Template titles and descriptions: ComfyUI's frontend (1.27.x) shows a custom pack's templates by file name and
-takes a title/description only from translations, `templateWorkflows.template.<pack folder>.<name>` in the pack's
-`locales/<lang>/main.json` (served by ComfyUI's /i18n); this script writes those keys to `locales/en/main.json`
-for the folder names in TEMPLATE_MODULES, and the same title and description into each workflow's `extra`.
+Template names: ComfyUI's frontend (1.27.x, and newer ones as of 2026) shows a custom pack's template by its file
+name, with the file name (`_` and `-` as spaces) as its description, and lists them in the server's order (an
+unsorted glob); only the category is translated (`templateWorkflows.category.<pack folder>` in the pack's
+`locales/<lang>/main.json`, served by ComfyUI's /i18n). So the file names say what each example does (the offline
+ones start with 01..04 and end in `_no_download`), this script writes the category name for the folder names in
+TEMPLATE_MODULES, and each workflow carries a title and a description in `extra` (for users and for frontends
+that will read them).
 
 Run after changing a node's inputs, then check the result with `pytest tests/test_workflows.py`.
 """
@@ -31,8 +34,8 @@ from demo import load_pack  # noqa: E402  (the pack imported as ComfyUI imports 
 CHECKPOINT = "stylegan2-ffhq-1024x1024.pkl"  # NVIDIA's FFHQ model (the README's first download)
 PHOTO = "face.jpg"  # the photo Load Image starts with: the user picks their own
 SD_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"  # the SD1.5 checkpoint of ComfyUI's own img2img template
-# The folder names the pack is installed under (git clone / ComfyUI-Manager): the frontend's translation keys for
-# template titles include it.
+# The folder names the pack is installed under (git clone / ComfyUI-Manager): the frontend's translation key for
+# the template category includes it.
 TEMPLATE_MODULES = ("comfyui-stylegan-studio", "ComfyUI-StyleGAN-Studio")
 PRESET_COUNTS = {"num_steps", "num_images"}  # counts a preset sets (the inputs stay as overrides)
 PRESET = "quick"  # optimising nodes with a `preset` input run their quick preset in the examples
@@ -196,7 +199,7 @@ DEMO_NOTE = ("Demo Generator builds a small StyleGAN with random (seeded) weight
              f"and {CHECKPOINT} (see the templates that use it).")
 
 WORKFLOWS = {
-    "01_demo_sample": dict(
+    "01_first_image_no_download": dict(
         title="First image (no download)",
         description="Four images from seeds with the Demo Generator: runs offline on CPU in seconds. Swap in Load "
                     "StyleGAN + the FFHQ checkpoint for faces.",
@@ -209,7 +212,7 @@ WORKFLOWS = {
                                   "output/stylegan/demo_samples.",
              [synthesize(3, (1, 0), (2, 0)), save(4, (3, 0), "stylegan/demo_samples")]),
         ]),
-    "02_demo_style_mix": dict(
+    "02_style_mix_no_download": dict(
         title="Style mixing (no download)",
         description="Four images, then their coarse styles swapped for another seed's, with the Demo Generator: "
                     "offline, CPU, seconds.",
@@ -226,7 +229,7 @@ WORKFLOWS = {
             ("5 Save", "output/stylegan/demo_samples and output/stylegan/demo_style_mix.",
              [save(4, (3, 0), "stylegan/demo_samples"), save(8, (7, 0), "stylegan/demo_style_mix")]),
         ]),
-    "03_demo_interpolation_video": dict(
+    "03_latent_walk_video_no_download": dict(
         title="Latent walk video (no download)",
         description="A slerp walk between two seeds as 24 frames of an animated WebP, with the Demo Generator: "
                     "offline, CPU, seconds.",
@@ -243,7 +246,7 @@ WORKFLOWS = {
              [N(6, "SaveAnimatedWEBP", {"filename_prefix": "stylegan/demo_walk", "fps": 12.0, "lossless": False,
                                         "quality": 90, "method": "default"}, {"images": (5, 0)})]),
         ]),
-    "04_demo_edit": dict(
+    "04_edit_toward_another_no_download": dict(
         title="Edit toward another image (no download)",
         description="Edit one image toward another on the coarse layers only (pose and shape change, colours "
                     "stay), in 6 steps, with the Demo Generator: offline, CPU, seconds.",
@@ -405,7 +408,7 @@ def node_height(ntype: str) -> int:
 
 def note_height(text: str) -> int:
     lines = sum(max(1, -(-len(par) // 44)) for par in text.split("\n"))  # ~44 characters per line at width 320
-    return 40 + 18 * lines
+    return max(110, 40 + 18 * lines)  # the frontend's Note is at least ~100 px high
 
 
 def layout(steps: list) -> tuple[list, list]:
@@ -475,13 +478,8 @@ def build(spec: dict) -> dict:
 
 
 def translations() -> dict:
-    """The frontend's keys for the templates' category, titles and descriptions (see the module docstring)."""
-    titles = {name: spec["title"] for name, spec in WORKFLOWS.items()}
-    descriptions = {name: spec["description"] for name, spec in WORKFLOWS.items()}
-    return {"templateWorkflows": {
-        "category": {m: "StyleGAN Studio" for m in TEMPLATE_MODULES},
-        "template": {m: titles for m in TEMPLATE_MODULES},
-        "templateDescription": {m: descriptions for m in TEMPLATE_MODULES}}}
+    """The frontend's key for the templates' category name (see the module docstring)."""
+    return {"templateWorkflows": {"category": {m: "StyleGAN Studio" for m in TEMPLATE_MODULES}}}
 
 
 def main() -> None:
@@ -493,7 +491,8 @@ def main() -> None:
     locale = REPO / "locales" / "en" / "main.json"
     locale.parent.mkdir(parents=True, exist_ok=True)
     current = json.loads(locale.read_text()) if locale.is_file() else {}
-    current.update(translations())  # other keys (node names, settings) stay
+    current["templateWorkflows"] = {**current.get("templateWorkflows", {}),
+                                    **translations()["templateWorkflows"]}  # other keys (node names, ...) stay
     locale.write_text(json.dumps(current, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {locale}")
 

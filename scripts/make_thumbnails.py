@@ -28,12 +28,13 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "scripts")]
 
 from PIL import Image, ImageDraw  # noqa: E402
 
-THUMB_HEIGHT = 256
-MAX_TILES = 8
+TILE = 192      # px per image in a thumbnail
+MAX_TILES = 9
 
 
 def strip(paths: list[Path], caption: str | None) -> Image.Image:
-    """Up to MAX_TILES images (evenly spread over the list) side by side, THUMB_HEIGHT high."""
+    """Up to MAX_TILES images (evenly spread over the list) in a near-square grid (the template browser's cards are
+    square), TILE px each, with an optional caption."""
     frames = []
     for p in paths:  # an animated file (WebP video) counts as its frames
         im = Image.open(p)
@@ -42,17 +43,20 @@ def strip(paths: list[Path], caption: str | None) -> Image.Image:
             frames.append(im.convert("RGB"))
     if len(frames) > MAX_TILES:
         frames = [frames[round(i * (len(frames) - 1) / (MAX_TILES - 1))] for i in range(MAX_TILES)]
-    tiles = [im.resize((max(1, round(im.width * THUMB_HEIGHT / im.height)), THUMB_HEIGHT), Image.LANCZOS)
-             for im in frames]
-    out = Image.new("RGB", (sum(t.width for t in tiles), THUMB_HEIGHT), (24, 24, 24))
-    x = 0
-    for t in tiles:
-        out.paste(t, (x, 0))
-        x += t.width
+    cols = max(1, round(len(frames) ** 0.5 + 0.49))
+    rows = -(-len(frames) // cols)
+    caption_h = 22 if caption else 0
+    out = Image.new("RGB", (cols * TILE, rows * TILE + caption_h), (24, 24, 24))
+    for k, im in enumerate(frames):
+        out.paste(im.resize((TILE, TILE), Image.LANCZOS), ((k % cols) * TILE, (k // cols) * TILE))
     if caption:
+        from PIL import ImageFont
+
         draw = ImageDraw.Draw(out)
-        draw.rectangle((0, THUMB_HEIGHT - 18, out.width, THUMB_HEIGHT), fill=(0, 0, 0))
-        draw.text((6, THUMB_HEIGHT - 16), caption, fill=(230, 230, 230))
+        size = 14
+        while size > 8 and draw.textlength(caption, font=ImageFont.load_default(size=size)) > out.width - 8:
+            size -= 1
+        draw.text((4, rows * TILE + 3), caption, fill=(230, 230, 230), font=ImageFont.load_default(size=size))
     return out
 
 
@@ -60,7 +64,7 @@ CORE_DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "Sav
                       "CheckpointLoaderSimple": "Load Checkpoint", "CLIPTextEncode": "CLIP Text Encode (Prompt)",
                       "ImageScale": "Upscale Image", "VAEEncode": "VAE Encode", "VAEDecode": "VAE Decode",
                       "KSampler": "KSampler", "Note": "Note"}
-GRAPH_SIZE = (768, 432)
+GRAPH_SIZE = (768, 576)
 
 
 def declared_models(workflow: dict) -> list[dict]:
@@ -248,7 +252,7 @@ def main() -> None:
             saved = [s for s in saved if s]
             images = [server.output / i["subfolder"] / i["filename"] for i in saved[-1]]
             if not needs_files(workflow):
-                caption = "Demo Generator (random weights): this example's real output, no download"
+                caption = "real output: Demo Generator (random weights), no download"
             else:
                 caption = "stand-in generator (random weights)" if stand_in else None
             thumb = path.with_suffix(".jpg")

@@ -67,8 +67,11 @@ def test_the_first_templates_run_offline():
     assert offline(first[1]) and any(n["type"] == "SGS_DemoGenerator" for n in first[1]["nodes"]), first[0].name
     demos = [p.stem for p, w in examples() if offline(w)]
     assert len(demos) >= 4, demos
-    for word in ("sample", "style_mix", "interpolation", "edit"):
+    for word in ("first_image", "style_mix", "walk_video", "edit"):
         assert any(word in d for d in demos), (word, demos)
+    # The frontend shows a custom template's file name as its title: the offline ones say so.
+    assert all(d.endswith("_no_download") for d in demos) and all(p.stem.endswith("_no_download") == offline(w)
+                                                                   for p, w in examples())
 
 
 @pytest.mark.parametrize("path", example_paths(), ids=lambda p: p.name)
@@ -94,11 +97,10 @@ def test_example_declares_the_files_it_needs(path):
 
 def test_examples_have_titles_descriptions_and_thumbnails():
     locale = json.loads((REPO / "locales" / "en" / "main.json").read_text())["templateWorkflows"]
+    assert locale["category"]["comfyui-stylegan-studio"] == "StyleGAN Studio"  # the template browser's category
     for path, workflow in examples():
         extra = workflow["extra"]
         assert 8 <= len(extra["title"]) <= 60 and 20 <= len(extra["description"]) <= 220, path.name
-        assert locale["template"]["comfyui-stylegan-studio"][path.stem] == extra["title"]
-        assert locale["templateDescription"]["comfyui-stylegan-studio"][path.stem] == extra["description"]
         assert path.with_suffix(".jpg").is_file(), f"{path.stem}.jpg (scripts/make_thumbnails.py)"
 
 
@@ -186,9 +188,8 @@ def test_examples_fit_the_real_server_and_the_offline_ones_run(server):
     folders = {f["name"] for f in server.get("/experiment/models")}
     listed = server.get("/workflow_templates")["comfyui-stylegan-studio"]
     assert sorted(listed) == sorted(p.stem for p in example_paths())
-    titles = server.get("/i18n")["en"]["templateWorkflows"]["template"]["comfyui-stylegan-studio"]
+    assert server.get("/i18n")["en"]["templateWorkflows"]["category"]["comfyui-stylegan-studio"] == "StyleGAN Studio"
     for path, workflow in examples():
-        assert titles[path.stem] == workflow["extra"]["title"]
         declared = [m for n in workflow["nodes"] for m in n.get("properties", {}).get("models", [])]
         declared += workflow.get("models", [])
         assert {m["directory"] for m in declared} <= folders, path.name
