@@ -255,8 +255,9 @@ WORKFLOWS = {
             ("2 Source and target", "The image to edit (seed 3) and the one whose shape it moves toward "
                                     "(seed 11), in W.",
              [sample(2, (1, 0), 3, 1), sample(3, (1, 0), 11, 1)]),
-            ("3 Edit", "Interpolate Latents with layers 0-4 only (layer_end 4): the coarse styles move toward the "
-                       "target, the finer ones (colour, texture) keep the source's. Frame 0 is the source.",
+            ("3 Edit", "Interpolate Latents on layers 0-3 only (layer_end 4 is one past the last): the coarse "
+                       "styles move toward the target, the finer ones (colour, texture) keep the source's. Frame 0 "
+                       "is the source.",
              [N(4, "SGS_InterpolateLatents", {"num_frames": 6, "method": "auto", "layer_start": 0, "layer_end": 4},
                 {"latent_a": (2, 0), "latent_b": (3, 0), "generator": (1, 0)}),
               N(7, "SGS_SaveLatent", {"filename_prefix": "latents/demo_edit"}, {"latent": (4, 0)})]),
