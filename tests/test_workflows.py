@@ -218,3 +218,32 @@ def test_examples_fit_the_real_server_and_the_offline_ones_run(server):
 
 def workflow_has_photo(workflow) -> bool:
     return any(n["type"] == "LoadImage" for n in workflow["nodes"])
+
+
+def test_example_script_sets_the_quick_preset_where_a_node_has_one(pack, monkeypatch):
+    """scripts/make_example_workflows.py fills widget values from the schema: an optimising node with a `preset`
+    input gets 'quick' (its step counts left at their defaults, 0 = the preset's), one without keeps its values."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sgs_make_examples", REPO / "scripts" / "make_example_workflows.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    real = script.schema
+
+    def with_preset(node_type):
+        s = real(node_type)
+        if node_type != "SGS_InvertImage":
+            return s
+        req = {}
+        for name, entry in s["required"].items():
+            req[name] = entry
+            if name == "method":
+                req["preset"] = (["quick", "balanced", "reference"], {"default": "balanced"})
+        return {**s, "required": req}
+
+    without = script.widget_values("SGS_InvertImage", script.invert(4, (1, 0), (3, 0))["values"])
+    assert "quick" not in without and without[0] == "ii2s"
+    monkeypatch.setattr(script, "schema", with_preset)
+    node = script.invert(4, (1, 0), (3, 0))
+    values = script.widget_values("SGS_InvertImage", node["values"])
+    assert values[:3] == ["ii2s", "quick", 0] and len(values) == len(without) + 1
