@@ -13,6 +13,8 @@ from conftest import REPO
 
 EXAMPLES = REPO / "example_workflows"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# Frontend-only nodes: drawn on the canvas, never sent to the server (not in /object_info, not in the prompt).
+VIRTUAL_NODES = {"Note", "MarkdownNote"}
 # Core ComfyUI nodes used by the examples (schemas as ComfyUI 0.3.x publishes them).
 CORE_NODES = {
     "SaveImage": {"input": {"required": {"images": ["IMAGE", {}], "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
@@ -26,6 +28,34 @@ CORE_NODES = {
         "output": [], "output_node": True},
     "LoadImage": {"input": {"required": {"image": [[], {"image_upload": True}]}},
                   "input_order": {"required": ["image"]}, "output": ["IMAGE", "MASK"], "output_node": False},
+    "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [[], {}]}},
+                               "input_order": {"required": ["ckpt_name"]}, "output": ["MODEL", "CLIP", "VAE"],
+                               "output_node": False},
+    "CLIPTextEncode": {"input": {"required": {"text": ["STRING", {"multiline": True, "dynamicPrompts": True}],
+                                              "clip": ["CLIP", {}]}},
+                       "input_order": {"required": ["text", "clip"]}, "output": ["CONDITIONING"], "output_node": False},
+    "ImageScale": {"input": {"required": {
+        "image": ["IMAGE", {}], "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"], {}],
+        "width": ["INT", {"default": 512, "min": 0, "max": 16384, "step": 1}],
+        "height": ["INT", {"default": 512, "min": 0, "max": 16384, "step": 1}], "crop": [["disabled", "center"], {}]}},
+        "input_order": {"required": ["image", "upscale_method", "width", "height", "crop"]}, "output": ["IMAGE"],
+        "output_node": False},
+    "VAEEncode": {"input": {"required": {"pixels": ["IMAGE", {}], "vae": ["VAE", {}]}},
+                  "input_order": {"required": ["pixels", "vae"]}, "output": ["LATENT"], "output_node": False},
+    "VAEDecode": {"input": {"required": {"samples": ["LATENT", {}], "vae": ["VAE", {}]}},
+                  "input_order": {"required": ["samples", "vae"]}, "output": ["IMAGE"], "output_node": False},
+    "KSampler": {"input": {"required": {
+        "model": ["MODEL", {}],
+        "seed": ["INT", {"default": 0, "min": 0, "max": 18446744073709551615, "control_after_generate": True}],
+        "steps": ["INT", {"default": 20, "min": 1, "max": 10000}],
+        "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}],
+        "sampler_name": [["euler", "euler_ancestral", "heun", "dpm_2", "lms", "dpmpp_2m", "ddim"], {}],
+        "scheduler": [["simple", "karras", "exponential", "normal", "beta"], {}],
+        "positive": ["CONDITIONING", {}], "negative": ["CONDITIONING", {}], "latent_image": ["LATENT", {}],
+        "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]}},
+        "input_order": {"required": ["model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive",
+                                     "negative", "latent_image", "denoise"]},
+        "output": ["LATENT"], "output_node": False},
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
                      "output": [], "output_node": True},
 }
@@ -131,6 +161,8 @@ def check_workflow(workflow: dict, object_info: dict, *, combos: bool = True) ->
     links = {link[0]: link for link in workflow.get("links", [])}
     nodes = {n["id"]: n for n in workflow.get("nodes", [])}
     for n in workflow.get("nodes", []):
+        if n["type"] in VIRTUAL_NODES:
+            continue
         info = object_info.get(n["type"])
         if info is None:
             problems.append(f"node {n['id']}: unknown type {n['type']}")
@@ -178,7 +210,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in workflow.get("links", [])}
     prompt = {}
     for n in workflow["nodes"]:
-        if n.get("mode", 0) in (2, 4):  # muted or bypassed
+        if n.get("mode", 0) in (2, 4) or n["type"] in VIRTUAL_NODES:  # muted, bypassed or frontend-only
             continue
         info = object_info[n["type"]]
         inputs = {}
