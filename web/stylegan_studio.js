@@ -8,8 +8,8 @@
 //    itself comes through ComfyUI's own progress/preview messages.
 //  - Image-making nodes get a frame scrubber over their output batch: "frame N" (1-based, like the frontend's own
 //    "N/M" counter) is the frame the node shows. While a batch renders the node shows the server's live previews.
-//  - Nodes keep their size after a run: the image preview fits in the space the node has; a node grows only when
-//    its widgets themselves (a new report) do not fit.
+//  - Nodes do not grow over their neighbours after a run: the image preview fits in the space the node has and the
+//    empty canvas below it; a node grows further only when its widgets themselves (a new report) do not fit.
 //  - A seed of a newly added node starts as "fixed" (ComfyUI's default, "randomize", would change the seed on every
 //    queue, so saved latents and weight deltas stop matching their generator); saved workflows keep their choice.
 // Which nodes optimise or make frames is declared once, in the pack's node registry (nodes/registry.py), and read
@@ -147,8 +147,13 @@ function widgetValue(node, name) {
 // `generator` input (Demo Generator). Otherwise the server estimates without one.
 function upstreamResolution(node) {
   const slot = node.inputs?.findIndex((i) => i.name === "generator") ?? -1;
-  if (slot < 0) return "";
-  const source = node.getInputNode?.(slot);
+  if (slot < 0 || !node.graph) return "";
+  let source = null;
+  try {
+    source = node.getInputNode?.(slot);
+  } catch {
+    return "";  // the node is being removed
+  }
   const value = source ? widgetValue(source, "resolution") : undefined;
   return Number.isFinite(Number(value)) && value !== "" && value != null ? String(value) : "";
 }
@@ -163,7 +168,7 @@ function refreshEstimate(node) {
 
 async function fetchEstimate(node) {
   const line = node.widgets?.find((w) => w.name === ESTIMATE_WIDGET);
-  if (!line) return;
+  if (!line || !node.graph) return;  // removed meanwhile (a workflow loaded, the graph cleared)
   const query = new URLSearchParams({
     node: node.comfyClass ?? node.type, preset: String(widgetValue(node, "preset") ?? ""),
     method: String(widgetValue(node, "method") ?? ""), resolution: upstreamResolution(node),
@@ -303,12 +308,36 @@ function showFrames(node, images) {
   });
 }
 
-// The frontend gives its image preview at least 220 px and grows the node to make room (over its neighbours):
-// on the pack's nodes the preview takes the space the node has instead.
+// The frontend gives its image preview at least 220 px and grows the node to make room, over its neighbours. On the
+// pack's nodes the preview takes the space the node has, plus the free space below it (down to the next node
+// under it, if any), at most those 220 px: a node grows only into empty canvas.
+const PREVIEW_MIN_HEIGHT = 220;
+const NODE_GAP = 10;
+
+function roomBelow(node) {
+  const title = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  const [x0, y0] = node.pos;
+  const bottom = y0 + node.size[1];
+  let room = Infinity;
+  for (const other of node.graph?.nodes ?? []) {
+    if (other === node) continue;
+    const ox = other.pos[0];
+    const top = other.pos[1] - title;
+    const overlapsX = ox < x0 + node.size[0] && ox + other.size[0] > x0;
+    if (overlapsX && top >= bottom - 1) room = Math.min(room, top - bottom - NODE_GAP);
+  }
+  return Math.max(0, room);
+}
+
 function fitPreviewInside(node) {
   for (const widget of node.widgets ?? []) {
     if (widget.sgsFitsInside || !String(widget.name ?? "").startsWith(PREVIEW_WIDGET_PREFIX)) continue;
-    widget.computeLayoutSize = () => ({ minHeight: 0, minWidth: 1 });
+    const original = widget.computeLayoutSize?.bind(widget);
+    widget.computeLayoutSize = (...args) => {
+      const size = original?.(...args) ?? { minHeight: PREVIEW_MIN_HEIGHT, minWidth: 1 };
+      const inside = widget.y ? Math.max(0, node.size[1] - widget.y) : 0;  // y: from the last layout
+      return { ...size, minHeight: Math.min(size.minHeight ?? PREVIEW_MIN_HEIGHT, inside + roomBelow(node)) };
+    };
     widget.sgsFitsInside = true;
     node.setDirtyCanvas?.(true, true);
   }
