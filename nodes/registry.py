@@ -5,7 +5,9 @@ package, so the registry is complete once the pack is imported. ComfyUI's `NODE_
 `NODE_DISPLAY_NAME_MAPPINGS`, the list of optimising nodes the web extension asks for (`/stylegan_studio/nodes`),
 the example-workflow script and the tests all read it; nothing keeps its own list.
 
-Node ids and display names are released: they never change (saved workflows refer to them).
+Node ids are released: they never change (saved workflows refer to them). Every display name ends with
+PACK_SUFFIX, added here, so the pack's nodes are told apart from core nodes of the same name ("Invert Image") and a
+search for "stylegan" finds every one of them; modules declare the plain name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 
 PREFIX = "SGS_"
+PACK_SUFFIX = " (StyleGAN)"
 
 T = TypeVar("T", bound=type)
 
@@ -21,7 +24,7 @@ T = TypeVar("T", bound=type)
 @dataclass(frozen=True)
 class NodeEntry:
     id: str                  # ComfyUI's node type, e.g. "SGS_InvertImage" (prefixed, frozen once released)
-    display_name: str        # plain English, shown in the node menu (also frozen)
+    display_name: str        # plain English + PACK_SUFFIX, shown in the node menu and found by the node search
     cls: type                # the node class
     optimises: bool = False  # runs an optimisation loop: live status line (step, losses, ETA) and a Stop button
     frames: bool = False     # outputs a batch of frames worth scrubbing through on the node
@@ -32,9 +35,11 @@ NODES: dict[str, NodeEntry] = {}
 
 def register_node(node_id: str, display_name: str, *, optimises: bool = False,
                   frames: bool = False) -> Callable[[T], T]:
-    """Class decorator: add the node to the registry under `node_id`."""
+    """Class decorator: add the node to the registry under `node_id`, shown as `display_name` + PACK_SUFFIX."""
     if not node_id.startswith(PREFIX):
         raise ValueError(f"node id {node_id!r} must start with {PREFIX!r}")
+    if not display_name.endswith(PACK_SUFFIX):
+        display_name += PACK_SUFFIX
 
     def add(cls: T) -> T:
         old = NODES.get(node_id)

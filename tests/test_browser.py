@@ -1,16 +1,25 @@
-"""Browser test: the real ComfyUI frontend in Debian's chromium runs the invert-and-edit example.
+"""Browser tests: the real ComfyUI frontend in Debian's chromium runs the invert-and-edit example (live status,
+Stop / Finish now, the estimate line, the frame scrubber checked by pixels, node sizes after the run), finds every
+node of the pack by searching "stylegan", and loads every example workflow without overlapping nodes.
 
 Skipped unless COMFYUI_DIR is set, chromium is installed (`apt install chromium`) and playwright-core is in
 tests/browser/node_modules (`cd tests/browser && npm install`). The screenshots are written to
-$SGS_ARTIFACTS (default: the pytest temporary folder) and their paths printed.
+$SGS_ARTIFACTS (default: the pytest temporary folder) and their paths printed; with SGS_UPDATE_SCREENSHOTS=1 the
+examples' screenshots replace docs/screenshots/<example>.jpg. SGS_FRONTEND_ROOT=<package>/static runs the tests
+against another frontend (ComfyUI's --front-end-root), e.g. the newest comfyui-frontend-package from PyPI
+installed with `pip install --target`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,8 +39,101 @@ pytestmark = [
 ]
 
 
-def test_invert_and_edit_in_the_real_frontend(tmp_path):
+SCREENSHOTS = REPO / "docs" / "screenshots"
+
+
+def comfy_server(tmp_path, monkeypatch):
+    """A ComfyServer; with SGS_FRONTEND_ROOT, one serving that frontend (through a wrapper of ComfyUI's python that
+    adds --front-end-root)."""
     from comfyui_server import ComfyServer
+
+    root = os.environ.get("SGS_FRONTEND_ROOT")
+    if root:
+        python = os.environ.get("COMFYUI_PYTHON", shutil.which("python3"))
+        wrapper = tmp_path / "python_with_frontend"
+        wrapper.write_text(f'#!/bin/sh\nexec "{python}" "$@" --front-end-root "{root}"\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+        monkeypatch.setenv("COMFYUI_PYTHON", str(wrapper))
+    return ComfyServer(tmp_path / "comfyui")
+
+
+def has_route(server, path: str, method: str) -> bool:
+    """Whether the server has `path` (aiohttp answers 404 for an unknown path, 405 for another method's)."""
+    request = urllib.request.Request(server.url + path, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return True
+    except urllib.error.HTTPError as e:
+        return e.code != 404
+
+
+def run_node(script: str, config: dict, tmp_path: Path) -> dict:
+    cfg_path = tmp_path / f"{script}.json"
+    cfg_path.write_text(json.dumps(config))
+    run = subprocess.run(["node", str(BROWSER_DIR / script), str(cfg_path)], cwd=BROWSER_DIR,
+                         capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (tmp_path / f"{script}.report.json").write_text(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def examples_report(tmp_path_factory):
+    """One browser session: the node search for "stylegan", then every example workflow loaded and photographed."""
+    from workflows import example_paths, load_workflow
+
+    tmp_path = tmp_path_factory.mktemp("browser_examples")
+    artifacts = Path(os.environ.get("SGS_ARTIFACTS", tmp_path))
+    shots = SCREENSHOTS if os.environ.get("SGS_UPDATE_SCREENSHOTS") == "1" else artifacts / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    examples = [{"name": p.stem, "workflow": load_workflow(p), "screenshot": str(shots / f"{p.stem}.jpg")}
+                for p in example_paths()]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        server = comfy_server(tmp_path, monkeypatch)
+        server.start()
+    try:
+        report = run_node("examples.mjs", {"url": server.url, "chromium": CHROMIUM, "timeoutMs": 120_000,
+                                           "search": "stylegan", "examples": examples}, tmp_path)
+    finally:
+        server.stop()
+    print(f"\nbrowser examples: {report.get('seconds')} s; screenshots in {shots}")
+    assert report["ok"], report.get("error")
+    assert report["extensionLoaded"]
+    ours = [e for e in report["pageErrors"] + report["consoleErrors"] if "stylegan" in e.lower()]
+    assert not ours, ours
+    assert [e["name"] for e in report["examples"]] == [e["name"] for e in examples]
+    return report
+
+
+def test_node_search_finds_every_node_of_the_pack(examples_report):
+    # Every display name marks the pack, and the search box lists every node by "stylegan", each under its name.
+    pack_nodes = examples_report["packNodes"]
+    assert len(pack_nodes) >= 22 and all(n.endswith(" (StyleGAN)") for n in pack_nodes), pack_nodes
+    found = [n for n in examples_report["search"]["names"] if n.endswith("(StyleGAN)")]
+    assert sorted(found) == sorted(pack_nodes), (examples_report["search"], pack_nodes)
+
+
+def test_new_nodes_keep_their_seed(examples_report):
+    # Demo Generator's seed picks the generator: randomised on every queue, saved latents and deltas stop matching.
+    assert examples_report["newNodeSeeds"] == {"SGS_DemoGenerator": ["fixed"], "SGS_SampleLatent": ["fixed"],
+                                               "SGS_InvertImage": ["fixed"]}
+
+
+def test_every_example_has_a_small_screenshot(examples_report):
+    for example in examples_report["examples"]:
+        shot = Path(example["screenshot"])
+        assert shot.is_file() and shot.stat().st_size < 300_000, (shot, shot.stat().st_size)
+
+
+# Issue 14 rewrites the example layouts (groups, notes, sizes that fit the frontend's minimum node sizes) in
+# another branch: remove this mark once they are merged.
+@pytest.mark.xfail(reason="example layouts from before issue 14 overlap; fixed by the examples rewrite", strict=False)
+def test_no_example_has_overlapping_nodes(examples_report):
+    overlapping = {e["name"]: e["overlaps"] for e in examples_report["examples"] if e["overlaps"]}
+    assert overlapping == {}
+
+
+def test_invert_and_edit_in_the_real_frontend(tmp_path, monkeypatch):
     from test_comfyui import example_face_photo, write_random_perceptual_weights
     from workflows import EXAMPLES, load_workflow
 
@@ -42,30 +144,31 @@ def test_invert_and_edit_in_the_real_frontend(tmp_path):
     load = next(n for n in workflow["nodes"] if n["type"] == "SGS_LoadStyleGAN")
     photo = next(n for n in workflow["nodes"] if n["type"] == "LoadImage")
 
-    server = ComfyServer(tmp_path / "comfyui")
+    server = comfy_server(tmp_path, monkeypatch)
     core.save_generator(tiny_generator("stylegan2"), server.models / load["widgets_values"][0])
     write_random_perceptual_weights(server.root / "models" / "perceptual")
     landmarks = example_face_photo(server.root / "input" / photo["widgets_values"][0])
     server.start()
     try:
+        has_estimate = has_route(server, "/stylegan_studio/estimate?node=SGS_InvertImage&preset=balanced", "GET")
+        has_finish = has_route(server, "/stylegan_studio/finish", "GET")
         config = {
             "url": server.url, "chromium": CHROMIUM, "workflow": workflow, "timeoutMs": 900_000,
             # The detector's weights cannot be downloaded here: the face's landmarks are typed in instead.
-            "widgets": {str(ids["SGS_AlignFace"]): {"landmarks_json": json.dumps(landmarks)}},
+            # 120 steps: long enough to watch and to finish early, short enough for 2 CPU cores.
+            "widgets": {str(ids["SGS_AlignFace"]): {"landmarks_json": json.dumps(landmarks)},
+                        str(ids["SGS_InvertImage"]): {"num_steps": 120}},
             "watchNode": ids["SGS_InvertImage"],
             "frameNode": ids["SGS_Synthesize"],
+            "dragToFrame": 5,
+            "clickFinish": os.environ.get("SGS_BROWSER_CLICK_FINISH", "1") == "1",
             "requireStatus": os.environ.get("SGS_BROWSER_REQUIRE_STATUS", "1") == "1",
             "outputNode": next(n["id"] for n in workflow["nodes"]
                                if n["type"] == "SaveImage" and "invert_edit" in n["widgets_values"][0]),
             "midScreenshot": str(artifacts / "browser_mid_inversion.png"),
             "screenshot": str(artifacts / "browser_done.png"),
         }
-        cfg_path = tmp_path / "browser.json"
-        cfg_path.write_text(json.dumps(config))
-        run = subprocess.run(["node", str(BROWSER_DIR / "run_workflow.mjs"), str(cfg_path)], cwd=BROWSER_DIR,
-                             capture_output=True, text=True, timeout=1200)
-        assert run.returncode == 0, run.stderr[-3000:]
-        report = json.loads(run.stdout.strip().splitlines()[-1])
+        report = run_node("run_workflow.mjs", config, tmp_path)
     finally:
         server.stop()
     print(f"\nbrowser test: {report.get('seconds')} s; screenshots {config['midScreenshot']}, {config['screenshot']}")
@@ -73,12 +176,48 @@ def test_invert_and_edit_in_the_real_frontend(tmp_path):
     assert report["extensionLoaded"]
     ours = [e for e in report["pageErrors"] + report["consoleErrors"] if "stylegan" in e.lower()]
     assert not ours, ours
+    loaded = report["loaded"]
+    # The estimate line: the server's text before queueing, or hidden where the server cannot estimate.
+    if has_estimate:
+        assert loaded["estimate"]["value"] and not loaded["estimate"]["hidden"], loaded["estimate"]
+    else:
+        assert loaded["estimate"] == {"value": "", "hidden": True}, loaded["estimate"]
+    assert loaded["finishButton"] and loaded["frameSlider"]["disabled"]
     assert report["live"]["imgs"] or report["live"]["preview"]  # a live reconstruction was on the node
     final = report["final"]
     assert final["error"] is None and final["images"] == 8
     assert "step" in report["live"]["status"] and "ETA" in report["live"]["status"]  # the live status line
-    assert final["status"].startswith("step 1300/1300") and final["stopButton"]
-    assert final["frameScrubberMax"] == 7  # 8 frames on Synthesize
+    steps = re.match(r"step (\d+)/(\d+)", final["status"])
+    assert steps and final["stopButton"] and final["finishButton"], final
+    if config["clickFinish"]:
+        if has_finish:  # ended early, and the graph completed with the result so far (8 frames saved above)
+            assert report["finish"]["label"].startswith("Finishing"), report["finish"]
+            assert int(steps[1]) < int(steps[2]), final["status"]
+        else:  # no such route on this server: said so politely, and the run went on to its end
+            assert "Finish now did not work" in report["finish"]["status"], report["finish"]
+            assert steps[1] == steps[2], final["status"]
+    else:
+        assert steps[1] == steps[2], final["status"]
     assert all(a == b for a, b in final["savedWidgets"]), final["savedWidgets"]
-    assert not {"sgs_status", "sgs_stop", "sgs_report"} & set(report["promptWidgets"])
+    assert not {"sgs_status", "sgs_stop", "sgs_finish", "sgs_estimate", "sgs_report"} & set(report["promptWidgets"])
+    # After the run: nothing grew over its neighbours (the examples' own overlaps on load are checked for every
+    # example by test_no_example_has_overlapping_nodes); Synthesize kept its width.
+    def pairs(overlaps):
+        return {o.rsplit(" by ", 1)[0] for o in overlaps}
+
+    assert pairs(report["afterRun"]["overlaps"]) <= pairs(loaded["overlaps"]), report["afterRun"]["overlaps"]
+    assert report["afterRun"]["frameNodeSize"][0] == loaded["frameNodeSize"][0]
+    # The frame scrubber, 1-based like the frontend's own "N/8": the frame it names is the frame the node shows,
+    # by pixels against the 8 frames Synthesize output, right after the run and after dragging it.
+    frames = report["frames"]
+    for when in ("afterRun", "afterDrag"):
+        state = frames[when]
+        assert state["max"] == 8 and not state["disabled"] and state["imgs"] == 8, (when, state)
+        assert state["shownLoaded"], (when, state)  # not blank
+        assert state["imageIndex"] == state["slider"] - 1, (when, state)
+        diffs = state["differences"]
+        assert len(diffs) == 8 and None not in diffs, (when, state)
+        assert diffs.index(min(diffs)) == state["slider"] - 1 and min(diffs) < 1.0, (when, state)
+    assert frames["afterRun"]["slider"] == 1
+    assert frames["afterDrag"]["slider"] == config["dragToFrame"], frames["afterDrag"]
     assert Path(config["midScreenshot"]).is_file() and Path(config["screenshot"]).is_file()

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import REPO
 
-# Released: saved workflows refer to these ids, users know these names. A new node adds to the registry only.
+# Released: saved workflows refer to these ids. A new node adds to the registry only. The names are the plain ones;
+# every display name carries the pack's suffix (issue 14: "Invert Image" and "Load CLIP" were core nodes' names too).
 RELEASED = {
     "SGS_LoadStyleGAN": "Load StyleGAN", "SGS_DemoGenerator": "Demo Generator (random)",
     "SGS_SaveStyleGAN": "Save StyleGAN as safetensors", "SGS_SampleLatent": "Sample Latent",
@@ -35,7 +36,30 @@ def registry(pack):
 
 
 def test_released_ids_and_display_names_never_change(pack):
-    assert {k: pack.NODE_DISPLAY_NAME_MAPPINGS.get(k) for k in RELEASED} == RELEASED
+    assert {k: pack.NODE_DISPLAY_NAME_MAPPINGS.get(k) for k in RELEASED} == {
+        k: f"{v} (StyleGAN)" for k, v in RELEASED.items()}
+
+
+def test_every_display_name_marks_the_pack_and_is_unique(pack, registry):
+    names = list(pack.NODE_DISPLAY_NAME_MAPPINGS.values())
+    assert names and all(n.endswith(registry.PACK_SUFFIX) and n.count("(StyleGAN)") == 1 for n in names), names
+    assert len(set(names)) == len(names)
+    # Core ComfyUI nodes the pack's plain names collided with.
+    assert not {"Invert Image", "Load CLIP"} & set(names)
+
+
+def test_suffix_is_added_once(registry, monkeypatch):
+    monkeypatch.setattr(registry, "NODES", {})
+
+    class A:
+        pass
+
+    class B:
+        pass
+
+    registry.register_node("SGS_A", "Thing A")(A)
+    registry.register_node("SGS_B", "Thing B (StyleGAN)")(B)
+    assert registry.display_name_mappings() == {"SGS_A": "Thing A (StyleGAN)", "SGS_B": "Thing B (StyleGAN)"}
 
 
 def test_comfyui_mappings_are_the_registry(pack, registry):

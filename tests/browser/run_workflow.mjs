@@ -4,10 +4,13 @@
 //   node run_workflow.mjs <config.json>
 //
 // config: { url, chromium, workflow (UI JSON), widgets: {nodeId: {name: value}}, watchNode, outputNode,
-//           screenshot, midScreenshot, timeoutMs }
-// Prints one JSON line: { ok, pageErrors, consoleErrors, live: {...}, final: {...}, seconds }.
+//           frameNode, dragToFrame, clickFinish, screenshot, midScreenshot, timeoutMs }
+// Prints one JSON line: { ok, pageErrors, consoleErrors, loaded, live: {...}, finish, final: {...}, frames,
+//                         seconds }.
 import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
+import { nodeOverlaps } from "./graph_checks.mjs";
+
 
 const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const started = Date.now();
@@ -43,6 +46,20 @@ try {
       }
     }
   }, { workflow: cfg.workflow, widgets: cfg.widgets });
+  await page.waitForTimeout(1000);  // the estimate line asks the server
+  await page.evaluate(`window.__sgsOverlaps = ${nodeOverlaps.toString()}`);
+  result.loaded = await page.evaluate(({ watch, frameNode }) => {
+    const widget = (id, name) => window.app.graph.getNodeById(id)?.widgets?.find((w) => w.name === name);
+    const estimate = widget(watch, "sgs_estimate");
+    const slider = widget(frameNode, "sgs_frame");
+    return {
+      overlaps: window.__sgsOverlaps().overlaps,
+      estimate: estimate ? { value: estimate.value, hidden: Boolean(estimate.hidden) } : null,
+      finishButton: Boolean(widget(watch, "sgs_finish")),
+      frameSlider: slider ? { value: slider.value, max: slider.options?.max, disabled: Boolean(slider.disabled) } : null,
+      frameNodeSize: [...(window.app.graph.getNodeById(frameNode)?.size ?? [])],
+    };
+  }, { watch: cfg.watchNode, frameNode: cfg.frameNode });
   // Nothing display-only may leak into the prompt the frontend builds.
   result.promptWidgets = await page.evaluate(async (watch) => {
     const p = await window.app.graphToPrompt();
@@ -73,6 +90,16 @@ try {
     return false;
   }, { watch: cfg.watchNode, needStatus: cfg.requireStatus ?? true }, { timeout: cfg.timeoutMs, polling: 100 });
   result.live = await live.jsonValue();
+  if (cfg.clickFinish) {
+    // "Finish now", as its button does it (the callback the canvas calls on a click).
+    result.finish = await page.evaluate(async (watch) => {
+      const node = window.app.graph.getNodeById(watch);
+      const button = node.widgets.find((w) => w.name === "sgs_finish");
+      await button.callback(button.value, window.app.canvas, node);
+      const status = node.widgets.find((w) => w.name === "sgs_status").value;
+      return { label: button.label, status };
+    }, cfg.watchNode);
+  }
   if (cfg.midScreenshot) {
     await page.evaluate((watch) => {
       const node = window.app.graph.getNodeById(watch);
@@ -101,8 +128,93 @@ try {
       frameScrubberMax: frames?.options?.max ?? null,
       status: watched?.widgets?.find((w) => w.name === "sgs_status")?.value ?? null,
       stopButton: Boolean(watched?.widgets?.find((w) => w.name === "sgs_stop")),
+      finishButton: Boolean(watched?.widgets?.find((w) => w.name === "sgs_finish")),
+      frameImages: window.__sgs.executed[String(frameNode)]?.images ?? [],
     };
   }, { out: cfg.outputNode, watch: cfg.watchNode, frameNode: cfg.frameNode, workflow: cfg.workflow });
+  await page.waitForTimeout(1500);  // the frames load; the frontend settles its previews
+  result.afterRun = await page.evaluate((frameNode) => ({
+    overlaps: window.__sgsOverlaps().overlaps,
+    frameNodeSize: [...(window.app.graph.getNodeById(frameNode)?.size ?? [])],
+  }), cfg.frameNode);
+
+  // The frame scrubber: which frame the node shows, compared by pixels with every frame the node output.
+  const shownFrame = () => page.evaluate(async (frameNode) => {
+    const node = window.app.graph.getNodeById(frameNode);
+    const slider = node.widgets.find((w) => w.name === "sgs_frame");
+    const outputs = window.__sgs.executed[String(frameNode)]?.images ?? [];
+    const size = 32;
+    const pixels = (img) => {
+      const c = document.createElement("canvas");
+      c.width = size;
+      c.height = size;
+      const ctx = c.getContext("2d");
+      ctx.drawImage(img, 0, 0, size, size);
+      return ctx.getImageData(0, 0, size, size).data;
+    };
+    const load = (src) => new Promise((done) => {
+      const img = new Image();
+      img.onload = () => done(img);
+      img.onerror = () => done(null);
+      img.src = src;
+    });
+    const shown = node.imageIndex == null ? null : node.imgs?.[node.imageIndex];
+    const state = { slider: slider.value, label: slider.label ?? slider.name, max: slider.options.max,
+      disabled: Boolean(slider.disabled), imageIndex: node.imageIndex, imgs: node.imgs?.length ?? 0,
+      shownLoaded: Boolean(shown?.complete && shown.naturalWidth > 0), differences: [] };
+    if (!state.shownLoaded) return state;
+    const a = pixels(shown);
+    for (const item of outputs) {
+      const q = new URLSearchParams({ filename: item.filename, subfolder: item.subfolder ?? "", type: item.type });
+      const img = await load(window.app.api.apiURL(`/view?${q}`));
+      if (!img) {
+        state.differences.push(null);
+        continue;
+      }
+      const b = pixels(img);
+      let sum = 0;
+      for (let i = 0; i < a.length; i += 4) sum += Math.abs(a[i] - b[i]) + Math.abs(a[i + 1] - b[i + 1]) + Math.abs(a[i + 2] - b[i + 2]);
+      state.differences.push(sum / (size * size * 3));
+    }
+    return state;
+  }, cfg.frameNode);
+  if (cfg.frameNode != null) {
+    result.frames = { afterRun: await shownFrame() };
+    if (cfg.dragToFrame) {
+      // Drag the slider with the mouse, from its left end to where frame `dragToFrame` lies.
+      const where = await page.evaluate(({ frameNode, target }) => {
+        const node = window.app.graph.getNodeById(frameNode);
+        const canvas = window.app.canvas;
+        canvas.ds.scale = 1;
+        canvas.centerOnNode?.(node);
+        canvas.setDirty(true, true);
+        canvas.draw(true, true);
+        const slider = node.widgets.find((w) => w.name === "sgs_frame");
+        const height = window.LiteGraph?.NODE_WIDGET_HEIGHT ?? 20;
+        const y = node.pos[1] + (slider.y ?? slider.last_y ?? 0) + height / 2;
+        const margin = 15;
+        const width = node.size[0] - 2 * margin;
+        const max = slider.options.max;
+        const x = (frame) => node.pos[0] + margin + width * (frame - 1) / Math.max(max - 1, 1);
+        const rect = canvas.canvas.getBoundingClientRect();
+        const toScreen = ([gx, gy]) => {
+          const [cx, cy] = canvas.ds.convertOffsetToCanvas([gx, gy]);
+          return [rect.left + cx, rect.top + cy];
+        };
+        return { from: toScreen([x(1) + 2, y]), to: toScreen([x(target), y]) };
+      }, { frameNode: cfg.frameNode, target: cfg.dragToFrame });
+      await page.waitForTimeout(300);
+      await page.mouse.move(...where.from);
+      await page.mouse.down();
+      for (let i = 1; i <= 10; i++) {
+        await page.mouse.move(where.from[0] + (where.to[0] - where.from[0]) * i / 10, where.to[1]);
+        await page.waitForTimeout(30);
+      }
+      await page.mouse.up();
+      await page.waitForTimeout(500);
+      result.frames.afterDrag = await shownFrame();
+    }
+  }
   if (cfg.screenshot) {
     await page.evaluate((out) => {
       const canvas = window.app.canvas;

@@ -1,0 +1,48 @@
+// Functions run inside the page (page.evaluate serialises them: each must be self-contained).
+
+// Every pair of nodes whose boxes (title bar included) overlap by more than a pixel, read from app.graph.
+export function nodeOverlaps() {
+  const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  const boxes = window.app.graph.nodes.map((n) => {
+    const collapsed = Boolean(n.flags?.collapsed);
+    const w = collapsed ? (n._collapsed_width ?? n.size[0]) : n.size[0];
+    const h = collapsed ? 0 : n.size[1];
+    return { id: n.id, type: n.type, title: n.title, x: n.pos[0], y: n.pos[1] - title, w, h: h + title };
+  });
+  const overlaps = [];
+  for (let i = 0; i < boxes.length; i++) {
+    for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i];
+      const b = boxes[j];
+      const dx = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x);
+      const dy = Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y);
+      if (dx > 1 && dy > 1) overlaps.push(`${a.title} (#${a.id}) and ${b.title} (#${b.id}) by ${Math.round(dx)}x${Math.round(dy)} px`);
+    }
+  }
+  return { nodes: boxes, overlaps };
+}
+
+// Show the whole graph (nodes and groups) on the canvas.
+export function fitGraph() {
+  const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+  const canvas = window.app.canvas;
+  const rects = window.app.graph.nodes.map((n) => [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]);
+  for (const g of window.app.graph.groups ?? window.app.graph._groups ?? []) {
+    const r = g._bounding ?? g.boundingRect;
+    if (r) rects.push([r[0], r[1], r[2], r[3]]);
+  }
+  if (!rects.length) return;
+  const x0 = Math.min(...rects.map((r) => r[0]));
+  const y0 = Math.min(...rects.map((r) => r[1]));
+  const x1 = Math.max(...rects.map((r) => r[0] + r[2]));
+  const y1 = Math.max(...rects.map((r) => r[1] + r[3]));
+  const el = canvas.canvas;
+  const width = el.clientWidth || el.width;
+  const height = el.clientHeight || el.height;
+  const margin = 40;
+  const scale = Math.min((width - 2 * margin) / (x1 - x0), (height - 2 * margin) / (y1 - y0), 1.2);
+  canvas.ds.scale = scale;
+  canvas.ds.offset[0] = (width / scale - (x1 - x0)) / 2 - x0;
+  canvas.ds.offset[1] = (height / scale - (y1 - y0)) / 2 - y0;
+  canvas.setDirty(true, true);
+}
