@@ -218,7 +218,9 @@ def check_compatible(latent: Latent, G: Generator) -> None:
         raise LatentError(f"this latent truncates its first {latent.truncation_cutoff} layers, but {g.name} has "
                           f"{g.num_ws}; save the latent again with a cutoff in 0..{g.num_ws}")
     if ref.fingerprint != g.fingerprint:
-        logger.info("using a latent made for %s with %s (same shape, different weights)", ref.name, g.name)
+        logger.warning("this latent was made with %s; %s has the same shape but other weights, so it gives another "
+                       "image (use the generator the latent was made with, or ignore this for a deliberate transfer)",
+                       ref.name, g.name)
 
 
 def seeds_to_z(seeds: Sequence[int], z_dim: int, *, seed_mode: str = "nvidia") -> torch.Tensor:

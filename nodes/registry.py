@@ -12,8 +12,12 @@ search for "stylegan" finds every one of them; modules declare the plain name.
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
+
+from ..core.log import logger
 
 PREFIX = "SGS_"
 PACK_SUFFIX = " (StyleGAN)"
@@ -47,9 +51,51 @@ def register_node(node_id: str, display_name: str, *, optimises: bool = False,
         if old is not None and (old.cls.__module__, old.cls.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"node id {node_id!r} is registered twice: {old.cls.__qualname__} and {cls.__qualname__}")
         NODES[node_id] = NodeEntry(node_id, display_name, cls, optimises=optimises, frames=frames)
+        function = getattr(cls, "FUNCTION", None)
+        if function and not getattr(getattr(cls, function, None), "shows_warnings", False):
+            setattr(cls, function, _showing_warnings(getattr(cls, function)))
         return cls
 
     return add
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = f"warning: {record.getMessage()}"
+        except Exception:  # noqa: BLE001 - a malformed log call must not fail the node
+            return
+        if line not in self.lines:
+            self.lines.append(line)
+
+
+def _showing_warnings(method: Callable) -> Callable:
+    """`method` (a node's FUNCTION), with the warnings the pack logs while it runs added to the node's report text,
+    which the web extension shows on the node: a user should not have to read the server console to learn that a
+    latent came from another generator or that an edit changed nothing."""
+
+    @functools.wraps(method)
+    def run(self, *args: Any, **kwargs: Any):
+        collect = _Collect()
+        logger.addHandler(collect)
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            logger.removeHandler(collect)
+        if not collect.lines:
+            return result
+        if isinstance(result, dict):
+            ui = dict(result.get("ui") or {})
+            ui["text"] = list(ui.get("text") or []) + collect.lines
+            return dict(result, ui=ui)
+        return {"ui": {"text": collect.lines}, "result": result}
+
+    run.shows_warnings = True
+    return run
 
 
 def node_class_mappings() -> dict[str, type]:

@@ -128,3 +128,24 @@ def test_example_workflow_script_reads_the_node_slots(pack):
                        ("report", "STRING"), ("delta", "SGS_WEIGHT_DELTA")]
     for name in pack.NODE_CLASS_MAPPINGS:  # every node can be placed in an example
         script.slots(name)
+
+
+def test_warnings_logged_while_a_node_runs_are_shown_on_the_node(pack):
+    """A latent from another generator renders, and the node's report says so (not only the server console)."""
+    import core
+
+    nodes = pack.NODE_CLASS_MAPPINGS
+    a = core.build_generator(core.GeneratorConfig(arch="stylegan2", z_dim=16, w_dim=16, img_resolution=16,
+                                                  mapping=core.MappingConfig(num_layers=2),
+                                                  synthesis=core.StyleGAN2Config(channel_base=128, channel_max=16)),
+                             seed=0)
+    b = core.build_generator(a.config, seed=1)
+    a.info.name, b.info.name = "model-a", "model-b"
+    latent = core.sample_latents(a, [0], space="w")
+    out = nodes["SGS_Synthesize"]().synthesize(b, latent, "const")
+    text = out["ui"]["text"]
+    assert any(line.startswith("warning: this latent was made with model-a; model-b has the same shape but other "
+                               "weights") for line in text), text
+    quiet = nodes["SGS_Synthesize"]().synthesize(a, latent, "const")
+    assert not any(line.startswith("warning:") for line in (quiet.get("ui", {}).get("text") or [])
+                   if isinstance(quiet, dict))
