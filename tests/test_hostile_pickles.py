@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import importlib.util
 import json
 import subprocess
 import sys
@@ -464,6 +465,16 @@ def test_allowed_constructs_with_their_expected_imports_pass():
     check_embedded_source(source, "Generator")
 
 
+def _import_source(source: str, name: str, folder) -> None:
+    """Import `source` as a module, as NVIDIA's loader imports a pickle's embedded source (the control of the
+    red-team tests: these sources really do run code when imported)."""
+    path = folder / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
 def test_accepted_sources_do_nothing_when_run(tmp_path, monkeypatch):
     """What the allow-list accepts really is inert: running it (as NVIDIA's loader would, with stand-ins for
     NVIDIA's helpers) creates no file, and the refused red-team sources would have."""
@@ -489,14 +500,14 @@ def test_accepted_sources_do_nothing_when_run(tmp_path, monkeypatch):
     }
     for name, body in sources.items():
         source = _HEAD + body + _TAIL
-        exec(compile(source, "<red team>", "exec"), {"__name__": "redteam"})  # the control: it does run code
+        _import_source(source, f"redteam_{name}", tmp_path)  # the control: importing it does run code
         assert marker.exists(), name
         marker.unlink()
         with pytest.raises(core.UnsafeCheckpointError):
             check_embedded_source(source, "Generator")
     inert = INERT_SOURCE.removeprefix("\ufeff")
     check_embedded_source(inert, "Generator")
-    exec(compile(inert, "<inert>", "exec"), {"__name__": "inert"})
+    _import_source(inert, "inert", tmp_path)
     assert not marker.exists()
 
 

@@ -230,20 +230,12 @@ def test_example_script_sets_the_quick_preset_where_a_node_has_one(pack, monkeyp
     spec.loader.exec_module(script)
     real = script.schema
 
-    def with_preset(node_type):
+    def without_preset(node_type):
         s = real(node_type)
-        if node_type != "SGS_InvertImage":
-            return s
-        req = {}
-        for name, entry in s["required"].items():
-            req[name] = entry
-            if name == "method":
-                req["preset"] = (["quick", "balanced", "reference"], {"default": "balanced"})
-        return {**s, "required": req}
+        return {**s, "optional": {k: v for k, v in s.get("optional", {}).items() if k != "preset"}}
 
-    without = script.widget_values("SGS_InvertImage", script.invert(4, (1, 0), (3, 0))["values"])
-    assert "quick" not in without and without[0] == "ii2s"
-    monkeypatch.setattr(script, "schema", with_preset)
-    node = script.invert(4, (1, 0), (3, 0))
-    values = script.widget_values("SGS_InvertImage", node["values"])
-    assert values[:3] == ["ii2s", "quick", 0] and len(values) == len(without) + 1
+    with_ = script.widget_values("SGS_InvertImage", script.invert(4, (1, 0), (3, 0))["values"])
+    assert with_[0] == "ii2s" and with_[1] == 0 and with_[-1] == "quick"  # preset last, num_steps 0 = the preset's
+    monkeypatch.setattr(script, "schema", without_preset)
+    values = script.widget_values("SGS_InvertImage", script.invert(4, (1, 0), (3, 0))["values"])
+    assert "quick" not in values and values == with_[:-1]

@@ -119,7 +119,8 @@ def test_a_recorded_source_outside_the_model_folders_never_chooses_where_invert_
     assert G.info.source == source  # the metadata does set the source: the rule must not trust it
     ii2s(pack, G, image)  # Invert Image (ii2s), as the probe ran it through a real server
     check_nothing_written_outside(pack, ce, G, models, elsewhere, victim, name)
-    assert files_in(tmp_path) == ["elsewhere", "input", "models", "output"]  # nothing written anywhere else
+    # nothing written anywhere else ("user" holds the measured step costs, in the pack's own user folder)
+    assert files_in(tmp_path) == ["elsewhere", "input", "models", "output", "user"]
 
 
 def test_a_recorded_source_outside_the_model_folders_never_chooses_where_the_prior_is_cached(env, tmp_path):
