@@ -76,12 +76,14 @@ CORE_NODES = {
 }
 # Node sizes [w, h] (the body below the ~30 px title bar). At least what the frontend computes for the node, so
 # loading does not grow it into a neighbour; nodes that show images get room for them.
-SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 190], "SGS_SampleLatent": [320, 250],
+# Optimising nodes also get room for what they show while and after they run (estimate, status line, buttons,
+# the live image, the report), Load StyleGAN for its info text: the browser test checks nothing overlaps after a run.
+SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 250], "SGS_SampleLatent": [320, 250],
          "SGS_Synthesize": [320, 330], "SGS_StyleMix": [320, 130], "SGS_InterpolateLatents": [320, 190],
          "SGS_SaveLatent": [320, 80], "SaveImage": [420, 420], "SaveAnimatedWEBP": [420, 470],
-         "SGS_AlignFace": [340, 330], "SGS_InvertImage": [360, 440], "SGS_UnalignFace": [320, 150],
-         "LoadImage": [320, 380], "SGS_LoadCLIP": [340, 170], "SGS_CLIPLatentOptimize": [380, 440],
-         "SGS_ComputeGlobalDirections": [360, 230], "SGS_GlobalDirectionEdit": [360, 300],
+         "SGS_AlignFace": [340, 330], "SGS_InvertImage": [360, 700], "SGS_UnalignFace": [320, 150],
+         "LoadImage": [320, 380], "SGS_LoadCLIP": [340, 170], "SGS_CLIPLatentOptimize": [380, 700],
+         "SGS_ComputeGlobalDirections": [360, 360], "SGS_GlobalDirectionEdit": [360, 300],
          "SGS_LoadLatentMapper": [320, 80], "SGS_ApplyLatentMapper": [320, 130],
          "CheckpointLoaderSimple": [320, 100], "CLIPTextEncode": [340, 150], "ImageScale": [320, 130],
          "VAEEncode": [220, 50], "VAEDecode": [220, 50], "KSampler": [320, 270]}
