@@ -412,11 +412,12 @@ def convert_latent(G: Generator, latent: Latent, space: str) -> Latent:
 
 def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_MODE,
                chunk_size: int = DEFAULT_CHUNK_SIZE, noise_seed: Optional[int] = None, force_fp32: Optional[bool] = None,
-               callback: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+               callback: Optional[Callable[[int, int], None]] = None,
+               on_chunk: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
     """Render `latent` to images `[N, C, R, R]` float32 in about [-1, 1], on CPU.
 
     s latents render through `G.synthesis.from_s`. Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
-    (it may raise to cancel). `noise_seed` makes noise_mode 'random' reproducible. `force_fp32` None
+    (it may raise to cancel), after `on_chunk(images)` with the chunk's images (e.g. for a live preview). `noise_seed` makes noise_mode 'random' reproducible. `force_fp32` None
     follows `G.precision`.
     """
     if latent.space == "s":
@@ -439,6 +440,8 @@ def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_
                 out.append(G.synthesis.from_s(unflatten_s(G, chunk), **kwargs).cpu())
             else:
                 out.append(G.synthesis(chunk, **kwargs).cpu())
+            if on_chunk is not None:  # e.g. a live preview of a long batch
+                on_chunk(out[-1])
             if callback is not None:
                 callback(min(start + chunk_size, len(ws)), len(ws))
     return torch.cat(out)

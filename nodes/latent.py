@@ -85,8 +85,16 @@ class Synthesize:
 
     def synthesize(self, generator, latent, noise_mode, noise_seed=0, chunk_size=L.DEFAULT_CHUNK_SIZE):
         progress = comfy_env.Progress(latent.batch_size)
+        newest = []  # the last image of the newest chunk: the node shows frames as they come during long batches
+
+        def keep(chunk):
+            newest[:] = [chunk[-1:]]
+
+        def step(done, total):
+            progress.update(done, preview=to_pil(generator_to_comfy(newest[0])[0]) if newest else None)
+
         images = L.synthesize(generator, latent, noise_mode=noise_mode, chunk_size=chunk_size, noise_seed=noise_seed,
-                              callback=progress.callback())
+                              callback=step, on_chunk=keep)
         out = generator_to_comfy(images, comfy_env.intermediate_device())
         progress.update(latent.batch_size, preview=to_pil(out[-1]))
         # Small previews of every frame on the node (the frame scrubber of the web extension walks them).

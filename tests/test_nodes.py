@@ -241,3 +241,22 @@ def test_nvidia_seed_parity_end_to_end(pack, tmp_path):
     assert ours.shape == theirs.shape == (3, 32, 32, 3)
     diff = np.abs(ours.astype(int) - theirs.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+
+
+def test_synthesize_shows_each_chunk_as_it_is_rendered(pack, monkeypatch):
+    """A long batch shows frames while it renders: a preview after every chunk (the last frame of that chunk),
+    not only one at the end."""
+    nodes = all_nodes(pack)
+    comfy_env = sys.modules[pack.__name__ + ".nodes.comfy_env"]
+    seen = []
+    monkeypatch.setattr(comfy_env.Progress, "update",
+                        lambda self, done, preview=None, losses=None: seen.append((done, preview)))
+    G = tiny_generator()
+    latent = core.sample_latents(G, [0, 1, 2, 3, 4], space="w")
+    out = nodes["SGS_Synthesize"]().synthesize(G, latent, "const", chunk_size=2)
+    images = out["result"][0]
+    assert [done for done, _ in seen] == [2, 4, 5, 5]
+    assert all(preview is not None for _, preview in seen)
+    for (done, preview), frame in zip(seen[:3], (1, 3, 4)):  # the last frame of each chunk
+        expected = (images[frame].numpy() * 255).astype("uint8")
+        assert np.abs(np.asarray(preview).astype(int) - expected.astype(int)).max() <= 1
