@@ -504,11 +504,6 @@ def ibug_face(cx: float = 100.0, cy: float = 100.0, s: float = 40.0) -> list[lis
     return pts
 
 
-def deeply_nested_json(depth: int = 100_000) -> str:
-    """`[[[...]]]` nested `depth` times: Python's JSON parser recurses once per level (RecursionError)."""
-    return "[" * depth + "]" * depth
-
-
 def huge_landmarks_json(min_chars: int) -> str:
     """Valid JSON, a list of 68-point faces, at least `min_chars` long (to test the size bound before parsing)."""
     face = json.dumps(ibug_face())

@@ -8,31 +8,18 @@
 // Prints one JSON line: { ok, pageErrors, consoleErrors, extensionLoaded, packNodes, search: {query, names},
 //                         examples: [{ name, nodes, overlaps, screenshot }], seconds }.
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
-import { nodeOverlaps, fitGraph } from "./graph_checks.mjs";
+import { fitGraph, launchBrowser, nodeOverlaps, openApp } from "./graph_checks.mjs";
 
 const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const started = Date.now();
 const pageErrors = [];
 const consoleErrors = [];
 
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const browser = await launchBrowser(cfg);
 const result = { ok: false, pageErrors, consoleErrors, examples: [] };
 try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-  page.on("pageerror", (e) => pageErrors.push(String(e?.stack ?? e)));
-  page.on("console", (m) => {
-    if (m.type() === "error") consoleErrors.push(m.text());
-  });
-  await page.goto(cfg.url, { waitUntil: "load", timeout: cfg.timeoutMs });
-  await page.waitForFunction(() => window.app?.graph && window.app?.extensionManager !== undefined, null,
-    { timeout: cfg.timeoutMs });
-  result.extensionLoaded = await page.evaluate(() =>
-    (window.app.extensions ?? []).some((e) => e.name?.startsWith("StyleGANStudio")));
+  const { page, extensionLoaded } = await openApp(browser, cfg, { width: 1280, height: 800 }, pageErrors, consoleErrors);
+  result.extensionLoaded = extensionLoaded;
   // Screenshots of a whole graph: full detail at any zoom, no minimap or canvas statistics over it.
   await page.evaluate(async () => {
     const settings = window.app.extensionManager?.setting;

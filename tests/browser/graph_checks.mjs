@@ -1,4 +1,6 @@
-// Functions run inside the page (page.evaluate serialises them: each must be self-contained).
+// Shared by the browser scripts: launching chromium and opening the app (run in Node), and functions run inside
+// the page (page.evaluate serialises those: each must be self-contained).
+import { chromium } from "playwright-core";
 
 // Every pair of nodes whose boxes (title bar included) overlap by more than a pixel, read from app.graph.
 export function nodeOverlaps() {
@@ -45,4 +47,30 @@ export function fitGraph() {
   canvas.ds.offset[0] = (width / scale - (x1 - x0)) / 2 - x0;
   canvas.ds.offset[1] = (height / scale - (y1 - y0)) / 2 - y0;
   canvas.setDirty(true, true);
+}
+
+
+// The browser, launched headless from the configured chromium.
+export function launchBrowser(cfg) {
+  return chromium.launch({
+    executablePath: cfg.chromium,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+}
+
+// A page with ComfyUI's app loaded (page errors and console errors collected into the given arrays); returns
+// the page and whether the pack's web extension registered.
+export async function openApp(browser, cfg, viewport, pageErrors, consoleErrors) {
+  const page = await browser.newPage({ viewport });
+  page.on("pageerror", (e) => pageErrors.push(String(e?.stack ?? e)));
+  page.on("console", (m) => {
+    if (m.type() === "error") consoleErrors.push(m.text());
+  });
+  await page.goto(cfg.url, { waitUntil: "load", timeout: cfg.timeoutMs });
+  await page.waitForFunction(() => window.app?.graph && window.app?.extensionManager !== undefined, null,
+    { timeout: cfg.timeoutMs });
+  const extensionLoaded = await page.evaluate(() =>
+    (window.app.extensions ?? []).some((e) => e.name?.startsWith("StyleGANStudio")));
+  return { page, extensionLoaded };
 }

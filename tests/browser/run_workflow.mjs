@@ -8,8 +8,7 @@
 // Prints one JSON line: { ok, pageErrors, consoleErrors, loaded, live: {...}, finish, final: {...}, frames,
 //                         seconds }.
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
-import { nodeOverlaps } from "./graph_checks.mjs";
+import { launchBrowser, nodeOverlaps, openApp } from "./graph_checks.mjs";
 
 
 const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
@@ -17,23 +16,11 @@ const started = Date.now();
 const pageErrors = [];
 const consoleErrors = [];
 
-const browser = await chromium.launch({
-  executablePath: cfg.chromium,
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const browser = await launchBrowser(cfg);
 const result = { ok: false, pageErrors, consoleErrors };
 try {
-  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
-  page.on("pageerror", (e) => pageErrors.push(String(e?.stack ?? e)));
-  page.on("console", (m) => {
-    if (m.type() === "error") consoleErrors.push(m.text());
-  });
-  await page.goto(cfg.url, { waitUntil: "load", timeout: cfg.timeoutMs });
-  await page.waitForFunction(() => window.app?.graph && window.app?.extensionManager !== undefined, null,
-    { timeout: cfg.timeoutMs });
-  result.extensionLoaded = await page.evaluate(() =>
-    (window.app.extensions ?? []).some((e) => e.name?.startsWith("StyleGANStudio")));
+  const { page, extensionLoaded } = await openApp(browser, cfg, { width: 1600, height: 1000 }, pageErrors, consoleErrors);
+  result.extensionLoaded = extensionLoaded;
 
   await page.evaluate(async ({ workflow, widgets }) => {
     await window.app.loadGraphData(workflow);
