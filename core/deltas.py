@@ -51,8 +51,13 @@ def clone_generator(G: Generator) -> Generator:
     Tensors created under `torch.inference_mode()` (as ComfyUI loads models) cannot be saved for backward;
     copying outside inference mode gives ordinary tensors. The copy forgets the cached fingerprint.
     """
+    # A weight-shifted copy keeps its base (core.edits.weight_shift) to stack later shifts on; the clone's weights
+    # are its own from here on, so it forgets both (and does not copy the base).
+    memo = {id(G.__dict__[k]): None for k in ("_sgs_shift_base", "_sgs_shifts") if k in G.__dict__}
     with torch.inference_mode(False):
-        G2 = copy.deepcopy(G)
+        G2 = copy.deepcopy(G, memo)
+    G2.__dict__.pop("_sgs_shift_base", None)
+    G2.__dict__.pop("_sgs_shifts", None)
     G2.info.extra.pop("_fingerprint", None)
     return G2
 

@@ -8,6 +8,7 @@ import math
 import numbers
 import os
 import re
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -200,6 +201,26 @@ def generator_ref(G: Generator) -> GeneratorRef:
         G.info.extra["_fingerprint"] = fp
     return GeneratorRef(name=G.info.name, fingerprint=fp, arch=G.arch, z_dim=G.z_dim, w_dim=G.w_dim,
                         num_ws=G.num_ws, c_dim=G.c_dim, s_dim=s_channel_count(G))
+
+
+_weights_digests: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # generator -> weights_digest
+
+
+def weights_digest(G: Generator) -> str:
+    """SHA-256 (hex) of G's architecture and of every tensor of its state dict, as float32: equal only for the same
+    weights. `generator_ref`'s fingerprint hashes a few tensors only, so a delta or weight shift that changes other
+    layers keeps it (latents move between the two freely); this tells such a copy from its base. Computed once per
+    generator object (the pack never modifies a generator in place: edits make copies)."""
+    digest = _weights_digests.get(G)
+    if digest is None:
+        h = hashlib.sha256(G.config.to_json().encode())
+        with torch.no_grad():
+            for name, t in sorted(G.state_dict().items()):
+                h.update(name.encode())
+                h.update(str(tuple(t.shape)).encode())
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        digest = _weights_digests[G] = h.hexdigest()
+    return digest
 
 
 def check_compatible(latent: Latent, G: Generator) -> None:

@@ -19,12 +19,10 @@ output/<prefix> must stay in the output folder as written (`next_output_path`, C
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -33,6 +31,7 @@ import torch
 
 from ..core.files import safetensors_format
 from ..core.log import logger
+from ..core.latents import weights_digest  # noqa: F401  (re-exported: the caches and tests call comfy_env.weights_digest)
 
 MODEL_FOLDER = "stylegan"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
@@ -210,24 +209,6 @@ def _inside(path: Union[str, os.PathLike], folder: Union[str, os.PathLike]) -> b
 # Caches computed from a generator
 
 _checkpoint_digests: dict[tuple, Optional[str]] = {}   # (path, mtime, size) -> weights_digest of its generator
-_generator_digests: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # generator -> weights_digest
-
-
-def weights_digest(G) -> str:
-    """SHA-256 (hex) of G's architecture and of every tensor of its state dict, as float32: equal only for the same
-    weights. `core.latents.generator_ref`'s fingerprint hashes a few tensors only, so a delta that changes other
-    layers (a synthesis-only fine-tune) keeps it; this tells such a copy from its checkpoint. Computed once per
-    generator object (the pack never modifies a generator in place: edits make copies)."""
-    digest = _generator_digests.get(G)
-    if digest is None:
-        h = hashlib.sha256(G.config.to_json().encode())
-        with torch.no_grad():
-            for name, t in sorted(G.state_dict().items()):
-                h.update(name.encode())
-                h.update(str(tuple(t.shape)).encode())
-                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        digest = _generator_digests[G] = h.hexdigest()
-    return digest
 
 
 def checkpoint_digest(path: Path) -> Optional[str]:
