@@ -1077,9 +1077,11 @@ def navigan_shift(shape, scale: float = 60.0, seed: int = 0) -> torch.Tensor:
     return d / d.norm() * scale
 
 
-def write_navigan_shift(path: Path, layer_ix: Any, shift: Any, **extra: Any) -> Path:
-    """torch.save({'layer_ix': layer_ix, 'shift': shift, **extra}) (the zip format torch.save writes today)."""
-    torch.save({"layer_ix": layer_ix, "shift": shift, **extra}, Path(path))
+def write_navigan_shift(path: Path, layer_ix: Any, shift: Any, *, legacy_format: bool = False, **extra: Any) -> Path:
+    """torch.save({'layer_ix': layer_ix, 'shift': shift, **extra}) (the zip format torch.save writes since torch 1.6,
+    or the legacy one)."""
+    torch.save({"layer_ix": layer_ix, "shift": shift, **extra}, Path(path),
+               _use_new_zipfile_serialization=not legacy_format)
     return Path(path)
 
 

@@ -414,10 +414,12 @@ def test_navigan_import_matches_the_rosinality_loader(ros, tmp_path):
     for k in (1.0, -0.5):
         ref = _rosinality_with(fx, tmp_path, f"ref{k}.pt", **{"convs.3.conv.weight": raw + k * shift[0]})
         assert torch.allclose(_render(apply_weight_shifts(G, [(s, k)]), ws), _render(ref, ws), rtol=0, atol=1e-5)
-    # The first conv of a block, and a file saved as save_deformation saved it from a CUDA run: [1, 1, ...].
+    # The first conv of a block; a file in torch's legacy (pre-zip) format.
     s0 = import_navigan(forge.write_navigan_shift(tmp_path / "c0.pt", 0, forge.navigan_shift(
         fx.net["convs.0.conv.weight"].shape[1:])), G)
     assert list(s0.tensors) == ["synthesis.b8.conv0.weight"]
+    legacy = import_navigan(forge.write_navigan_shift(tmp_path / "old.pt", 3, shift, legacy_format=True), G)
+    assert torch.equal(legacy.tensors["synthesis.b16.conv1.weight"], shift[0, 0])
     # The imported shift saves and loads like any other.
     back = load_weight_shift(save_weight_shift(s, tmp_path / "nose"))
     assert back.metadata == s.metadata and torch.equal(back.tensors["synthesis.b16.conv1.weight"], shift[0, 0])
