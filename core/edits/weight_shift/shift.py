@@ -50,8 +50,9 @@ class WeightShift:
 
     @property
     def label(self) -> str:
-        """A short name for reports: the prompt, else the source, with the layer."""
-        what = self.metadata.get("prompt") or self.metadata.get("source") or "shift"
+        """A short name for reports: the prompt, else the imported file's name, else the source, with the layer."""
+        what = (self.metadata.get("prompt") or self.metadata.get("name") or self.metadata.get("source")
+                or "shift")
         return f"{what!s:.60} @ {', '.join(self.layers)}"
 
     @property
@@ -244,4 +245,5 @@ def make_shift(G: Generator, tensors: dict[str, torch.Tensor], **metadata) -> We
     if applied_shifts(G):
         raise ValueError("make the shift on the unshifted generator: this one already has weight shifts applied")
     clean = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
-    return WeightShift(clean, generator_ref(base), weights_digest(base), dict(metadata))
+    metadata = {"img_resolution": int(base.img_resolution), **metadata}
+    return WeightShift(clean, generator_ref(base), weights_digest(base), metadata)
