@@ -228,7 +228,7 @@ def test_file_round_trip_keeps_tensors_and_every_field(G2, tmp_path):
     assert b.tensors.keys() == a.tensors.keys()
     assert all(torch.equal(b.tensors[k], a.tensors[k]) and b.tensors[k].dtype == torch.float32 for k in a.tensors)
     assert b.base == a.base and b.base_digest == a.base_digest == weights_digest(G2)
-    assert b.metadata == FULL_METADATA and b.recommended_k == (-3.0, 3.0)
+    assert b.metadata == {**FULL_METADATA, "img_resolution": G2.img_resolution} and b.recommended_k == (-3.0, 3.0)
     assert isinstance(b.metadata["steps"], int) and isinstance(b.metadata["lr"], float)
     ws = _ws(G2)
     assert torch.equal(_render(apply_weight_shifts(G2, [(b, 2.5)]), ws),
@@ -241,7 +241,8 @@ def test_file_round_trip_keeps_tensors_and_every_field(G2, tmp_path):
     assert meta["version"] == "1" and meta["w_dim"] == "16" and json.loads(meta["base"])["name"] == "tiny-stylegan2"
     # Saving again overwrites atomically; a shift with only the defaults reads back with them.
     c = load_weight_shift(save_weight_shift(_shift(G2, 0, seed=3), path))
-    assert c.metadata == {"source": "sgs", "norm": "raw", "recommended_k": (-3.0, 3.0), "layer": "b4.conv1"}
+    assert c.metadata == {"source": "sgs", "norm": "raw", "recommended_k": (-3.0, 3.0), "layer": "b4.conv1",
+                          "img_resolution": G2.img_resolution}
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
