@@ -1,7 +1,8 @@
 """Training a weight shift (PRMU 2022, seed 003): optimise x added to one convolution's weights so the image
 matches a text, and the layer scan that picks the layer with evidence.
 
-L(x) = λ_clip · D_CLIP(G_{θ+kx}(w), T) + λ_l2 · ‖x‖₂  [+ λ_id · (1 − cos ArcFace) + λ_lpips · LPIPS(G_θ(w), G_{θ+kx}(w))]
+L(x) = λ_clip · D_CLIP(G_{θ+kx}(w), T) + λ_l2 · ‖x‖₂
+       [+ λ_id · (1 − cos(ArcFace(G_{θ+kx}(w)), ArcFace(G_θ(w)))) + λ_lpips · LPIPS(G_θ(w), G_{θ+kx}(w))]
 
 with ‖x‖₂ the L2 NORM (not squared), as the paper writes it. D_CLIP is either
 
@@ -19,8 +20,8 @@ Directional loss at x = 0: E_I(G_{θ+0·x}) − E_I(G_θ) is zero (or float nois
 CLIP's no-grad path rounds differently, ~1e-7), so the cosine is 0/0: its gradient through the normalisation
 points in an arbitrary direction with a size of 1/‖noise‖ (up to 1e12), which Adam's second moment would then
 remember for thousands of steps. The first step therefore descends the linearised loss
-1 − ⟨E_I(G_{θ+kx}(w)) − E_I(G_θ(w)), ΔT⟩ (same value, 1, at x = 0; gradient −Jᵀ·ΔT, the direction that moves the
-image embedding along the text direction), and Adam's moments start afresh at step 2.
+1 − ⟨E_I(G_{θ+kx}(w)) − E_I(G_θ(w)), ΔT⟩ (same value, 1, at x = 0; gradient −Jᵀ·ΔT, the direction that moves
+the image embedding along the text direction), and Adam's moments start afresh at step 2.
 
 Text prompts are encoded with `clip.encode_text`; `templates` (e.g. `core.models.clip.IMAGENET_TEMPLATES`, CLIP's
 80 ImageNet templates) averages each prompt over templates as NADA does with its 79 (NADA averages the
