@@ -14,7 +14,10 @@ Only x is optimised (Adam, zeros init, float32, the layer's raw stored-weight sh
 never modified (the run works on a copy that shares its tensors, `share_generator`, with W + k·x in place of W).
 Because only x requires grad, autograd stores nothing before the shifted layer, and those stages run once per
 batch without autograd (staged synthesis: `synthesis.run(stop=<stage before>)`, then the rest from there); with
-one fixed latent that prefix, and the unshifted reference image, are computed once for the whole run.
+one fixed latent that prefix, and the unshifted reference image, are computed once for the whole run. Measured at
+256 px on 2 loaded CPU cores (one latent): 10.3 s per step on b16.conv1 against 11.1 s for a CLIP Latent Optimize
+step, peak memory +435 MiB against +534 MiB. Batch mode with the directional loss (or identity/LPIPS) also renders
+each fresh batch unshifted, without autograd, for the reference: ~1.3-1.6x a one-latent step (18 s there).
 
 Directional loss at x = 0: E_I(G_{θ+0·x}) − E_I(G_θ) is zero (or float noise: the images are bit-identical, but
 CLIP's no-grad path rounds differently, ~1e-7), so the cosine is 0/0: its gradient through the normalisation
