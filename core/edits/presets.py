@@ -11,6 +11,17 @@ Every optimising node offers the same three presets; what each one sets is writt
   demo generator; the result is recognisable, not the reference's fidelity.
 - balanced: in between (roughly a third of the reference): a good result in tens of minutes on a CPU at 256 px.
 
+Weight shifts ('weight_shift': Train Weight Shift, 30 / 100 / 200 steps; 'weight_shift_scan': the Layer Scan, 5 /
+10 / 20 steps per layer). Measured on this 2-core CPU under load (a random 256-px StyleGAN2 with FFHQ's channel
+widths and a random ViT-B-32, one image): a Train Weight Shift step costs ~10 s (one latent; b16.conv1 10.3 s,
+b4.conv1 9.8 s) against ~11 s for a CLIP Latent Optimize step in the same run, and ~18 s in batch mode with the
+directional loss (the unshifted reference render of each fresh batch). Quick's 30 steps are therefore ~5 min at
+256 px, and enough for a visible edit at the default lr 2e-3: Adam moves each weight by up to ~lr per step, so
+after 30 steps ‖x‖ is ~1.5-3 % of the layer's ‖W‖ (raw weights are ~N(0, 1); measured on the tests' 32-px
+generator: 1.3-1.7 % with the directional loss, 3 % with the global one), the scale of NaviGAN's shifts (60 on a
+layer of norm ~1536, ~4 %). The scan multiplies its steps by the number of conv layers (13 at 256 px: quick's 5
+steps ≈ 11 min), so its `Preset.steps` is 0 like global directions' and `units_per_step` is the steps per layer.
+
 `StepCosts` keeps the measured seconds per step of every run (per kind, method, device type and resolution) and
 estimates a run before it starts: from a run at the same resolution, else scaled by the pixel count from the
 nearest measured resolution (a synthesis step costs about in proportion to its pixels), else unknown. It reads and
@@ -34,12 +45,13 @@ from . import clip_optimize as _clip
 from . import inversion as _inversion
 from . import latent_mapper as _mapper
 from .global_directions import DEFAULTS as _GD
+from .weight_shift import DEFAULTS as _WS
 
 PRESETS = ("quick", "balanced", "reference")
 DEFAULT_PRESET = "balanced"     # what a new node shows
 LEGACY_PRESET = "reference"     # what a graph saved before presets gets: its num_steps 0 meant the reference count
 
-KINDS = ("inversion", "clip_optimize", "latent_mapper", "global_directions")
+KINDS = ("inversion", "clip_optimize", "latent_mapper", "global_directions", "weight_shift", "weight_shift_scan")
 
 
 @dataclass(frozen=True)
@@ -54,11 +66,24 @@ class Preset:
 
     @property
     def steps(self) -> int:
-        """Steps the progress bar counts: inversion num_steps + tune_steps (PTI), num_steps elsewhere; for global
-        directions the channels (unknown before the generator is known), so 0 here."""
-        if self.kind == "global_directions":
+        """Steps the progress bar counts: inversion num_steps + tune_steps (PTI), num_steps elsewhere ('steps'
+        for weight shifts, whose core keyword it is); for global directions the channels and for the layer scan
+        the layers (unknown before the generator is known), so 0 here."""
+        if self.kind in ("global_directions", "weight_shift_scan"):
             return 0
+        if self.kind == "weight_shift":
+            return int(self.values.get("steps", 0))
         return int(self.values.get("num_steps", 0)) + int(self.values.get("tune_steps", 0))
+
+    @property
+    def units_per_step(self) -> float:
+        """Work of one counted step in optimisation steps: global directions' images per channel, the layer
+        scan's steps per layer; 1 elsewhere (what `StepCosts.record` / `estimate` take as `units_per_step`)."""
+        if self.kind == "global_directions":
+            return float(self.values.get("num_images", 1))
+        if self.kind == "weight_shift_scan":
+            return float(self.values.get("steps", 1))
+        return 1.0
 
     def describe(self) -> str:
         v = self.values
@@ -66,6 +91,10 @@ class Preset:
             return f"{v['num_steps']} + {v['tune_steps']} tuning steps"
         if self.kind == "global_directions":
             return f"{v['num_images']} images per channel, {v['num_samples']:,} samples"
+        if self.kind == "weight_shift_scan":
+            return f"{v['steps']:,} steps per layer"
+        if self.kind == "weight_shift":
+            return f"{v['steps']:,} steps"
         return f"{v['num_steps']:,} steps"
 
 
@@ -92,6 +121,11 @@ _TABLE: dict[str, dict[str, dict[str, dict[str, int]]]] = {
     "global_directions": {"": {"quick": {"num_images": 2, "num_samples": 1000},
                                "balanced": {"num_images": 10, "num_samples": 10_000},
                                "reference": {"num_images": _GD.num_images, "num_samples": _GD.num_samples}}},
+    # Weight shifts (see the module docstring for the per-step costs behind 'quick').
+    "weight_shift": {"": {"quick": {"steps": 30}, "balanced": {"steps": 100},
+                          "reference": {"steps": _WS.steps}}},
+    "weight_shift_scan": {"": {"quick": {"steps": 5}, "balanced": {"steps": _WS.scan_steps},
+                               "reference": {"steps": 20}}},
 }
 
 
