@@ -77,6 +77,25 @@ def test_s_space_and_directional_loss(G, clip):
         S.clip_optimize(G, r.latent, text, clip, config=dataclasses.replace(FAST, num_steps=2))
 
 
+def test_directional_loss_starts_with_the_linearised_step(G, clip):
+    """At the start the image has not changed: 1 − cos of CLIP's rounding noise would give step 1 a gradient of
+    arbitrary direction and a size far above a later step's (Adam would then stall). Step 1 descends the
+    linearised loss instead: exactly 1 there, with a gradient of ordinary size, and the edit goes on moving."""
+    text, neutral = clip.encode_text(["a bright red face", "a face"])
+    lat = start_latent(G)
+    grads = []
+
+    def spy(p):
+        grads.append(p.params["ws"].clone())
+
+    r = S.clip_optimize(G, lat, text, clip, config=dataclasses.replace(FAST, num_steps=12), neutral_embedding=neutral,
+                        callback=spy)
+    assert r.history[0]["clip"] == pytest.approx(1.0, abs=1e-6)
+    moves = [float((b - a).norm()) for a, b in zip(grads[:-1], grads[1:])]
+    assert all(m > 0 for m in moves)   # every step after the first (whose learning rate is 0: the ramp-up) moves
+    assert r.history[-1]["clip"] < 1.0 - 1e-3   # the image moved along the text direction
+
+
 def test_runs_with_everything_made_under_inference_mode(clip):
     with torch.inference_mode():
         G = tiny_generator("stylegan2")

@@ -11,6 +11,11 @@ them unless asked to reproduce that.
 
 An optional neutral text turns the CLIP term into the directional loss of StyleGAN-NADA:
 1 − cos(E(G(w)) − E(G(w_s)), E(text) − E(neutral)), which edits only what differs between the two texts.
+At the start (w = w_s) the image has not changed, so that cosine is 0/0: CLIP's rounding noise gives it a gradient of
+arbitrary direction and a size up to ~1e6 times a later step's, which Adam's second moment would remember for
+thousands of steps (the edit stalls). The first step therefore descends the linearised loss
+1 − ⟨E(G(w)) − E(G(w_s)), ΔT⟩ (the same value, 1, at the start; gradient −Jᵀ·ΔT) and Adam starts afresh at step 2,
+as Train Weight Shift does (core.edits.weight_shift.train).
 """
 
 from __future__ import annotations
@@ -138,8 +143,11 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
                 images = work.synthesis(w_opt, noise_mode=config.noise_mode)
                 l2 = ((w_opt - ws_start) ** 2).sum()
             emb = embed(images)
+            linear = direction is not None and step == 0
             if direction is None:
                 clip_term = clip_global_loss(emb, text).mean()
+            elif linear:  # the start: no change has no direction (see the module docstring)
+                clip_term = (1 - ((emb - start_emb) * direction).sum(-1)).mean()
             else:
                 clip_term = clip_directional_loss(emb, start_emb, direction).mean()
             loss = clip_term + config.l2_lambda * l2
@@ -149,6 +157,8 @@ def clip_optimize(G, latent: Latent, text_embedding: torch.Tensor, clip, *,
                 loss = loss + config.id_lambda * terms["id"]
             check_finite(loss, terms, step=step + 1, what="CLIP optimisation")
             descend(optimizer, loss)
+            if linear:  # the linearised step's gradient scale must not stay in Adam's moments
+                optimizer = torch.optim.Adam(opt_list, lr=config.lr)
             record = loss_values(terms, loss)
             history.append(record)
             if callback is not None:
