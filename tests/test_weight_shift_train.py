@@ -300,6 +300,29 @@ def test_batch_mode_draws_fresh_latents_from_the_seed(G, clip):
     assert not torch.equal(other.batch(0).ws[:2], a[:2])
 
 
+def test_batch_mode_pool_cycles_its_latents_and_renders_each_reference_once(G, clip, monkeypatch):
+    obj, _ = T._setup(G, clip, TEXT, neutral_text=None, latents=None, loss="global", **dict(_SETUP, batch=2, pool=4))
+    drawn = [obj.batch(step).index for step in range(4)]
+    assert sorted(drawn[0] + drawn[1]) == sorted(drawn[2] + drawn[3]) == [0, 1, 2, 3]   # each pass: every latent once
+    assert drawn[:2] != drawn[2:] and obj.batch(1).index == drawn[1]                   # a new order, reproducible
+    torch.testing.assert_close(obj.batch(3).ws, obj.pool_ws[list(drawn[3])])
+    # The unshifted reference (directional loss) of a pool latent is rendered and embedded once, not per step.
+    calls = []
+    encode = type(clip).encode_image
+    monkeypatch.setattr(type(clip), "encode_image", lambda self, images, **kw: (calls.append(len(images)),
+                                                                                  encode(self, images, **kw))[1])
+    counts = {}
+    for pool in (4, 0):
+        calls.clear()
+        r = train_weight_shift(G, clip, TEXT, neutral_text=NEUTRAL, layer="b8.conv1", steps=6, batch=2, pool=pool)
+        counts[pool] = sum(calls)
+        assert r.shift.metadata["pool"] == pool and r.shift.metadata["mode"] == "batch"
+    # 6 steps x 2 shifted images each, the references (4 pooled or 6 x 2 fresh), and the evaluation (2 + 2).
+    assert counts == {4: 12 + 4 + 4, 0: 12 + 12 + 4}
+    with pytest.raises(ValueError, match="pool must be 0"):
+        train_weight_shift(G, clip, TEXT, layer="b8.conv1", steps=1, batch=3, pool=2)
+
+
 def test_errors(G, clip):
     lat = latent(G)
     with pytest.raises(ValueError, match="no convolution layer 'b9.conv0'.*b4.conv1"):

@@ -53,6 +53,7 @@ from .shift import (MAX_K, ShiftLayer, WeightShift, applied_shifts, conv_layers,
 
 LOSSES = ("directional", "global")
 MAX_BATCH = 64          # images per step in batch mode (the paper uses one; NADA 2)
+MAX_POOL = 4096         # latents in batch mode's pool
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class WeightShiftConfig:
     k_train: float = 1.0             # the strength the shift is trained at
     batch: int = 2                   # fresh z per step in batch mode (NADA's batch)
     truncation_psi: float = 0.7      # for those z
+    pool: int = 64                   # batch mode draws its latents from this many (0: fresh z every step, as NADA)
     recommended_k: tuple = (-3.0, 3.0)   # the seed renders k in −3..3
     scan_steps: int = 10             # steps per candidate layer in `scan_layers`
 
@@ -161,6 +163,7 @@ def _text(name: str, value) -> str:
 class _Batch(NamedTuple):
     ws: torch.Tensor                       # [N, num_ws, w_dim]
     seed: int                              # noise seed of this batch (noise_mode 'random')
+    index: Optional[tuple] = None          # which latents of the pool (batch mode with a pool)
 
 
 class _Objective:
@@ -170,7 +173,7 @@ class _Objective:
     def __init__(self, G, clip, text: str, *, neutral_text: Optional[str], latents: Optional[Latent], loss: str,
                  lambda_clip: float, lambda_l2: float, k_train: float, batch: int, truncation_psi: float, seed: int,
                  two_sided: bool, identity, lambda_id: float, lpips, lambda_lpips: float, clip_normalize: bool,
-                 noise_mode: str, templates: Optional[Sequence[str]]):
+                 noise_mode: str, templates: Optional[Sequence[str]], pool: int = 0):
         self.clip, self.loss_kind = clip, loss
         self.lambda_clip, self.lambda_l2, self.k_train = lambda_clip, lambda_l2, k_train
         self.two_sided, self.noise_mode, self.clip_normalize = two_sided, noise_mode, clip_normalize
@@ -191,6 +194,8 @@ class _Objective:
                               -1: text_direction(self.t_neutral, self.t_text)}
         self.target = {+1: self.t_text, -1: self.t_neutral}
         self.fixed_ws = None if latents is None else latent_to_ws(self.work, latents).detach().to(self.device).float()
+        self.pool_ws = None if latents is not None or not pool else self._sample(self.seed * 1_000_003 - 1, int(pool))
+        self._order: list[int] = []
         self.layer: Optional[ShiftLayer] = None
         self._cache: dict = {}
 
@@ -208,19 +213,32 @@ class _Objective:
 
     # -- latents ------------------------------------------------------------------------------------
 
+    def _sample(self, stream: int, n: int) -> torch.Tensor:
+        """`n` w+ `[n, num_ws, w_dim]` from z of random stream `stream`, mapped at ψ (a random class per image for a
+        conditional generator, from the same stream)."""
+        g = torch.Generator().manual_seed(stream)
+        z = torch.randn([n, self.work.z_dim], generator=g)
+        c = None
+        if self.work.c_dim:
+            c = F.one_hot(torch.randint(self.work.c_dim, [n], generator=g), self.work.c_dim).float().to(self.device)
+        with torch.no_grad():
+            return self.work.mapping(z.to(self.device), c, truncation_psi=self.psi).detach()
+
     def batch(self, step: int) -> _Batch:
-        """The latents of step `step` (0-based): the fixed latent, or fresh z from (seed, step) mapped at ψ."""
+        """The latents of step `step` (0-based): the fixed latent; in batch mode the next `batch` latents of the
+        pool (each pass over the pool in a new random order, from `seed`), or without a pool fresh z from
+        (seed, step)."""
+        stream = self.seed * 1_000_003 + step
         if self.fixed_ws is not None:
             return _Batch(self.fixed_ws, self.seed)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        z = torch.randn([self.batch_size, self.work.z_dim], generator=g)
-        c = None
-        if self.work.c_dim:   # conditional: a random class per image, from the same stream
-            c = F.one_hot(torch.randint(self.work.c_dim, [self.batch_size], generator=g), self.work.c_dim).float()
-            c = c.to(self.device)
-        with torch.no_grad():
-            ws = self.work.mapping(z.to(self.device), c, truncation_psi=self.psi)
-        return _Batch(ws.detach(), self.seed * 1_000_003 + step)
+        if self.pool_ws is None:
+            return _Batch(self._sample(stream, self.batch_size), stream)
+        need = (step + 1) * self.batch_size
+        while len(self._order) < need:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 - 2 - len(self._order))
+            self._order += torch.randperm(self.pool_ws.shape[0], generator=g).tolist()
+        index = tuple(self._order[need - self.batch_size:need])
+        return _Batch(self.pool_ws[list(index)], stream, index)
 
     # -- rendering ----------------------------------------------------------------------------------
 
@@ -269,14 +287,25 @@ class _Objective:
                              generator=gen).img.contiguous()
 
     def base(self, b: _Batch, prefix: Optional[SynthesisState]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image, CLIP embedding) of the unshifted generator (no autograd; cached for a fixed latent)."""
+        """(image, CLIP embedding) of the unshifted generator (no autograd; cached for a fixed latent, and per pool
+        latent in batch mode: a pool latent's reference is rendered once, not at every step it is drawn; with
+        random noise the reference depends on the step's noise, so it is rendered each time)."""
         if self.fixed_ws is not None and "base" in self._cache:
             return self._cache["base"]
+        pooled = b.index is not None and self.noise_mode != "random"
+        if pooled:
+            cached = self._cache.setdefault("pool", {})
+            if all(i in cached for i in b.index):
+                imgs, embs = zip(*(cached[i] for i in b.index))
+                return torch.stack(imgs), torch.stack(embs)
         with torch.no_grad():
             img = self.render(self.work.synthesis, b, prefix).detach()
             out = (img, self.embed(img).detach())
         if self.fixed_ws is not None:
             self._cache["base"] = out
+        elif pooled:
+            for j, i in enumerate(b.index):
+                cached[i] = (out[0][j], out[1][j])
         return out
 
     def shifted(self, x: torch.Tensor, k: float) -> None:
@@ -369,7 +398,7 @@ def _optimise(obj: _Objective, lr: float, steps: int, *, callback: Optional[Prog
 
 def _setup(G, clip, text, *, neutral_text, latents, loss, steps, lr, lambda_clip, lambda_l2, k_train, batch,
            truncation_psi, seed, two_sided, identity, lambda_id, lpips, lambda_lpips, clip_normalize, noise_mode,
-           templates) -> tuple[_Objective, str]:
+           templates, pool=0) -> tuple[_Objective, str]:
     text = _text("text", text)
     if neutral_text is not None:
         neutral_text = _text("neutral_text", neutral_text)
@@ -403,6 +432,9 @@ def _setup(G, clip, text, *, neutral_text, latents, loss, steps, lr, lambda_clip
                          f"(core.losses.perceptual.load_lpips('vgg')), or set lambda_lpips to 0")
     if noise_mode not in ("const", "random", "none"):
         raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
+    if isinstance(pool, bool) or not isinstance(pool, numbers.Integral) or not (pool == 0 or batch <= pool <= MAX_POOL):
+        raise ValueError(f"pool must be 0 (fresh latents every step) or a whole number of latents from batch "
+                         f"({batch}) to {MAX_POOL}, got {pool!r}")
     if applied_shifts(G):
         raise ValueError("train the shift on the unshifted generator: this one already has weight shifts applied "
                          "(connect the loaded generator, not the output of Apply Weight Shifts)")
@@ -410,7 +442,7 @@ def _setup(G, clip, text, *, neutral_text, latents, loss, steps, lr, lambda_clip
                      lambda_l2=lambda_l2, k_train=k_train, batch=batch, truncation_psi=truncation_psi, seed=seed,
                      two_sided=bool(two_sided), identity=identity, lambda_id=lambda_id, lpips=lpips,
                      lambda_lpips=lambda_lpips, clip_normalize=clip_normalize, noise_mode=noise_mode,
-                     templates=templates)
+                     templates=templates, pool=pool)
     return obj, loss
 
 
@@ -421,7 +453,7 @@ def train_weight_shift(G, clip, text: str, *, layer: str, neutral_text: Optional
                        truncation_psi: float = DEFAULTS.truncation_psi, seed: int = 0, two_sided: bool = False,
                        identity: Optional[Callable] = None, lambda_id: float = 0.0, lpips: Optional[Callable] = None,
                        lambda_lpips: float = 0.0, clip_normalize: bool = True, noise_mode: str = "const",
-                       templates: Optional[Sequence[str]] = None,
+                       templates: Optional[Sequence[str]] = None, pool: int = DEFAULTS.pool,
                        callback: Optional[ProgressCallback] = None) -> WeightShiftResult:
     """Optimise a shift x of `layer`'s weights so that G_{θ+k·x} matches `text` (seed 003; loss in the module
     docstring). `G` is never modified; works under ComfyUI's inference mode.
@@ -431,9 +463,10 @@ def train_weight_shift(G, clip, text: str, *, layer: str, neutral_text: Optional
         clip: a `core.models.clip.ClipModel` (`encode_image` differentiable, `encode_text`).
         text: the target prompt; `neutral_text` the prompt for the image before the edit ('a face').
         layer: a conv layer of `G` ('b16.conv1' or its parameter name; `conv_layers(G)` lists them).
-        latents: one image's z / w / w+ `Latent` (any batch: the paper's single-image mode), or None: each step a
-            fresh batch of `batch` z from (`seed`, step) at `truncation_psi` through the mapping (a shift that
-            generalises; each step 'batch' images).
+        latents: one image's z / w / w+ `Latent` (any batch: the paper's single-image mode), or None: each step
+            `batch` latents at `truncation_psi` (a shift that generalises): drawn from a pool of `pool` latents
+            sampled once from `seed` (each pass in a new order), whose unshifted references are rendered once;
+            `pool` 0 samples fresh z every step, as StyleGAN-NADA does, at the cost of one more render per step.
         steps, lr: Adam steps and learning rate on x (raw weight units; the weights are ~N(0, 1)).
         lambda_clip, lambda_l2: λ1 (the seed's 10) and λ2 (0.01–0.1) of the loss; the L2 term is ‖x‖₂.
         k_train: the strength the shift is trained at (> 0).
@@ -471,7 +504,7 @@ def train_weight_shift(G, clip, text: str, *, layer: str, neutral_text: Optional
                            lambda_clip=lambda_clip, lambda_l2=lambda_l2, k_train=k_train, batch=batch,
                            truncation_psi=truncation_psi, seed=seed, two_sided=two_sided, identity=identity,
                            lambda_id=lambda_id, lpips=lpips, lambda_lpips=lambda_lpips, clip_normalize=clip_normalize,
-                           noise_mode=noise_mode, templates=templates)
+                           noise_mode=noise_mode, templates=templates, pool=pool)
         target = find_layer(obj.work, layer)
         obj.use_layer(target)
         x, history = _optimise(obj, float(lr), int(steps), callback=callback, phase="shift")
@@ -482,7 +515,8 @@ def train_weight_shift(G, clip, text: str, *, layer: str, neutral_text: Optional
                            lambda_clip=float(lambda_clip), lambda_l2=float(lambda_l2), lr=float(lr), steps=len(history),
                            steps_planned=int(steps), batch=n, k_train=float(k_train),
                            recommended_k=tuple(DEFAULTS.recommended_k), norm="raw", source="sgs", layer=target.name,
-                           two_sided=bool(two_sided), mode=obj.mode, lambda_id=float(lambda_id) if identity else 0.0,
+                           two_sided=bool(two_sided), mode=obj.mode,
+                           pool=int(pool) if obj.mode == "batch" else 0, lambda_id=float(lambda_id) if identity else 0.0,
                            lambda_lpips=float(lambda_lpips) if lpips else 0.0, truncation_psi=float(truncation_psi),
                            seed=int(seed))
     return WeightShiftResult(shift, history, time.perf_counter() - t0, before.cpu(), after.cpu(), c0.cpu(), c1.cpu())
@@ -538,7 +572,7 @@ def scan_layers(G, clip, text: str, *, layers: Optional[Sequence[str]] = None, s
                 truncation_psi: float = DEFAULTS.truncation_psi, seed: int = 0, two_sided: bool = False,
                 identity: Optional[Callable] = None, lambda_id: float = 0.0, lpips: Optional[Callable] = None,
                 lambda_lpips: float = 0.0, clip_normalize: bool = True, noise_mode: str = "const",
-                templates: Optional[Sequence[str]] = None,
+                templates: Optional[Sequence[str]] = None, pool: int = DEFAULTS.pool,
                 callback: Optional[ProgressCallback] = None) -> LayerScanResult:
     """Weight Shift Layer Scan: the seed paper picks the layer by eye; this runs a short `train_weight_shift`
     (`steps` steps, the same latents and seed for every layer) on each candidate layer and ranks the layers by
@@ -561,7 +595,7 @@ def scan_layers(G, clip, text: str, *, layers: Optional[Sequence[str]] = None, s
                            lambda_clip=lambda_clip, lambda_l2=lambda_l2, k_train=k_train, batch=batch,
                            truncation_psi=truncation_psi, seed=seed, two_sided=two_sided, identity=identity,
                            lambda_id=lambda_id, lpips=lpips, lambda_lpips=lambda_lpips, clip_normalize=clip_normalize,
-                           noise_mode=noise_mode, templates=templates)
+                           noise_mode=noise_mode, templates=templates, pool=pool)
         if layers is None:
             targets = conv_layers(obj.work)
         else:
