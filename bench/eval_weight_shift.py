@@ -458,7 +458,23 @@ def write_outputs(out: Path, rows: list[dict], report: dict, match_on: str) -> l
     return written
 
 
+def check_fid_args(args) -> None:
+    """Before anything slow: FID needs both inputs, which must exist, and the library."""
+    if not (args.fid_real or args.inception_weights):
+        return
+    if not (args.fid_real and args.inception_weights):
+        raise SystemExit("FID needs both --fid-real (a folder of real images) and --inception-weights "
+                         "(pt_inception-2015-12-05-6726825d.pth)")
+    if not Path(args.fid_real).is_dir():
+        raise SystemExit(f"--fid-real {args.fid_real}: not a folder")
+    if not Path(args.inception_weights).is_file():
+        raise SystemExit(f"--inception-weights {args.inception_weights}: no such file (the FID Inception weights "
+                         f"pt_inception-2015-12-05-6726825d.pth, from the pytorch-fid / torch-fidelity releases)")
+    _fid_module()
+
+
 def run(args) -> dict:
+    check_fid_args(args)
     device = torch.device(args.device)
     torch.manual_seed(0)
     G, clip, lpips, arcface = smoke_inputs(args, device) if args.smoke else real_inputs(args, device)
@@ -506,10 +522,7 @@ def run(args) -> dict:
             f"{row['clip_dir_cos']:+.4f} proj {row['clip_dir_proj']:+.5f} LPIPS {row['lpips']:.4f}"
             + (f" ID {row['id_cos']:.4f}" if row["id_cos"] is not None else ""))
     fid_info = None
-    if args.fid_real or args.inception_weights:
-        if not (args.fid_real and args.inception_weights):
-            raise SystemExit("FID needs both --fid-real (a folder of real images) and --inception-weights "
-                             "(pt_inception-2015-12-05-6726825d.pth)")
+    if args.fid_real:
         fid = make_fid(args.inception_weights, device)
         n_real = add_real_images(fid, args.fid_real, G.img_resolution, args.batch_size, device, args.fid_real_limit)
         fid_seeds = list(range(args.fid_seed0, args.fid_seed0 + args.fid_images))
