@@ -12,6 +12,7 @@ from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, ge
                       seeds_to_z, slerp, style_mix_layers, styles_to_latent, synthesize)
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
+from .edits.weight_shift import train_weight_shift
 
 __version__ = "0.1.0"
 
@@ -22,5 +23,5 @@ __all__ = [
     "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_styles", "latent_to_ws", "load_latent", "MAX_LATENTS",
     "mix_styles", "parse_layers", "parse_seeds", "sample_latents", "save_latent", "seeds_to_z", "slerp",
     "style_mix_layers", "styles_to_latent", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
-    "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",
+    "PRECISIONS", "Generator", "GeneratorInfo", "build_generator", "train_weight_shift",
 ]

@@ -4,7 +4,12 @@ stacked with strengths k. shift.py: the WeightShift record and applying shifts (
 from .shift import (MAX_K, ShiftLayer, WeightShift, applied_shifts, apply_weight_shifts, check_shift_fits,
                     conv_layers, find_layer, layer_of, make_shift, set_tensor, share_generator, shift_base,
                     shifted_tensors)
+from .train import (DEFAULTS, LOSSES, LayerScanResult, LayerScanRow, WeightShiftConfig, WeightShiftResult,
+                    contact_sheet, scan_layers, train_weight_shift)
+from .render import render_k_sweep
 
 __all__ = ["MAX_K", "ShiftLayer", "WeightShift", "applied_shifts", "apply_weight_shifts", "check_shift_fits",
            "conv_layers", "find_layer", "layer_of", "make_shift", "set_tensor", "share_generator", "shift_base",
-           "shifted_tensors"]
+           "shifted_tensors",
+           "DEFAULTS", "LOSSES", "LayerScanResult", "LayerScanRow", "WeightShiftConfig", "WeightShiftResult",
+           "contact_sheet", "scan_layers", "train_weight_shift", "render_k_sweep"]
