@@ -541,6 +541,7 @@ def run(args) -> dict:
             if r["method"] == "global_direction" and r["k"] == 0 and base is not None:
                 r["fid"], r["fid_images"] = base, args.fid_images
         fid_info = {"real_images": n_real, "images": args.fid_images, "psi": args.psi, "library": "torchmetrics"}
+    rows = [{c: r.get(c) for c in COLUMNS} for r in rows]   # every row has every column (None: not measured)
     report = {"generator": G.info.name, "resolution": G.img_resolution, "shift": shift.label, "shift_info": shift_info,
               "directions": dir_info, "text": args.text, "neutral": args.neutral, "clip": clip.name,
               "n_seeds": len(seeds), "seed0": args.seed0, "psi": args.psi, "ks": ks, "beta": args.beta,
