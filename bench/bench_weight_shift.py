@@ -257,7 +257,8 @@ def gpu_target(args, device) -> dict:
         sync(device)
         marks.append(time.perf_counter())
 
-    print(f"\n== GPU target: {args.target_config} ({G.img_resolution} px) batch-mode shift on {args.layers.split(',')[0]}, "
+    print(f"\n== GPU target: {args.target_config} ({G.img_resolution} px) batch-mode shift on "
+          f"{args.layers.split(',')[0]}, "
           f"batch {args.target_batch}, {args.target_steps} steps, CLIP ViT-B-32 (random), on {device}")
     sync(device)
     t0 = time.perf_counter()

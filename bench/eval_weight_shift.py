@@ -397,7 +397,8 @@ def get_directions(args, G, clip):
                          "--compute-directions N to measure them now over N images (hours at 1024 px)")
     n = args.compute_directions or 4
     log(f"measuring Global Directions over {n} images")
-    stats = GD.compute_s_statistics(G, num_samples=1000 if args.smoke else 100_000, batch_size=384 if args.smoke else 64)
+    stats = GD.compute_s_statistics(G, num_samples=1000 if args.smoke else 100_000,
+                                    batch_size=384 if args.smoke else 64)
     return GD.compute_relevance(G, clip, stats, num_images=n, batch_size=64 if args.smoke else 8), \
         {"source": "computed", "num_images": n}
 
@@ -440,7 +441,8 @@ def write_outputs(out: Path, rows: list[dict], report: dict, match_on: str) -> l
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (y_key, title) in zip(axes[0], panels):
         for method, marker in zip(METHODS, ("o", "s")):
-            pts = sorted((r[x_key], r[y_key], r["k"]) for r in rows if r["method"] == method and r.get(y_key) is not None)
+            pts = sorted((r[x_key], r[y_key], r["k"]) for r in rows
+                         if r["method"] == method and r.get(y_key) is not None)
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=method.replace("_", " "))
@@ -578,7 +580,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--directions", help="Global Directions file for this generator and CLIP")
     ap.add_argument("--compute-directions", type=int, default=0, help="measure the directions now over N images")
     ap.add_argument("--beta", type=float, default=GD.DEFAULTS.edit_beta, help="Global Direction threshold beta")
-    ap.add_argument("--seeds", type=int, default=None, help="number of seeds: seed0, seed0+1, ... (default 64; --smoke 8)")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="number of seeds: seed0, seed0+1, ... (default 64; --smoke 8)")
     ap.add_argument("--seed0", type=int, default=0)
     ap.add_argument("--psi", type=float, default=0.7)
     ap.add_argument("--ks", default="-3,-2,-1,0,1,2,3")
