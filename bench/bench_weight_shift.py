@@ -225,7 +225,7 @@ def compare(args, device) -> list[dict]:
                 row = {"config": config, "resolution": G.img_resolution, "mode": mode, "batch": n, "layer": layer,
                        "loss": args.loss, "shift_s_per_step": med["shift"], "latent_s_per_step": med["latent"],
                        "step_ratio": ratio, "step_pass": ratio <= STEP_RATIO_TARGET,
-                       "timed_steps": {m: len(t) for m, t in times.items()}}
+                       "step_seconds": times}
                 print(f"   {mode:6s} batch {n} {layer:10s} shift {med['shift']:7.3f} s/step, latent (CLIP Latent "
                       f"Optimize) {med['latent']:7.3f} s/step: ratio {ratio:.2f}x (target <= {STEP_RATIO_TARGET}x) "
                       f"{verdict(ratio <= STEP_RATIO_TARGET)}  [medians of {len(times['shift'])} / "
