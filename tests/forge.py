@@ -1044,3 +1044,71 @@ def torchscript_archive_with_persistent_id(path: Path, pid: Any) -> Path:
         archive.writestr("archive/data.pkl", buf.getvalue())
         archive.writestr("archive/version", "3\n")
     return path
+
+
+# --- issue 15: weight shift files, NaviGAN shift files, StyleGAN-NADA checkpoints ---------------------
+# Written the way the pack and the two projects write them (no NaviGAN / NADA code): a shift file is a tagged
+# safetensors with string metadata; NaviGAN's save_deformation writes torch.save({'layer_ix': int, 'shift':
+# [1, 1, out, in, k, k]}); StyleGAN-NADA's train.py writes torch.save({'g_ema': rosinality state, 'g_optim': ...}).
+
+def shift_metadata(ref: dict, digest: str, **fields: Any) -> dict[str, Any]:
+    """The metadata Save Weight Shift writes for a shift of generator `ref` (GeneratorRef.to_dict()) with weights
+    digest `digest`; `fields` replace or add entries (None removes one)."""
+    meta: dict[str, Any] = {"format": "stylegan-studio-weight-shift", "version": "1", "base": ref,
+                            "base_sha256": digest, "w_dim": str(ref["w_dim"]), "source": "sgs", "norm": "raw",
+                            "recommended_k": "-3.0,3.0", "layer": "b8.conv1", "prompt": "a face with a big nose",
+                            "neutral_prompt": "a face", "clip_model": "ViT-B/32", "loss": "directional",
+                            "lambda_clip": "10.0", "lambda_l2": "0.05", "lr": "0.002", "steps": "200", "batch": "2",
+                            "k_train": "1.0"}
+    meta.update(fields)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def write_shift_file(path: Path, tensors: TensorMap, ref: dict, digest: str, **fields: Any) -> Path:
+    """A weight shift file holding `tensors` (any dtype, any values) with Save Weight Shift's metadata, `fields`
+    replaced."""
+    return write_tagged_safetensors(path, tensors, shift_metadata(ref, digest, **fields))
+
+
+def navigan_shift(shape, scale: float = 60.0, seed: int = 0) -> torch.Tensor:
+    """A NaviGAN shift for a rosinality conv weight `[1, out, in, k, k]` (`shape` without the 1): a random
+    direction of unit Frobenius norm times `scale`, shaped [1, 1, out, in, k, k] as save_deformation stores it."""
+    d = torch.randn([1, 1, *shape], generator=torch.Generator().manual_seed(seed))
+    return d / d.norm() * scale
+
+
+def write_navigan_shift(path: Path, layer_ix: Any, shift: Any, *, legacy_format: bool = False, **extra: Any) -> Path:
+    """torch.save({'layer_ix': layer_ix, 'shift': shift, **extra}) (the zip format torch.save writes since torch 1.6,
+    or the legacy one)."""
+    torch.save({"layer_ix": layer_ix, "shift": shift, **extra}, Path(path),
+               _use_new_zipfile_serialization=not legacy_format)
+    return Path(path)
+
+
+def nada_state(fx: Fixture, changes: dict[str, float], seed: int = 3) -> TensorMap:
+    """The rosinality fixture's generator state (no latent_avg) with each tensor named in `changes` moved by that
+    much times a seeded random tensor: a stand-in for a StyleGAN-NADA fine-tune of it."""
+    out = {k: v.clone() for k, v in fx.net.items() if k != "latent_avg"}
+    for i, (name, amount) in enumerate(changes.items()):
+        gen = torch.Generator().manual_seed(seed * 1000 + i)
+        out[name] = out[name] + amount * torch.randn(out[name].shape, generator=gen)
+    return out
+
+
+def write_nada_checkpoint(path: Path, g_ema: Any, *, g_optim: bool = True) -> Path:
+    """torch.save({'g_ema': g_ema, 'g_optim': an Adam state}) as StyleGAN-NADA's train.py writes its checkpoints."""
+    ckpt: dict = {"g_ema": collections.OrderedDict(g_ema) if isinstance(g_ema, dict) else g_ema}
+    if g_optim:
+        ckpt["g_optim"] = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(4),
+                                         "exp_avg_sq": torch.zeros(4)}},
+                           "param_groups": [{"lr": 0.0016, "betas": (0.0, 0.992), "eps": 1e-8, "weight_decay": 0,
+                                             "amsgrad": False, "params": [0]}]}
+    torch.save(ckpt, Path(path))
+    return Path(path)
+
+
+class ExecPayload:
+    """Pickles as `exec(source)`: source that marks CODE_RAN if a loader ever runs it."""
+
+    def __reduce__(self):
+        return (exec, ("import forge; forge.CODE_RAN.append('exec')",))

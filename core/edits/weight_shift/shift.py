@@ -212,7 +212,7 @@ def apply_weight_shifts(G: Generator, shifts: Sequence[tuple[WeightShift, float]
     """
     applied = list(G.__dict__.get("_sgs_shifts", ()))
     base = G.__dict__.get("_sgs_shift_base", G)
-    pairs = applied + [(s, float(k)) for s, k in shifts]
+    pairs = applied + [(s, _check_k(k)) for s, k in shifts]   # "1", True or None are not strengths
     new = shifted_tensors(base, pairs)
     G2 = share_generator(base)
     with torch.inference_mode(False):
