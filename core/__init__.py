@@ -12,7 +12,7 @@ from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, ge
                       seeds_to_z, slerp, style_mix_layers, styles_to_latent, synthesize)
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
-from .edits.weight_shift import WeightShift, apply_weight_shifts, load_weight_shift, save_weight_shift
+from .edits.weight_shift import WeightShift, apply_weight_shifts, load_weight_shift, save_weight_shift, train_weight_shift
 
 __version__ = "0.1.0"
 
@@ -24,5 +24,5 @@ __all__ = [
     "mix_styles", "parse_layers", "parse_seeds", "sample_latents", "save_latent", "seeds_to_z", "slerp",
     "style_mix_layers", "styles_to_latent", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
     "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",
-    "WeightShift", "apply_weight_shifts", "load_weight_shift", "save_weight_shift",
+    "WeightShift", "apply_weight_shifts", "load_weight_shift", "save_weight_shift", "train_weight_shift",
 ]

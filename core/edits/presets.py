@@ -34,12 +34,13 @@ from . import clip_optimize as _clip
 from . import inversion as _inversion
 from . import latent_mapper as _mapper
 from .global_directions import DEFAULTS as _GD
+from .weight_shift import DEFAULTS as _WS
 
 PRESETS = ("quick", "balanced", "reference")
 DEFAULT_PRESET = "balanced"     # what a new node shows
 LEGACY_PRESET = "reference"     # what a graph saved before presets gets: its num_steps 0 meant the reference count
 
-KINDS = ("inversion", "clip_optimize", "latent_mapper", "global_directions")
+KINDS = ("inversion", "clip_optimize", "latent_mapper", "global_directions", "weight_shift", "weight_shift_scan")
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,24 @@ class Preset:
 
     @property
     def steps(self) -> int:
-        """Steps the progress bar counts: inversion num_steps + tune_steps (PTI), num_steps elsewhere; for global
-        directions the channels (unknown before the generator is known), so 0 here."""
-        if self.kind == "global_directions":
+        """Steps the progress bar counts: inversion num_steps + tune_steps (PTI), num_steps elsewhere ('steps'
+        for weight shifts, whose core keyword it is); for global directions the channels and for the layer scan
+        the layers (unknown before the generator is known), so 0 here."""
+        if self.kind in ("global_directions", "weight_shift_scan"):
             return 0
+        if self.kind == "weight_shift":
+            return int(self.values.get("steps", 0))
         return int(self.values.get("num_steps", 0)) + int(self.values.get("tune_steps", 0))
+
+    @property
+    def units_per_step(self) -> float:
+        """Work of one counted step in optimisation steps: global directions' images per channel, the layer
+        scan's steps per layer; 1 elsewhere (what `StepCosts.record` / `estimate` take as `units_per_step`)."""
+        if self.kind == "global_directions":
+            return float(self.values.get("num_images", 1))
+        if self.kind == "weight_shift_scan":
+            return float(self.values.get("steps", 1))
+        return 1.0
 
     def describe(self) -> str:
         v = self.values
@@ -66,6 +80,10 @@ class Preset:
             return f"{v['num_steps']} + {v['tune_steps']} tuning steps"
         if self.kind == "global_directions":
             return f"{v['num_images']} images per channel, {v['num_samples']:,} samples"
+        if self.kind == "weight_shift_scan":
+            return f"{v['steps']:,} steps per layer"
+        if self.kind == "weight_shift":
+            return f"{v['steps']:,} steps"
         return f"{v['num_steps']:,} steps"
 
 
@@ -92,6 +110,11 @@ _TABLE: dict[str, dict[str, dict[str, dict[str, int]]]] = {
     "global_directions": {"": {"quick": {"num_images": 2, "num_samples": 1000},
                                "balanced": {"num_images": 10, "num_samples": 10_000},
                                "reference": {"num_images": _GD.num_images, "num_samples": _GD.num_samples}}},
+    # Weight shifts (see the module docstring for the per-step costs behind 'quick').
+    "weight_shift": {"": {"quick": {"steps": 30}, "balanced": {"steps": 100},
+                          "reference": {"steps": _WS.steps}}},
+    "weight_shift_scan": {"": {"quick": {"steps": 5}, "balanced": {"steps": _WS.scan_steps},
+                               "reference": {"steps": 20}}},
 }
 
 

@@ -5,8 +5,13 @@ from .shift import (MAX_K, ShiftLayer, WeightShift, applied_shifts, apply_weight
                     conv_layers, find_layer, layer_of, make_shift, set_tensor, share_generator, shift_base,
                     shifted_tensors)
 from .files import SHIFT_FORMAT, SHIFT_SUFFIX, import_nada, import_navigan, load_weight_shift, save_weight_shift
+from .train import (DEFAULTS, LOSSES, LayerScanResult, LayerScanRow, WeightShiftConfig, WeightShiftResult,
+                    contact_sheet, scan_layers, train_weight_shift)
+from .render import render_k_sweep
 
 __all__ = ["MAX_K", "ShiftLayer", "WeightShift", "applied_shifts", "apply_weight_shifts", "check_shift_fits",
            "conv_layers", "find_layer", "layer_of", "make_shift", "set_tensor", "share_generator", "shift_base",
            "shifted_tensors",
-           "SHIFT_FORMAT", "SHIFT_SUFFIX", "import_nada", "import_navigan", "load_weight_shift", "save_weight_shift"]
+           "SHIFT_FORMAT", "SHIFT_SUFFIX", "import_nada", "import_navigan", "load_weight_shift", "save_weight_shift",
+           "DEFAULTS", "LOSSES", "LayerScanResult", "LayerScanRow", "WeightShiftConfig", "WeightShiftResult",
+           "contact_sheet", "scan_layers", "train_weight_shift", "render_k_sweep"]
