@@ -215,8 +215,8 @@ class TrainWeightShift:
                 "neutral_text": ("STRING", {"default": "a face", "multiline": False, "tooltip": "What it draws now "
                                  "(e.g. 'a face'): the directional loss moves only along text - neutral_text."}),
                 "layer": ("STRING", {"default": DEFAULT_LAYER, "tooltip": LAYER_TOOLTIP}),
-                "num_steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Optimisation steps; 0 = "
-                                      "the preset's count (" + PR.tooltip("weight_shift") + ")."}),
+                "steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Optimisation steps; 0 = the "
+                                  "preset's count (" + PR.tooltip("weight_shift") + ")."}),
                 "lambda_l2": ("FLOAT", {"default": d.lambda_l2, "min": 0.0, "max": 10.0, "step": 0.005,
                                         "tooltip": "Weight of |x|, which keeps the shift small (the paper: 0.01-0.1 "
                                         "per edit). Raise it if the image changes too much beyond the edit."}),
@@ -238,7 +238,7 @@ class TrainWeightShift:
             },
         }
 
-    def train(self, generator, clip, text, neutral_text, layer, num_steps, lambda_l2, latent=None,
+    def train(self, generator, clip, text, neutral_text, layer, steps, lambda_l2, latent=None,
               loss="directional", lambda_clip=D.lambda_clip, lr=D.lr, k_train=D.k_train, batch=D.batch,
               truncation_psi=D.truncation_psi, seed=0, two_sided=False, arcface=None, lambda_id=0.0,
               preview_every=10, preset=None):
@@ -252,7 +252,7 @@ class TrainWeightShift:
         if latent is not None:
             L.check_compatible(latent, generator)
         identity = _identity(arcface, float(lambda_id), generator)
-        steps = resolve_preset("weight_shift", "", preset, num_steps=int(num_steps))["num_steps"]
+        steps = resolve_preset("weight_shift", "", preset, steps=int(steps))["steps"]
         settings = dict(layer=target.name, neutral_text=neutral or None, latents=latent, steps=steps, lr=float(lr),
                         lambda_clip=float(lambda_clip), lambda_l2=float(lambda_l2), k_train=float(k_train),
                         loss=loss, batch=int(batch), truncation_psi=float(truncation_psi), seed=int(seed),
@@ -476,8 +476,7 @@ class WeightShiftLayerScan:
     OUTPUT_TOOLTIPS = ("One labelled image per layer after its short training.", "The best layer's name (for Train "
                        "Weight Shift's layer).", "The ranking: each layer's CLIP gain and loss before / after.")
     FUNCTION = "scan"
-    PRESET_KIND = "weight_shift"
-    PRESET_DEFAULT_METHOD = "scan"
+    PRESET_KIND = "weight_shift_scan"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -493,19 +492,19 @@ class WeightShiftLayerScan:
                 "layers": ("STRING", {"default": "", "tooltip": "Candidate layers, comma-separated (e.g. "
                                       "'b8.conv1, b16.conv0, b16.conv1, b32.conv0'); empty = every convolution "
                                       "layer."}),
-                "num_steps": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "Training steps per layer; "
-                                      "0 = the preset's count (" + PR.tooltip("weight_shift") + ")."}),
+                "steps": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "Training steps per layer; 0 = "
+                                  "the preset's count (" + PR.tooltip("weight_shift_scan") + ")."}),
                 "lambda_l2": ("FLOAT", {"default": d.lambda_l2, "min": 0.0, "max": 10.0, "step": 0.005,
                                         "tooltip": "Weight of |x| (as in Train Weight Shift)."}),
             },
             "optional": {
                 "latent": (LATENT, {"tooltip": "Optional: the image to scan on (else sampled latents)."}),
                 **_loss_inputs(d),
-                "preset": preset_input("weight_shift"),
+                "preset": preset_input("weight_shift_scan"),
             },
         }
 
-    def scan(self, generator, clip, text, neutral_text, layers, num_steps, lambda_l2, latent=None,
+    def scan(self, generator, clip, text, neutral_text, layers, steps, lambda_l2, latent=None,
              loss="directional", lambda_clip=D.lambda_clip, lr=D.lr, k_train=D.k_train, batch=D.batch,
              truncation_psi=D.truncation_psi, seed=0, preset=None):
         text = _check_text(text, "a face with a big nose")
@@ -515,7 +514,7 @@ class WeightShiftLayerScan:
         candidates = [WS.find_layer(generator, n).name for n in names] or None   # a wrong name lists the layers
         if latent is not None:
             L.check_compatible(latent, generator)
-        steps = resolve_preset("weight_shift", "scan", preset, num_steps=int(num_steps))["num_steps"]
+        steps = resolve_preset("weight_shift_scan", "", preset, steps=int(steps))["steps"]
         count = len(candidates) if candidates else len(WS.conv_layers(generator))
 
         def run(callback):
@@ -524,7 +523,8 @@ class WeightShiftLayerScan:
                                   lambda_l2=float(lambda_l2), k_train=float(k_train), loss=loss, batch=int(batch),
                                   truncation_psi=float(truncation_psi), seed=int(seed), callback=callback)
 
-        state = RunState("weight_shift", "scan", generator.w_avg.device.type, int(generator.img_resolution))
+        # Seconds per optimisation step (the progress counts steps x layers); the estimate is the last run's.
+        state = RunState("weight_shift_scan", "", generator.w_avg.device.type, int(generator.img_resolution))
         result = run_optimisation(steps * count, run, state=state)
         report = result.report()
         if state.finished_early:

@@ -37,7 +37,7 @@ SD_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"  # the SD1.5 checkpoint o
 # The folder names the pack is installed under (git clone / ComfyUI-Manager): the frontend's translation key for
 # the template category includes it.
 TEMPLATE_MODULES = ("comfyui-stylegan-studio", "ComfyUI-StyleGAN-Studio")
-PRESET_COUNTS = {"num_steps", "num_images"}  # counts a preset sets (the inputs stay as overrides)
+PRESET_COUNTS = {"num_steps", "num_images", "steps"}  # counts a preset sets (the inputs stay as overrides)
 PRESET = "quick"  # optimising nodes with a `preset` input run their quick preset in the examples
 
 # Downloads, as ComfyUI's missing-model dialog reads them: {name, url, directory (a ComfyUI model folder)}.
@@ -395,7 +395,7 @@ WORKFLOWS = {
              [load_clip(5),
               N(6, "SGS_TrainWeightShift", optimising("SGS_TrainWeightShift", {
                   "text": "a face with a big nose", "neutral_text": "a face", "layer": "b16.conv1",
-                  "num_steps": 200}), {"generator": (4, 1), "clip": (5, 0), "latent": (4, 0)}),
+                  "steps": 200}), {"generator": (4, 1), "clip": (5, 0), "latent": (4, 0)}),
               N(7, "SGS_SaveWeightShift", {"filename_prefix": "weight_shifts/big_nose"}, {"shift": (6, 0)})]),
             ("4 Sweep k", "Weight Shift k Sweep renders your face with W + k x for k = -3 .. 3 (7 frames): k = 0 "
                           "is your face, k > 0 the edit growing, k < 0 pushing the other way (switch two_sided on "

@@ -250,7 +250,7 @@ def test_train_weight_shift_shows_its_live_preview(tmp_path, monkeypatch):
             # A short inversion; the shift trains long enough to watch (a preview every step) and to finish early.
             "widgets": {str(ids["SGS_AlignFace"]): {"landmarks_json": json.dumps(landmarks)},
                         str(ids["SGS_InvertImage"]): {"num_steps": 5},
-                        str(ids["SGS_TrainWeightShift"]): {"num_steps": 200, "preview_every": 1}},
+                        str(ids["SGS_TrainWeightShift"]): {"steps": 200, "preview_every": 1}},
             "watchNode": ids["SGS_TrainWeightShift"],
             "frameNode": ids["SGS_WeightShiftSweep"],
             "dragToFrame": 0,

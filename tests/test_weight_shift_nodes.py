@@ -81,7 +81,7 @@ def unchanged(G, before) -> bool:
 
 
 def train(pack, G, clip, steps=3, **kw):
-    kw = {"neutral_text": "a face", "layer": "b16.conv1", "num_steps": steps, "lambda_l2": 0.05, **kw}
+    kw = {"neutral_text": "a face", "layer": "b16.conv1", "steps": steps, "lambda_l2": 0.05, **kw}
     with torch.inference_mode():   # as ComfyUI runs nodes
         return node(pack, "SGS_TrainWeightShift").train(G, clip, kw.pop("text", "a face with a big nose"), **kw)
 
