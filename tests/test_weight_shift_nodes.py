@@ -169,6 +169,8 @@ def test_save_load_and_apply(pack, env, G, clip, tmp_path):
     loaded, info = load.load("mine.safetensors")["result"]
     assert torch.equal(loaded.tensors["synthesis.b16.conv1.weight"], shift.tensors["synthesis.b16.conv1.weight"])
     assert "recommended k -3 .. 3" in info
+    with pytest.raises(ValueError, match="was made for tiny-stylegan2 .* has other weights"):
+        load.load("mine.safetensors", tiny_generator("stylegan2", seed=1))   # another generator's weights
 
     apply = node(pack, "SGS_ApplyWeightShifts")
     latent = core.sample_latents(G, [1, 2])
@@ -248,3 +250,21 @@ def test_errors_a_user_can_cause(pack, env, G, clip):
     narrow = tiny_generator("stylegan2", w_dim=8, z_dim=8)
     with pytest.raises(ValueError, match="latent was made for"):
         train(pack, G, clip, latent=core.sample_latents(narrow, [0], space="w+"))
+
+
+def test_load_imports_a_nada_checkpoint_for_the_connected_generator(pack, env, tmp_path):
+    """A .pt that is not a NaviGAN shift is read as a StyleGAN-NADA checkpoint: NADA - base, checked on load."""
+    import forge
+
+    fx = forge.load_fixture("rosinality")
+    base = core.load_generator(forge.write_rosinality_pt(fx, tmp_path / "base.pt"))
+    models = tmp_path / "models" / "weight_shifts"
+    models.mkdir(parents=True)
+    forge.write_nada_checkpoint(models / "000300.pt", forge.nada_state(fx, {"convs.3.conv.weight": 0.1}))
+    shift, info = node(pack, "SGS_LoadWeightShift").load("000300.pt", base)["result"]
+    assert list(shift.tensors) == ["synthesis.b16.conv1.weight"] and shift.metadata["source"] == "nada"
+    assert "recommended k 0 .. 1" in info
+    other = core.load_generator(forge.write_rosinality_pt(fx, tmp_path / "other.pt", g_ema={
+        **fx.net, "style.1.weight": fx.net["style.1.weight"] + 1}))
+    with pytest.raises(ValueError, match="mapping network differs"):
+        node(pack, "SGS_LoadWeightShift").load("000300.pt", other)
