@@ -9,7 +9,6 @@ refused when the node runs, with the generator's real layer names listed (`core`
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -29,12 +28,11 @@ D = WS.DEFAULTS
 SHIFT_FOLDER = comfy_env.SHIFT_FOLDER                  # models/weight_shifts and output/weight_shifts
 SHIFT_SUFFIXES = (".safetensors", ".pt", ".pth")       # ours; NaviGAN shifts and StyleGAN-NADA checkpoints (.pt)
 OUTPUT_TAG = " [output]"                               # marks files listed from output/weight_shifts
-LOSSES = ["directional", "global"]
+LOSSES = list(WS.LOSSES)                               # the first, directional, is the node's default
 NOISE_MODES = ["const", "random", "none"]
 MAX_SHIFT_INPUTS = 4
 K_SLIDER = 5.0                                         # the paper renders k in -3..3; the slider goes a bit beyond
-DEFAULT_LAYER = getattr(D, "layer", None) or "b16.conv1"
-STOPPED_PREFIX = f"{SHIFT_FOLDER}/shift_stopped"
+DEFAULT_LAYER = "b16.conv1"   # NaviGAN's default layer (rosinality convs[3]): face shape at 16 px; core has no default
 _WORDS = re.compile(r"[^A-Za-z0-9]+")
 
 LAYER_TOOLTIP = (

@@ -6,6 +6,7 @@ and the layer scan, and the errors a user can cause."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,7 +110,7 @@ def test_schemas_have_descriptions_tooltips_and_the_preset_last(pack):
 
 @pytest.mark.slow
 def test_train_on_one_latent_outputs_a_shift_of_that_layer(pack, env, G, clip):
-    ws, _, cenv, previews, _ = env
+    previews = env[3]
     before = snapshot(G)
     latent = core.sample_latents(G, [5], space="w+")
     out = train(pack, G, clip, steps=4, latent=latent, preview_every=2)
@@ -140,7 +141,7 @@ def test_stop_saves_the_shift_so_far(pack, env, G, clip, tmp_path):
     assert len(saved) == 1 and saved[0].name.startswith("a_face_with_a_big_nose_stopped_")
     names = ws.shift_files()
     assert f"{saved[0].name} [output]" in names
-    (shift, info) = node(pack, "SGS_LoadWeightShift").load(f"{saved[0].name} [output]", G)["result"]
+    shift = node(pack, "SGS_LoadWeightShift").load(f"{saved[0].name} [output]", G)["result"][0]
     assert shift.layers == ["b16.conv1"] and shift.norm() > 0 and int(shift.metadata["steps"]) >= 2
     assert unchanged(G, before)
 
@@ -154,13 +155,12 @@ def test_finish_now_returns_the_shift_so_far(pack, env, G, clip):
 
 @pytest.mark.slow
 def test_save_load_and_apply(pack, env, G, clip, tmp_path):
-    ws, *_ = env
     shift = train(pack, G, clip, steps=2)["result"][0]
     path = node(pack, "SGS_SaveWeightShift").save(shift, "weight_shifts/nose")["result"][0]
     assert path.endswith("nose_00001_.safetensors")
     models = tmp_path / "models" / "weight_shifts"
     models.mkdir(parents=True)
-    (models / "mine.safetensors").write_bytes(open(path, "rb").read())
+    (models / "mine.safetensors").write_bytes(Path(path).read_bytes())
     listed = pack.NODE_CLASS_MAPPINGS["SGS_LoadWeightShift"].INPUT_TYPES()["required"]["shift_file"][0]
     assert listed == ["mine.safetensors", "nose_00001_.safetensors [output]"]
     load = node(pack, "SGS_LoadWeightShift")
