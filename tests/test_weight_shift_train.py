@@ -91,6 +91,8 @@ def test_training_lowers_the_clip_term(G, clip, loss, mode):
     assert float(r.clip_after.mean()) < float(r.clip_before.mean()) - 0.02
     if loss == "directional":
         assert torch.equal(r.clip_before, torch.ones(n))
+        # Step 1 (x = 0) descends the linearised loss: exactly 1 there, not 1 − cos of CLIP's rounding noise.
+        assert r.history[0]["clip"] == pytest.approx(1.0, abs=1e-5)
     if mode == "latent":   # one fixed image: the CLIP term itself falls
         first, last = r.history[0]["clip"], sum(h["clip"] for h in r.history[-5:]) / 5
         assert last < first - 0.02
@@ -219,6 +221,32 @@ def test_staged_prefix_gives_the_plain_forward_loss_and_gradient(G, G3, clip, ar
             assert obj.prefix(b) is prefix    # cached for the whole run
 
 
+def test_random_noise_is_the_same_for_the_staged_and_the_plain_path_and_for_the_reference(clip):
+    G = tiny_generator("stylegan2")
+    with torch.no_grad():   # the tiny generator's noise strengths start at 0 (as NVIDIA's do)
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.5)
+    obj, _ = T._setup(G, clip, TEXT, neutral_text=NEUTRAL, latents=None, loss="directional",
+                      **dict(_SETUP, noise_mode="random"))
+    obj.use_layer(T.find_layer(G, "b16.conv1"))
+    b = obj.batch(0)
+    x = torch.zeros(obj.layer.shape)
+    with torch.no_grad():
+        obj.shifted(x, 1.0)
+        staged = obj.render(obj.view.synthesis, b, obj.prefix(b))
+        plain = obj.render(obj.view.synthesis, b, None, staged=False)
+        base, _ = obj.base(b, obj.prefix(b))
+        const = obj.work.synthesis(b.ws, noise_mode="const")
+    torch.testing.assert_close(staged, plain)
+    torch.testing.assert_close(staged, base)          # x = 0: the shifted render sees the reference's noise
+    assert not torch.allclose(staged, const, atol=1e-3)   # and it is random noise, not the stored maps
+    other = obj.batch(1)
+    with torch.no_grad():
+        assert not torch.allclose(obj.render(obj.view.synthesis, other, obj.prefix(other)),
+                                  obj.render(obj.view.synthesis, b._replace(seed=other.seed), obj.prefix(other)))
+
+
 def test_stylegan3_training(G3, clip):
     before = snapshot(G3)
     layer = conv_layers(G3)[2].name
@@ -333,7 +361,8 @@ def test_scan_ranks_layers_and_draws_a_contact_sheet(G, clip):
     for row in r.rows:
         assert row.gain == pytest.approx(row.loss_before - row.loss_after)
         assert row.loss_before == 1.0 and row.image.shape == (1, 3, 32, 32)
-    assert [s[0] for s in seen] == list(range(1, 13)) and {s[1] for s in seen} == {12} and {s[2] for s in seen} == {"scan"}
+    assert [s[0] for s in seen] == list(range(1, 13))
+    assert {s[1] for s in seen} == {12} and {s[2] for s in seen} == {"scan"}
     assert seen[0][3] == ["shift/synthesis.b8.conv0.weight"] and seen[-1][3] == ["shift/synthesis.b32.conv0.weight"]
     # The same layer, steps and latents give the same shift as train_weight_shift (the scan is that short run).
     alone = train_weight_shift(G, clip, TEXT, neutral_text=NEUTRAL, layer="b16.conv1", steps=4, latents=latent(G))

@@ -11,6 +11,17 @@ Every optimising node offers the same three presets; what each one sets is writt
   demo generator; the result is recognisable, not the reference's fidelity.
 - balanced: in between (roughly a third of the reference): a good result in tens of minutes on a CPU at 256 px.
 
+Weight shifts ('weight_shift': Train Weight Shift, 30 / 100 / 200 steps; 'weight_shift_scan': the Layer Scan, 5 /
+10 / 20 steps per layer). Measured on this 2-core CPU under load (a random 256-px StyleGAN2 with FFHQ's channel
+widths and a random ViT-B-32, one image): a Train Weight Shift step costs ~10 s (one latent; b16.conv1 10.3 s,
+b4.conv1 9.8 s) against ~11 s for a CLIP Latent Optimize step in the same run, and ~18 s in batch mode with the
+directional loss (the unshifted reference render of each fresh batch). Quick's 30 steps are therefore ~5 min at
+256 px, and enough for a visible edit at the default lr 2e-3: Adam moves each weight by up to ~lr per step, so
+after 30 steps ‖x‖ is ~1.5-3 % of the layer's ‖W‖ (raw weights are ~N(0, 1); measured on the tests' 32-px
+generator: 1.3-1.7 % with the directional loss, 3 % with the global one), the scale of NaviGAN's shifts (60 on a
+layer of norm ~1536, ~4 %). The scan multiplies its steps by the number of conv layers (13 at 256 px: quick's 5
+steps ≈ 11 min), so its `Preset.steps` is 0 like global directions' and `units_per_step` is the steps per layer.
+
 `StepCosts` keeps the measured seconds per step of every run (per kind, method, device type and resolution) and
 estimates a run before it starts: from a run at the same resolution, else scaled by the pixel count from the
 nearest measured resolution (a synthesis step costs about in proportion to its pixels), else unknown. It reads and
