@@ -39,6 +39,7 @@ PERCEPTUAL_FOLDER = "perceptual"
 LANDMARKS_FOLDER = "landmarks"
 ARCFACE_FOLDER = "arcface"
 MAPPER_FOLDER = "latent_mappers"
+SHIFT_FOLDER = "weight_shifts"
 CLIP_FOLDERS = ("text_encoders", "clip")   # ComfyUI's own folders for CLIP files (models/clip is the legacy name)
 
 
@@ -56,6 +57,7 @@ MODEL_FOLDERS = {
     LANDMARKS_FOLDER: ModelFolder((LANDMARKS_FOLDER,), frozenset({".pth", ".tar"})),   # face_alignment FAN/SFD
     ARCFACE_FOLDER: ModelFolder((ARCFACE_FOLDER,), frozenset({".pth", ".safetensors"})),  # ArcFace IR-SE50
     MAPPER_FOLDER: ModelFolder((MAPPER_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # latent mappers
+    SHIFT_FOLDER: ModelFolder((SHIFT_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # weight shifts (+ NaviGAN/NADA)
     "clip": ModelFolder(CLIP_FOLDERS, frozenset(), register=False),                # open_clip weights
 }
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]

@@ -9,3 +9,4 @@ CLIP = "SGS_CLIP"            # a core.models.clip.ClipModel (shared and cached: 
 ARCFACE = "SGS_ARCFACE"      # a core.losses.arcface.ArcFaceIRSE50 (shared and cached: never modified)
 DIRECTIONS = "SGS_GLOBAL_DIRECTIONS"  # a core.edits.global_directions.GlobalDirections (cached: never modified)
 MAPPER = "SGS_LATENT_MAPPER"     # a core.edits.latent_mapper.LatentMapper (eval mode, cached: never modified)
+WEIGHT_SHIFT = "SGS_WEIGHT_SHIFT"  # a core.edits.weight_shift.WeightShift (x per parameter, tied to its base generator)

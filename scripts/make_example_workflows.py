@@ -37,7 +37,7 @@ SD_CHECKPOINT = "v1-5-pruned-emaonly-fp16.safetensors"  # the SD1.5 checkpoint o
 # The folder names the pack is installed under (git clone / ComfyUI-Manager): the frontend's translation key for
 # the template category includes it.
 TEMPLATE_MODULES = ("comfyui-stylegan-studio", "ComfyUI-StyleGAN-Studio")
-PRESET_COUNTS = {"num_steps", "num_images"}  # counts a preset sets (the inputs stay as overrides)
+PRESET_COUNTS = {"num_steps", "num_images", "steps"}  # counts a preset sets (the inputs stay as overrides)
 PRESET = "quick"  # optimising nodes with a `preset` input run their quick preset in the examples
 
 # Downloads, as ComfyUI's missing-model dialog reads them: {name, url, directory (a ComfyUI model folder)}.
@@ -85,6 +85,7 @@ SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 250], "SGS_S
          "LoadImage": [320, 380], "SGS_LoadCLIP": [340, 170], "SGS_CLIPLatentOptimize": [380, 700],
          "SGS_ComputeGlobalDirections": [360, 360], "SGS_GlobalDirectionEdit": [360, 300],
          "SGS_LoadLatentMapper": [320, 80], "SGS_ApplyLatentMapper": [320, 130],
+         "SGS_TrainWeightShift": [400, 920], "SGS_SaveWeightShift": [340, 100], "SGS_WeightShiftSweep": [340, 420],
          "CheckpointLoaderSimple": [320, 100], "CLIPTextEncode": [340, 150], "ImageScale": [320, 130],
          "VAEEncode": [220, 50], "VAEDecode": [220, 50], "KSampler": [320, 270]}
 DEFAULT_SIZE = [320, 200]
@@ -376,6 +377,36 @@ WORKFLOWS = {
                 {"generator": (1, 0), "latent": (3, 0), "mapper": (2, 0)})]),
             ("4 Render and save", "output/stylegan/latent_mapper.",
              [synthesize(5, (1, 0), (4, 0)), save(6, (5, 0), "stylegan/latent_mapper")]),
+        ]),
+    "weight_shift_edit": dict(
+        title="Weight-shift edit of your photo (FFHQ + CLIP)",
+        description=f"Align and invert your photo's face, train a weight shift of one conv layer toward 'a face with "
+                    f"a big nose', render k -3..3 pasted back as a video. Needs {CHECKPOINT}, CLIP ViT-B-32, LPIPS-VGG.",
+        steps=[
+            ("1 Model and photo", f"Needs {CHECKPOINT} in models/stylegan; pick your photo in Load Image.",
+             [load(1), load_photo(2)]),
+            ("2 Align and invert", "Align Face, then Invert Image (II2S; needs the LPIPS-VGG weights in "
+                                   "models/perceptual): the latent of your face.",
+             [align(3, (2, 0), (1, 0)), invert(4, (1, 0), (3, 0))]),
+            ("3 Train the shift", "Weight-Shift Edit (PRMU 2022): Train Weight Shift changes ONE convolution layer's "
+                                  "weights (b16.conv1: face shape at 16 px) so the face matches 'a face with a big "
+                                  "nose' relative to 'a face'; the latent stays. Load CLIP: ViT-B-32 'openai'. Save "
+                                  "Weight Shift keeps it in output/weight_shifts (Load Weight Shift reads it back).",
+             [load_clip(5),
+              N(6, "SGS_TrainWeightShift", optimising("SGS_TrainWeightShift", {
+                  "text": "a face with a big nose", "neutral_text": "a face", "layer": "b16.conv1",
+                  "steps": 200}), {"generator": (4, 1), "clip": (5, 0), "latent": (4, 0)}),
+              N(7, "SGS_SaveWeightShift", {"filename_prefix": "weight_shifts/big_nose"}, {"shift": (6, 0)})]),
+            ("4 Sweep k", "Weight Shift k Sweep renders your face with W + k x for k = -3 .. 3 (7 frames): k = 0 "
+                          "is your face, k > 0 the edit growing, k < 0 pushing the other way (switch two_sided on "
+                          "in Train Weight Shift for a clean opposite edit).",
+             [N(8, "SGS_WeightShiftSweep", {"k_min": -3.0, "k_max": 3.0, "frames": 7},
+                {"generator": (4, 1), "latent": (4, 0), "shift": (6, 0)})]),
+            ("5 Paste back, video", "Unalign Face pastes each frame back into the photo; an animated WebP in "
+                                    "output/stylegan/weight_shift.",
+             [N(9, "SGS_UnalignFace", {"feather": 0.1}, {"original": (2, 0), "edited": (8, 0), "transform": (3, 1)}),
+              N(10, "SaveAnimatedWEBP", {"filename_prefix": "stylegan/weight_shift", "fps": 4.0, "lossless": False,
+                                         "quality": 90, "method": "default"}, {"images": (9, 0)})]),
         ]),
     "stylegan_face_sd15_refine": dict(
         title="StyleGAN face refined by Stable Diffusion img2img",

@@ -221,3 +221,62 @@ def test_invert_and_edit_in_the_real_frontend(tmp_path, monkeypatch):
     assert frames["afterRun"]["slider"] == 1
     assert frames["afterDrag"]["slider"] == config["dragToFrame"], frames["afterDrag"]
     assert Path(config["midScreenshot"]).is_file() and Path(config["screenshot"]).is_file()
+
+
+def test_train_weight_shift_shows_its_live_preview(tmp_path, monkeypatch):
+    """The weight-shift example in the real frontend (run_workflow.mjs, as for invert-and-edit): Train Weight Shift
+    shows the shifted image live with its status line while it trains, Finish now ends it early and the graph
+    completes: the k sweep's 7 frames on the scrubber, one animated WebP saved."""
+    from test_comfyui import example_face_photo, write_random_clip, write_random_perceptual_weights
+    from workflows import EXAMPLES, load_workflow
+
+    artifacts = Path(os.environ.get("SGS_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    workflow = load_workflow(EXAMPLES / "weight_shift_edit.json")
+    ids = {n["type"]: n["id"] for n in workflow["nodes"]}
+    by_type = {n["type"]: n for n in workflow["nodes"]}
+
+    server = comfy_server(tmp_path, monkeypatch)
+    core.save_generator(tiny_generator("stylegan2"), server.models / by_type["SGS_LoadStyleGAN"]["widgets_values"][0])
+    write_random_perceptual_weights(server.root / "models" / "perceptual")
+    clip = by_type["SGS_LoadCLIP"]["widgets_values"]
+    write_random_clip(server.root / "models" / "text_encoders", clip[0], clip[2])
+    landmarks = example_face_photo(server.root / "input" / by_type["LoadImage"]["widgets_values"][0])
+    server.start()
+    try:
+        has_finish = has_route(server, "/stylegan_studio/finish", "POST")
+        config = {
+            "url": server.url, "chromium": CHROMIUM, "workflow": workflow, "timeoutMs": 900_000,
+            # A short inversion; the shift trains long enough to watch (a preview every step) and to finish early.
+            "widgets": {str(ids["SGS_AlignFace"]): {"landmarks_json": json.dumps(landmarks)},
+                        str(ids["SGS_InvertImage"]): {"num_steps": 5},
+                        str(ids["SGS_TrainWeightShift"]): {"steps": 200, "preview_every": 1}},
+            "watchNode": ids["SGS_TrainWeightShift"],
+            "frameNode": ids["SGS_WeightShiftSweep"],
+            "dragToFrame": 0,
+            "clickFinish": True,
+            "requireStatus": True,
+            "outputNode": ids["SaveAnimatedWEBP"],
+            "midScreenshot": str(artifacts / "browser_mid_weight_shift.png"),
+            "screenshot": str(artifacts / "browser_weight_shift_done.png"),
+        }
+        report = run_node("run_workflow.mjs", config, tmp_path)
+    finally:
+        server.stop()
+    print(f"\nbrowser weight shift: {report.get('seconds')} s; screenshots {config['midScreenshot']}")
+    assert report["ok"], report.get("error")
+    ours = [e for e in report["pageErrors"] + report["consoleErrors"] if "stylegan" in e.lower()]
+    assert not ours, ours
+    assert report["loaded"]["finishButton"]
+    assert report["live"]["imgs"] or report["live"]["preview"]  # the shifted image, live on Train Weight Shift
+    assert re.search(r"step \d+", report["live"]["status"]) and "ETA" in report["live"]["status"]
+    final = report["final"]
+    assert final["error"] is None and final["images"] == 1, final  # the animated WebP
+    steps = re.match(r"step (\d+)/(\d+)", final["status"])
+    assert steps and final["stopButton"] and final["finishButton"], final
+    if has_finish:
+        assert report["finish"]["label"].startswith("Finishing"), report["finish"]
+        assert int(steps[1]) < int(steps[2]) == 200, final["status"]
+    assert all(a == b for a, b in final["savedWidgets"]), final["savedWidgets"]
+    state = report["frames"]["afterRun"]
+    assert state["max"] == 7 and state["imgs"] == 7 and state["shownLoaded"], state

@@ -44,7 +44,9 @@ def test_object_info_lists_every_node_with_tooltips(server):
             "SGS_InterpolateLatents", "SGS_StyleMix", "SGS_SaveLatent", "SGS_LoadLatent", "SGS_AlignFace",
             "SGS_UnalignFace", "SGS_InvertImage", "SGS_SaveWeightDelta", "SGS_ApplyWeightDelta", "SGS_LoadCLIP",
             "SGS_LoadArcFace", "SGS_CLIPLatentOptimize", "SGS_ComputeGlobalDirections", "SGS_GlobalDirectionEdit",
-            "SGS_TrainLatentMapper", "SGS_LoadLatentMapper", "SGS_ApplyLatentMapper"} <= set(ours)
+            "SGS_TrainLatentMapper", "SGS_LoadLatentMapper", "SGS_ApplyLatentMapper", "SGS_TrainWeightShift",
+            "SGS_SaveWeightShift", "SGS_LoadWeightShift", "SGS_ApplyWeightShifts", "SGS_WeightShiftSweep",
+            "SGS_WeightShiftLayerScan"} <= set(ours)
     for name, spec in ours.items():
         assert spec["category"].startswith("StyleGAN/") and spec["description"], name
         for group in ("required", "optional"):
@@ -302,7 +304,7 @@ def test_example_workflows_run_unchanged(server):
         assert check_workflow(workflow, info) == [], path.name
         prompt = ui_to_api(workflow, info)
         for entry in prompt.values():
-            if entry["class_type"] in ("SGS_ComputeGlobalDirections", "SGS_InvertImage", "SGS_CLIPLatentOptimize"):
+            if "preset" in info[entry["class_type"]]["input"].get("optional", {}):   # every optimising node
                 # Examples run the quick preset (global directions: 2 images per channel, which a random ViT-B-32
                 # measures on 2 CPU cores in minutes for the stand-in's 208 channels), with no step overrides.
                 assert entry["inputs"]["preset"] == "quick", (path.name, entry)
@@ -332,6 +334,19 @@ def test_example_workflows_run_unchanged(server):
             frames = [i for i in saved if i["filename"].startswith("latent_mapper")]
             assert len(frames) == 10  # 2 faces x 5 strengths
             assert "strength 0 .. 1 in 5 frames" in result["outputs"]["4"]["text"][0]
+        if path.stem == "weight_shift_edit":
+            from PIL import Image
+
+            ids = {e["class_type"]: k for k, e in prompt.items()}
+            video = [i for i in saved if i["filename"].startswith("weight_shift")]
+            assert len(video) == 1  # one animated WebP: the 7 frames of the sweep pasted back into the photo
+            webp = Image.open(server.output / video[0]["subfolder"] / video[0]["filename"])
+            assert webp.n_frames == 7 and webp.size == (140, 160)
+            report = result["outputs"][ids["SGS_TrainWeightShift"]]["text"][0]
+            assert "'a face with a big nose' on b16.conv1" in report and "steps" in report, report
+            assert "k -3 .. 3 in 7 frames" in result["outputs"][ids["SGS_WeightShiftSweep"]]["text"][0]
+            shifts = list((server.output / "weight_shifts").glob("big_nose_*_.safetensors"))
+            assert len(shifts) == 1
         if path.stem == "invert_and_edit":
             from PIL import Image
 

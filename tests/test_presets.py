@@ -30,9 +30,12 @@ DOCUMENTED = {
     ("latent_mapper", ""): ({"num_steps": 100}, {"num_steps": 1000}, {"num_steps": 50_000}),
     ("global_directions", ""): ({"num_images": 2, "num_samples": 1000}, {"num_images": 10, "num_samples": 10_000},
                                 {"num_images": 100, "num_samples": 100_000}),
+    ("weight_shift", ""): ({"steps": 30}, {"steps": 100}, {"steps": 200}),
+    ("weight_shift_scan", ""): ({"steps": 5}, {"steps": 10}, {"steps": 20}),
 }
 OPTIMISING = {"SGS_InvertImage": "inversion", "SGS_CLIPLatentOptimize": "clip_optimize",
-              "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions"}
+              "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions",
+              "SGS_TrainWeightShift": "weight_shift", "SGS_WeightShiftLayerScan": "weight_shift_scan"}
 
 
 @pytest.mark.parametrize("kind, method", list(DOCUMENTED))
@@ -84,12 +87,13 @@ def test_preset_input_of_every_optimising_node(pack):
         kind = OPTIMISING[node_id]
         for (k, method), values in DOCUMENTED.items():
             if k == kind:
-                assert f"{values[0].get('num_steps', values[0].get('num_images'))}" in opts["tooltip"]
+                first = values[0].get("num_steps", values[0].get("num_images", values[0].get("steps")))
+                assert f"{first}" in opts["tooltip"]
                 if method:
                     assert method in opts["tooltip"]
         assert cls.PRESET_KIND == kind
         # The step inputs are overrides: 0 = the preset's count.
-        for name in ("num_steps", "num_images", "num_samples", "tune_steps"):
+        for name in ("num_steps", "num_images", "num_samples", "tune_steps", "steps"):
             for section in ("required", "optional"):
                 if name in spec[section]:
                     _, o = spec[section][name]
