@@ -55,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 from pathlib import Path
 
 import torch
@@ -105,7 +106,8 @@ def build(config: str, device: torch.device):
     return G
 
 
-def make_run(G, clip, method: str, mode: str, *, batch: int, steps: int, layer: str, loss: str, callback=None):
+def make_run(G, clip, method: str, mode: str, *, batch: int, steps: int, layer: str, loss: str, callback=None,
+             pool: Optional[int] = None):
     """A zero-argument function running `steps` steps of `method` ('shift' | 'latent') in `mode`
     ('single' | 'batch')."""
     n = 1 if mode == "single" else batch
@@ -113,8 +115,9 @@ def make_run(G, clip, method: str, mode: str, *, batch: int, steps: int, layer: 
     if method == "shift":
         train = train_fn()
         latents = core.sample_latents(G, [0], space="w+", truncation_psi=0.7) if mode == "single" else None
+        extra = {} if pool is None else {"pool": pool}
         return lambda: train(G, clip, TEXT, layer=layer, neutral_text=neutral, latents=latents, steps=steps,
-                             batch=n, truncation_psi=0.7, seed=0, loss=loss, callback=callback)
+                             batch=n, truncation_psi=0.7, seed=0, loss=loss, callback=callback, **extra)
     latent = core.sample_latents(G, list(range(n)), space="w+", truncation_psi=0.7)
     text = clip.encode_text([TEXT])
     neutral_emb = clip.encode_text([NEUTRAL]) if neutral else None
@@ -203,6 +206,24 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def amortised(runs: list[list[float]], first_pass: int, run_steps: int) -> tuple[float, str]:
+    """Seconds per step of a `run_steps`-step batch-mode run whose first `first_pass` steps also render the pool's
+    references, from timed runs (`step_times`: step 2 onward). Without a timed step after the first pass, the
+    first-pass median is all there is (an upper bound)."""
+    filling = [t for r in runs for t in r[:max(first_pass - 1, 0)]]
+    steady = [t for r in runs for t in r[max(first_pass - 1, 0):]]
+    if not steady:
+        m = statistics.median(filling)
+        return m, (f"no step after the pool's first pass was timed (use --steps > {first_pass + 1}); "
+                   f"{m:.3f} s/step while filling it (an upper bound)")
+    s = statistics.median(steady)
+    f = statistics.median(filling) if filling else s
+    k = min(first_pass, run_steps)
+    per = (k * f + (run_steps - k) * s) / run_steps
+    return per, (f"{f:.3f} s/step while the pool is filled (first {first_pass} steps), {s:.3f} after: "
+                 f"{per:.3f} s/step over a {run_steps}-step run")
+
+
 def compare(args, device) -> list[dict]:
     clip = random_clip("ViT-B-32", seed=0, device=device)
     results = []
@@ -216,11 +237,19 @@ def compare(args, device) -> list[dict]:
             for layer in layers:
                 kw = dict(batch=args.batch, steps=args.steps, layer=layer, loss=args.loss)
                 times = {}
+                runs: dict[str, list] = {}
                 # Alternate the two methods (latent, shift, latent, shift ...) so a change of machine load hits both.
                 for _ in range(args.repeats):
                     for method in ("latent", "shift"):
-                        times.setdefault(method, []).extend(step_times(G, clip, method, mode, device, **kw))
+                        t = step_times(G, clip, method, mode, device, pool=args.pool, **kw)
+                        times.setdefault(method, []).extend(t)
+                        runs.setdefault(method, []).append(t)
                 med = {m: statistics.median(t) for m, t in times.items()}
+                if mode == "batch" and args.pool:
+                    # A pool latent's reference is rendered the first time it is drawn: steps 1..ceil(pool/batch)
+                    # cost more than the rest. Per step, a run of --run-steps costs the mix of both.
+                    med["shift"], note = amortised(runs["shift"], -(-args.pool // n), args.run_steps)
+                    print(f"   {'':6s} {'':7s} {'':10s} shift, pool {args.pool}: {note}")
                 ratio = med["shift"] / med["latent"]
                 row = {"config": config, "resolution": G.img_resolution, "mode": mode, "batch": n, "layer": layer,
                        "loss": args.loss, "shift_s_per_step": med["shift"], "latent_s_per_step": med["latent"],
@@ -297,6 +326,10 @@ def main(argv=None) -> None:
     ap.add_argument("--loss", default="directional", choices=("directional", "global"))
     ap.add_argument("--steps", type=int, default=4, help="steps per run (the first is not timed)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per method, alternating the methods")
+    ap.add_argument("--pool", type=int, default=None, help="batch mode: the shift's latent pool (default: "
+                    "train_weight_shift's, DEFAULTS.pool; 0 = fresh z every step)")
+    ap.add_argument("--run-steps", type=int, default=200, help="batch mode with a pool: the run length the "
+                    "per-step cost is averaged over (the reference preset's 200)")
     ap.add_argument("--mem-steps", type=int, default=2, help="steps of each peak-memory run")
     ap.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory runs")
     ap.add_argument("--gpu-target", action="store_true", help="time the H100 target run instead (see above)")
@@ -308,6 +341,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.pool is None and not args.child:
+        from core.edits.weight_shift import DEFAULTS as WS_DEFAULTS
+        args.pool = WS_DEFAULTS.pool
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:

@@ -67,7 +67,7 @@ class WeightShiftConfig:
     k_train: float = 1.0             # the strength the shift is trained at
     batch: int = 2                   # fresh z per step in batch mode (NADA's batch)
     truncation_psi: float = 0.7      # for those z
-    pool: int = 64                   # batch mode draws its latents from this many (0: fresh z every step, as NADA)
+    pool: int = 16                   # batch mode draws its latents from this many (0: fresh z every step, as NADA)
     recommended_k: tuple = (-3.0, 3.0)   # the seed renders k in −3..3
     scan_steps: int = 10             # steps per candidate layer in `scan_layers`
 
