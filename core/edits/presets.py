@@ -4,12 +4,27 @@ Every optimising node offers the same three presets; what each one sets is writt
 
 - reference: the method's reference values (`METHOD_DEFAULTS`, `clip_optimize.DEFAULTS`, `latent_mapper.DEFAULTS`,
   `global_directions.DEFAULTS`), what `num_steps = 0` meant before presets.
-- quick: finishes in minutes on a CPU at the examples' resolution (the 64-256 px demo and real models). Chosen from
-  per-step costs measured on a loaded 2-core CPU (torch 2.x, one image): a full-size StyleGAN2 synthesis forward +
-  backward costs ~10 s at 256 px and ~0.6 s for the 64-px demo generator; LPIPS/VGG and CLIP add about the same
-  again. So ~100 inversion steps are minutes on an ordinary (4-8 core) CPU at 256 px and well under a minute on the
-  demo generator; the result is recognisable, not the reference's fidelity.
-- balanced: in between (roughly a third of the reference): a good result in tens of minutes on a CPU at 256 px.
+- quick: the fewest steps that still give a recognisable result (not the reference's fidelity); balanced: in
+  between (roughly a third of the reference's steps).
+
+Measured cost (bench/bench_presets.py: each method's own core function with the preset's values, random weights,
+the median of 3 timed steps x the preset's steps + set-up; on this project's 2-core CPU shared with other work,
+load average 4-6, torch 2.14, fp32). Demo Generator at 128 px (the examples') / full-size StyleGAN2 config-f at
+256 px:
+
+    method                          quick                 balanced
+    Invert Image image2stylegan     4 min  / 32 min       21 min / 2.7 h
+    Invert Image projector          7 min  / 37 min       22 min / 1.9 h
+    Invert Image ii2s (+ prior)     4 min  / 26 min       15 min / 1.6 h
+    Invert Image pti                8 min  / 44 min       15 min / 1.6 h
+    CLIP Latent Optimize            4 min  / 9 min        11 min / 21 min
+    Train Latent Mapper             25 min / 53 min       4.1 h  / 8.9 h
+    Compute Global Directions       34 min / 16.8 h       2.9 h  / 3 days   (every layer's channels)
+
+So on such a CPU "quick" is minutes for the inversions and CLIP Latent Optimize on the Demo Generator (CLIP also
+at 256 px), half an hour to 45 min for the inversions at 256 px, and not minutes for Train Latent Mapper or
+Compute Global Directions. Elsewhere, run the benchmark there; the node's own estimate (below) learns the
+machine's cost from its runs.
 
 `StepCosts` keeps the measured seconds per step of every run (per kind, method, device type and resolution) and
 estimates a run before it starts: from a run at the same resolution, else scaled by the pixel count from the
