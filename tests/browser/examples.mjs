@@ -60,8 +60,9 @@ try {
       t.opened = t.listed[0];
       const clicked = Date.now();
       await page.getByText(t.opened, { exact: true }).first().click();
-      await page.waitForFunction((name) => window.app.graph.nodes.length > 0
-        && !document.querySelector("[role='dialog']"), t.opened, { timeout: 30_000 });
+      // The template is on the canvas (the app opened with ComfyUI's default graph, which has none of our nodes).
+      await page.waitForFunction(() => window.app.graph.nodes.some((n) => n.type?.startsWith("SGS_"))
+        && !document.querySelector("[role='dialog']"), null, { timeout: 30_000 });
       const run = await page.evaluate(() => window.__sgsRuns.start());
       await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.QueuePrompt"));
       await page.waitForFunction((run) => window.__sgsRuns.finished(run), run,
