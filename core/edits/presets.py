@@ -8,23 +8,23 @@ Every optimising node offers the same three presets; what each one sets is writt
   between (roughly a third of the reference's steps).
 
 Measured cost (bench/bench_presets.py: each method's own core function with the preset's values, random weights,
-the median of 3 timed steps x the preset's steps + set-up; on this project's 2-core CPU shared with other work,
-load average 4-6, torch 2.14, fp32). Demo Generator at 128 px (the examples') / full-size StyleGAN2 config-f at
-256 px:
+a step's seconds (lower quartile of 10 timed steps at 128 px, 5 at 256 px) x the preset's steps + set-up; this
+project's 2-core CPU, shared with other work, torch 2.14, fp32). Demo Generator at 128 px (the examples') /
+full-size StyleGAN2 config-f at 256 px:
 
     method                          quick                 balanced
-    Invert Image image2stylegan     4 min  / 32 min       21 min / 2.7 h
-    Invert Image projector          7 min  / 37 min       22 min / 1.9 h
-    Invert Image ii2s (+ prior)     4 min  / 26 min       15 min / 1.6 h
-    Invert Image pti                8 min  / 44 min       15 min / 1.6 h
-    CLIP Latent Optimize            4 min  / 9 min        11 min / 21 min
-    Train Latent Mapper             25 min / 53 min       4.1 h  / 8.9 h
-    Compute Global Directions       34 min / 16.8 h       2.9 h  / 3 days   (every layer's channels)
+    Invert Image image2stylegan     24 s / 17 min         2 min / 1.4 h
+    Invert Image projector          24 s / 19 min         1 min / 57 min
+    Invert Image ii2s (+ prior)     35 s / 28 min         2 min / 1.7 h
+    Invert Image pti                2 min / 21 min        3 min / 44 min
+    CLIP Latent Optimize            1 min / 9 min         3 min / 20 min
+    Train Latent Mapper             9 min / 43 min        1.5 h / 7.2 h
+    Compute Global Directions       30 min / 17.2 h       2.5 h / 4 days
 
-So on such a CPU "quick" is minutes for the inversions and CLIP Latent Optimize on the Demo Generator (CLIP also
-at 256 px), half an hour to 45 min for the inversions at 256 px, and not minutes for Train Latent Mapper or
-Compute Global Directions. Elsewhere, run the benchmark there; the node's own estimate (below) learns the
-machine's cost from its runs.
+Whole quick runs on the demo: II2S 1 min, CLIP Latent Optimize 30 s. So on two CPU cores "quick" is minutes for
+the inversions and CLIP Latent Optimize on small generators (CLIP also at 256 px), 20-30 min for an inversion at
+256 px, and much longer for Train Latent Mapper and Compute Global Directions. Elsewhere, run the benchmark there;
+the node's own estimate (below) learns the machine's cost from its runs.
 
 `StepCosts` keeps the measured seconds per step of every run (per kind, method, device type and resolution) and
 estimates a run before it starts: from a run at the same resolution, else scaled by the pixel count from the
