@@ -53,9 +53,9 @@ def prior_for(G, callback=None) -> I.WPrior:
 class InvertImage:
     DESCRIPTION = ("Finds the latent that makes the generator reproduce an image (GAN inversion): Image2StyleGAN, "
                    "NVIDIA's projector, II2S or PTI (which also tunes a copy of the generator). Align faces first "
-                   "(Align Face) for face models. Shows the reconstruction while it runs. preset sets the step count (quick: "
-                   "minutes on a CPU). Finish now ends early with the current latent; Stop keeps the latent so far "
-                   "in output/inversions.")
+                   "(Align Face) for face models. Shows the reconstruction while it runs. preset sets the step "
+                   "count (quick: minutes on a CPU for small generators). Finish now ends early with the current "
+                   "latent; Stop keeps the latent so far in output/inversions.")
     CATEGORY = f"{CATEGORY_ROOT}/invert"
     RETURN_TYPES = (LATENT, GENERATOR, "IMAGE", "STRING", WEIGHT_DELTA)
     RETURN_NAMES = ("latent", "generator", "reconstruction", "report", "delta")

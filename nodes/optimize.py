@@ -31,8 +31,9 @@ PRESET_INPUT = "preset"
 def preset_input(kind: str) -> tuple:
     """The `preset` combo of an optimising node (an optional input, last: see `resolve_preset`)."""
     return (list(PR.PRESETS), {"default": PR.DEFAULT_PRESET, "tooltip": (
-        "How long to optimise (0 in a step input below = the preset's count). quick: minutes on a CPU at 256 px, a "
-        "rough result; balanced: a good result; reference: the method's published settings (hours on a CPU).\n"
+        "How long to optimise (0 in a step input below = the preset's count). quick: the fewest steps for a "
+        "recognisable result; balanced: a good result; reference: the method's published settings (hours to days on "
+        "a CPU). The node shows the estimated time on this machine before you queue.\n"
         + PR.tooltip(kind))})
 
 

@@ -61,8 +61,9 @@ def test_checker_catches_bad_values(pack):
 
 
 def test_the_first_templates_run_offline():
-    """The template a user sees first (file names sort first; the frontend lists them in the server's order) and
-    at least four more are Demo Generator graphs that need no file: sample, style mix, video, edit."""
+    """The template a user sees first (the first name in sort order: the pack's web extension sorts its list for
+    the Templates browser, checked in test_browser.py) and at least three more are Demo Generator graphs that need
+    no file: sample, style mix, video, edit."""
     first = examples()[0]
     assert offline(first[1]) and any(n["type"] == "SGS_DemoGenerator" for n in first[1]["nodes"]), first[0].name
     demos = [p.stem for p, w in examples() if offline(w)]

@@ -12,6 +12,10 @@
 //    empty canvas below it; a node grows further only when its widgets themselves (a new report) do not fit.
 //  - A seed of a newly added node starts as "fixed" (ComfyUI's default, "randomize", would change the seed on every
 //    queue, so saved latents and weight deltas stop matching their generator); saved workflows keep their choice.
+//  - The Templates browser lists this pack's example workflows by name, so the first one is
+//    `01_first_image_no_download` (an image within seconds, nothing downloaded). The server lists a pack's templates
+//    in its folder scan's order (the filesystem's: on ext4 a hash of the names) and frontends 1.27 and 1.58 show
+//    that order unchanged; only this pack's own list is sorted, other packs' lists stay as the server sent them.
 // Which nodes optimise or make frames is declared once, in the pack's node registry (nodes/registry.py), and read
 // from the pack's `/stylegan_studio/nodes` route. All these widgets are display-only: never serialised into
 // prompts or saved workflows.
@@ -25,6 +29,26 @@ const ESTIMATE_ROUTE = "/stylegan_studio/estimate";
 const FINISH_ROUTE = "/stylegan_studio/finish";
 // Ids of the optimising and frame-making nodes, read once in `init` (before any node type is registered).
 let registry = { optimising: [], frames: [] };
+
+// This pack's folder under custom_nodes: the extension is served at /extensions/<folder>/stylegan_studio.js, and
+// the server's /workflow_templates answer keys each pack's templates by the same folder name.
+const PACK_FOLDER = decodeURIComponent(new URL(import.meta.url).pathname.split("/").at(-2) ?? "");
+
+// The frontend reads the templates through `api.getWorkflowTemplates()` (frontends 1.27 to 1.58): this pack's list
+// comes back sorted by name. Patched when this module loads, before the Templates browser can first be opened.
+function sortOwnTemplates() {
+  const read = api.getWorkflowTemplates;
+  if (typeof read !== "function" || read.sgsSorted) return;
+  const sorted = async function (...args) {
+    const templates = await read.apply(this, args);
+    const ours = templates?.[PACK_FOLDER];
+    if (Array.isArray(ours)) templates[PACK_FOLDER] = [...ours].sort();
+    return templates;
+  };
+  sorted.sgsSorted = true;
+  api.getWorkflowTemplates = sorted;
+}
+sortOwnTemplates();
 
 async function loadRegistry() {
   try {

@@ -4,12 +4,27 @@ Every optimising node offers the same three presets; what each one sets is writt
 
 - reference: the method's reference values (`METHOD_DEFAULTS`, `clip_optimize.DEFAULTS`, `latent_mapper.DEFAULTS`,
   `global_directions.DEFAULTS`), what `num_steps = 0` meant before presets.
-- quick: finishes in minutes on a CPU at the examples' resolution (the 64-256 px demo and real models). Chosen from
-  per-step costs measured on a loaded 2-core CPU (torch 2.x, one image): a full-size StyleGAN2 synthesis forward +
-  backward costs ~10 s at 256 px and ~0.6 s for the 64-px demo generator; LPIPS/VGG and CLIP add about the same
-  again. So ~100 inversion steps are minutes on an ordinary (4-8 core) CPU at 256 px and well under a minute on the
-  demo generator; the result is recognisable, not the reference's fidelity.
-- balanced: in between (roughly a third of the reference): a good result in tens of minutes on a CPU at 256 px.
+- quick: the fewest steps that still give a recognisable result (not the reference's fidelity); balanced: in
+  between (roughly a third of the reference's steps).
+
+Measured cost (bench/bench_presets.py: each method's own core function with the preset's values, random weights,
+a step's seconds (lower quartile of 10 timed steps at 128 px, 5 at 256 px) x the preset's steps + set-up; this
+project's 2-core CPU, shared with other work, torch 2.14, fp32). Demo Generator at 128 px (the examples') /
+full-size StyleGAN2 config-f at 256 px:
+
+    method                          quick                 balanced
+    Invert Image image2stylegan     24 s / 17 min         2 min / 1.4 h
+    Invert Image projector          24 s / 19 min         1 min / 57 min
+    Invert Image ii2s (+ prior)     35 s / 28 min         2 min / 1.7 h
+    Invert Image pti                2 min / 21 min        3 min / 44 min
+    CLIP Latent Optimize            1 min / 9 min         3 min / 20 min
+    Train Latent Mapper             9 min / 43 min        1.5 h / 7.2 h
+    Compute Global Directions       30 min / 17.2 h       2.5 h / 4 days
+
+Whole quick runs on the demo: II2S 1 min, CLIP Latent Optimize 30 s. So on two CPU cores "quick" is minutes for
+the inversions and CLIP Latent Optimize on small generators (CLIP also at 256 px), 20-30 min for an inversion at
+256 px, and much longer for Train Latent Mapper and Compute Global Directions. Elsewhere, run the benchmark there;
+the node's own estimate (below) learns the machine's cost from its runs.
 
 Weight shifts ('weight_shift': Train Weight Shift, 30 / 100 / 200 steps; 'weight_shift_scan': the Layer Scan, 5 /
 10 / 20 steps per layer). Measured on this 2-core CPU under load (a random 256-px StyleGAN2 with FFHQ's channel

@@ -49,6 +49,30 @@ export function fitGraph() {
   canvas.setDirty(true, true);
 }
 
+// Runs of queued prompts, seen through the frontend's own websocket connection: `__sgsRuns.start()` gives a ticket
+// before queueing, `finished(ticket)` says whether a prompt ended since, `error(ticket)` its error (null: success).
+export function watchRuns() {
+  const events = [];
+  const api = window.app.api;
+  api.addEventListener("execution_success", () => events.push(null));
+  api.addEventListener("execution_error", (e) => events.push(String(e.detail?.exception_message ?? "error")));
+  api.addEventListener("execution_interrupted", () => events.push("interrupted"));
+  window.__sgsRuns = {
+    start: () => events.length,
+    finished: (ticket) => events.length > ticket,
+    error: (ticket) => events[ticket] ?? null,
+  };
+}
+
+// How many pictures the graph's output nodes show, loaded (0 until an image is on the canvas).
+export function outputImages() {
+  const outputs = new Set(["SaveImage", "PreviewImage", "SaveAnimatedWEBP", "SaveAnimatedPNG"]);
+  let shown = 0;
+  for (const node of window.app.graph.nodes) {
+    if (outputs.has(node.type)) shown += (node.imgs ?? []).filter((img) => img?.complete && img.naturalWidth > 0).length;
+  }
+  return shown;
+}
 
 // The browser, launched headless from the configured chromium.
 export function launchBrowser(cfg) {
