@@ -388,12 +388,11 @@ class ApplyWeightShifts:
                                                        "that already has shifts applied: these are added)."})},
                 "optional": optional}
 
-    def apply(self, generator, **inputs):
-        pairs = []
-        for i in range(1, MAX_SHIFT_INPUTS + 1):
-            shift = inputs.get(f"shift_{i}")
-            if shift is not None:
-                pairs.append((shift, float(inputs.get(f"k_{i}", 1.0))))
+    def apply(self, generator, shift_1=None, k_1=1.0, shift_2=None, k_2=1.0, shift_3=None, k_3=1.0, shift_4=None,
+              k_4=1.0):
+        # Named inputs (not **kwargs): the node's arguments are its schema, checked by tests/test_nodes.py.
+        given = [(shift_1, k_1), (shift_2, k_2), (shift_3, k_3), (shift_4, k_4)]
+        pairs = [(shift, float(k)) for shift, k in given if shift is not None]
         if not pairs:
             info = "no shift connected: the generator is passed through unchanged"
             return {"ui": {"text": [info]}, "result": (generator, info)}
