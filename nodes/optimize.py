@@ -89,6 +89,7 @@ class RunState:
     device: str = ""
     resolution: int = 0
     units_per_step: float = 1.0
+    total_units: Optional[int] = None
     save_partial: Optional[Callable[["RunState"], Optional[str]]] = None
     step: int = 0
     total: int = 0
@@ -137,10 +138,11 @@ def estimate(node: str, preset: str = PR.DEFAULT_PRESET, method: str = "", resol
     kind, default_method = _node_kind(node)
     p = PR.get_preset(kind, method or default_method, preset or PR.DEFAULT_PRESET)
     device = device or comfy_env.torch_device("auto").type
-    units = float(p.values.get("num_images", 1)) if kind == "global_directions" else 1.0
+    units = p.units_per_step   # global directions: images per channel; the layer scan: steps per layer
     e = step_costs().estimate(kind, p.method, device, resolution, p.steps, units_per_step=units)
     steps = int(e["steps"] or 0)
-    what = p.describe() + (f", {steps:,} channels" if kind == "global_directions" and steps else "")
+    what = p.describe() + (f", {steps:,} channels" if kind == "global_directions" and steps else
+                           f", {steps:,} layers" if kind == "weight_shift_scan" and steps else "")
     where = f"on {device}" + (f" at {e['resolution']} px" if e["resolution"] else "")
     if e["seconds"] is None:
         text = f"{what}; the time is shown after a first run {where}"
@@ -299,7 +301,8 @@ def _record_cost(state: RunState, timing: list[tuple[int, float]]) -> None:
     (s0, t0), (s1, t1) = timing
     if s1 > s0:
         step_costs().record(state.kind, state.method, state.device, state.resolution, t1 - t0, s1 - s0,
-                            units_per_step=state.units_per_step, total=state.total)
+                            units_per_step=state.units_per_step,
+                            total=state.total if state.total_units is None else state.total_units)
 
 
 comfy_env.add_routes(get={"/stylegan_studio/estimate": estimate_route},

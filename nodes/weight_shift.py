@@ -520,8 +520,10 @@ class WeightShiftLayerScan:
                                   lambda_l2=float(lambda_l2), k_train=float(k_train), loss=loss, batch=int(batch),
                                   truncation_psi=float(truncation_psi), seed=int(seed), callback=callback)
 
-        # Seconds per optimisation step (the progress counts steps x layers); the estimate is the last run's.
-        state = RunState("weight_shift_scan", "", generator.w_avg.device.type, int(generator.img_resolution))
+        # Seconds per step of one layer's training (the progress counts steps x layers); the run's size in the cost
+        # table is its layer count, so the estimate is layers x the preset's steps per layer.
+        state = RunState("weight_shift_scan", "", generator.w_avg.device.type, int(generator.img_resolution),
+                         total_units=count)
         result = run_optimisation(steps * count, run, state=state)
         report = result.report()
         if state.finished_early:

@@ -146,6 +146,21 @@ def test_estimate_without_measurements(pack):
         opt.estimate_route({"node": "SGS_InvertImage", "preset": "fast"})
 
 
+def test_layer_scan_estimate_is_layers_times_the_presets_steps_per_layer(pack, monkeypatch):
+    """The scan's progress counts steps x layers; its estimate must follow the preset's steps per layer (5 / 10 / 20),
+    not repeat the last run's total."""
+    opt = sys.modules[f"{pack.__name__}.nodes.optimize"]
+    monkeypatch.setattr(opt.comfy_env, "torch_device", lambda choice="auto": torch.device("cpu"))
+    # A quick scan of 7 layers (5 steps each) took 70 s: 2 s per step of one layer's training.
+    state = opt.RunState("weight_shift_scan", "", "cpu", 32, total_units=7)
+    opt._record_cost(state, [(0, 0.0), (35, 70.0)])
+    quick = opt.estimate("SGS_WeightShiftLayerScan", "quick", "", 32)
+    reference = opt.estimate("SGS_WeightShiftLayerScan", "reference", "", 32)
+    assert quick["steps"] == reference["steps"] == 7
+    assert quick["seconds"] == pytest.approx(7 * 5 * 2.0) and reference["seconds"] == pytest.approx(7 * 20 * 2.0)
+    assert "7 layers" in quick["text"]
+
+
 def test_estimate_learns_from_a_recorded_run(pack, invert, G2, monkeypatch):
     opt = sys.modules[f"{pack.__name__}.nodes.optimize"]
     cenv = opt.comfy_env
