@@ -91,27 +91,10 @@ def load_shift_file(path: Path, generator=None):
                 raise ValueError(f"{path.name} is a .pt file (a NaviGAN shift or a StyleGAN-NADA checkpoint): it "
                                  f"is converted for one generator, so connect the generator it was made for to Load "
                                  f"Weight Shift's `generator` input")
-            shift = _import_pt(path, generator)
+            shift = WS.import_shift(path, generator)   # NaviGAN or NADA, read once
     if generator is not None:
         WS.check_shift_fits(WS.shift_base(generator), shift)
     return shift
-
-
-NAVIGAN_MAX_BYTES = 64 << 20   # one layer's shift (a 512x512x3x3 conv is 9.4 MB in float32); NADA checkpoints are
-                               # whole generators, tens to hundreds of MB
-
-
-def _import_pt(path: Path, generator):
-    """A NaviGAN shift (small: tried first) or else a StyleGAN-NADA checkpoint, converted for `generator`."""
-    from ..core.errors import CheckpointError
-
-    if path.stat().st_size <= NAVIGAN_MAX_BYTES:
-        try:
-            return WS.import_navigan(path, generator)
-        except CheckpointError as e:
-            if "not a NaviGAN shift file" not in str(e):
-                raise
-    return WS.import_nada(path, generator)
 
 
 def save_shift(shift, filename_prefix: str) -> Path:

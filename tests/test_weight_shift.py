@@ -19,6 +19,7 @@ from core.edits.weight_shift import (MAX_K, SHIFT_FORMAT, SHIFT_SUFFIX, WeightSh
                                      load_weight_shift, make_shift, save_weight_shift, shift_base)
 from core.errors import CheckpointError
 from core.latents import weights_digest
+from core.edits.weight_shift import files as wsfiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import forge  # noqa: E402
@@ -514,6 +515,25 @@ def test_nada_import_is_the_difference_to_the_base(ros, tmp_path):
                   forge.write_rosinality_pt(fx, tmp_path / "full.pt", g_ema=state, training_state=True, args=False)):
         t = import_nada(other, G)
         assert t.tensors.keys() == s.tensors.keys() and all(torch.equal(t.tensors[k], s.tensors[k]) for k in s.tensors)
+
+
+def test_import_shift_reads_a_pt_once_and_tells_the_two_kinds_apart(ros, tmp_path, monkeypatch):
+    fx, _, G = ros
+    navigan = forge.write_navigan_shift(tmp_path / "nose.pt", 3, forge.navigan_shift(
+        fx.net["convs.3.conv.weight"].shape[1:]))
+    nada = forge.write_nada_checkpoint(tmp_path / "000300.pt", forge.nada_state(fx, NADA_CHANGES))
+    reads = []
+    real = wsfiles.read_state_dict
+    monkeypatch.setattr(wsfiles, "read_state_dict", lambda path, **kw: (reads.append(path), real(path, **kw))[1])
+    for path, kind, direct in ((navigan, "navigan", import_navigan), (nada, "nada", import_nada)):
+        reads.clear()
+        s = wsfiles.import_shift(path, G)
+        assert reads == [path] and s.metadata["source"] == kind
+        d = direct(path, G)
+        assert s.tensors.keys() == d.tensors.keys() and all(torch.equal(s.tensors[k], d.tensors[k]) for k in d.tensors)
+    junk = forge.write_navigan_shift(tmp_path / "junk.pt", 3, forge.navigan_shift((4, 4, 3, 3)))
+    with pytest.raises(CheckpointError, match="does not fit|needs"):
+        wsfiles.import_shift(junk, G)
 
 
 def test_nada_from_another_base_is_refused(ros, G2, tmp_path):

@@ -362,8 +362,15 @@ def import_navigan(path: _PathLike, G: Generator) -> WeightShift:
     """
     path = Path(path)
     _unshifted(G, "NaviGAN shift")
-    data = read_state_dict(path, what="NaviGAN shift", hint=NAVIGAN_HINT)
-    if "layer_ix" not in data or "shift" not in data:
+    return _from_navigan(read_state_dict(path, what="NaviGAN shift", hint=NAVIGAN_HINT), path, G)
+
+
+def _is_navigan(data: Mapping) -> bool:
+    return "layer_ix" in data and "shift" in data
+
+
+def _from_navigan(data: Mapping, path: Path, G: Generator) -> WeightShift:
+    if not _is_navigan(data):
         raise CheckpointError(f"{path}: not a NaviGAN shift file (keys: "
                               f"{', '.join(describe(k, 40) for k in list(data)[:8])}); {NAVIGAN_HINT}")
     ix, shift = data["layer_ix"], data["shift"]
@@ -416,8 +423,11 @@ def import_nada(path: _PathLike, G: Generator) -> WeightShift:
     """
     path = Path(path)
     _unshifted(G, "StyleGAN-NADA checkpoint")
+    return _from_nada(read_state_dict(path, what="StyleGAN-NADA checkpoint", hint=NADA_HINT), path, G)
+
+
+def _from_nada(data: Mapping, path: Path, G: Generator) -> WeightShift:
     what = str(path)
-    data = read_state_dict(path, what="StyleGAN-NADA checkpoint", hint=NADA_HINT)
     state, _ = extract_rosinality_state(data, what)
     nada = convert_rosinality_state(state, what)
     base = G.state_dict()
@@ -469,5 +479,15 @@ def import_nada(path: _PathLike, G: Generator) -> WeightShift:
                       layer=_unique_layers(changed), name=path.stem[:200], img_resolution=int(G.img_resolution))
 
 
+def import_shift(path: _PathLike, G: Generator) -> WeightShift:
+    """A `.pt` weight shift of either kind, read once: a NaviGAN shift file (it has 'layer_ix' and 'shift') or else
+    a StyleGAN-NADA checkpoint, converted for `G` as `import_navigan` / `import_nada` do (same errors)."""
+    path = Path(path)
+    _unshifted(G, "shift file")
+    data = read_state_dict(path, what="NaviGAN shift or StyleGAN-NADA checkpoint",
+                           hint=f"{NAVIGAN_HINT}, or {NADA_HINT}")
+    return _from_navigan(data, path, G) if _is_navigan(data) else _from_nada(data, path, G)
+
+
 __all__ = ["SHIFT_FORMAT", "SHIFT_SUFFIX", "SHIFT_VERSION", "MAX_SHIFT_TENSORS", "save_weight_shift",
-           "load_weight_shift", "import_navigan", "import_nada"]
+           "load_weight_shift", "import_navigan", "import_nada", "import_shift"]
