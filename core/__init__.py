@@ -4,6 +4,7 @@ Importable on its own (`import core` with the repository root on `sys.path`); ne
 """
 
 from .align import AlignTransform, align_face, face_keypoints, unalign_face
+from .align import align_mask, blend_mask, photo_coverage, unalign_face_and_blend, unalign_mask
 from .config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config
 from .errors import (AlignmentError, CheckpointError, LatentError, LatentFileError, MissingDependencyError, MissingWeightsError, StyleGANStudioError,
                      UnsafeCheckpointError)
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlignTransform", "AlignmentError", "align_face", "face_keypoints", "unalign_face",
+    "align_mask", "blend_mask", "photo_coverage", "unalign_face_and_blend", "unalign_mask",
     "GeneratorConfig", "MappingConfig", "StyleGAN2Config", "StyleGAN3Config", "CheckpointError", "LatentError", "LatentFileError",
     "MissingDependencyError", "MissingWeightsError", "StyleGANStudioError", "UnsafeCheckpointError", "GeneratorRef", "Latent",
     "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_styles", "latent_to_ws", "load_latent", "MAX_LATENTS",
