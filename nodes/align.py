@@ -109,7 +109,9 @@ class AlignFace:
                    "eye and mouth landmarks), which is what face generators and inversion expect. Landmarks come from "
                    "another node (OpenPose/DWPose face keypoints, JSON) or from a detector: dlib's 68-point predictor "
                    "(pip install dlib-bin face-recognition-models; offline, the detector FFHQ was aligned with) or "
-                   "the face_alignment package. Keep the transform to paste the edited face back with Unalign Face.")
+                   "the face_alignment package. Keep the transform to paste the edited face back with Unalign Face. "
+                   "A connected MASK on the photo comes out warped into each aligned face's frame; without one, the "
+                   "mask output marks the aligned pixels that came from the photo (1) and FFHQ's padding (0).")
     CATEGORY = f"{CATEGORY_ROOT}/align"
     RETURN_TYPES = ("IMAGE", ALIGN_TRANSFORM, "STRING", "MASK")
     RETURN_NAMES = ("aligned", "transform", "landmarks", "mask")
@@ -227,7 +229,8 @@ class AlignFace:
 class UnalignFace:
     DESCRIPTION = ("Pastes edited aligned faces back into the original photo with a soft edge, undoing Align Face's "
                    "crop, rotation and scale. A batch of edits (e.g. interpolation frames) is pasted into the same "
-                   "photo, frame by frame.")
+                   "photo, frame by frame. The blend_mask output is the mask it pasted with, in the photo's frame "
+                   "(e.g. to inpaint the seam with a diffusion model).")
     CATEGORY = f"{CATEGORY_ROOT}/align"
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("image", "blend_mask")
