@@ -11,6 +11,7 @@ from .errors import (AlignmentError, CheckpointError, LatentError, LatentFileErr
 from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, generator_ref, interpolate_latents,
                       latent_to_styles, latent_to_ws, load_latent, MAX_LATENTS, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
                       seeds_to_z, slerp, style_mix_layers, styles_to_latent, synthesize)
+from .latents import fs_from_wplus
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
 from .edits.weight_shift import WeightShift, apply_weight_shifts, load_weight_shift, save_weight_shift, train_weight_shift
@@ -27,4 +28,5 @@ __all__ = [
     "style_mix_layers", "styles_to_latent", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
     "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",
     "WeightShift", "apply_weight_shifts", "load_weight_shift", "save_weight_shift", "train_weight_shift",
+    "fs_from_wplus",
 ]

@@ -508,3 +508,33 @@ def test_finish_now_completes_the_graph_and_stop_saves_the_latent(server, percep
     name = note.split("output/inversions/", 1)[1].split(" ", 1)[0]
     assert name.startswith("image2stylegan_stopped_") and core.load_latent(server.output / "inversions" / name).space \
         == "w+"
+
+
+def test_fs_inversion_saves_loads_and_renders(server, perceptual_weights):
+    """Invert Image's ii2s+fs in a real server: II2S then the FS embedding under one progress bar; the fs latent
+    is saved, loaded back and rendered."""
+    core.save_generator(tiny_generator("stylegan2", img_resolution=64), server.models / "tiny64.safetensors")
+    gen = ["1", 0]
+    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="tiny64.safetensors", device="auto", network="G_ema",
+                        dtype="auto"),
+              "2": sample(gen, 3, space="w+"),
+              "3": node("SGS_Synthesize", generator=gen, latent=["2", 0], noise_mode="const"),
+              "4": node("SGS_InvertImage", generator=gen, image=["3", 0], method="ii2s+fs", num_steps=2, seed=0,
+                        tune_steps=2, preview_every=1),
+              "5": node("SGS_SaveLatent", latent=["4", 0], filename_prefix="latents/fs_test"),
+              "6": node("SGS_Synthesize", generator=gen, latent=["4", 0], noise_mode="const"),
+              "7": node("PreviewImage", images=["6", 0])}
+    result = server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "success", result["status"]
+    report = result["outputs"]["4"]["text"][0]
+    assert "ii2s: 2 steps" in report and "fs: 2 steps" in report
+    saved = list((server.root / "output" / "latents").glob("fs_test*.safetensors"))
+    assert len(saved) == 1 and core.load_latent(saved[0]).space == "fs"
+    # Another 32 px generator has no FS space: a node error naming the reason, not a crash.
+    prompt["1"]["inputs"]["ckpt_name"] = "tiny.safetensors"
+    for key in ("5", "6", "7"):
+        del prompt[key]
+    prompt["8"] = node("PreviewImage", images=["4", 2])
+    result = server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "error"
+    assert "renders at 32 px" in json.dumps(result["status"])

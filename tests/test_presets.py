@@ -32,6 +32,9 @@ DOCUMENTED = {
                                 {"num_images": 100, "num_samples": 100_000}),
     ("weight_shift", ""): ({"steps": 30}, {"steps": 100}, {"steps": 200}),
     ("weight_shift_scan", ""): ({"steps": 5}, {"steps": 10}, {"steps": 20}),
+    ("inversion", "ii2s+fs"): ({"num_steps": 100, "tune_steps": 50}, {"num_steps": 400, "tune_steps": 100},
+                               {"num_steps": 1100, "tune_steps": 250}),
+    ("fs", ""): ({"num_steps": 50}, {"num_steps": 100}, {"num_steps": 250}),
 }
 OPTIMISING = {"SGS_InvertImage": "inversion", "SGS_CLIPLatentOptimize": "clip_optimize",
               "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions",
