@@ -255,6 +255,8 @@ def _luminance3(x: torch.Tensor, like: Optional[torch.Tensor] = None) -> torch.T
 
 def content_loss(f: torch.Tensor, p: torch.Tensor, kind: str) -> torch.Tensor:
     """`[N]`: ½Σ(F − P)² (Gatys eq. 1), the mean of (F − P)² (tutorial: F.mse_loss), or Σd²/Σ|d| (crowsonkb)."""
+    if kind == "mse" and f.shape[0] == 1:
+        return F.mse_loss(f, p).reshape(1)   # the tutorial's call (the same rounding)
     d = (f - p).flatten(1)
     if kind == "half_sum":
         return 0.5 * d.square().sum(1)
@@ -372,13 +374,13 @@ def style_transfer(content: torch.Tensor, styles: Union[torch.Tensor, Sequence[t
     t0 = time.perf_counter()
     with torch.inference_mode(False), torch.enable_grad():
         net = autograd_ready(vgg)
-        device = next(net.parameters()).device
+        device, dtype = next(net.parameters()).device, next(net.parameters()).dtype   # float64 for exact checks
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         net = net.to(memory_format=fmt)
-        content = autograd_ready(content.detach()).to(device).float().clamp(0, 1)
-        styles = [autograd_ready(s.detach()).to(device).float().clamp(0, 1) for s in styles]
+        content = autograd_ready(content.detach()).to(device, dtype).clamp(0, 1)
+        styles = [autograd_ready(s.detach()).to(device, dtype).clamp(0, 1) for s in styles]
         if masks is not None:
-            masks = [tuple(None if m is None else autograd_ready(m).to(device) for m in pair) for pair in masks]
+            masks = [tuple(None if m is None else autograd_ready(m).to(device, dtype) for m in pair) for pair in masks]
         layers = list(dict.fromkeys(r.content_layers + r.style_layers))
         n_frames = content.shape[0]
         total = n_frames * sum(r.steps * (r.first_scale_factor if i == 0 else 1) for i in range(len(sizes)))

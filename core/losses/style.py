@@ -80,7 +80,8 @@ def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
         mask = mask.to(features)
         features = features * mask
     flat = features.reshape(n, c, h * w)
-    gram = torch.bmm(flat, flat.transpose(1, 2))
+    # one image: torch.mm, as the references compute it (the same rounding, so their loops are matched exactly)
+    gram = torch.mm(flat[0], flat[0].t())[None] if n == 1 else torch.bmm(flat, flat.transpose(1, 2))
     if normalize == "none":
         return gram
     if normalize == "barbershop":
@@ -100,11 +101,14 @@ def gram_distance(gram: torch.Tensor, target: torch.Tensor, *, normalize: str = 
     """Distance `[N]` between Grams `[N, C, C]` and a target (`[N or 1, C, C]`) of the same `normalize`: Σ d² for
     'gatys' and 'none', the mean of d² for 'tutorial' and 'barbershop' (F.mse_loss), Σ d² / Σ |d| for 'hw'."""
     _check_normalize(normalize)
-    d = (gram - target.to(gram)).flatten(1)
+    target = target.to(gram)
+    if normalize in ("tutorial", "barbershop"):
+        if gram.shape[0] == 1 and target.shape[0] == 1:
+            return F.mse_loss(gram, target).reshape(1)   # F.mse_loss, as the references (the same rounding)
+        return F.mse_loss(gram, target.expand_as(gram), reduction="none").flatten(1).mean(1)
+    d = (gram - target).flatten(1)
     if normalize in ("gatys", "none"):
         return d.square().sum(1)
-    if normalize in ("tutorial", "barbershop"):
-        return d.square().mean(1)
     return d.square().sum(1) / (d.abs().sum(1) + _EPS)
 
 
