@@ -124,6 +124,9 @@ def write_random_perceptual_weights(folder) -> None:
         torch.save({f"features.{k}": v for k, v in lp.features.state_dict().items()}, folder / backbone_file)
         torch.save({f"lin{k}.model.1.weight": lin.weight for k, lin in enumerate(lp.lins)},
                    folder / f"lpips_{net}.pth")
+    from core.losses import vgg19 as V   # Neural Style's VGG-19: torchvision's layout and file name
+
+    torch.save(V.vgg19_state(V.random_vgg19(seed=0)), folder / V.VGG19_FILES["torchvision"][0])
 
 
 def example_face_photo(path) -> list:
