@@ -207,6 +207,7 @@ def tutorial_run(cnn, content_img, style_img, num_steps, style_weight=1e6, conte
     return losses, input_img.detach()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, steps", [(torch.float64, 25), (torch.float32, 10)])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_tutorial_method_reproduces_the_tutorials_loop(vgg, channels_last, dtype, steps):
@@ -242,6 +243,7 @@ def test_loss_decreases_for_every_method(vgg, method, optimizer):
     assert losses[-1] < losses[0], (method, optimizer, losses)
 
 
+@pytest.mark.slow
 def test_mask_pair_acts_inside_its_region_only(vgg):
     """Style A into the left half, style B into the right: A's Gram distance falls on the left, not on the right."""
     g = torch.Generator().manual_seed(5)
@@ -292,6 +294,7 @@ def test_histogram_matching_gives_the_style_the_contents_colours(vgg):
     assert r.image.shape == (1, 3, 16, 16)
 
 
+@pytest.mark.slow
 def test_several_styles_weights_frames_scales_and_finish(vgg):
     content = rand(2, 3, 24, 32, seed=11)
     a, b = rand(1, 3, 24, 24, seed=12), rand(1, 3, 30, 20, seed=13)
