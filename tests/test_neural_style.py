@@ -79,6 +79,10 @@ def test_gram_normalisations_match_their_formulas():
     with pytest.raises(ValueError, match="does not fit features"):
         S.gram_matrix(f, torch.ones(1, 1, 2, 2))
     assert S.resize_mask(torch.ones(8, 8), (2, 4)).shape == (1, 1, 2, 4)
+    half = torch.zeros(4, 4)
+    half[:, :1] = 1
+    torch.testing.assert_close(S.resize_mask(half, (2, 2))[0, 0], torch.tensor([[0.5, 0.0], [0.5, 0.0]]))
+    torch.testing.assert_close(S.resize_mask(half, (2, 2), "nearest")[0, 0], torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
 
 
 def test_layers_of_each_method_and_the_vgg_layers(vgg):
