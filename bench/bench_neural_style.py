@@ -183,6 +183,8 @@ def main():
     ap.add_argument("--memory-size", type=int, default=1024)
     ap.add_argument("--memory-iters", type=int, default=2)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every side (load changes hit all)")
+    ap.add_argument("--contiguous", action="store_true", help="also time ours without channels-last")
     ap.add_argument("--gpu-target", action="store_true")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -199,19 +201,20 @@ def main():
         style = torch.rand(1, 3, size, size, generator=g).to(device)
         rows = {}
         # interleaved, so that a change in the machine's load hits every side alike
-        for _ in range(2):
-            for name, fn in (("tutorial loop", lambda: time_tutorial(vgg, content, style, args.iters, device)),
-                             ("ours tutorial", lambda: time_ours(vgg, content, style, args.iters, "tutorial",
-                                                                device)),
-                             ("ours tutorial (contiguous)", lambda: time_ours(vgg, content, style, args.iters,
-                                                                             "tutorial", device, False)),
-                             ("ours gatys2016", lambda: time_ours(vgg, content, style, args.iters, "gatys2016",
-                                                                 device))):
+        sides = [("tutorial loop", lambda: time_tutorial(vgg, content, style, args.iters, device)),
+                 ("ours tutorial", lambda: time_ours(vgg, content, style, args.iters, "tutorial", device))]
+        if args.contiguous:
+            sides.append(("ours tutorial (contiguous)", lambda: time_ours(vgg, content, style, args.iters,
+                                                                          "tutorial", device, False)))
+        sides.append(("ours gatys2016", lambda: time_ours(vgg, content, style, args.iters, "gatys2016", device)))
+        for _ in range(args.rounds):
+            for name, fn in sides:
                 rows.setdefault(name, []).extend(fn())
         ref = statistics.median(rows["tutorial loop"])
         for name, times in rows.items():
             med = statistics.median(times)
-            print(f"{size:5d} px  {name:28s} {med:8.3f} s/iteration  (tutorial loop / this: {ref / med:.2f}x)")
+            print(f"{size:5d} px  {name:28s} {med:8.3f} s/iteration  (tutorial loop / this: {ref / med:.2f}x)",
+                  flush=True)
     if args.gpu_target:
         g = torch.Generator().manual_seed(1)
         content = torch.rand(1, 3, 512, 512, generator=g).to(device)
