@@ -124,6 +124,9 @@ def write_random_perceptual_weights(folder) -> None:
         torch.save({f"features.{k}": v for k, v in lp.features.state_dict().items()}, folder / backbone_file)
         torch.save({f"lin{k}.model.1.weight": lin.weight for k, lin in enumerate(lp.lins)},
                    folder / f"lpips_{net}.pth")
+    from core.losses import vgg19 as V   # Neural Style's VGG-19: torchvision's layout and file name
+
+    torch.save(V.vgg19_state(V.random_vgg19(seed=0)), folder / V.VGG19_FILES["torchvision"][0])
 
 
 def example_face_photo(path) -> list:
@@ -538,3 +541,39 @@ def test_fs_inversion_saves_loads_and_renders(server, perceptual_weights):
     result = server.run_prompt(prompt)
     assert result["status"]["status_str"] == "error"
     assert "renders at 32 px" in json.dumps(result["status"])
+
+
+@pytest.mark.parametrize("name", ["neural_style", "neural_style_stylegan_face"])
+def test_neural_style_examples_run_unchanged(server, name):
+    """The Neural Style examples as they are, with stand-ins: a seeded random VGG-19 in torchvision's layout under
+    its published name, synthetic images under the Load Image names, the tiny generator under the checkpoint's name.
+    The photo example's mask comes from ComfyUI's own Image To Mask; the result has `size` px on the long side."""
+    from PIL import Image
+
+    from workflows import EXAMPLES, check_workflow, load_workflow, ui_to_api
+
+    write_random_perceptual_weights(server.root / "models" / "perceptual")
+    workflow = load_workflow(EXAMPLES / f"{name}.json")
+    for n in workflow["nodes"]:
+        if n["type"] == "SGS_LoadStyleGAN" and not (server.models / n["widgets_values"][0]).exists():
+            core.save_generator(tiny_generator("stylegan2"), server.models / n["widgets_values"][0])
+        if n["type"] == "LoadImage":
+            example_face_photo(server.root / "input" / n["widgets_values"][0])
+    info = server.get("/object_info")
+    assert check_workflow(workflow, info) == []
+    prompt = ui_to_api(workflow, info)
+    ids = {e["class_type"]: k for k, e in prompt.items()}
+    style = prompt[ids["SGS_NeuralStyle"]]["inputs"]
+    assert style["preset"] == "quick" and style["backbone"] == "vgg19-dcbb9e9d.pth"
+    result = server.run_prompt(prompt, timeout=900)
+    errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert result["status"]["status_str"] == "success", errors
+    report = result["outputs"][ids["SGS_NeuralStyle"]]["text"][0]
+    saved = result["outputs"][ids["SaveImage"]]["images"]
+    assert len(saved) == 1
+    size = Image.open(server.output / saved[0]["subfolder"] / saved[0]["filename"]).size
+    assert max(size) == style["size"], (size, style["size"])
+    if name == "neural_style":
+        assert "Neural Style (gatys2016): 1 image(s), 100 of 100 steps" in report, report
+    else:
+        assert "Neural Style (tutorial): 1 image(s), 50 of 50 steps" in report, report
