@@ -19,7 +19,7 @@ import core
 from core.errors import CheckpointError, MissingDependencyError, MissingWeightsError
 from core.models import face_parsing as FP
 from core.models.face_parsing import parser as P
-from tests.conftest import tiny_generator
+from conftest import tiny_generator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # sum(p.numel() for p in BiSeNet(n).parameters()) and len(state_dict()) of zllrunning's model.py, run locally.
