@@ -40,6 +40,7 @@ LANDMARKS_FOLDER = "landmarks"
 ARCFACE_FOLDER = "arcface"
 MAPPER_FOLDER = "latent_mappers"
 SHIFT_FOLDER = "weight_shifts"
+FACE_PARSING_FOLDER = "face_parsing"  # the folder other ComfyUI face-parsing packs use too
 CLIP_FOLDERS = ("text_encoders", "clip")   # ComfyUI's own folders for CLIP files (models/clip is the legacy name)
 
 
@@ -58,6 +59,7 @@ MODEL_FOLDERS = {
     ARCFACE_FOLDER: ModelFolder((ARCFACE_FOLDER,), frozenset({".pth", ".safetensors"})),  # ArcFace IR-SE50
     MAPPER_FOLDER: ModelFolder((MAPPER_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # latent mappers
     SHIFT_FOLDER: ModelFolder((SHIFT_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # weight shifts (+ NaviGAN/NADA)
+    FACE_PARSING_FOLDER: ModelFolder((FACE_PARSING_FOLDER,), frozenset({".pth", ".pt", ".safetensors", ".bin"})),
     "clip": ModelFolder(CLIP_FOLDERS, frozenset(), register=False),                # open_clip weights
 }
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
@@ -710,6 +712,11 @@ def arcface_dirs() -> list[Path]:
 def mapper_dirs() -> list[Path]:
     """Folders searched for latent mappers: models/latent_mappers (the first one receives trained mappers)."""
     return folder_dirs(MAPPER_FOLDER)
+
+
+def face_parsing_dirs() -> list[Path]:
+    """Folders searched for face parsers (BiSeNet .pth, SegFormer folders): models/face_parsing."""
+    return folder_dirs(FACE_PARSING_FOLDER)
 
 
 def clip_dirs() -> list[Path]:

@@ -10,3 +10,5 @@ ARCFACE = "SGS_ARCFACE"      # a core.losses.arcface.ArcFaceIRSE50 (shared and c
 DIRECTIONS = "SGS_GLOBAL_DIRECTIONS"  # a core.edits.global_directions.GlobalDirections (cached: never modified)
 MAPPER = "SGS_LATENT_MAPPER"     # a core.edits.latent_mapper.LatentMapper (eval mode, cached: never modified)
 WEIGHT_SHIFT = "SGS_WEIGHT_SHIFT"  # a core.edits.weight_shift.WeightShift (x per parameter, tied to its base generator)
+FACE_PARSER = "SGS_FACE_PARSER"    # a core.models.face_parsing.FaceParser (shared and cached: never modified)
+FACE_PARSING = "SGS_FACE_PARSING"  # a core.models.face_parsing.FaceParsing (uint8 labels [N, H, W] + label schema)

@@ -577,3 +577,53 @@ def test_neural_style_examples_run_unchanged(server, name):
         assert "Neural Style (gatys2016): 1 image(s), 100 of 100 steps" in report, report
     else:
         assert "Neural Style (tutorial): 1 image(s), 50 of 50 steps" in report, report
+
+
+def test_face_parse_runs_on_a_batch_with_stand_in_parsers(server, tmp_path):
+    """Load Face Parser lists models/face_parsing (a BiSeNet seg.pth and a SegFormer folder, random stand-ins), Face
+    Parse and Face Parsing Mask run on a batch, and their MASK feeds ComfyUI's own mask nodes."""
+    from core.models import face_parsing as FP
+
+    folder = server.root / "models" / "face_parsing"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(FP.random_bisenet(16, seed=0).state_dict(), folder / "seg.pth")
+    try:
+        import transformers
+    except ImportError:
+        transformers = None
+    if transformers is not None:
+        from test_face_parsing import write_tiny_segformer
+
+        write_tiny_segformer(folder / "segformer")
+    info = server.get("/object_info/SGS_LoadFaceParser")["SGS_LoadFaceParser"]
+    choices = info["input"]["required"]["parser_name"][0]
+    assert "seg.pth" in choices and (transformers is None or "segformer/model.safetensors" in choices)
+    for name, schema in [("seg.pth", "barbershop16")] + ([("segformer/model.safetensors", "celebamask19")]
+                                                          if transformers is not None else []):
+        prompt = {
+            "1": node("SGS_DemoGenerator", arch="stylegan2", resolution=32, seed=1, device="cpu"),
+            "2": sample(["1", 0], 0, n=2),
+            "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+            "4": node("SGS_LoadFaceParser", parser_name=name, device="auto"),
+            "5": node("SGS_FaceParse", face_parser=["4", 0], image=["3", 0], classes="hair, face", grow=1,
+                      feather=1.0),
+            "6": node("SGS_FaceParsingMask", parsing=["5", 2], classes="background"),
+            "7": node("MaskToImage", mask=["6", 0]),
+            "8": node("PreviewImage", images=["7", 0]),
+            "9": node("PreviewImage", images=["5", 1]),
+            "10": node("MaskToImage", mask=["5", 0]),
+            "11": node("PreviewImage", images=["10", 0]),
+        }
+        result = server.run_prompt(prompt)
+        assert result["status"]["status_str"] == "success", result["status"]
+        assert schema in result["outputs"]["4"]["text"][0]
+        assert len(result["outputs"]["8"]["images"]) == 2 and len(result["outputs"]["9"]["images"]) == 2
+    bad = {"1": node("SGS_DemoGenerator", arch="stylegan2", resolution=32, seed=1, device="cpu"),
+           "2": sample(["1", 0], 0),
+           "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+           "4": node("SGS_LoadFaceParser", parser_name="seg.pth", device="auto"),
+           "5": node("SGS_FaceParse", face_parser=["4", 0], image=["3", 0], classes="left_eye"),
+           "6": node("PreviewImage", images=["5", 1])}
+    result = server.run_prompt(bad)
+    errors = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and "select 'eyes' instead" in errors[0]["exception_message"]
