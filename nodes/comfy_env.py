@@ -40,6 +40,7 @@ LANDMARKS_FOLDER = "landmarks"
 ARCFACE_FOLDER = "arcface"
 MAPPER_FOLDER = "latent_mappers"
 SHIFT_FOLDER = "weight_shifts"
+ENCODER_FOLDER = "encoders"
 CLIP_FOLDERS = ("text_encoders", "clip")   # ComfyUI's own folders for CLIP files (models/clip is the legacy name)
 
 
@@ -58,6 +59,7 @@ MODEL_FOLDERS = {
     ARCFACE_FOLDER: ModelFolder((ARCFACE_FOLDER,), frozenset({".pth", ".safetensors"})),  # ArcFace IR-SE50
     MAPPER_FOLDER: ModelFolder((MAPPER_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # latent mappers
     SHIFT_FOLDER: ModelFolder((SHIFT_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # weight shifts (+ NaviGAN/NADA)
+    ENCODER_FOLDER: ModelFolder((ENCODER_FOLDER,), frozenset({".pt", ".pth"})),  # pSp / e4e / ReStyle encoders
     "clip": ModelFolder(CLIP_FOLDERS, frozenset(), register=False),                # open_clip weights
 }
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
@@ -710,6 +712,11 @@ def arcface_dirs() -> list[Path]:
 def mapper_dirs() -> list[Path]:
     """Folders searched for latent mappers: models/latent_mappers (the first one receives trained mappers)."""
     return folder_dirs(MAPPER_FOLDER)
+
+
+def encoder_dirs() -> list[Path]:
+    """Folders searched for pSp / e4e / ReStyle encoders: models/encoders (the first one receives Hub downloads)."""
+    return folder_dirs(ENCODER_FOLDER)
 
 
 def clip_dirs() -> list[Path]:

@@ -12,7 +12,7 @@ from .caches import ModelCache
 from .convert import comfy_to_generator, generator_to_comfy
 from .optimize import RunState, output_name, preset_input, resolve_preset, run_optimisation, save_stopped_latent
 from .registry import register_node
-from .types import CATEGORY_ROOT, GENERATOR, LATENT, WEIGHT_DELTA
+from .types import CATEGORY_ROOT, ENCODER, GENERATOR, LATENT, WEIGHT_DELTA
 
 _MASK_MODES = ["fit inside mask", "ignore inside mask"]
 _PRIOR_SUFFIX = ".ii2s-prior"              # not a checkpoint extension, so never listed (see prior_for)
@@ -75,10 +75,11 @@ class InvertImage:
                 "generator": (GENERATOR, {"tooltip": "The generator to invert into (it is never modified)."}),
                 "image": ("IMAGE", {"tooltip": "Image(s) to invert; a batch is inverted together. Other sizes are "
                                     "resized to the generator's resolution (with a note)."}),
-                "method": (list(I.METHODS), {"default": I.DEFAULT_METHOD, "tooltip":
+                "method": (list(I.METHODS + I.ENCODER_METHODS), {"default": I.DEFAULT_METHOD, "tooltip":
                            "image2stylegan: W+, VGG16 + MSE. projector: NVIDIA's projector.py (one w + noise). "
                            "ii2s: W+ with a learned prior (keeps the latent editable). pti: projector pivot, then "
-                           "tunes the generator to the image (best fidelity; outputs a tuned generator)."}),
+                           "tunes the generator to the image (best fidelity; outputs a tuned generator). e4e / "
+                           "restyle: an encoder (connect encoder), about a second, no optimisation."}),
                 "num_steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": _steps_tooltip()}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1,
                                  "tooltip": "Seeds the random noise some methods use."}),
@@ -97,11 +98,17 @@ class InvertImage:
                 "preview_every": ("INT", {"default": 10, "min": 1, "max": 1000,
                                           "tooltip": "Show the current reconstruction every this many steps."}),
                 "preset": preset_input("inversion"),
+                "encoder": (ENCODER, {"tooltip": "Optional pSp / e4e / ReStyle encoder (Load Encoder): needed by the "
+                            "e4e and restyle methods; with projector, ii2s or pti the optimisation starts exactly at "
+                            "the encoder's w+ (initialise from encoder; encoder then PTI is the common recipe). For "
+                            "restyle, num_steps sets its passes (0 = 5)."}),
             },
         }
 
     def invert(self, generator, image, method, num_steps, seed, mask=None, mask_mode=_MASK_MODES[0],
-               learning_rate=0.0, tune_steps=0, preview_every=10, preset=None):
+               learning_rate=0.0, tune_steps=0, preview_every=10, preset=None, encoder=None):
+        if method in I.ENCODER_METHODS:
+            return self._encode(generator, image, method, num_steps, encoder)
         cfg = I.METHOD_DEFAULTS[method]
         values = resolve_preset("inversion", method, preset, num_steps=int(num_steps), tune_steps=int(tune_steps))
         steps = values["num_steps"]
@@ -122,10 +129,11 @@ class InvertImage:
             prior = prior_for(generator) if cfg.prior_weight else None
             return I.invert_image(generator, target, method=method, num_steps=steps, lr=float(learning_rate) or None,
                                   mask=mask, prior=prior, tune_steps=tune, seed=int(seed),
-                                  callback=callback, perceptual=perceptual_nets(method))
+                                  callback=callback, perceptual=perceptual_nets(method), encoder=encoder)
 
         state = RunState("inversion", method, generator.w_avg.device.type, int(generator.img_resolution),
-                         save_partial=lambda st: save_stopped_inversion(generator, method, st))
+                         save_partial=lambda st: save_stopped_inversion(generator, method, st,
+                                                                        wplus=encoder is not None))
         result = run_optimisation(total, run, preview_every=preview_every, state=state)  # PTI may stop early
         if state.finished_early:
             notes.append(state.note() + (" (Finish now; PTI without tuning: the pivot)" if cfg.tune_steps and
@@ -136,15 +144,24 @@ class InvertImage:
         return {"ui": {"text": [report]},
                 "result": (result.latent, result.generator, images, report, result.delta)}
 
+    def _encode(self, generator, image, method, num_steps, encoder):
+        """Methods e4e / restyle: the encoder, no optimisation (num_steps: ReStyle's passes, 0 = its default)."""
+        result = I.invert_image(generator, comfy_to_generator(image), method=method, encoder=encoder,
+                                num_iterations=int(num_steps) or None)
+        report = result.report()
+        images = generator_to_comfy(result.image, comfy_env.intermediate_device())
+        return {"ui": {"text": [report]},
+                "result": (result.latent, result.generator, images, report, result.delta)}
 
-def save_stopped_inversion(generator, method: str, state: RunState):
+
+def save_stopped_inversion(generator, method: str, state: RunState, wplus: bool = False):
     """Stop: write the latent of the last completed step (PTI in its tuning phase: the pivot and the weight change
     so far) to output/inversions/; the sentence saying where. None when no step has finished."""
     params = state.last_params or {}
     ws = params.get("ws")
     if ws is None:
         return None
-    space = "w" if I.METHOD_DEFAULTS[method].space == "w" else "w+"
+    space = "w" if I.METHOD_DEFAULTS[method].space == "w" and not wplus else "w+"  # encoder start: w+
     tensor = ws[:, 0] if space == "w" else ws
     latent = Latent(tensor.detach().float().cpu().contiguous(), space, generator_ref(generator))
     where = save_stopped_latent(latent, f"inversions/{method}_stopped")

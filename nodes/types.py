@@ -10,3 +10,4 @@ ARCFACE = "SGS_ARCFACE"      # a core.losses.arcface.ArcFaceIRSE50 (shared and c
 DIRECTIONS = "SGS_GLOBAL_DIRECTIONS"  # a core.edits.global_directions.GlobalDirections (cached: never modified)
 MAPPER = "SGS_LATENT_MAPPER"     # a core.edits.latent_mapper.LatentMapper (eval mode, cached: never modified)
 WEIGHT_SHIFT = "SGS_WEIGHT_SHIFT"  # a core.edits.weight_shift.WeightShift (x per parameter, tied to its base generator)
+ENCODER = "SGS_ENCODER"        # a core.models.encoders.Encoder (pSp / e4e / ReStyle; cached: never modified)

@@ -174,8 +174,9 @@ def test_encoder_initialised_inversion_starts_at_the_encoder_latent(tmp_path, me
     enc = load(write_encoder(tmp_path / "e.pt", "e4e", rosinality, expected))
     target = expected["images"][:1]
     encoded = EI.encode_image(enc, G, target)
+    prior = I.compute_w_prior(G, num_samples=2000) if method == "ii2s" else None
     # num_steps 0: the result is the start, exactly.
-    res = I.invert_image(G, target, method=method, encoder=enc, num_steps=0, tune_steps=0,
+    res = I.invert_image(G, target, method=method, encoder=enc, num_steps=0, tune_steps=0, prior=prior,
                          perceptual={"lpips_vgg": _ZeroLPIPS(), "lpips_alex": _ZeroLPIPS()})
     assert res.latent.space == "w+"
     assert torch.equal(res.latent.tensor, encoded.latent.tensor)
@@ -185,7 +186,7 @@ def test_encoder_initialised_inversion_starts_at_the_encoder_latent(tmp_path, me
                               optimize_noise=False, num_steps=2, tune_steps=0, prior_weight=0.0,
                               lr_schedule="constant")
     seen = []
-    I.invert_image(G, target, method=method, encoder=enc, config=cfg,
+    I.invert_image(G, target, method=method, encoder=enc, config=cfg, prior=prior,
                    perceptual={"lpips_vgg": _ZeroLPIPS(), "lpips_alex": _ZeroLPIPS()},
                    callback=lambda p: seen.append(p.image.detach().cpu().clone()))
     assert torch.equal(seen[0], encoded.image)
@@ -213,3 +214,26 @@ class _ZeroLPIPS(torch.nn.Module):
 
     def forward(self, x, y):
         return (x - y).square().flatten(1).mean(1) * 0.5
+
+
+def test_nodes_load_encode_and_invert(pack, tmp_path, rosinality, expected):
+    folder = tmp_path / "models" / "encoders"
+    folder.mkdir(parents=True)
+    write_encoder(folder / "e4e_tiny.pt", "e4e", rosinality, expected)
+    enc_mod = __import__(f"{pack.__name__}.nodes.encoders", fromlist=["x"])
+    assert enc_mod.encoder_files() == ["e4e_tiny.pt"]
+    load_node = pack.NODE_CLASS_MAPPINGS["SGS_LoadEncoder"]()
+    assert pack.NODE_CLASS_MAPPINGS["SGS_LoadEncoder"].VALIDATE_INPUTS("nope.pt") is not True
+    out = load_node.load("e4e_tiny.pt", "cpu")["result"]
+    enc, info = out
+    assert "e4e" in info and load_node.load("e4e_tiny.pt", "cpu")["result"][0] is enc  # cached
+    # The same file holds the generator (its decoder): Load StyleGAN reads it.
+    (tmp_path / "models" / "stylegan" / "e4e_tiny.pt").symlink_to(folder / "e4e_tiny.pt")
+    G = pack.NODE_CLASS_MAPPINGS["SGS_LoadStyleGAN"]().load("e4e_tiny.pt", "cpu")["result"][0]
+    image = (expected["images"][:1].permute(0, 2, 3, 1) + 1) / 2
+    latent, recon, report = pack.NODE_CLASS_MAPPINGS["SGS_EncodeImage"]().encode(G, enc, image)["result"]
+    assert latent.space == "w+" and latent.tensor.shape == (1, 8, 16) and recon.shape == (1, 32, 32, 3)
+    direct = EI.encode_image(enc, G, (image.permute(0, 3, 1, 2) * 255 - 128) / 127.5).latent.tensor  # convert.py
+    torch.testing.assert_close(latent.tensor, direct)
+    res = pack.NODE_CLASS_MAPPINGS["SGS_InvertImage"]().invert(G, image, "e4e", 0, 0, encoder=enc)["result"]
+    torch.testing.assert_close(res[0].tensor, direct)
