@@ -383,7 +383,7 @@ WORKFLOWS = {
         ]),
     "fast_photo_edit": dict(
         title="Fast photo edit: e4e encoder + text direction (FFHQ)",
-        description=f"Align your photo's face, invert it with the e4e encoder (about a second, no optimisation), edit "
+        description=f"Align your photo's face, invert it with e4e (about a second), edit "
                     f"it toward 'a smiling face' (global directions), paste it back. Needs {CHECKPOINT}, "
                     f"e4e_ffhq_encode.pt, CLIP ViT-B-32.",
         steps=[
