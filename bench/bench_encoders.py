@@ -14,10 +14,10 @@ also render the generator between passes: both sides use the same generator (our
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 import platform
-import statistics
 import sys
 import time
 from argparse import Namespace
@@ -39,15 +39,18 @@ from core.models.encoders.networks import EncoderConfig, random_encoder  # noqa:
 KINDS = {"psp": ("fpn", False, 3), "e4e": ("fpn", True, 3), "restyle_e4e": ("backbone", True, 6)}
 
 
-def timed(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed(fns, warmup: int, iters: int) -> list[float]:
+    """Best seconds of each function, run alternately (a shared machine's load then affects both alike)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t)
+    return [min(t) for t in times]
 
 
 def reference_encoder(kind: str, args, ours: nn.Module, num_ws: int):
@@ -102,15 +105,20 @@ def main() -> None:
         latent_avg = torch.randn(1, 512).repeat(num_ws, 1) * 0.1
         info = ENC.EncoderInfo(name=f"random {kind}", kind=kind, encoder_type="", stylegan_size=size,
                                start_from_latent_avg=True, decoder=None)
-        enc = ENC.Encoder(net, latent_avg, info).to(dev)
-        G = core.Generator(core.GeneratorConfig(
+        ref = reference_encoder(kind, args, net, num_ws)  # before ours is fused (it takes the references' names)
+        enc = ENC.Encoder(ENC.prepare_for_inference(copy.deepcopy(net)), latent_avg, info).to(dev)
+        G = core.build_generator(core.GeneratorConfig(
             arch="stylegan2", img_resolution=size, mapping=core.MappingConfig(num_layers=8),
-            synthesis=core.StyleGAN2Config(channel_base=32768, channel_max=512, conv_clamp=256))).eval().to(dev)
+            synthesis=core.StyleGAN2Config(channel_base=32768, channel_max=512, conv_clamp=256)), seed=0).eval().to(dev)
         iters = ENC.DEFAULT_RESTYLE_ITERATIONS if enc.info.iterative else 1
-        ours = timed(lambda: EI.encode_image(enc, G, x, num_iterations=iters, render=False), args.warmup, args.iters)
-        ref = reference_encoder(kind, args, net, num_ws)
+
+        def run_ours():
+            return EI.encode_image(enc, G, x, num_iterations=iters, render=False)
+
         ref_s = None
-        if ref is not None:
+        if ref is None:
+            (ours,) = timed([run_ours], args.warmup, args.iters)
+        else:
             ref = ref.to(dev)
             la = latent_avg.to(dev)
 
@@ -126,7 +134,7 @@ def main() -> None:
                     y_hat = nn.AdaptiveAvgPool2d((256, 256))(y_hat)
                 return latent
 
-            ref_s = timed(run_ref, args.warmup, args.iters)
+            ours, ref_s = timed([run_ours, run_ref], args.warmup, args.iters)
         per = ours / args.batch
         line = f"{kind:12s} ({iters} pass{'es' if iters > 1 else ''}): ours {per:.3f} s/image"
         if ref_s is not None:

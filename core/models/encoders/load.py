@@ -21,7 +21,7 @@ from torch import nn
 from ...errors import CheckpointError
 from ...files import describe, read_state_dict
 from .irse import IR_SE50_STAGES
-from .networks import EncoderConfig, StyleEncoder
+from .networks import EncoderConfig, StyleEncoder, prepare_for_inference
 
 PathLike = Union[str, Path]
 
@@ -168,6 +168,7 @@ def encoder_from_checkpoint(data: Any, what: str) -> Encoder:
                            stages=_stages(enc, what), stem_channels=int(enc["input_layer.0.weight"].shape[0]))
     net = StyleEncoder(config)
     _load_strict(net, enc, what)
+    prepare_for_inference(net)
 
     stylegan_size = _opt_int(opts, "stylegan_size", what) or _opt_int(opts, "output_size", what)
     decoder = _decoder_summary(data, what) if any(k.startswith("decoder.") for k in sd) else None

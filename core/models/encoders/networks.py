@@ -124,6 +124,8 @@ class StyleEncoder(nn.Module):
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.input_channels:
             raise ValueError(f"the encoder takes [N, {cfg.input_channels}, H, W] images, got {list(x.shape)}")
+        if getattr(self, "channels_last", False):
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.input_layer(x)
         if cfg.arch == "backbone":
             feats = self.body(x)
@@ -172,3 +174,45 @@ def random_encoder(config: EncoderConfig, seed: int = 0) -> StyleEncoder:
                 m.weight.copy_(torch.randn(m.weight.shape, generator=gen))
                 m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
     return enc
+
+
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """conv followed by eval-mode BatchNorm as one conv with a bias: W' = W·γ/σ, b' = (b − μ)·γ/σ + β (exact up to
+    rounding: BN after a conv is a per-output-channel affine map)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=True)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused.to(conv.weight.device, conv.weight.dtype).requires_grad_(False)
+
+
+def fuse_for_inference(encoder: StyleEncoder) -> StyleEncoder:
+    """Fold every BatchNorm that follows a convolution into it (the stem, each unit's second conv and conv
+    shortcuts), in place; the BatchNorms before a padded conv stay (folding them would change the borders).
+    The state dict then no longer has the references' names: load weights first (`load_encoder` does this)."""
+    from .irse import IRSEUnit
+
+    enc = encoder
+    if getattr(enc, "fused", False):
+        return enc
+    enc.input_layer[0] = _fold_bn(enc.input_layer[0], enc.input_layer[1])
+    enc.input_layer[1] = nn.Identity()
+    for unit in enc.body:
+        assert isinstance(unit, IRSEUnit)
+        unit.res_layer[3] = _fold_bn(unit.res_layer[3], unit.res_layer[4])
+        unit.res_layer[4] = nn.Identity()
+        if isinstance(unit.shortcut_layer, nn.Sequential):
+            unit.shortcut_layer = _fold_bn(unit.shortcut_layer[0], unit.shortcut_layer[1])
+    enc.fused = True
+    return enc
+
+
+def prepare_for_inference(encoder: StyleEncoder) -> StyleEncoder:
+    """`fuse_for_inference`, then weights and activations in channels-last order (oneDNN's fast convolutions on
+    CPU); in place. What `load_encoder` returns."""
+    fuse_for_inference(encoder)
+    encoder.to(memory_format=torch.channels_last)
+    encoder.channels_last = True
+    return encoder
