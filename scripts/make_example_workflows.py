@@ -399,7 +399,7 @@ WORKFLOWS = {
                             "moves the face toward 'a smiling face' in milliseconds.",
              [N(7, "SGS_ComputeGlobalDirections", optimising("SGS_ComputeGlobalDirections", {
                  "num_images": 100, "num_samples": 100000, "layers": "all conv layers",
-                 "reference_fs3": "none (compute)", "batch_size": 32}), {"generator": (1, 0), "clip": (3, 0)}),
+                 "reference_fs3": "none (compute)", "batch_size": 16}), {"generator": (1, 0), "clip": (3, 0)}),
               N(8, "SGS_GlobalDirectionEdit", {"target_text": "a smiling face", "neutral_text": "a face",
                                                "alpha": 4.0, "beta": 0.15, "sweep_frames": 1},
                 {"generator": (1, 0), "latent": (6, 0), "clip": (3, 0), "directions": (7, 0)})]),
