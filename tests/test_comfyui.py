@@ -298,7 +298,9 @@ def test_example_workflows_run_unchanged(server):
     from workflows import check_workflow, example_paths, load_workflow, ui_to_api
 
     write_random_perceptual_weights(server.root / "models" / "perceptual")
-    for path in example_paths():
+    # fast_photo_edit computes the same global directions as global_direction_sweep: run it after, so the sweep's
+    # Compute Global Directions is the one that computes (and reports) them.
+    for path in sorted(example_paths(), key=lambda p: p.stem == "fast_photo_edit"):
         workflow = load_workflow(path)
         if any(n["type"] == "CheckpointLoaderSimple" for n in workflow["nodes"]):
             continue  # needs a diffusion checkpoint: checked against the schemas in test_workflows.py
