@@ -41,6 +41,7 @@ ARCFACE_FOLDER = "arcface"
 MAPPER_FOLDER = "latent_mappers"
 SHIFT_FOLDER = "weight_shifts"
 FACE_PARSING_FOLDER = "face_parsing"  # the folder other ComfyUI face-parsing packs use too
+ENCODER_FOLDER = "encoders"
 CLIP_FOLDERS = ("text_encoders", "clip")   # ComfyUI's own folders for CLIP files (models/clip is the legacy name)
 
 
@@ -60,6 +61,7 @@ MODEL_FOLDERS = {
     MAPPER_FOLDER: ModelFolder((MAPPER_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # latent mappers
     SHIFT_FOLDER: ModelFolder((SHIFT_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # weight shifts (+ NaviGAN/NADA)
     FACE_PARSING_FOLDER: ModelFolder((FACE_PARSING_FOLDER,), frozenset({".pth", ".pt", ".safetensors", ".bin"})),
+    ENCODER_FOLDER: ModelFolder((ENCODER_FOLDER,), frozenset({".pt", ".pth"})),  # pSp / e4e / ReStyle encoders
     "clip": ModelFolder(CLIP_FOLDERS, frozenset(), register=False),                # open_clip weights
 }
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
@@ -717,6 +719,11 @@ def mapper_dirs() -> list[Path]:
 def face_parsing_dirs() -> list[Path]:
     """Folders searched for face parsers (BiSeNet .pth, SegFormer folders): models/face_parsing."""
     return folder_dirs(FACE_PARSING_FOLDER)
+
+
+def encoder_dirs() -> list[Path]:
+    """Folders searched for pSp / e4e / ReStyle encoders: models/encoders (the first one receives Hub downloads)."""
+    return folder_dirs(ENCODER_FOLDER)
 
 
 def clip_dirs() -> list[Path]:

@@ -16,10 +16,10 @@ from .caches import ModelCache
 from .convert import comfy_to_generator, generator_to_comfy
 from .optimize import RunState, output_name, preset_input, resolve_preset, run_optimisation, save_stopped_latent
 from .registry import register_node
-from .types import CATEGORY_ROOT, GENERATOR, LATENT, WEIGHT_DELTA
+from .types import CATEGORY_ROOT, ENCODER, GENERATOR, LATENT, WEIGHT_DELTA
 
 _MASK_MODES = ["fit inside mask", "ignore inside mask"]
-NODE_METHODS = list(I.METHODS) + [FS.INVERSION_METHOD]   # ii2s+fs: II2S, then the FS embedding (an fs latent)
+NODE_METHODS = list(I.METHODS) + [FS.INVERSION_METHOD] + list(I.ENCODER_METHODS)  # ii2s+fs: II2S, then FS
 _PRIOR_SUFFIX = ".ii2s-prior"              # not a checkpoint extension, so never listed (see prior_for)
 _priors = ModelCache("ii2s_priors", max_items=4)   # by cache file (saves re-reading it; see prior_for)
 _nets = ModelCache("perceptual", max_items=3)      # perceptual networks by (name, folders): one method needs <= 2
@@ -87,7 +87,8 @@ class InvertImage:
                            "ii2s: W+ with a learned prior (keeps the latent editable). pti: projector pivot, then "
                            "tunes the generator to the image (best fidelity; outputs a tuned generator). ii2s+fs: "
                            "II2S, then Barbershop's FS embedding of the 32 px features F and the later codes S (an fs "
-                           "latent for Synthesize, Save Latent and Segment Composite; StyleGAN2 of at least 64 px)."}),
+                           "latent for Synthesize, Save Latent and Segment Composite; StyleGAN2 of at least 64 px). "
+                           "e4e / restyle: an encoder (connect encoder), about a second, no optimisation."}),
                 "num_steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": _steps_tooltip()}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1,
                                  "tooltip": "Seeds the random noise some methods use."}),
@@ -107,11 +108,17 @@ class InvertImage:
                 "preview_every": ("INT", {"default": 10, "min": 1, "max": 1000,
                                           "tooltip": "Show the current reconstruction every this many steps."}),
                 "preset": preset_input("inversion"),
+                "encoder": (ENCODER, {"tooltip": "Optional pSp / e4e / ReStyle encoder (Load Encoder): needed by the "
+                            "e4e and restyle methods; with projector, ii2s or pti the optimisation starts exactly at "
+                            "the encoder's w+ (initialise from encoder; encoder then PTI is the common recipe). For "
+                            "restyle, num_steps sets its passes (0 = 5)."}),
             },
         }
 
     def invert(self, generator, image, method, num_steps, seed, mask=None, mask_mode=_MASK_MODES[0],
-               learning_rate=0.0, tune_steps=0, preview_every=10, preset=None):
+               learning_rate=0.0, tune_steps=0, preview_every=10, preset=None, encoder=None):
+        if method in I.ENCODER_METHODS:
+            return self._encode(generator, image, method, num_steps, encoder)
         fs = method == FS.INVERSION_METHOD
         if fs:
             check_fs_generator(generator)  # before any step: a StyleGAN3 or a 32 px generator has no FS space
@@ -136,12 +143,14 @@ class InvertImage:
             if not fs:
                 return I.invert_image(generator, target, method=method, num_steps=steps,
                                       lr=float(learning_rate) or None, mask=mask, prior=prior, tune_steps=tune,
-                                      seed=int(seed), callback=callback, perceptual=perceptual_nets(method))
+                                      seed=int(seed), callback=callback, perceptual=perceptual_nets(method),
+                                      encoder=encoder)
             return invert_fs(generator, target, steps, tune, mask=mask, prior=prior, seed=int(seed),
-                             lr=float(learning_rate) or None, callback=callback)
+                             lr=float(learning_rate) or None, callback=callback, encoder=encoder)
 
         state = RunState("inversion", method, generator.w_avg.device.type, int(generator.img_resolution),
-                         save_partial=lambda st: save_stopped_inversion(generator, method, st))
+                         save_partial=lambda st: save_stopped_inversion(generator, method, st,
+                                                                        wplus=encoder is not None))
         result = run_optimisation(total, run, preview_every=preview_every, state=state)  # PTI may stop early
         if state.finished_early:
             notes.append(state.note() + (" (Finish now; PTI without tuning: the pivot)" if cfg.tune_steps and
@@ -149,6 +158,15 @@ class InvertImage:
                                          " (Finish now in II2S: no FS steps, F made from the II2S latent)"
                                          if fs and state.step <= steps else " (Finish now)"))
         result.notes[:0] = notes
+        report = result.report()
+        images = generator_to_comfy(result.image, comfy_env.intermediate_device())
+        return {"ui": {"text": [report]},
+                "result": (result.latent, result.generator, images, report, result.delta)}
+
+    def _encode(self, generator, image, method, num_steps, encoder):
+        """Methods e4e / restyle: the encoder, no optimisation (num_steps: ReStyle's passes, 0 = its default)."""
+        result = I.invert_image(generator, comfy_to_generator(image), method=method, encoder=encoder,
+                                num_iterations=int(num_steps) or None)
         report = result.report()
         images = generator_to_comfy(result.image, comfy_env.intermediate_device())
         return {"ui": {"text": [report]},
@@ -171,9 +189,11 @@ class FSInversion:
         return "\n".join(self.notes + [self.ii2s.report(), self.fs.report()])
 
 
-def invert_fs(generator, target, steps: int, fs_steps: int, *, mask, prior, seed: int, lr, callback) -> FSInversion:
+def invert_fs(generator, target, steps: int, fs_steps: int, *, mask, prior, seed: int, lr, callback,
+              encoder=None) -> FSInversion:
     """II2S (`steps`), then the FS embedding (`fs_steps`) from its latent, under one progress count. "Finish now"
-    during II2S skips the FS steps (the fs latent is then F made from the II2S latent)."""
+    during II2S skips the FS steps (the fs latent is then F made from the II2S latent). With an encoder, II2S starts
+    at its w+."""
     total = steps + fs_steps
     finished = []
 
@@ -186,13 +206,13 @@ def invert_fs(generator, target, steps: int, fs_steps: int, *, mask, prior, seed
 
     nets = perceptual_nets("ii2s")
     w = I.invert_image(generator, target, method="ii2s", num_steps=steps, lr=lr, mask=mask, prior=prior, seed=seed,
-                       callback=ii2s_progress, perceptual=nets)
+                       callback=ii2s_progress, perceptual=nets, encoder=encoder)
     r = FS.embed_fs(generator, target, w.latent, num_steps=0 if finished else fs_steps, mask=mask, prior=prior,
                     seed=seed, perceptual=nets, callback=callback, step_offset=len(w.history), total_steps=total)
     return FSInversion(ii2s=w, fs=r, latent=r.latent, image=r.image, generator=generator)
 
 
-def save_stopped_inversion(generator, method: str, state: RunState):
+def save_stopped_inversion(generator, method: str, state: RunState, wplus: bool = False):
     """Stop: write the latent of the last completed step (PTI in its tuning phase: the pivot and the weight change
     so far) to output/inversions/; the sentence saying where. None when no step has finished."""
     params = state.last_params or {}
@@ -202,8 +222,8 @@ def save_stopped_inversion(generator, method: str, state: RunState):
     if "features" in params:  # ii2s+fs in its FS phase (Barbershop's drop convention: no stored skip)
         latent = Latent(ws.detach().float().cpu().contiguous(), "fs", generator_ref(generator),
                         features=params["features"].detach().float().cpu().contiguous())
-    else:
-        space = "w" if I.METHOD_DEFAULTS.get(method, I.METHOD_DEFAULTS["ii2s"]).space == "w" else "w+"
+    else:  # an encoder start optimises w+ for every method
+        space = "w" if I.METHOD_DEFAULTS.get(method, I.METHOD_DEFAULTS["ii2s"]).space == "w" and not wplus else "w+"
         tensor = ws[:, 0] if space == "w" else ws
         latent = Latent(tensor.detach().float().cpu().contiguous(), space, generator_ref(generator))
     where = save_stopped_latent(latent, f"inversions/{method}_stopped")

@@ -12,3 +12,4 @@ MAPPER = "SGS_LATENT_MAPPER"     # a core.edits.latent_mapper.LatentMapper (eval
 WEIGHT_SHIFT = "SGS_WEIGHT_SHIFT"  # a core.edits.weight_shift.WeightShift (x per parameter, tied to its base generator)
 FACE_PARSER = "SGS_FACE_PARSER"    # a core.models.face_parsing.FaceParser (shared and cached: never modified)
 FACE_PARSING = "SGS_FACE_PARSING"  # a core.models.face_parsing.FaceParsing (uint8 labels [N, H, W] + label schema)
+ENCODER = "SGS_ENCODER"        # a core.models.encoders.Encoder (pSp / e4e / ReStyle; cached: never modified)

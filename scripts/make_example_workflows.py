@@ -57,6 +57,8 @@ VGG19 = {"name": "vgg19-dcbb9e9d.pth", "directory": "perceptual",  # Neural Styl
 PAINTING = "painting.jpg"  # the style image Load Image starts with: the user picks their own
 MOHAWK = {"name": "mohawk.pt", "directory": "latent_mappers",  # StyleCLIP's utils.py lists its published mappers
           "url": "https://drive.google.com/uc?id=1oMMPc8iQZ7dhyWavZ7VNWLwzf9aX4C09"}
+E4E_FFHQ = {"name": "e4e_ffhq_encode.pt", "directory": "encoders",  # the e4e README's "FFHQ Inversion" link
+            "url": "https://drive.google.com/file/d/1cUv_reLE6k3604or78EranS7XzuVMWeO/view?usp=sharing"}
 SD15 = {"name": SD_CHECKPOINT, "directory": "checkpoints",
         "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/" + SD_CHECKPOINT}
 
@@ -92,7 +94,8 @@ SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 250], "SGS_S
          "SGS_TrainWeightShift": [400, 920], "SGS_SaveWeightShift": [340, 100], "SGS_WeightShiftSweep": [340, 420],
          "CheckpointLoaderSimple": [320, 100], "CLIPTextEncode": [340, 150], "ImageScale": [320, 130],
          "VAEEncode": [220, 50], "VAEDecode": [220, 50], "KSampler": [320, 270],
-         "SGS_NeuralStyle": [380, 940], "ImageToMask": [320, 80]}
+         "SGS_NeuralStyle": [380, 940], "ImageToMask": [320, 80],
+         "SGS_LoadEncoder": [340, 200], "SGS_EncodeImage": [340, 360]}
 DEFAULT_SIZE = [320, 200]
 NOTE_WIDTH = 320
 TITLE_H = 30           # a node's title bar, drawn above its `pos`
@@ -382,6 +385,34 @@ WORKFLOWS = {
                 {"generator": (1, 0), "latent": (3, 0), "mapper": (2, 0)})]),
             ("4 Render and save", "output/stylegan/latent_mapper.",
              [synthesize(5, (1, 0), (4, 0)), save(6, (5, 0), "stylegan/latent_mapper")]),
+        ]),
+    "fast_photo_edit": dict(
+        title="Fast photo edit: e4e encoder + text direction (FFHQ)",
+        description=f"Align your photo's face, invert it with e4e (about a second), edit "
+                    f"it toward 'a smiling face' (global directions), paste it back. Needs {CHECKPOINT}, "
+                    f"e4e_ffhq_encode.pt, CLIP ViT-B-32.",
+        steps=[
+            ("1 Models and photo", f"Needs {CHECKPOINT} (models/stylegan), e4e_ffhq_encode.pt (models/encoders, "
+                                   f"from the e4e README) and CLIP ViT-B-32 'openai'. Pick your photo in Load Image.",
+             [load(1), N(2, "SGS_LoadEncoder", {"encoder_name": E4E_FFHQ["name"]}, models=[E4E_FFHQ]),
+              load_clip(3), load_photo(4)]),
+            ("2 Align and encode", "Align Face crops the face as FFHQ was aligned; Encode Image inverts it with e4e "
+                                   "in one pass (for more fidelity: Invert Image, pti, with the encoder connected).",
+             [align(5, (4, 0), (1, 0)),
+              N(6, "SGS_EncodeImage", {}, {"generator": (1, 0), "encoder": (2, 0), "image": (5, 0)})]),
+            ("3 Text edit", "Compute Global Directions once per model (slow, then cached); Global Direction Edit "
+                            "moves the face toward 'a smiling face' in milliseconds.",
+             [N(7, "SGS_ComputeGlobalDirections", optimising("SGS_ComputeGlobalDirections", {
+                 "num_images": 100, "num_samples": 100000, "layers": "all conv layers",
+                 "reference_fs3": "none (compute)", "batch_size": 16}), {"generator": (1, 0), "clip": (3, 0)}),
+              N(8, "SGS_GlobalDirectionEdit", {"target_text": "a smiling face", "neutral_text": "a face",
+                                               "alpha": 4.0, "beta": 0.15, "sweep_frames": 1},
+                {"generator": (1, 0), "latent": (6, 0), "clip": (3, 0), "directions": (7, 0)})]),
+            ("4 Paste back", "The reconstruction, and the edited face pasted back into the photo.",
+             [save(9, (6, 1), "stylegan/e4e_reconstruction"), synthesize(10, (1, 0), (8, 0)),
+              N(11, "SGS_UnalignFace", {"feather": 0.1}, {"original": (4, 0), "edited": (10, 0),
+                                                          "transform": (5, 1)}),
+              save(12, (11, 0), "stylegan/fast_photo_edit")]),
         ]),
     "weight_shift_edit": dict(
         title="Weight-shift edit of your photo (FFHQ + CLIP)",

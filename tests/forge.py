@@ -1112,3 +1112,27 @@ class ExecPayload:
 
     def __reduce__(self):
         return (exec, ("import forge; forge.CODE_RAN.append('exec')",))
+
+
+# --- issue 19: pSp / e4e / ReStyle encoder checkpoints ---------------------------------------------------------
+
+ENCODER_TYPES = {"psp": "GradualStyleEncoder", "e4e": "Encoder4Editing", "restyle_psp": "BackboneEncoder",
+                 "restyle_e4e": "ProgressiveBackboneEncoder"}
+
+
+def encoder_checkpoint(kind: str, encoder_state: TensorMap, latent_avg: torch.Tensor, *,
+                       decoder: Optional[TensorMap] = None, size: Optional[int] = None, **opts: Any) -> dict:
+    """A checkpoint laid out as the references' coach saves it: {'state_dict': encoder.* (+ decoder.*), 'opts': a
+    plain dict, 'latent_avg', 'global_step', 'best_val_loss'} (e4e names the size `stylegan_size`, the others
+    `output_size`)."""
+    sd = collections.OrderedDict((f"encoder.{k}", v.clone()) for k, v in encoder_state.items())
+    if decoder is not None:
+        sd.update((f"decoder.{k}", v.clone()) for k, v in decoder.items() if k != "latent_avg")
+    o: dict[str, Any] = {"encoder_type": ENCODER_TYPES[kind], "input_nc": 6 if kind.startswith("restyle") else 3,
+                         "start_from_latent_avg": True, "learn_in_w": False, "dataset_type": "ffhq_encode",
+                         "checkpoint_path": None, "device": "cuda:0", "lr": 0.0001, "id_lambda": 0.1}
+    if size is not None:
+        o["stylegan_size" if kind == "e4e" else "output_size"] = size
+    o.update(opts)
+    return {"state_dict": sd, "opts": o, "latent_avg": latent_avg.clone(), "global_step": 300000,
+            "best_val_loss": 0.123}

@@ -273,6 +273,22 @@ def write_stand_in_mapper(path, G) -> None:
                                               "stylegan_size": G.img_resolution, "no_fine_mapper": True}}, path)
 
 
+def write_stand_in_encoder(path, G) -> None:
+    """An e4e-format encoder checkpoint (state_dict encoder.*, opts, latent_avg, as its coach writes) with seeded
+    random weights and tiny widths for G's w (no published encoder can be downloaded here)."""
+    if path.exists():
+        return
+    import forge
+    from core.models.encoders.networks import EncoderConfig, random_encoder
+
+    cfg = EncoderConfig(arch="fpn", progressive=True, num_ws=G.num_ws, stem_channels=8,
+                        stages=((16, 3), (16, 4), (16, 14), (G.w_dim, 3)))
+    ckpt = forge.encoder_checkpoint("e4e", random_encoder(cfg, 0).state_dict(),
+                                    G.w_avg.detach().reshape(1, -1).repeat(G.num_ws, 1), size=G.img_resolution)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+
+
 def test_example_workflows_run_unchanged(server):
     """Every example converts UI -> API against the server's own schemas and runs, given the documented
     checkpoint name (a tiny stand-in generator saved under that name). Photos, perceptual weights, CLIP weights
@@ -285,7 +301,9 @@ def test_example_workflows_run_unchanged(server):
     from workflows import check_workflow, example_paths, load_workflow, ui_to_api
 
     write_random_perceptual_weights(server.root / "models" / "perceptual")
-    for path in example_paths():
+    # fast_photo_edit computes the same global directions as global_direction_sweep: run it after, so the sweep's
+    # Compute Global Directions is the one that computes (and reports) them.
+    for path in sorted(example_paths(), key=lambda p: p.stem == "fast_photo_edit"):
         workflow = load_workflow(path)
         if any(n["type"] == "CheckpointLoaderSimple" for n in workflow["nodes"]):
             continue  # needs a diffusion checkpoint: checked against the schemas in test_workflows.py
@@ -303,6 +321,9 @@ def test_example_workflows_run_unchanged(server):
             if n["type"] == "SGS_LoadLatentMapper":
                 write_stand_in_mapper(server.root / "models" / "latent_mappers" / n["widgets_values"][0],
                                       tiny_generator("stylegan2"))
+            if n["type"] == "SGS_LoadEncoder":
+                write_stand_in_encoder(server.root / "models" / "encoders" / n["widgets_values"][0],
+                                       tiny_generator("stylegan2"))
         info = server.get("/object_info")  # refreshed model and input lists
         assert check_workflow(workflow, info) == [], path.name
         prompt = ui_to_api(workflow, info)
@@ -328,6 +349,9 @@ def test_example_workflows_run_unchanged(server):
             assert Image.open(server.output / edited[0]["subfolder"] / edited[0]["filename"]).size == (140, 160)
             report = result["outputs"]["7"]["text"][0]
             assert "50 steps" in report and "CLIP distance to the text" in report
+        if path.stem == "fast_photo_edit":
+            assert len([i for i in saved if i["filename"].startswith("fast_photo_edit")]) == 1
+            assert "encoder: 1 pass in" in result["outputs"]["6"]["text"][0]
         if path.stem == "global_direction_sweep":
             assert len([i for i in saved if i["filename"].startswith("global_direction_sweep")]) == 7
             report = result["outputs"]["5"]["text"][0]

@@ -123,7 +123,8 @@ def test_example_workflow_script_reads_the_node_slots(pack):
     spec.loader.exec_module(script)
     assert script.load_pack() is pack  # the pack already imported, not a second copy
     inputs, outputs = script.slots("SGS_InvertImage")
-    assert inputs == [("generator", "SGS_GENERATOR", False), ("image", "IMAGE", False), ("mask", "MASK", True)]
+    assert inputs == [("generator", "SGS_GENERATOR", False), ("image", "IMAGE", False), ("mask", "MASK", True),
+                      ("encoder", "SGS_ENCODER", True)]  # issue 19: the optional encoder (e4e / restyle, start)
     assert outputs == [("latent", "SGS_LATENT"), ("generator", "SGS_GENERATOR"), ("reconstruction", "IMAGE"),
                        ("report", "STRING"), ("delta", "SGS_WEIGHT_DELTA")]
     for name in pack.NODE_CLASS_MAPPINGS:  # every node can be placed in an example

@@ -184,7 +184,7 @@ def check_workflow(workflow: dict, object_info: dict, *, combos: bool = True) ->
             if has_upload_widget(entry) and values.pop(0) != "image":
                 problems.append(f"node {n['id']}: the upload widget's value must be 'image'")
             is_file_combo = input_kind(entry) == "COMBO" and (
-                name in ("ckpt_name", "latent_file", "delta_file", "mapper_name") or has_upload_widget(entry))
+                name in ("ckpt_name", "latent_file", "delta_file", "mapper_name", "encoder_name") or has_upload_widget(entry))
             if is_file_combo and not combos:
                 continue
             problem = check_value(name, entry, value)

@@ -40,6 +40,7 @@ from ..optimize import (ProgressCallback, StepProgress, finish_requested, autogr
                         loss_values, projector_lr, set_lr, trainable)
 
 METHODS = ("image2stylegan", "projector", "ii2s", "pti")
+ENCODER_METHODS = ("e4e", "restyle")       # encoders (core.edits.encoder_inversion): no optimisation, no preset
 DEFAULT_METHOD = "ii2s"
 PERCEPTUAL_RESOLUTION = 256                # Every reference computes its perceptual loss at 256 px.
 PRIOR_MIN_STDEV = 0.01                     # II2S prior: floor on a direction's spread, relative to the largest.
@@ -457,7 +458,8 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
                  prior: Optional[WPrior] = None, init_latent: Optional[Latent] = None,
                  tune_steps: Optional[int] = None, seed: int = 0,
                  callback: Optional[ProgressCallback] = None,
-                 config: Optional[InversionConfig] = None, delta_dtype: str = "float16") -> InversionResult:
+                 config: Optional[InversionConfig] = None, delta_dtype: str = "float16",
+                 encoder=None, num_iterations: Optional[int] = None) -> InversionResult:
     """Invert `target` into `G`'s latent space.
 
     Args:
@@ -482,13 +484,32 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
             pivot phase skips the tuning).
         config: a full `InversionConfig` (overrides `method`'s defaults entirely).
         delta_dtype: storage dtype of the returned `WeightDelta`.
+        encoder: a loaded pSp / e4e / ReStyle `core.models.encoders.Encoder`. Required by the encoder methods
+            'e4e' (one pass of a pSp or e4e file) and 'restyle' (iterative; `num_iterations`, default 5), which do
+            not optimise; with an optimising method the optimisation starts exactly at the encoder's w+ (a method
+            that optimises one w, the projector and PTI, then optimises w+, as PTI does from e4e).
 
     Returns:
         `InversionResult` (latent, reconstruction, generator, delta, PSNR, LPIPS, timings, notes).
     """
+    if method in ENCODER_METHODS:
+        return _invert_with_encoder(G, target, method, encoder, num_iterations)
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"method must be one of {METHODS + ENCODER_METHODS}, got {method!r}")
     cfg = config or METHOD_DEFAULTS[method]
+    encoder_notes: list[str] = []
+    if encoder is not None:
+        if init_latent is not None:
+            raise ValueError("give either init_latent or encoder as the start of the inversion, not both")
+        from .encoder_inversion import encode_image
+
+        encoded = encode_image(encoder, G, target, num_iterations=num_iterations, render=False)
+        init_latent = encoded.latent
+        encoder_notes = [f"started from the {encoder.info.kind} encoder's w+ ({encoded.iterations} "
+                         f"pass{'es' if encoded.iterations != 1 else ''})"] + encoded.notes
+        if cfg.space == "w":
+            cfg = replace(cfg, space="w+")
+            encoder_notes.append(f"{method} optimised w+ instead of one w, to start exactly at the encoder's latent")
     if not cfg.tune_steps:
         tune_steps = None  # only PTI tunes the generator
     overrides = {k: v for k, v in dict(num_steps=num_steps, lr=lr, tune_steps=tune_steps).items() if v is not None}
@@ -545,7 +566,32 @@ def invert_image(G: Generator, target: torch.Tensor, *, method: str = DEFAULT_ME
     return InversionResult(latent=latent, image=final.detach().float().cpu(), generator=work, delta=delta,
                            method=method, steps=len(history), seconds=time.perf_counter() - t0,
                            psnr=quality.cpu(), lpips=None if lp is None else lp.detach().cpu(),
-                           history=history, notes=notes)
+                           history=history, notes=encoder_notes + notes)
+
+
+def _invert_with_encoder(G: Generator, target: torch.Tensor, method: str, encoder,
+                         num_iterations: Optional[int]) -> InversionResult:
+    """Methods 'e4e' and 'restyle': `core.edits.encoder_inversion.encode_image`, reported as an inversion."""
+    from .encoder_inversion import encode_image
+
+    if encoder is None:
+        raise ValueError(f"method {method!r} needs an encoder: load a pSp, e4e or ReStyle checkpoint (Load Encoder) "
+                         f"and connect it")
+    iterative = encoder.info.iterative
+    if method == "restyle" and not iterative:
+        raise ValueError(f"method 'restyle' needs a ReStyle checkpoint, but {encoder.info.name} is {encoder.info.kind}"
+                         f"; choose method 'e4e' (one pass) for it")
+    if method == "e4e" and iterative:
+        raise ValueError(f"{encoder.info.name} is a ReStyle encoder ({encoder.info.kind}); choose method 'restyle'")
+    t0 = time.perf_counter()
+    res = encode_image(encoder, G, target, num_iterations=num_iterations)
+    with torch.no_grad():
+        images, notes = prepare_target(target.detach().float(), G.img_resolution)
+        quality = psnr(res.image, images.cpu())
+    return InversionResult(latent=res.latent, image=res.image, generator=G, delta=None, method=method,
+                           steps=res.iterations, seconds=time.perf_counter() - t0, psnr=quality, lpips=None,
+                           history=[], notes=[f"{encoder.info.kind} encoder ({encoder.info.name}), no optimisation"]
+                           + res.notes + notes)
 
 
 def _perceptual_nets(method: str, given: Optional[Mapping[str, nn.Module]], device) -> dict[str, nn.Module]:

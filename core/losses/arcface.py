@@ -23,6 +23,7 @@ from torch import nn
 from ..errors import CheckpointError, MissingWeightsError  # noqa: F401  (MissingWeightsError: documented here)
 from ..files import MissingWeights, find_weights, missing_weights_error, read_state_dict, weight_names
 from ..log import warn_once
+from ..models.encoders.irse import input_layer, ir_se_body, randomize_
 from ..optimize import autograd_ready, has_inference_tensors
 
 PathLike = Union[str, Path]
@@ -36,56 +37,13 @@ FACE_CROP = (35, 223, 32, 220)  # rows top:bottom, columns left:right of the 256
 ARCFACE_RESOLUTION = 112     # the network's input size
 EMBEDDING_DIM = 512
 
-# IR-SE50: (output channels, units) per stage; the first unit of every stage has stride 2.
-_IR_SE50_STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))
-_SE_REDUCTION = 16
-
-
-class _SqueezeExcite(nn.Module):
-    """Channel gate: x · sigmoid(fc2(relu(fc1(mean_hw x)))) (Hu et al. 2018)."""
-
-    def __init__(self, channels: int, reduction: int):
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=False)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(gate)
-
-
-class _IRSEUnit(nn.Module):
-    """Improved-residual unit with SE: res_layer(x) + shortcut_layer(x), BN → 3×3 conv → PReLU → 3×3 conv
-    (carrying the stride) → BN → SE on the residual branch."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        if in_channels == out_channels:
-            # The reference's MaxPool2d(1, stride): a parameter-free subsampling.
-            self.shortcut_layer = nn.MaxPool2d(1, stride)
-        else:
-            self.shortcut_layer = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels))
-        self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(in_channels),
-            nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
-            nn.PReLU(out_channels),
-            nn.Conv2d(out_channels, out_channels, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            _SqueezeExcite(out_channels, _SE_REDUCTION))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
-
-
 class ArcFaceIRSE50(nn.Module):
     """ArcFace IR-SE50 backbone: 112×112 face crops `[N, 3, 112, 112]` in [−1, 1] → L2-normalised embeddings
     `[N, 512]`. Always frozen and in eval mode (BatchNorm uses its running statistics, dropout is off)."""
 
     def __init__(self):
         super().__init__()
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        self.input_layer = input_layer(3)
         # Defined before `body` so that the state dict lists keys in the reference file's order.
         self.output_layer = nn.Sequential(
             nn.BatchNorm2d(512),
@@ -93,13 +51,7 @@ class ArcFaceIRSE50(nn.Module):
             nn.Flatten(1),
             nn.Linear(512 * 7 * 7, EMBEDDING_DIM),
             nn.BatchNorm1d(EMBEDDING_DIM))
-        units: list[nn.Module] = []
-        c_in = 64
-        for c_out, num_units in _IR_SE50_STAGES:
-            for i in range(num_units):
-                units.append(_IRSEUnit(c_in, c_out, 2 if i == 0 else 1))
-                c_in = c_out
-        self.body = nn.Sequential(*units)
+        self.body = ir_se_body()  # the backbone shared with the pSp / e4e / ReStyle encoders
         self.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "ArcFaceIRSE50":
@@ -274,25 +226,4 @@ def load_arcface(model_dirs: Sequence[PathLike] = (), device=None) -> ArcFaceIRS
 
 def random_arcface(seed: int = 0) -> ArcFaceIRSE50:
     """IR-SE50 with seeded random weights and BatchNorm statistics (none of them trivial), for tests."""
-    model = ArcFaceIRSE50()
-    gen = torch.Generator().manual_seed(int(seed))
-
-    def rand(t: torch.Tensor, low: float, high: float) -> None:
-        t.copy_(torch.rand(t.shape, generator=gen) * (high - low) + low)
-
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                # Variance 1/fan_in: He's 2/fan_in makes 24 random residual units chaotic (a 1e-3 change of
-                # the image moves the embedding by 0.1), unlike a trained network.
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * m.weight[0].numel() ** -0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                rand(m.weight, 0.5, 1.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                rand(m.running_var, 0.5, 1.5)
-            elif isinstance(m, nn.PReLU):
-                rand(m.weight, 0.0, 0.5)
-    return model
+    return randomize_(ArcFaceIRSE50(), torch.Generator().manual_seed(int(seed)))
