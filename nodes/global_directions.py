@@ -102,7 +102,8 @@ class ComputeGlobalDirections:
         path = cache_path(generator, key)
         cached = _cache.get(str(path))
         if cached is not None and path.is_file():  # a deleted cache file means: compute again
-            return cached, f"{cached.describe()}\n(cached in memory; file {path})"
+            info = f"{cached.describe()}\n(cached in memory; file {path})"
+            return {"ui": {"text": [info]}, "result": (cached, info)}  # the node shows its report either way
         t0 = time.perf_counter()
         layer_names = None
         if layers == _LAYER_CHOICES[1]:

@@ -60,6 +60,10 @@ def test_compute_caches_next_to_checkpoint_and_reuses(pack, env, clip, monkeypat
         m.setattr(mod.GD.relevance, "relevance_rows", lambda *a, **k: pytest.fail("relevance recomputed"))
         again, _ = node.compute(G, clip, **SETTINGS)["result"]
     assert torch.equal(again.relevance, directions.relevance)
+    # Queued again in the same session: the directions from memory, with the report shown on the node as well.
+    cached = node.compute(G, clip, **SETTINGS)
+    assert cached["result"][0] is again and cached["ui"]["text"] == [cached["result"][1]]
+    assert "cached in memory" in cached["result"][1]
     # Deleting the file means computing again, even with the directions still in memory.
     files[0].unlink()
     recomputed, info = node.compute(G, clip, **SETTINGS)["result"]
