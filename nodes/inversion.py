@@ -107,11 +107,11 @@ class InvertImage:
                                        "methods ignore it; 0 = the preset's count."}),
                 "preview_every": ("INT", {"default": 10, "min": 1, "max": 1000,
                                           "tooltip": "Show the current reconstruction every this many steps."}),
-                "preset": preset_input("inversion"),
                 "encoder": (ENCODER, {"tooltip": "Optional pSp / e4e / ReStyle encoder (Load Encoder): needed by the "
                             "e4e and restyle methods; with projector, ii2s or pti the optimisation starts exactly at "
                             "the encoder's w+ (initialise from encoder; encoder then PTI is the common recipe). For "
                             "restyle, num_steps sets its passes (0 = 5)."}),
+                "preset": preset_input("inversion"),
             },
         }
 

@@ -196,7 +196,7 @@ def test_target_preparation_notes_and_errors():
 
 def test_invert_image_argument_errors(G, target, nets):
     with pytest.raises(ValueError, match="method must be one of"):
-        I.invert_image(G, target, method="e4e", perceptual=nets)
+        I.invert_image(G, target, method="hyperstyle", perceptual=nets)  # e4e is a method since issue 19
     with pytest.raises(ValueError, match="lr > 0"):
         I.invert_image(G, target, method="ii2s", lr=-1.0, perceptual=nets)
     with pytest.raises(core.LatentError, match="w or w\\+"):
