@@ -216,13 +216,16 @@ def embed_fs(G, image: torch.Tensor, wplus: torch.Tensor, cfg: CompositeConfig, 
     head = wplus[:, :first].detach()
     opt = torch.optim.Adam([codes, feats], lr=cfg.lr)
     gen = torch.Generator(device=device).manual_seed(int(seed) + 1)
-    target_small = downsample_to(image, cfg.lpips_size)
+    with torch.no_grad():   # the target's LPIPS features once: Σ‖f(x) − f(target)‖² is the LPIPS distance
+        target_feats = [t.detach() for t in lpips.lpips_features(downsample_to(image, cfg.lpips_size))]
     completed = True
     for step in range(cfg.fs_steps):
         ws = torch.cat([head, codes], 1)
         img = synthesize_fs(G, ws, feats, None, noise_mode="random", generator=gen)
         terms = {"mse": cfg.l2_lambda * (img - image).square().mean(),
-                 "lpips": cfg.percept_lambda * lpips(downsample_to(img, cfg.lpips_size), target_small).sum()}
+                 "lpips": cfg.percept_lambda * sum((f - t).square().sum() for f, t in
+                                                   zip(lpips.lpips_features(downsample_to(img, cfg.lpips_size)),
+                                                       target_feats))}
         if prior is not None and cfg.p_norm_lambda:
             terms["p_norm"] = cfg.p_norm_lambda * prior.loss(ws)
         if cfg.apply_lF and cfg.l_F_lambda:
