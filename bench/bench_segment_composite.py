@@ -243,14 +243,61 @@ STAGES = [("W+ embedding", "w+", 1100, 3), ("FS embedding", "fs", 250, 3), ("tar
           ("blend", "blend", 400, 1)]
 
 
+def quality(resolution: int = 64) -> None:
+    """The quick preset's quality loss against the reference preset, stage by stage, on a tiny generator with
+    random-weight LPIPS / parser stand-ins (INDICATIVE ONLY: random networks, not faces). Every stage runs with a
+    constant learning rate from a fixed start, so quick's stage is a prefix of the reference's: one reference run
+    gives both losses (at quick's step count and at the reference's) for each stage from the same start."""
+    import sys as _sys
+    _sys.path.insert(0, str(REPO / "tests"))
+    from conftest import tiny_generator
+    from core.edits.presets import get_preset
+    G = tiny_generator("stylegan2", img_resolution=resolution)
+    lpips = P.random_lpips("vgg", seed=0)
+    vgg = P.random_vgg16_features(1, layers=STYLE_LAYERS)
+    size = min(32, resolution)
+    parser = random_face_parser("bisenet19", seed=0, input_size=size)
+    quick = get_preset("segment_composite", "", "quick").values
+    ref = get_preset("segment_composite", "", "reference").values
+    cfg = replace(DEFAULTS, seg_size=size, lpips_size=size, prior_samples=10_000)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1)), None)
+        photos = G.synthesis(ws, noise_mode="const").clamp(-1, 1)
+    curves: dict[str, list[float]] = {}
+
+    def cb(p):
+        curves.setdefault(p.phase, []).append(p.losses.get("loss", sum(p.losses.values())))
+    mask = torch.zeros(1, resolution, resolution)
+    mask[..., : resolution * 2 // 5] = 1
+    t0 = time.perf_counter()
+    segment_composite(G, photos[:1], photos[1:2], "hair", parser=parser, config=cfg, lpips=lpips, vgg=vgg,
+                      cache=EmbeddingCache(), callback=cb)
+    seconds = time.perf_counter() - t0
+    key = {"w+": "w_steps", "fs": "fs_steps", "target": "target_fill_steps", "align base": "align_steps1",
+           "align reference": "align_steps2", "blend": "blend_steps"}
+    print(f"quick vs reference preset, {resolution} px tiny generator, random LPIPS/VGG/BiSeNet (indicative only); "
+          f"reference run {seconds / 60:.1f} min")
+    print(f"{'stage':<18}{'start':>10}{'quick':>10}{'reference':>11}{'quick gap':>11}")
+    for phase, values in curves.items():
+        k = key[phase.split(" ")[0]] if phase.split(" ")[0] in ("w+", "fs") else key[phase]
+        q, r = quick[k], ref[k]          # the target fill: its first pass (the second starts afresh)
+        lq, lr_ = values[min(q, len(values)) - 1], values[min(r, len(values)) - 1]
+        print(f"{phase:<18}{values[0]:>10.4f}{lq:>10.4f}{lr_:>11.4f}{(lq - lr_) / max(abs(values[0] - lr_), 1e-12):>10.0%}")
+    print("quick gap: the share of the reference's loss reduction (start -> reference) quick has not made")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quality", action="store_true", help="measure the quick preset's loss gap instead (tiny nets)")
     ap.add_argument("--config", default="f256", help="bench_generator config (default f256: config-f at 256 px)")
     ap.add_argument("--steps", type=int, default=3, help="steps per stage on each side (the first is a warm-up)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.quality:
+        quality()
+        return
     torch.manual_seed(0)
     G = core.build_generator(BG.CONFIGS[args.config](), seed=0)
     core.compute_w_avg(G, num_samples=1000, seed=0)
