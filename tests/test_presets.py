@@ -42,6 +42,9 @@ DOCUMENTED = {
          "target_fill_steps": 40},
         {"w_steps": 1100, "fs_steps": 250, "align_steps1": 140, "align_steps2": 100, "blend_steps": 400,
          "target_fill_steps": 80}),
+    ("inversion", "ii2s+fs"): ({"num_steps": 100, "tune_steps": 50}, {"num_steps": 400, "tune_steps": 100},
+                               {"num_steps": 1100, "tune_steps": 250}),
+    ("fs", ""): ({"num_steps": 50}, {"num_steps": 100}, {"num_steps": 250}),
 }
 OPTIMISING = {"SGS_InvertImage": "inversion", "SGS_CLIPLatentOptimize": "clip_optimize",
               "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions",
