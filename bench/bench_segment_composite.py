@@ -150,7 +150,7 @@ class Port:
             tick()
 
     def ce_steps(self, init, target, steps, tick, realistic=False, style=None):
-        G, cfg = self.G, self.cfg
+        cfg = self.cfg
         w = init.clone().requires_grad_(True)
         end = init[:, cfg.align_layers:].detach()
         opt = torch.optim.Adam([w], lr=cfg.lr)

@@ -63,7 +63,7 @@ from ...errors import LatentError
 from ...latents import Latent, check_compatible, check_fs_generator, fs_first_w, generator_ref, synthesize_fs
 from ...optimize import autograd_ready, check_finite, descend, has_inference_tensors, loss_values, trainable
 from ..inversion import downsample_to, prepare_target
-from .config import DEFAULTS, MODES, CompositeConfig, composite_config
+from .config import MODES, CompositeConfig, composite_config
 from .embed import (DEFAULT_CACHE, EmbeddingCache, cache_key, embed_fs, embed_wplus, fs_settings, image_digest,
                     wplus_settings)
 from .masks import check_mask, dilate, erode, fill_labels, mix_weight, nearest, resize_mask, scaled_iterations
