@@ -264,8 +264,22 @@ def quality(resolution: int = 64) -> None:
         ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1)), None)
         photos = G.synthesis(ws, noise_mode="const").clamp(-1, 1)
     curves: dict[str, list[float]] = {}
+    key = {"w+": "w_steps", "fs": "fs_steps", "target": "target_fill_steps", "align base": "align_steps1",
+           "align reference": "align_steps2", "blend": "blend_steps"}
+    print(f"quick vs reference preset, {resolution} px tiny generator, random LPIPS/VGG/BiSeNet (indicative only)")
+    print(f"{'stage':<18}{'start':>10}{'quick':>10}{'reference':>11}{'quick gap':>11}", flush=True)
+
+    def row(phase):
+        values = curves[phase]
+        k = key[phase.split(" ")[0]] if phase.split(" ")[0] in ("w+", "fs") else key[phase]
+        q, r = quick[k], ref[k]          # the target fill: its first pass (the second starts afresh)
+        lq, lr_ = values[min(q, len(values)) - 1], values[min(r, len(values)) - 1]
+        print(f"{phase:<18}{values[0]:>10.4f}{lq:>10.4f}{lr_:>11.4f}"
+              f"{(lq - lr_) / max(abs(values[0] - lr_), 1e-12):>10.0%}", flush=True)
 
     def cb(p):
+        if curves and p.phase not in curves:
+            row(list(curves)[-1])
         curves.setdefault(p.phase, []).append(p.losses.get("loss", sum(p.losses.values())))
     mask = torch.zeros(1, resolution, resolution)
     mask[..., : resolution * 2 // 5] = 1
@@ -273,16 +287,8 @@ def quality(resolution: int = 64) -> None:
     segment_composite(G, photos[:1], photos[1:2], "hair", parser=parser, config=cfg, lpips=lpips, vgg=vgg,
                       cache=EmbeddingCache(), callback=cb)
     seconds = time.perf_counter() - t0
-    key = {"w+": "w_steps", "fs": "fs_steps", "target": "target_fill_steps", "align base": "align_steps1",
-           "align reference": "align_steps2", "blend": "blend_steps"}
-    print(f"quick vs reference preset, {resolution} px tiny generator, random LPIPS/VGG/BiSeNet (indicative only); "
-          f"reference run {seconds / 60:.1f} min")
-    print(f"{'stage':<18}{'start':>10}{'quick':>10}{'reference':>11}{'quick gap':>11}")
-    for phase, values in curves.items():
-        k = key[phase.split(" ")[0]] if phase.split(" ")[0] in ("w+", "fs") else key[phase]
-        q, r = quick[k], ref[k]          # the target fill: its first pass (the second starts afresh)
-        lq, lr_ = values[min(q, len(values)) - 1], values[min(r, len(values)) - 1]
-        print(f"{phase:<18}{values[0]:>10.4f}{lq:>10.4f}{lr_:>11.4f}{(lq - lr_) / max(abs(values[0] - lr_), 1e-12):>10.0%}")
+    row(list(curves)[-1])
+    print(f"reference run: {seconds / 60:.1f} min")
     print("quick gap: the share of the reference's loss reduction (start -> reference) quick has not made")
 
 
