@@ -167,8 +167,9 @@ _TABLE: dict[str, dict[str, dict[str, dict[str, int]]]] = {
     "neural_style": {m: {"quick": {"steps": q}, "balanced": {"steps": b},
                          "reference": {"steps": _style.METHODS[m].steps}}
                      for m, q, b in (("gatys2016", 100, 300), ("tutorial", 50, 150), ("multiscale", 50, 200))},
-    # Segment Composite (Barbershop): reference = its main.py defaults; quick is the 'fast' preset, its
-    # measured quality loss is in core/edits/segment_composite/pipeline.py's docstring.
+    # Segment Composite (Barbershop): reference = its main.py defaults; quick is the 'fast' preset (its
+    # measured loss gap per stage: core/edits/segment_composite/pipeline.py's docstring, bench_segment_composite
+    # --quality).
     "segment_composite": {"": {
         "quick": {"w_steps": 250, "fs_steps": 60, "align_steps1": 40, "align_steps2": 30, "blend_steps": 100,
                   "target_fill_steps": 20},

@@ -26,6 +26,12 @@ class Stages:
     def steps_of(self, name: str) -> int:
         return next((s for n, s in self.plan if n == name), 0)
 
+    def ensure(self, name: str, steps: int) -> None:
+        """Plan stage `name` if it was not (an embedding whose cached file turned out damaged): the total grows."""
+        if all(n != name for n, _ in self.plan):
+            self.plan.append((name, int(steps)))
+            self.total += int(steps)
+
     def begin(self, name: str) -> None:
         self._start[name] = time.perf_counter()
 
