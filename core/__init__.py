@@ -4,12 +4,14 @@ Importable on its own (`import core` with the repository root on `sys.path`); ne
 """
 
 from .align import AlignTransform, align_face, face_keypoints, unalign_face
+from .align import align_mask, blend_mask, photo_coverage, unalign_face_and_blend, unalign_mask
 from .config import GeneratorConfig, MappingConfig, StyleGAN2Config, StyleGAN3Config
 from .errors import (AlignmentError, CheckpointError, LatentError, LatentFileError, MissingDependencyError, MissingWeightsError, StyleGANStudioError,
                      UnsafeCheckpointError)
 from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, generator_ref, interpolate_latents,
                       latent_to_styles, latent_to_ws, load_latent, MAX_LATENTS, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
                       seeds_to_z, slerp, style_mix_layers, styles_to_latent, synthesize)
+from .latents import fs_from_wplus
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
 from .edits.weight_shift import WeightShift, apply_weight_shifts, load_weight_shift, save_weight_shift, train_weight_shift
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlignTransform", "AlignmentError", "align_face", "face_keypoints", "unalign_face",
+    "align_mask", "blend_mask", "photo_coverage", "unalign_face_and_blend", "unalign_mask",
     "GeneratorConfig", "MappingConfig", "StyleGAN2Config", "StyleGAN3Config", "CheckpointError", "LatentError", "LatentFileError",
     "MissingDependencyError", "MissingWeightsError", "StyleGANStudioError", "UnsafeCheckpointError", "GeneratorRef", "Latent",
     "check_compatible", "convert_latent", "generator_ref", "interpolate_latents", "latent_to_styles", "latent_to_ws", "load_latent", "MAX_LATENTS",
@@ -25,4 +28,5 @@ __all__ = [
     "style_mix_layers", "styles_to_latent", "synthesize", "compute_w_avg", "convert_checkpoint", "load_generator", "save_generator",
     "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",
     "WeightShift", "apply_weight_shifts", "load_weight_shift", "save_weight_shift", "train_weight_shift",
+    "fs_from_wplus",
 ]

@@ -395,14 +395,146 @@ def feather_mask(size: int, feather: float, dtype=torch.float32, device=None) ->
     return (ramp[:, None] * ramp[None, :]).to(dtype)
 
 
+# --- masks through the alignment ----------------------------------------------------------------------------------
+# A mask follows the photo's pixels through the same quad as `align_face` (and back as `unalign_face`), bilinearly
+# with soft values kept, antialiased (a triangle prefilter) where the warp shrinks. Outside the photo a mask is 0:
+# FFHQ's reflect/blur padding invents image pixels, but no mask content (a padded region is not "hair" or "the
+# user's selection"); `photo_coverage` is exactly that: 1 where an aligned pixel came from the photo, 0 in the
+# padding, 0.5 on the photo's edge.
+
+ASPECT_TOLERANCE = 0.02  # a mask or photo may be resized since alignment; a different aspect ratio is another image
+
+
+def mask_batch(mask, what: str = "the mask") -> torch.Tensor:
+    """A MASK as a float [N, H, W] batch (one [H, W] mask is a batch of one); refuses other shapes and NaN/inf."""
+    if not isinstance(mask, torch.Tensor):
+        raise AlignmentError(f"{what} must be a MASK tensor [B, H, W], got {type(mask).__name__}")
+    if mask.ndim == 2:
+        mask = mask[None]
+    if mask.ndim != 3 or min(mask.shape) < 1:
+        hint = (" (an image-shaped tensor: convert it with a core node such as Convert Image to Mask)"
+                if mask.ndim == 4 else "")
+        raise AlignmentError(f"{what} has shape {tuple(mask.shape)}: expected a MASK [B, H, W] (or one [H, W]) with "
+                             f"pixels{hint}")
+    if mask.dtype == torch.bool or not mask.is_floating_point():
+        mask = mask.float()
+    if not bool(torch.isfinite(mask).all()):
+        raise AlignmentError(f"{what} contains NaN or infinite values: fix the node that made it")
+    return mask
+
+
+def _scaled_quad(transform: AlignTransform, height: int, width: int, what: str) -> np.ndarray:
+    """The transform's quad in pixels of a [height, width] image of the same photo (resized since alignment is
+    fine; another aspect ratio is refused)."""
+    sh, sw = transform.source_size
+    if abs((width / sw) / (height / sh) - 1) > ASPECT_TOLERANCE:
+        raise AlignmentError(f"{what} is {width}x{height} (width x height) but the face was aligned from a {sw}x{sh} "
+                             f"photo (another aspect ratio): give a mask of the photo's size ({sw}x{sh}; e.g. "
+                             f"SolidMask with width {sw}, height {sh}, or the mask of the same Load Image), or "
+                             f"scaled to the same aspect ratio")
+    return np.array(transform.quad, dtype=np.float64) * np.array([width / sw, height / sh])
+
+
+def _shrink(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Antialiased resize of [N, C, H, W] by 1 / factor when factor > 1 (else unchanged)."""
+    if factor <= 1:
+        return x
+    size = (max(int(round(x.shape[-2] / factor)), 1), max(int(round(x.shape[-1] / factor)), 1))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def align_mask(mask, transform: AlignTransform, size: Optional[int] = None, *,
+               what: str = "the mask") -> torch.Tensor:
+    """Warp photo-frame masks into the aligned frame of `transform`, as `align_face` warps the photo.
+
+    mask: [N, H, W] (or [H, W]) float, soft values kept, the photo's size or the same aspect ratio (it scales).
+    size: the aligned side (default: transform.output_size). Returns [N, size, size] float32 on the mask's
+    device: aligned pixel (i, j) takes the mask at quad[0] + u (quad[3] - quad[0]) + v (quad[1] - quad[0]),
+    u = (j + 0.5) / size, v = (i + 0.5) / size (bilinear, prefiltered where the face is shrunk); 0 outside the
+    photo (where the image has FFHQ's padding). Raises AlignmentError for another aspect ratio or NaN values.
+    """
+    m = mask_batch(mask, what)
+    n, height, width = m.shape
+    size = transform.output_size if size is None else int(size)
+    if not 1 <= size <= MAX_ALIGNED_SIZE:
+        raise AlignmentError(f"the aligned mask size must be 1 to {MAX_ALIGNED_SIZE}, got {size}")
+    q = torch.from_numpy(_scaled_quad(transform, height, width, what))
+    origin, ex, ey = q[0], q[3] - q[0], q[1] - q[0]
+    side = max(float(torch.linalg.norm(ex)), float(torch.linalg.norm(ey)))  # mask pixels along an aligned side
+    x = _shrink(m[:, None].float(), side / size)
+    t = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    p = origin + u[..., None] * ex + v[..., None] * ey  # [S, S, 2] (x, y) in mask pixels (continuous)
+    grid = (p / torch.tensor([width, height], dtype=torch.float64) * 2 - 1).to(x.device, torch.float32)
+    out = F.grid_sample(x, grid[None].expand(n, -1, -1, -1), mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    # The prefilter's rounding may overshoot by an ulp: keep the mask's own range (a 0/1 mask stays in [0, 1]).
+    return out[:, 0].clamp(min(float(m.min()), 0.0), max(float(m.max()), 0.0))
+
+
+def photo_coverage(transform: AlignTransform, size: Optional[int] = None, device=None) -> torch.Tensor:
+    """[size, size] float32: 1 where the aligned image shows the photo, 0 where it shows FFHQ's padding (or black
+    without padding), soft over the pixel on the photo's edge: `align_mask` of a mask of ones (an inpainting mask
+    for the padded area is 1 - this)."""
+    return align_mask(torch.ones(transform.source_size, device=device), transform, size, what="the photo")[0]
+
+
+def unalign_mask(mask, transform: AlignTransform, height: Optional[int] = None, width: Optional[int] = None, *,
+                 what: str = "the aligned mask") -> torch.Tensor:
+    """Warp aligned-frame masks ([N, h, w] or [h, w], any square resolution) back into the photo frame, the
+    inverse of `align_mask` (the map `unalign_face` pastes through). height, width: the photo's size (default
+    transform.source_size; a resized photo of the same aspect ratio is fine). Returns [N, height, width] float32:
+    0 outside the face square; antialiased where the face is smaller in the photo than the mask."""
+    m = mask_batch(mask, what)
+    sh, sw = transform.source_size
+    height, width = (sh if height is None else int(height)), (sw if width is None else int(width))
+    q = _scaled_quad(transform, height, width, "the photo")
+    side = max(np.hypot(*(q[3] - q[0])), np.hypot(*(q[1] - q[0])))
+    x = _shrink(m[:, None].float(), max(m.shape[-2:]) / max(side, 1.0))
+    grid = aligned_to_source_grid(transform, height, width, device=x.device)[None]
+    out = F.grid_sample(x, grid.expand(m.shape[0], -1, -1, -1), mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out[:, 0].clamp(min(float(m.min()), 0.0), max(float(m.max()), 0.0))
+
+
+def blend_mask(transform: AlignTransform, height: int, width: int, feather: float = 0.1,
+               mask: Optional[torch.Tensor] = None, size: int = FFHQ_OUTPUT_SIZE, device=None) -> torch.Tensor:
+    """The weights `unalign_face` composites with, in the photo frame: [height, width] float32 in [0, 1],
+    result = blend * pasted face + (1 - blend) * photo. Built in aligned space as `feather_mask(size, feather)`
+    (size: the edited image's side), or `mask` ([h, w], clamped to [0, 1]) when given, and warped into the photo
+    bilinearly (0 outside the face square). `1 - blend` is unchanged photo; the ramp is where seams can show."""
+    if not 0 <= feather <= 0.5:
+        raise AlignmentError(f"feather must be in [0, 0.5] (a fraction of the face square), got {feather}")
+    if mask is None:
+        m = feather_mask(int(size), feather, device=device)
+    else:
+        if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or min(mask.shape) < 1:
+            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise AlignmentError(f"the paste mask must be one [H, W] mask, got {shape}")
+        if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
+            raise AlignmentError("the paste mask contains NaN or infinite values: fix the node that made it")
+        m = mask.to(device, torch.float32).clamp(0, 1)
+    grid = aligned_to_source_grid(transform, height, width, device=m.device)[None]
+    return F.grid_sample(m[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+
+
 def unalign_face(original: torch.Tensor, edited: torch.Tensor, transform: AlignTransform,
                  feather: float = 0.1, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Paste an edited aligned face back into the photo it was aligned from.
 
     original [H, W, C] and edited [h, w, C'] float in [0, 1] (any aligned resolution: the generator's output may
     be smaller than the alignment); `mask` [h', w'] in aligned space (1 = use the edit) replaces the square
-    feathered by `feather` (a fraction of the side). Returns [H, W, C] float32.
+    feathered by `feather` (a fraction of the side). Returns [H, W, C] float32; `unalign_face_and_blend` also
+    returns the blend mask.
     """
+    return unalign_face_and_blend(original, edited, transform, feather, mask)[0]
+
+
+def unalign_face_and_blend(original: torch.Tensor, edited: torch.Tensor, transform: AlignTransform,
+                           feather: float = 0.1, mask: Optional[torch.Tensor] = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`unalign_face`, returning (image [H, W, C], blend [H, W]): the composite and the `blend_mask` it used
+    (image = blend * pasted face + (1 - blend) * original), e.g. to inpaint the seam."""
     if original.ndim != 3 or edited.ndim != 3:
         raise AlignmentError(f"expected single images [H, W, C], got {tuple(original.shape)} and "
                              f"{tuple(edited.shape)}")
@@ -418,7 +550,7 @@ def unalign_face(original: torch.Tensor, edited: torch.Tensor, transform: AlignT
     height, width, channels = original.shape
     sh, sw = transform.source_size
     # A photo resized since alignment is fine (the quad scales with it); another shape is another photo.
-    if abs((width / sw) / (height / sh) - 1) > 0.02:
+    if abs((width / sw) / (height / sh) - 1) > ASPECT_TOLERANCE:
         raise AlignmentError(f"the original photo is {width}x{height} but the transform was made on a {sw}x{sh} "
                              f"photo (another aspect ratio): connect the photo that was given to Align Face")
     original = original.float()
@@ -434,17 +566,9 @@ def unalign_face(original: torch.Tensor, edited: torch.Tensor, transform: AlignT
         ed = F.interpolate(ed, size=(target, target), mode="bilinear", antialias=True, align_corners=False)
     grid = aligned_to_source_grid(transform, height, width, device=original.device)[None]
     pasted = F.grid_sample(ed, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    if mask is None:
-        m = feather_mask(max(edited.shape[:2]), feather, device=original.device)
-    else:
-        if mask.ndim != 2 or min(mask.shape) < 1:
-            raise AlignmentError(f"the paste mask must be one [H, W] mask, got {tuple(mask.shape)}")
-        if mask.is_floating_point() and not bool(torch.isfinite(mask).all()):
-            raise AlignmentError("the paste mask contains NaN or infinite values: fix the node that made it")
-        m = mask.to(original.device, torch.float32).clamp(0, 1)
-    inside = F.grid_sample(m[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    out = original.permute(2, 0, 1) * (1 - inside) + pasted * inside
-    return out.permute(1, 2, 0).contiguous()
+    blend = blend_mask(transform, height, width, feather, mask, max(edited.shape[:2]), original.device)
+    out = original.permute(2, 0, 1) * (1 - blend) + pasted * blend
+    return out.permute(1, 2, 0).contiguous(), blend
 
 
 def _match_channels(img: torch.Tensor, channels: int) -> torch.Tensor:

@@ -16,14 +16,15 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .config import ARCHS, MAX_C_DIM, MAX_CHANNELS, MAX_FEATURES, MAX_SG3_LAYERS
+from .config import ARCHS, MAX_C_DIM, MAX_CHANNELS, MAX_FEATURES, MAX_IMG_CHANNELS, MAX_SG3_LAYERS
 from .errors import CheckpointError, LatentError, LatentFileError
 from .files import describe, meta_field, read_safetensors, write_safetensors
 from .log import logger
 from .networks import Generator
 
 SPACES = ("z", "w", "w+")                  # spaces latents are sampled in
-LATENT_SPACES = SPACES + ("s",)            # plus StyleSpace S, made by S-space edits (see core.networks.style_space)
+LATENT_SPACES = SPACES + ("s", "fs")      # plus StyleSpace S, made by S-space edits (see core.networks.style_space),
+                                           # and Barbershop's FS space (F features at 32 px + the later w codes)
 SEED_MODES = ("nvidia", "torch")
 INTERPOLATION_METHODS = ("auto", "lerp", "slerp")
 STYLE_MIX_PRESETS = ("coarse", "middle", "fine")
@@ -42,6 +43,15 @@ MAX_TRUNCATION_PSI = 10.0                  # the nodes offer -2..2; far beyond, 
 MAX_NUM_WS = 2 * MAX_SG3_LAYERS + 2        # w+ layers of the largest architecture config.py accepts, with margin
 MAX_S_DIM = MAX_NUM_WS * 2 * MAX_CHANNELS  # S channels: at most two style vectors of MAX_CHANNELS per w layer
 MAX_SEED = 2 ** 32 - 1                     # numpy's RandomState (NVIDIA's seed mode) takes seeds 0..2**32 - 1
+
+# FS latents (Barbershop, Zhu et al. 2021): F = the features after the 32 px block, S = the w codes the blocks after
+# it read. Two conventions for the RGB skip accumulated up to 32 px ('skip' architecture): 'drop' (Barbershop: the
+# image is the sum of the ToRGB outputs after 32 px) and 'keep' (the skip is stored with F: F + S of a W+ latent
+# reproduce its image exactly).
+FS_RESOLUTION = 32
+FS_SKIPS = ("drop", "keep")
+DEFAULT_FS_SKIP = "drop"                   # Barbershop's convention (what its FS embedding optimises)
+FS_MIN_NUM_WS = 10                         # StyleGAN2 at 64 px, the smallest with a block after the 32 px one
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,17 @@ class Latent:
 
     tensor: z `[N, z_dim]`, w `[N, w_dim]`, w+ `[N, num_ws, w_dim]`, or s `[N, s_dim]` (StyleSpace: every
         layer's style in `core.networks.style_space.flatten_s` order, as `G.synthesis.w_to_s` makes it), float32.
+        fs: the whole w+ `[N, num_ws, w_dim]`; the blocks after 32 px read entries `fs_first_w(G)` (7) onwards,
+        Barbershop's S codes. The earlier entries are the W+ codes F was made from: they do not change the image
+        of the fs latent, and keep fs -> w+ possible (`convert_latent`).
     c: labels `[N, c_dim]` for conditional generators (used when mapping z), else None.
     truncation_psi / truncation_cutoff: applied when a z latent is mapped.
+    features: fs only: F `[N, C, 32, 32]` float32, the features after the 32 px block
+        (`G.synthesis.run(ws, stop=32).x`; C = the block's channels, 512 for FFHQ models).
+    features_img: fs only: the RGB skip at 32 px `[N, img_channels, 32, 32]` float32 (`run(...).img`) for the
+        'keep' convention, or None for Barbershop's 'drop' convention (the skip up to 32 px is dropped:
+        `run(ws, start=32, x=F, drop_skip=True)`). Always None for 'orig'/'resnet' networks, which have no skip
+        before their last block (both conventions render alike there).
     """
 
     tensor: torch.Tensor
@@ -114,6 +133,8 @@ class Latent:
     c: Optional[torch.Tensor] = None
     truncation_psi: float = DEFAULT_TRUNCATION_PSI
     truncation_cutoff: Optional[int] = None
+    features: Optional[torch.Tensor] = None
+    features_img: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
         if self.space not in LATENT_SPACES:
@@ -125,7 +146,8 @@ class Latent:
         if not isinstance(self.tensor, torch.Tensor) or not self.tensor.is_floating_point():
             kind = self.tensor.dtype if isinstance(self.tensor, torch.Tensor) else type(self.tensor).__name__
             raise LatentError(f"a latent must be a floating-point tensor, got {kind}")
-        expected = {"z": [g.z_dim], "w": [g.w_dim], "w+": [g.num_ws, g.w_dim], "s": [g.s_dim]}[self.space]
+        expected = {"z": [g.z_dim], "w": [g.w_dim], "w+": [g.num_ws, g.w_dim], "s": [g.s_dim],
+                    "fs": [g.num_ws, g.w_dim]}[self.space]
         if self.tensor.ndim != len(expected) + 1 or list(self.tensor.shape[1:]) != expected:
             raise LatentError(f"a {self.space} latent for {g.name} must have shape [N, "
                               f"{', '.join(map(str, expected))}], got {list(self.tensor.shape)}")
@@ -138,6 +160,7 @@ class Latent:
             raise LatentError("the latent contains NaN or infinite values; re-create it (an optimisation "
                               "that diverged produces these)")
         check_truncation(self.truncation_psi, self.truncation_cutoff, g.num_ws)
+        self._check_features()
         if self.c is not None:
             n = self.tensor.shape[0]
             if not isinstance(self.c, torch.Tensor) or not self.c.is_floating_point():
@@ -150,12 +173,47 @@ class Latent:
                 raise LatentError("the class labels c contain NaN or infinite values; labels are one-hot rows "
                                   "(choose the class again)")
 
+    def _check_features(self) -> None:
+        if self.space != "fs":
+            if self.features is not None or self.features_img is not None:
+                raise LatentError(f"only fs latents carry features (F); this is a {self.space} latent")
+            return
+        g, n = self.generator, self.tensor.shape[0]
+        if g.arch != "stylegan2" or g.num_ws < FS_MIN_NUM_WS:
+            raise LatentError(f"an fs latent needs a StyleGAN2 generator of at least 64 px (num_ws >= "
+                              f"{FS_MIN_NUM_WS}), but {g.name} is {g.arch} with num_ws {g.num_ws}")
+        for name, t, low, high in (("features", self.features, 1, MAX_CHANNELS),
+                                   ("features_img", self.features_img, 1, MAX_IMG_CHANNELS)):
+            if t is None:
+                if name == "features":
+                    raise LatentError("an fs latent needs its features F [N, C, 32, 32]; make it with "
+                                      "core.latents.fs_from_wplus or core.edits.fs_embedding.embed_fs")
+                continue
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+                raise LatentError(f"fs latent {name} must be a floating-point tensor, got {kind}")
+            if t.ndim != 4 or t.shape[0] != n or not low <= t.shape[1] <= high or \
+                    tuple(t.shape[2:]) != (FS_RESOLUTION, FS_RESOLUTION):
+                raise LatentError(f"fs latent {name} must have shape [{n}, C, {FS_RESOLUTION}, {FS_RESOLUTION}] with "
+                                  f"C in {low}..{high} (one entry per latent of the batch), got {list(t.shape)}")
+            if not torch.isfinite(t).all():
+                raise LatentError(f"fs latent {name} contains NaN or infinite values; re-create it (an "
+                                  f"optimisation that diverged produces these)")
+
     @property
     def batch_size(self) -> int:
         return int(self.tensor.shape[0])
 
+    @property
+    def fs_skip(self) -> Optional[str]:
+        """fs latents: 'keep' when the RGB skip at 32 px is stored (`features_img`), else 'drop'; None otherwise."""
+        if self.space != "fs":
+            return None
+        return "drop" if self.features_img is None else "keep"
+
     def describe(self) -> str:
-        return f"{self.batch_size} x {self.space} latent for {self.generator.name} ({self.generator.arch})"
+        extra = f", skip '{self.fs_skip}'" if self.space == "fs" else ""
+        return f"{self.batch_size} x {self.space} latent for {self.generator.name} ({self.generator.arch}{extra})"
 
 
 def check_latent_count(count: int, what: str, *, split: str = "") -> int:
@@ -226,9 +284,19 @@ def weights_digest(G: Generator) -> str:
 def check_compatible(latent: Latent, G: Generator) -> None:
     """Raise LatentError if `latent` cannot drive `G`; log when it comes from a different but compatible model."""
     ref, g = latent.generator, generator_ref(G)
-    needed = {"z": ("z_dim", ref.z_dim, g.z_dim), "w": ("w_dim", ref.w_dim, g.w_dim),
-              "w+": ("num_ws x w_dim", (ref.num_ws, ref.w_dim), (g.num_ws, g.w_dim)),
-              "s": ("S channels", ref.s_dim, g.s_dim)}[latent.space]
+    if latent.space == "fs":
+        check_fs_generator(G)
+    if latent.space == "fs":
+        kept = latent.features_img is not None
+        f_ch, img_ch = fs_channels(G)
+        needed = ("num_ws x w_dim x F channels" + (" x image channels" if kept else ""),
+                  (ref.num_ws, ref.w_dim, int(latent.features.shape[1])) +
+                  ((int(latent.features_img.shape[1]),) if kept else ()),
+                  (g.num_ws, g.w_dim, f_ch) + ((img_ch,) if kept else ()))
+    else:
+        needed = {"z": ("z_dim", ref.z_dim, g.z_dim), "w": ("w_dim", ref.w_dim, g.w_dim),
+                  "w+": ("num_ws x w_dim", (ref.num_ws, ref.w_dim), (g.num_ws, g.w_dim)),
+                  "s": ("S channels", ref.s_dim, g.s_dim)}[latent.space]
     if needed[1] != needed[2]:
         raise LatentError(
             f"this {latent.space} latent was made for {ref.name} ({needed[0]} {needed[1]}), but {g.name} needs "
@@ -242,6 +310,79 @@ def check_compatible(latent: Latent, G: Generator) -> None:
         logger.warning("this latent was made with %s; %s has the same shape but other weights, so it gives another "
                        "image (use the generator the latent was made with, or ignore this for a deliberate transfer)",
                        ref.name, g.name)
+
+
+# --- FS latents (Barbershop) ----------------------------------------------------------------------
+
+def check_fs_generator(G: Generator) -> None:
+    """LatentError unless `G` has the 32 px block FS latents start from and blocks after it (StyleGAN2 >= 64 px)."""
+    if G.arch != "stylegan2":
+        raise LatentError(f"{G.info.name} is {G.arch}: FS latents (Barbershop's F/S space) need the features after "
+                          f"a 32 px block, which only StyleGAN2 has (StyleGAN3's layers are not organised in "
+                          f"resolution blocks); use a StyleGAN2 generator of at least 64 px, or a w+ latent")
+    if FS_RESOLUTION not in G.synthesis.stages or G.img_resolution <= FS_RESOLUTION:
+        raise LatentError(f"{G.info.name} renders at {G.img_resolution} px: FS latents replace the output of the "
+                          f"{FS_RESOLUTION} px block and need blocks after it; use a StyleGAN2 generator of at least "
+                          f"{2 * FS_RESOLUTION} px, or a w+ latent")
+
+
+def fs_first_w(G: Generator) -> int:
+    """Index of the first w the blocks after 32 px read (7 for every StyleGAN2: S = ws[:, 7:], 11 codes at
+    1024 px as in Barbershop, num_ws - 7 in general). The 32 px block's ToRGB reads this w too; with the 'keep'
+    convention its output is stored in `features_img` and no longer depends on it."""
+    check_fs_generator(G)
+    w_idx = 0
+    for res in G.synthesis.block_resolutions:
+        if res > FS_RESOLUTION:
+            return w_idx
+        w_idx += getattr(G.synthesis, f"b{res}").num_conv
+    raise AssertionError("check_fs_generator admitted a generator without a block after 32 px")
+
+
+def fs_channels(G: Generator) -> tuple[int, int]:
+    """(channels of F, image channels) of `G`'s fs latents."""
+    check_fs_generator(G)
+    return int(getattr(G.synthesis, f"b{FS_RESOLUTION}").conv1.out_channels), int(G.synthesis.img_channels)
+
+
+def fs_from_wplus(G: Generator, latent: Latent, skip: str = DEFAULT_FS_SKIP) -> Latent:
+    """The fs latent of a z, w or w+ latent (on CPU): F = `G.synthesis.run(ws, stop=32).x` with the stored noise
+    maps (noise_mode 'const'), the codes = its whole w+.
+
+    skip: 'keep' stores the RGB skip at 32 px (`features_img`): rendering the fs latent gives exactly the W+ image.
+        'drop' (Barbershop) drops it: the image is the sum of the ToRGB outputs after 32 px, which differs from the
+        W+ image by the upsampled skip (a blurry low-frequency image) on 'skip' networks; Barbershop's FS embedding
+        (`core.edits.fs_embedding.embed_fs`) then optimises F and S to fit the target without it.
+    """
+    if skip not in FS_SKIPS:
+        raise LatentError(f"skip must be one of {FS_SKIPS} ('drop': Barbershop's convention; 'keep': the W+ image "
+                          f"exactly), got {skip!r}")
+    if latent.space == "fs":
+        raise LatentError("this latent is already an fs latent; convert it to w+ first to make a new F from its codes")
+    check_fs_generator(G)
+    ws = latent_to_ws(G, latent)
+    features, images = [], []
+    with torch.no_grad():
+        for start in range(0, len(ws), DEFAULT_CHUNK_SIZE):
+            state = G.synthesis.run(ws[start:start + DEFAULT_CHUNK_SIZE], stop=FS_RESOLUTION, noise_mode="const",
+                                    force_fp32=True)
+            features.append(state.x.to("cpu", torch.float32).contiguous())
+            if state.img is not None:
+                images.append(state.img.to("cpu", torch.float32).contiguous())
+    img = torch.cat(images) if skip == "keep" and images else None
+    return Latent(ws.detach().to("cpu", torch.float32).contiguous(), "fs", generator_ref(G), latent.c,
+                  features=torch.cat(features), features_img=img)
+
+
+def synthesize_fs(G: Generator, ws: torch.Tensor, features: torch.Tensor, features_img: Optional[torch.Tensor] = None,
+                  **kwargs) -> torch.Tensor:
+    """Render F `[N, C, 32, 32]` (+ the 'keep' skip `[N, img_channels, 32, 32]` or None for 'drop') with the codes
+    ws `[N, num_ws, w_dim]` (only entries `fs_first_w(G)` onwards are read) to `[N, img_channels, R, R]` float32.
+    Differentiable in F and ws (the FS embedding uses it); `kwargs` go to `G.synthesis.run` (noise_mode, noise,
+    generator, force_fp32)."""
+    drop = features_img is None
+    return G.synthesis.run(ws, start=FS_RESOLUTION, x=features, img=None if drop else features_img,
+                           drop_skip=drop and G.synthesis.architecture == "skip", **kwargs).img
 
 
 def seeds_to_z(seeds: Sequence[int], z_dim: int, *, seed_mode: str = "nvidia") -> torch.Tensor:
@@ -378,6 +519,10 @@ def latent_to_ws(G: Generator, latent: Latent) -> torch.Tensor:
     if latent.space == "s":
         raise LatentError("this is an S (StyleSpace) latent, made by an S-space edit; it has no w/w+ form. Render it "
                           "with Synthesize, or give this node the w/w+ latent from before the edit")
+    if latent.space == "fs":
+        raise LatentError("this is an fs latent (Barbershop's F features + S codes); its image needs F, which this "
+                          "operation cannot use. Render it with Synthesize, or convert it to w+ first "
+                          "(core.latents.convert_latent; the image then loses what F adds)")
     device = G.w_avg.device
     t = latent.tensor.to(device=device, dtype=torch.float32)
     if latent.space == "z":
@@ -415,9 +560,17 @@ def styles_to_latent(G: Generator, styles: Union[dict, torch.Tensor], c: Optiona
 
 
 def convert_latent(G: Generator, latent: Latent, space: str) -> Latent:
-    """Express `latent` in `space` ('w', 'w+' or 's'; z cannot be recovered from w, nor w from s)."""
+    """Express `latent` in `space` ('w', 'w+', 's' or 'fs'; z cannot be recovered from w, nor w from s).
+
+    To 'fs': `fs_from_wplus` with the default skip convention ('drop'). From 'fs': its w+ codes (F is dropped, so
+    the image is that of the W+ codes, not the fs latent's)."""
     if space == latent.space:
         return latent
+    if space == "fs":
+        return fs_from_wplus(G, latent)
+    if latent.space == "fs":
+        check_compatible(latent, G)
+        latent = Latent(latent.tensor, "w+", latent.generator, latent.c)
     if space == "s":
         return styles_to_latent(G, {k: v.cpu() for k, v in latent_to_styles(G, latent).items()}, latent.c)
     if space == "z":
@@ -437,13 +590,13 @@ def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_
                on_chunk: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
     """Render `latent` to images `[N, C, R, R]` float32 in about [-1, 1], on CPU.
 
-    s latents render through `G.synthesis.from_s`. Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
+    s latents render through `G.synthesis.from_s`, fs latents from their F (`synthesize_fs`). Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
     (it may raise to cancel), after `on_chunk(images)` with the chunk's images (e.g. for a live preview). `noise_seed` makes noise_mode 'random' reproducible. `force_fp32` None
     follows `G.precision`.
     """
-    if latent.space == "s":
+    if latent.space in ("s", "fs"):
         check_compatible(latent, G)
-        ws = latent.tensor.to(device=G.w_avg.device, dtype=torch.float32)  # flat S, split per chunk below
+        ws = latent.tensor.to(device=G.w_avg.device, dtype=torch.float32)  # flat S / fs codes, split per chunk below
     else:
         ws = latent_to_ws(G, latent)
     chunk_size = max(1, int(chunk_size))
@@ -459,6 +612,10 @@ def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_
                 from .networks.style_space import unflatten_s
 
                 out.append(G.synthesis.from_s(unflatten_s(G, chunk), **kwargs).cpu())
+            elif latent.space == "fs":
+                part = slice(start, start + chunk_size)
+                img = None if latent.features_img is None else latent.features_img[part].to(ws.device)
+                out.append(synthesize_fs(G, chunk, latent.features[part].to(ws.device), img, **kwargs).cpu())
             else:
                 out.append(G.synthesis(chunk, **kwargs).cpu())
             if on_chunk is not None:  # e.g. a live preview of a long batch
@@ -520,6 +677,8 @@ def interpolate_latents(a: Latent, b: Latent, num_frames: int, *, method: str = 
     if method not in INTERPOLATION_METHODS:
         raise ValueError(f"method must be one of {INTERPOLATION_METHODS}, got {method!r}")
     interpolation_times(num_frames, max(a.batch_size, b.batch_size))  # checks the count before any work
+    if "fs" in (a.space, b.space):
+        return _interpolate_fs(a, b, num_frames, method, layer_start, layer_end)
     if a.generator.fingerprint != b.generator.fingerprint:
         if (a.generator.w_dim, a.generator.num_ws) != (b.generator.w_dim, b.generator.num_ws):
             raise LatentError(f"cannot interpolate between latents of {a.generator.name} and {b.generator.name}: "
@@ -561,6 +720,45 @@ def interpolate_latents(a: Latent, b: Latent, num_frames: int, *, method: str = 
     c = None if a.c is None else a.c.repeat_interleave(num_frames, 0) if len(a.c) == len(ta) else \
         a.c.expand(len(ta), -1).repeat_interleave(num_frames, 0)
     return Latent(frames, a.space, a.generator, c, a.truncation_psi, a.truncation_cutoff)
+
+
+def _lerp_frames(ta: torch.Tensor, tb: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`[B, ...]` x 2 -> `[B * frames, ...]`: a + (b - a) t in float64, endpoints exact."""
+    A, B = ta.unsqueeze(1).double(), tb.unsqueeze(1).double()
+    frames = A + (B - A) * t.reshape(1, -1, *([1] * (ta.ndim - 1)))
+    frames[:, 0], frames[:, -1] = A[:, 0], B[:, 0]
+    return frames.reshape(-1, *ta.shape[1:]).to(ta.dtype)
+
+
+def _interpolate_fs(a: Latent, b: Latent, num_frames: int, method: str, layer_start: int,
+                    layer_end: Optional[int]) -> Latent:
+    """fs frames: the codes, F and the kept skip each interpolated linearly (F is a feature map: no slerp)."""
+    if a.space != b.space:
+        raise LatentError(f"cannot interpolate a {a.space} latent with a {b.space} latent: make both fs latents "
+                          f"(core.latents.fs_from_wplus), or convert the fs latent to w+")
+    if a.generator.fingerprint != b.generator.fingerprint or a.generator.num_ws != b.generator.num_ws:
+        raise LatentError(f"cannot interpolate fs latents of different generators ({a.generator.name} and "
+                          f"{b.generator.name}): F depends on the weights that made it; make both with one generator")
+    if a.fs_skip != b.fs_skip:
+        raise LatentError(f"cannot interpolate an fs latent that keeps the 32 px skip with one that drops it (skip "
+                          f"'{a.fs_skip}' vs '{b.fs_skip}'); make both with the same skip convention")
+    if a.features.shape[1] != b.features.shape[1]:
+        raise LatentError(f"the fs latents' features have {a.features.shape[1]} and {b.features.shape[1]} channels")
+    if method == "slerp":
+        raise LatentError("fs latents interpolate linearly (F is a feature map, not a direction): choose lerp or auto")
+    if (layer_start, layer_end) not in ((0, None), (0, a.generator.num_ws)):
+        raise LatentError("layer ranges apply to w+ latents; an fs latent interpolates F and its codes together: "
+                          "leave layer_start 0 and layer_end 0")
+    parts = [(a.tensor, b.tensor), (a.features, b.features)]
+    if a.features_img is not None:
+        parts.append((a.features_img, b.features_img))
+    n = max(a.batch_size, b.batch_size)
+    if a.batch_size != b.batch_size and 1 not in (a.batch_size, b.batch_size):
+        raise LatentError(f"batch sizes {a.batch_size} and {b.batch_size} do not match (one may be 1)")
+    t = interpolation_times(num_frames, n)
+    out = [_lerp_frames(x.expand(n, *x.shape[1:]), y.expand(n, *y.shape[1:]), t) for x, y in parts]
+    c = None if a.c is None else a.c.expand(n, -1).repeat_interleave(num_frames, 0)
+    return Latent(out[0], "fs", a.generator, c, features=out[1], features_img=out[2] if len(out) > 2 else None)
 
 
 # --- Style mixing ---------------------------------------------------------------------------------
@@ -636,6 +834,11 @@ def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
     meta = {"space": latent.space, "generator": latent.generator.to_dict(),
             "truncation_psi": repr(float(latent.truncation_psi)),
             "truncation_cutoff": "" if latent.truncation_cutoff is None else str(int(latent.truncation_cutoff))}
+    if latent.space == "fs":  # F (and the kept skip) as tensors, the convention in the metadata
+        tensors["features"] = latent.features.float()
+        if latent.features_img is not None:
+            tensors["features_img"] = latent.features_img.float()
+        meta["fs_skip"] = latent.fs_skip
     return write_safetensors(path, tensors, format=LATENT_FORMAT, metadata=meta)
 
 
@@ -662,6 +865,15 @@ def _cutoff_parser(num_ws: int) -> Callable[[str], Optional[int]]:
                              f"num_ws), got {text[:40]!r}")
         return int(text)
     return parse
+
+
+def _parse_fs_skip(text: str) -> str:
+    if text not in FS_SKIPS:
+        raise ValueError(f"expected one of {FS_SKIPS}, got {text[:40]!r}")
+    return text
+
+
+FS_TENSORS = ("features", "features_img")
 
 
 def _file_tensor(path: Path, tensors: dict, name: str) -> Optional[torch.Tensor]:
@@ -697,16 +909,41 @@ def load_latent(path: Union[str, os.PathLike]) -> Latent:
         psi = meta_field(meta, "truncation_psi", path, "latent", parse=_parse_psi, default=1.0, hint=LATENT_HINT)
         cutoff = meta_field(meta, "truncation_cutoff", path, "latent", parse=_cutoff_parser(ref.num_ws),
                             default=None, hint=LATENT_HINT)
+        skip = None
+        if space == "fs":
+            skip = meta_field(meta, "fs_skip", path, "latent", parse=_parse_fs_skip, hint=LATENT_HINT)
     except LatentFileError:
         raise
     except CheckpointError as e:  # the file helpers' errors already name the file and the field
         raise LatentFileError(str(e)) from e
+    _check_fs_tensors(path, tensors, space, skip)
     latent, c = _file_tensor(path, tensors, "latent"), _file_tensor(path, tensors, "c")
+    features, features_img = (_file_tensor(path, tensors, name) for name in FS_TENSORS)
     try:
-        return Latent(latent.float(), space, ref, None if c is None else c.float(), psi, cutoff)
+        return Latent(latent.float(), space, ref, None if c is None else c.float(), psi, cutoff,
+                      features=None if features is None else features.float().contiguous(),
+                      features_img=None if features_img is None else features_img.float().contiguous())
     except LatentError as e:
         raise LatentFileError(f"{path}: the latent file holds an invalid latent: {e}. The file is damaged or was "
                               f"not written by StyleGAN Studio; {LATENT_HINT}") from e
+
+
+def _check_fs_tensors(path: Path, tensors: dict, space: str, skip: Optional[str]) -> None:
+    """The F tensors a latent file must (fs) or must not (other spaces) hold, consistent with its 'fs_skip'."""
+    present = [name for name in FS_TENSORS if name in tensors]
+    if space != "fs":
+        if present:
+            raise LatentFileError(f"{path}: a {space} latent file holds fs tensors {present}; only fs latent files "
+                                  f"carry features. The file is damaged or was not written by StyleGAN Studio; "
+                                  f"{LATENT_HINT}")
+        return
+    if "features" not in tensors:
+        raise LatentFileError(f"{path}: an fs latent file without its 'features' tensor (F [N, C, 32, 32]); "
+                              f"{LATENT_HINT}")
+    if ("features_img" in tensors) != (skip == "keep"):
+        raise LatentFileError(f"{path}: fs_skip is {skip!r} but the file {'holds' if 'features_img' in tensors else 'lacks'}"
+                              f" the 'features_img' tensor (the 32 px skip 'keep' stores and 'drop' does not); "
+                              f"{LATENT_HINT}")
 
 
 __all__ = [
@@ -714,4 +951,6 @@ __all__ = [
     "latent_to_ws", "latent_to_styles", "styles_to_latent", "convert_latent", "synthesize", "slerp", "interpolate_latents", "interpolation_times",
     "style_mix_layers", "parse_layers", "mix_styles", "save_latent", "load_latent", "layer_resolutions",
     "LatentFileError", "check_latent_count", "batch_seeds", "check_truncation", "MAX_LATENTS", "MAX_SEED",
+    "FS_RESOLUTION", "FS_SKIPS", "DEFAULT_FS_SKIP", "check_fs_generator", "fs_first_w", "fs_channels", "fs_from_wplus",
+    "synthesize_fs",
 ]

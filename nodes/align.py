@@ -87,20 +87,42 @@ def _image_batch(image, name: str) -> torch.Tensor:
     return image
 
 
+def _photo_masks(mask, image: torch.Tensor) -> torch.Tensor:
+    """Align Face's mask input as [1 or B, H, W]: one mask for every image of the batch, or one per image; the
+    size is checked per face against its transform (the photo's size, or scaled with the same aspect ratio)."""
+    masks = A.mask_batch(mask, "mask")
+    batch, height, width = image.shape[0], image.shape[1], image.shape[2]
+    if masks.shape[0] not in (1, batch):
+        raise A.AlignmentError(f"mask is a batch of {masks.shape[0]} but image is a batch of {batch}: connect one "
+                               f"mask (used for every image) or one per image ({batch})")
+    mh, mw = masks.shape[1:]
+    if abs((mw / width) / (mh / height) - 1) > A.ASPECT_TOLERANCE:
+        raise A.AlignmentError(f"mask is {mw}x{mh} (width x height) but the image is {width}x{height}: give a mask "
+                               f"of the photo's size (e.g. the MASK of the same Load Image, or SolidMask with width "
+                               f"{width} and height {height}), or one scaled to the same aspect ratio")
+    return masks
+
+
 @register_node("SGS_AlignFace", "Align Face")
 class AlignFace:
     DESCRIPTION = ("Crops, rotates and scales a photo around its face exactly as the FFHQ dataset was made (from the "
                    "eye and mouth landmarks), which is what face generators and inversion expect. Landmarks come from "
                    "another node (OpenPose/DWPose face keypoints, JSON) or from a detector: dlib's 68-point predictor "
                    "(pip install dlib-bin face-recognition-models; offline, the detector FFHQ was aligned with) or "
-                   "the face_alignment package. Keep the transform to paste the edited face back with Unalign Face.")
+                   "the face_alignment package. Keep the transform to paste the edited face back with Unalign Face. "
+                   "A connected MASK on the photo comes out warped into each aligned face's frame; without one, the "
+                   "mask output marks the aligned pixels that came from the photo (1) and FFHQ's padding (0).")
     CATEGORY = f"{CATEGORY_ROOT}/align"
-    RETURN_TYPES = ("IMAGE", ALIGN_TRANSFORM, "STRING")
-    RETURN_NAMES = ("aligned", "transform", "landmarks")
+    RETURN_TYPES = ("IMAGE", ALIGN_TRANSFORM, "STRING", "MASK")
+    RETURN_NAMES = ("aligned", "transform", "landmarks", "mask")
     OUTPUT_TOOLTIPS = ("The aligned face(s), square, at the generator's resolution (or output_size).",
                        "Where each aligned image came from, for Unalign Face.",
                        ("The landmarks used, as JSON (one list of [x, y] points per image): reuse or inspect them. "
-                        "Which detector (or input) gave them is shown on the node."))
+                        "Which detector (or input) gave them is shown on the node."),
+                       ("Each aligned face's own mask: the connected mask warped into that face's aligned frame (0 "
+                        "where the aligned image is padding outside the photo); with no mask connected, 1 where the "
+                        "aligned pixels came from the photo and 0 where they are FFHQ's padding (invert it to "
+                        "inpaint the padding)."))
     FUNCTION = "align"
 
     @classmethod
@@ -138,12 +160,17 @@ class AlignFace:
                 "rotate_level": ("BOOLEAN", {"default": True, "tooltip": "Rotate so the eyes are level (FFHQ)."}),
                 "enable_padding": ("BOOLEAN", {"default": True, "tooltip": "Fill the area outside the photo with "
                                    "blurred reflection, as FFHQ did (else black)."}),
+                "mask": ("MASK", {"tooltip": "A mask on the photo (SAM, a face parser, a painted mask, SolidMask): "
+                         "warped into each aligned face's frame and given as the mask output. The photo's size (or "
+                         "its aspect ratio, scaled); one mask for every image, or one per image."}),
             },
         }
 
     def align(self, image, landmarks_source, output_size, face_index, generator=None, pose_keypoint=None,
-              landmarks_json="", transform_size=A.FFHQ_TRANSFORM_SIZE, rotate_level=True, enable_padding=True):
+              landmarks_json="", transform_size=A.FFHQ_TRANSFORM_SIZE, rotate_level=True, enable_padding=True,
+              mask=None):
         image = _image_batch(image, "image")
+        masks = None if mask is None else _photo_masks(mask, image)
         size = int(generator.img_resolution) if generator is not None else int(output_size)
         source = _LEGACY_SOURCES.get(landmarks_source, landmarks_source)
         if source not in _SOURCES:
@@ -160,7 +187,7 @@ class AlignFace:
         else:
             info = "the connected pose_keypoint" if pose_keypoint is not None else "landmarks_json"
         progress = comfy_env.Progress(image.shape[0])
-        aligned, transforms, used, counts = [], [], [], []
+        aligned, transforms, used, counts, aligned_masks = [], [], [], [], []
         for i in range(image.shape[0]):
             comfy_env.throw_if_interrupted()
             photo = image[i]
@@ -180,26 +207,37 @@ class AlignFace:
                                    bool(enable_padding), bool(rotate_level), what=what)
             aligned.append(out)
             transforms.append(tf)
+            if masks is None:
+                aligned_masks.append(A.photo_coverage(tf, size))
+            else:
+                aligned_masks.append(A.align_mask(masks[i if masks.shape[0] > 1 else 0], tf, size,
+                                                  what=f"mask {i + 1 if masks.shape[0] > 1 else 1} of "
+                                                       f"{masks.shape[0]}")[0])
             used.append(np.round(points, 2).tolist())
             progress.update(i + 1)
         images = torch.stack(aligned).to(comfy_env.intermediate_device())
+        aligned_masks = torch.stack(aligned_masks).to(comfy_env.intermediate_device())
         text = f"landmarks from {info}"
         if counts:
             found = (", ".join(str(c) for c in counts) if len(counts) <= 8 else
                      f"{min(counts)} to {max(counts)} in {len(counts)} images")
             text += f"; faces found per image: {found}; face_index {int(face_index)} used (0 = the largest)"
-        return {"ui": {"text": [text]}, "result": (images, transforms, json.dumps(used))}
+        return {"ui": {"text": [text]}, "result": (images, transforms, json.dumps(used), aligned_masks)}
 
 
 @register_node("SGS_UnalignFace", "Unalign Face")
 class UnalignFace:
     DESCRIPTION = ("Pastes edited aligned faces back into the original photo with a soft edge, undoing Align Face's "
                    "crop, rotation and scale. A batch of edits (e.g. interpolation frames) is pasted into the same "
-                   "photo, frame by frame.")
+                   "photo, frame by frame. The blend_mask output is the mask it pasted with, in the photo's frame "
+                   "(e.g. to inpaint the seam with a diffusion model).")
     CATEGORY = f"{CATEGORY_ROOT}/align"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-    OUTPUT_TOOLTIPS = ("The photo(s) with the edited face pasted in, at the photo's size.",)
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("image", "blend_mask")
+    OUTPUT_TOOLTIPS = ("The photo(s) with the edited face pasted in, at the photo's size.",
+                       ("The blend mask used, in the photo's frame (image = mask x edit + (1 - mask) x photo): 1 "
+                        "where the edit replaced the photo, the feathered ramp where they mix. Grow it into a seam "
+                        "band (e.g. GrowMask) to inpaint the seam with a diffusion model."))
     FUNCTION = "unalign"
 
     @classmethod
@@ -214,7 +252,8 @@ class UnalignFace:
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Where to use the edit, in aligned-image space (e.g. a face-parsing "
-                                  "mask); replaces the feathered square."}),
+                                  "mask, or Align Face's mask output for a mask drawn on the photo); replaces the "
+                                  "feathered square."}),
             },
         }
 
@@ -234,12 +273,15 @@ class UnalignFace:
             mask = mask[None]
         if mask is not None and (mask.ndim != 3 or mask.shape[0] not in (1, n)):
             raise A.AlignmentError(f"mask must be one [H, W] mask or a batch of {n}, got shape {tuple(mask.shape)}")
-        out = []
+        out, blends = [], []
         for i in range(n):
             comfy_env.throw_if_interrupted()
             photo = original[i if original.shape[0] > 1 else 0]
             m = None if mask is None else mask[i if mask.shape[0] > 1 else 0]
-            out.append(A.unalign_face(photo, edited[i if edited.shape[0] > 1 else 0],
-                                      transforms[i if len(transforms) > 1 else 0], float(feather), m))
-        return (torch.stack(out).to(comfy_env.intermediate_device()),)
+            image, blend = A.unalign_face_and_blend(photo, edited[i if edited.shape[0] > 1 else 0],
+                                                    transforms[i if len(transforms) > 1 else 0], float(feather), m)
+            out.append(image)
+            blends.append(blend)
+        device = comfy_env.intermediate_device()
+        return torch.stack(out).to(device), torch.stack(blends).to(device)
 

@@ -379,7 +379,7 @@ def test_align_and_unalign_nodes(pack, G2):
     faces = [face_landmarks(50, 55, 20, 0.1, seed=9).tolist(), face_landmarks(52, 60, 24, -0.2, seed=10).tolist()]
     frames = json.dumps([{"people": [{"face_keypoints_2d": openpose_face(np.array(f))}]} for f in faces])
     out = align.align(photos, "auto", 64, 0, generator=G2, landmarks_json=frames, transform_size=128)
-    aligned, transforms, used = out["result"]
+    aligned, transforms, used, _ = out["result"]
     assert out["ui"]["text"] == ["landmarks from landmarks_json"]
     assert aligned.shape == (2, G2.img_resolution, G2.img_resolution, 3)  # the generator's resolution wins
     assert len(transforms) == 2 and all(isinstance(t, A.AlignTransform) for t in transforms)
@@ -416,7 +416,7 @@ def test_align_node_uses_the_detector_when_no_landmarks(pack, monkeypatch):
     photo = torch.from_numpy(synthetic_photo(9, 120, 100).copy()).float()[None] / 255
     for source in ("auto", "face_alignment", "face_alignment (FAN)"):  # the last: workflows saved before dlib
         out = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]().align(photo, source, 32, 0, transform_size=32)
-        aligned, (tf,), _ = out["result"]
+        aligned, (tf,), _, _ = out["result"]
         assert aligned.shape == (1, 32, 32, 3) and calls and calls[-1][1][0].endswith("landmarks")
         big, _ = A.align_face(photo[0], A.face_keypoints(face_landmarks(50, 55, 20)), 32, 32)
         assert torch.equal(aligned[0], big)  # face_index 0: the largest face

@@ -502,7 +502,7 @@ def test_align_node_skips_pose_faces_without_eyes(pack):
     frame = forge.pose_frame(forge.ibug_face(100, 90, 40))
     back = [v for x, y in forge.ibug_face(40, 40, 20) for v in (x, y, 0.0)]  # no point detected
     frame["people"].insert(0, {"face_keypoints_2d": back})
-    aligned, (tf,), used = align.align(photo, "auto", 32, 0, pose_keypoint=frame, transform_size=32)["result"]
+    aligned, (tf,), used, _ = align.align(photo, "auto", 32, 0, pose_keypoint=frame, transform_size=32)["result"]
     assert np.allclose(json.loads(used)[0], forge.ibug_face(100, 90, 40), atol=0.01)  # the face with eyes
     frame["people"].pop(1)
     assert raises(align.align, photo, "auto", 32, 0, pose_keypoint=frame) == (

@@ -355,6 +355,74 @@ def test_example_workflows_run_unchanged(server):
             assert all(Image.open(server.output / i["subfolder"] / i["filename"]).size == (140, 160) for i in frames)
 
 
+def test_core_mask_nodes_drive_align_face_and_use_its_masks(server):
+    """A rectangle made with core mask nodes (SolidMask + MaskComposite) drives Align Face's mask input; the
+    aligned mask feeds core GrowMask and Unalign Face's mask; Unalign Face's blend_mask feeds core ThresholdMask;
+    without a mask, Align Face's padding mask feeds core InvertMask. Every MASK is saved through MaskToImage and
+    checked against core.align on the same photo and landmarks."""
+    import numpy as np
+    from PIL import Image
+
+    from test_align import face_landmarks, synthetic_photo
+
+    photo = synthetic_photo(21, 160, 140)
+    Image.fromarray(photo).save(server.root / "input" / "mask_face.png")
+    # A face cut by the photo's left edge, so part of the aligned image is padding.
+    landmarks = face_landmarks(40, 76, 30, 0.15, seed=21).round(2)
+    text = json.dumps(landmarks.tolist())
+
+    def align(image, **extra):
+        return node("SGS_AlignFace", image=image, landmarks_source="landmarks input", output_size=64, face_index=0,
+                    landmarks_json=text, transform_size=128, rotate_level=True, enable_padding=True, **extra)
+
+    def save(mask, prefix):
+        return [node("MaskToImage", mask=mask), prefix]
+
+    prompt = {
+        "1": node("LoadImage", image="mask_face.png"),
+        "2": node("SolidMask", value=0.0, width=140, height=160),
+        "3": node("SolidMask", value=1.0, width=30, height=24),
+        "4": node("MaskComposite", destination=["2", 0], source=["3", 0], x=38, y=80, operation="add"),
+        "5": align(["1", 0], mask=["4", 0]),
+        "6": node("GrowMask", mask=["5", 3], expand=2, tapered_corners=True),
+        "7": node("SGS_UnalignFace", original=["1", 0], edited=["5", 0], transform=["5", 1], feather=0.1,
+                  mask=["5", 3]),
+        "8": node("ThresholdMask", mask=["7", 1], value=0.5),
+        "9": align(["1", 0]),
+        "10": node("InvertMask", mask=["9", 3]),
+    }
+    outputs = {"aligned_mask": ["5", 3], "grown": ["6", 0], "blend": ["7", 1], "hard_blend": ["8", 0],
+               "padding": ["10", 0]}
+    for k, (name, source) in enumerate(outputs.items()):
+        prompt[str(20 + k)] = node("MaskToImage", mask=source)
+        prompt[str(30 + k)] = node("SaveImage", images=[str(20 + k), 0], filename_prefix=f"amask_{name}")
+    result = server.run_prompt(prompt)
+    errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert result["status"]["status_str"] == "success", errors
+
+    def saved(name):
+        (item,) = [i for out in result["outputs"].values() for i in out.get("images", [])
+                   if i["filename"].startswith(f"amask_{name}_")]
+        return np.asarray(Image.open(server.output / item["subfolder"] / item["filename"]))[..., 0] / 255.0
+
+    # The same computation in core, on the same pixels and landmarks (8-bit PNGs: within one level).
+    _, tf = core.align_face(photo, core.face_keypoints(landmarks), 64, 128)
+    rect = torch.zeros(160, 140)
+    rect[80:104, 38:68] = 1
+    expected = core.align_mask(rect, tf)[0].numpy()
+    assert saved("aligned_mask").shape == (64, 64)
+    assert np.abs(saved("aligned_mask") - expected).max() <= 1 / 255 + 1e-6
+    assert saved("grown").sum() > saved("aligned_mask").sum() + 10  # GrowMask consumed it
+    padding = 1 - core.photo_coverage(tf).numpy()
+    assert np.abs(saved("padding") - padding).max() <= 1 / 255 + 1e-6 and padding.max() == 1
+    blend = saved("blend")
+    assert blend.shape == (160, 140)
+    assert np.abs(blend - core.blend_mask(tf, 160, 140, mask=torch.from_numpy(expected)).numpy()).max() <= 1 / 255
+    hard = saved("hard_blend") > 0.5
+    iou = (hard & (rect.numpy() > 0)).sum() / (hard | (rect.numpy() > 0)).sum()
+    assert iou > 0.9, iou  # the rectangle drawn on the photo, back where it was drawn
+
+
 def test_free_model_cache_releases_the_pack_models(server):
     """The UI's "Free model and node cache" (POST /free) empties the pack's model caches: the generator's memory is
     given back (nothing holds it any more: the weak reference the cache keeps dies) and the next prompt loads it

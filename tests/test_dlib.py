@@ -224,7 +224,7 @@ def test_align_node_detects_with_dlib(pack, astronaut, detected, source):
     PA = sys.modules[f"{pack.__name__}.core.align"]
     photo = torch.from_numpy(astronaut.copy()).float()[None] / 255
     out = pack.NODE_CLASS_MAPPINGS["SGS_AlignFace"]().align(photo, source, 128, 0, transform_size=512)
-    aligned, (tf,), used = out["result"]
+    aligned, (tf,), used, _ = out["result"]
     lm = L.pick_face(detected, 0, "the astronaut")
     assert np.allclose(json.loads(used)[0], np.round(lm, 2))
     expected, _ = PA.align_face(photo[0], PA.face_keypoints(lm), 128, 512)

@@ -32,10 +32,14 @@ DOCUMENTED = {
                                 {"num_images": 100, "num_samples": 100_000}),
     ("weight_shift", ""): ({"steps": 30}, {"steps": 100}, {"steps": 200}),
     ("weight_shift_scan", ""): ({"steps": 5}, {"steps": 10}, {"steps": 20}),
+    ("neural_style", "gatys2016"): ({"steps": 100}, {"steps": 300}, {"steps": 1000}),
+    ("neural_style", "tutorial"): ({"steps": 50}, {"steps": 150}, {"steps": 300}),
+    ("neural_style", "multiscale"): ({"steps": 50}, {"steps": 200}, {"steps": 500}),
 }
 OPTIMISING = {"SGS_InvertImage": "inversion", "SGS_CLIPLatentOptimize": "clip_optimize",
               "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions",
-              "SGS_TrainWeightShift": "weight_shift", "SGS_WeightShiftLayerScan": "weight_shift_scan"}
+              "SGS_TrainWeightShift": "weight_shift", "SGS_WeightShiftLayerScan": "weight_shift_scan",
+              "SGS_NeuralStyle": "neural_style"}
 
 
 @pytest.mark.parametrize("kind, method", list(DOCUMENTED))

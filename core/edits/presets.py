@@ -59,6 +59,7 @@ from ..log import logger
 from . import clip_optimize as _clip
 from . import inversion as _inversion
 from . import latent_mapper as _mapper
+from . import neural_style as _style
 from .global_directions import DEFAULTS as _GD
 from .weight_shift import DEFAULTS as _WS
 
@@ -66,7 +67,8 @@ PRESETS = ("quick", "balanced", "reference")
 DEFAULT_PRESET = "balanced"     # what a new node shows
 LEGACY_PRESET = "reference"     # what a graph saved before presets gets: its num_steps 0 meant the reference count
 
-KINDS = ("inversion", "clip_optimize", "latent_mapper", "global_directions", "weight_shift", "weight_shift_scan")
+KINDS = ("inversion", "clip_optimize", "latent_mapper", "global_directions", "weight_shift", "weight_shift_scan",
+         "neural_style")
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Preset:
         the layers (unknown before the generator is known), so 0 here."""
         if self.kind in ("global_directions", "weight_shift_scan"):
             return 0
-        if self.kind == "weight_shift":
+        if self.kind in ("weight_shift", "neural_style"):
             return int(self.values.get("steps", 0))
         return int(self.values.get("num_steps", 0)) + int(self.values.get("tune_steps", 0))
 
@@ -110,6 +112,8 @@ class Preset:
             return f"{v['steps']:,} steps per layer"
         if self.kind == "weight_shift":
             return f"{v['steps']:,} steps"
+        if self.kind == "neural_style":
+            return f"{v['steps']:,} steps per scale"
         return f"{v['num_steps']:,} steps"
 
 
@@ -141,6 +145,11 @@ _TABLE: dict[str, dict[str, dict[str, dict[str, int]]]] = {
                           "reference": {"steps": _WS.steps}}},
     "weight_shift_scan": {"": {"quick": {"steps": 5}, "balanced": {"steps": _WS.scan_steps},
                                "reference": {"steps": 20}}},
+    # Neural Style, per method: reference = the method's own count (gatys2016: jcjohnson's 1000 L-BFGS
+    # iterations; tutorial: its 300 evaluations; multiscale: crowsonkb's 500 per scale).
+    "neural_style": {m: {"quick": {"steps": q}, "balanced": {"steps": b},
+                         "reference": {"steps": _style.METHODS[m].steps}}
+                     for m, q, b in (("gatys2016", 100, 300), ("tutorial", 50, 150), ("multiscale", 50, 200))},
 }
 
 

@@ -1,0 +1,135 @@
+"""Gram matrices and the style loss: ONE implementation for every method that matches feature statistics
+(Neural Style, Segment Composite's masked style term).
+
+A layer's features F are [N, C, H, W]; per image, F is read as a C × M matrix (M = H·W positions) and its Gram
+matrix is G = F Fᵀ (G_ij = Σ_k F_ik F_jk, Gatys et al. 2016 eq. 3). The references differ only in how they
+scale G and how they compare two Grams; `normalize` picks one of them:
+
+======================  ==========================  ===================  ==========================================
+normalize               Gram                        distance             reference
+======================  ==========================  ===================  ==========================================
+'gatys'                 F Fᵀ / (2·C·M)              Σ (G − A)²           Gatys et al. 2016 eq. 4: the sum equals
+                                                                         E_l = Σ (FFᵀ − A')² / (4 N_l² M_l²) with
+                                                                         N_l = C channels, M_l = H·W positions
+'tutorial'              F Fᵀ / (a·b·c·d)            mean (G − A)²        PyTorch's neural-style tutorial
+                                                    (F.mse_loss)         (`gram_matrix`: input.view(a*b, c*d),
+                                                                         G.div(a*b*c*d), with its batch a = 1)
+'barbershop'            F Fᵀ / (N·C·H·W)            mean (G − A)²        Barbershop's masked style loss (VGG16
+                                                                         relu1_2/2_2/3_3/4_3, batch N = 1)
+'hw'                    F Fᵀ / (H·W)                Σ d² / Σ |d|         crowsonkb/style-transfer-pytorch (Gram /
+                                                                         (H·W), ScaledMSELoss)
+'none'                  F Fᵀ                        Σ (G − A)²           the raw Gram
+======================  ==========================  ===================  ==========================================
+
+The tutorial's a·b·c·d and Barbershop's N·C·H·W are the same number (batch × the layer's size); both references
+run one image at a time (batch 1), so here every image gets its own Gram divided by C·H·W — the references' numbers
+for their batch of one, and a loss per image that does not depend on how many images share a batch.
+
+Masks (Gatys et al. 2017, "Controlling Perceptual Factors", guided Gram matrices): with `mask` (T, [N or 1, 1,
+H, W] at the layer's size; `resize_mask` brings a full-size mask there) the Gram is that of F∘T,
+G_T = (F∘T)(F∘T)ᵀ. For 'gatys', 'tutorial' and 'hw' the positions count M (H·W) becomes the mask's area Σ T, so a
+region's Gram has the scale of a whole image's and a region can be matched to a style region of another size.
+'barbershop' keeps its N·C·H·W for the whole map, as its code does (it only multiplies the features by the mask).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+NORMALIZATIONS = ("gatys", "tutorial", "barbershop", "hw", "none")
+_EPS = 1e-8
+
+
+def _check_normalize(normalize: str) -> None:
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+
+
+def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """A mask `[N, 1, H, W]` (or `[N, H, W]`, `[H, W]`) brought to a feature map's `size` (h, w) by area averaging:
+    each feature position gets the fraction of its receptive pixels inside the mask (Gatys et al. 2017 downsample
+    their guidance channels to every layer the same way). Returns `[N, 1, h, w]`."""
+    if mask.ndim == 2:
+        mask = mask[None, None]
+    elif mask.ndim == 3:
+        mask = mask[:, None]
+    if mask.ndim != 4 or mask.shape[1] != 1:
+        raise ValueError(f"a mask is [H, W], [N, H, W] or [N, 1, H, W], got shape {list(mask.shape)}")
+    h, w = int(size[0]), int(size[1])
+    if tuple(mask.shape[2:]) == (h, w):
+        return mask
+    return F.adaptive_avg_pool2d(mask, (h, w))
+
+
+def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
+                normalize: str = "gatys") -> torch.Tensor:
+    """Per-image Gram matrices `[N, C, C]` of `features` `[N, C, H, W]`, scaled as `normalize` says (see the
+    module docstring), of the masked features F∘T when `mask` (`[N or 1, 1, H, W]` at the features' size, values
+    in [0, 1]) is given."""
+    _check_normalize(normalize)
+    if features.ndim != 4:
+        raise ValueError(f"features must be [N, C, H, W], got shape {list(features.shape)}")
+    n, c, h, w = features.shape
+    if mask is not None:
+        if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (h, w) or mask.shape[0] not in (1, n):
+            raise ValueError(f"mask of shape {list(mask.shape)} does not fit features {list(features.shape)}: "
+                             f"expected [{n} or 1, 1, {h}, {w}] (resize_mask brings a mask to a layer's size)")
+        mask = mask.to(features)
+        features = features * mask
+    flat = features.reshape(n, c, h * w)
+    # one image: torch.mm, as the references compute it (the same rounding, so their loops are matched exactly)
+    gram = torch.mm(flat[0], flat[0].t())[None] if n == 1 else torch.bmm(flat, flat.transpose(1, 2))
+    if normalize == "none":
+        return gram
+    if normalize == "barbershop":
+        return gram / (c * h * w)
+    if mask is None:
+        positions = torch.full((n, 1, 1), float(h * w), dtype=gram.dtype, device=gram.device)
+    else:
+        positions = mask.sum((1, 2, 3)).clamp_min(_EPS).reshape(-1, 1, 1).to(gram.dtype).expand(n, 1, 1)
+    if normalize == "gatys":
+        return gram / (2 * c * positions)
+    if normalize == "tutorial":
+        return gram / (c * positions)
+    return gram / positions  # 'hw'
+
+
+def gram_distance(gram: torch.Tensor, target: torch.Tensor, *, normalize: str = "gatys") -> torch.Tensor:
+    """Distance `[N]` between Grams `[N, C, C]` and a target (`[N or 1, C, C]`) of the same `normalize`: Σ d² for
+    'gatys' and 'none', the mean of d² for 'tutorial' and 'barbershop' (F.mse_loss), Σ d² / Σ |d| for 'hw'."""
+    _check_normalize(normalize)
+    target = target.to(gram)
+    if normalize in ("tutorial", "barbershop"):
+        if gram.shape[0] == 1 and target.shape[0] == 1:
+            return F.mse_loss(gram, target).reshape(1)   # F.mse_loss, as the references (the same rounding)
+        return F.mse_loss(gram, target.expand_as(gram), reduction="none").flatten(1).mean(1)
+    d = (gram - target).flatten(1)
+    if normalize in ("gatys", "none"):
+        return d.square().sum(1)
+    return d.square().sum(1) / (d.abs().sum(1) + _EPS)
+
+
+def style_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], *, normalize: str = "gatys",
+               weights: Optional[Sequence[float]] = None,
+               masks: Optional[Sequence[Optional[torch.Tensor]]] = None) -> torch.Tensor:
+    """Σ_l w_l · gram_distance(gram(F_l ∘ T_l), A_l) `[N]`: the style loss over layers, with targets A_l the
+    (weighted, masked) Grams of the style image(s) made with the same `normalize`. `weights` default to 1 per layer
+    (Gatys' paper uses 1/5 each over five layers; the tutorial 1 each; Barbershop the mean: 1/4 each); `masks` are
+    the per-layer masks already at each layer's size (`resize_mask`)."""
+    if len(features) != len(targets):
+        raise ValueError(f"{len(features)} feature maps but {len(targets)} target Grams")
+    weights = [1.0] * len(features) if weights is None else list(weights)
+    masks = [None] * len(features) if masks is None else list(masks)
+    if len(weights) != len(features) or len(masks) != len(features):
+        raise ValueError(f"one weight and one mask per layer: {len(features)} layers, {len(weights)} weights, "
+                         f"{len(masks)} masks")
+    total = 0
+    for f, a, w, m in zip(features, targets, weights, masks):
+        total = total + w * gram_distance(gram_matrix(f, m, normalize=normalize), a, normalize=normalize)
+    return total
+
+
+__all__ = ["NORMALIZATIONS", "resize_mask", "gram_matrix", "gram_distance", "style_loss"]
