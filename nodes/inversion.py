@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..core.deltas import compute_weight_delta, save_weight_delta
+from ..core.edits import fs_embedding as FS
 from ..core.edits import inversion as I
 from ..core.edits import presets as PR
-from ..core.latents import Latent, generator_ref
+from ..core.latents import Latent, check_fs_generator, generator_ref
 from ..core.log import logger
+from ..core.optimize import finish_requested
 from . import comfy_env
 from .caches import ModelCache
 from .convert import comfy_to_generator, generator_to_comfy
@@ -15,6 +19,7 @@ from .registry import register_node
 from .types import CATEGORY_ROOT, GENERATOR, LATENT, WEIGHT_DELTA
 
 _MASK_MODES = ["fit inside mask", "ignore inside mask"]
+NODE_METHODS = list(I.METHODS) + [FS.INVERSION_METHOD]   # ii2s+fs: II2S, then the FS embedding (an fs latent)
 _PRIOR_SUFFIX = ".ii2s-prior"              # not a checkpoint extension, so never listed (see prior_for)
 _priors = ModelCache("ii2s_priors", max_items=4)   # by cache file (saves re-reading it; see prior_for)
 _nets = ModelCache("perceptual", max_items=3)      # perceptual networks by (name, folders): one method needs <= 2
@@ -52,14 +57,16 @@ def prior_for(G, callback=None) -> I.WPrior:
 @register_node("SGS_InvertImage", "Invert Image", optimises=True)
 class InvertImage:
     DESCRIPTION = ("Finds the latent that makes the generator reproduce an image (GAN inversion): Image2StyleGAN, "
-                   "NVIDIA's projector, II2S or PTI (which also tunes a copy of the generator). Align faces first "
+                   "NVIDIA's projector, II2S, PTI (which also tunes a copy of the generator), or II2S followed by "
+                   "Barbershop's FS embedding (ii2s+fs: an fs latent, far closer to the photo, still editable in its "
+                   "S codes; StyleGAN2 generators of at least 64 px). Align faces first "
                    "(Align Face) for face models. Shows the reconstruction while it runs. preset sets the step "
                    "count (quick: minutes on a CPU for small generators). Finish now ends early with the current "
                    "latent; Stop keeps the latent so far in output/inversions.")
     CATEGORY = f"{CATEGORY_ROOT}/invert"
     RETURN_TYPES = (LATENT, GENERATOR, "IMAGE", "STRING", WEIGHT_DELTA)
     RETURN_NAMES = ("latent", "generator", "reconstruction", "report", "delta")
-    OUTPUT_TOOLTIPS = ("The inverted latent (w for projector/PTI, w+ otherwise), one per image.",
+    OUTPUT_TOOLTIPS = ("The inverted latent (w for projector/PTI, fs for ii2s+fs, w+ otherwise), one per image.",
                        "The generator to render the latent with: the input one, or for PTI its tuned copy.",
                        "The final reconstruction of each image.",
                        "Steps, time, PSNR and LPIPS per image, and any notes (resizing, ...).",
@@ -75,10 +82,12 @@ class InvertImage:
                 "generator": (GENERATOR, {"tooltip": "The generator to invert into (it is never modified)."}),
                 "image": ("IMAGE", {"tooltip": "Image(s) to invert; a batch is inverted together. Other sizes are "
                                     "resized to the generator's resolution (with a note)."}),
-                "method": (list(I.METHODS), {"default": I.DEFAULT_METHOD, "tooltip":
+                "method": (NODE_METHODS, {"default": I.DEFAULT_METHOD, "tooltip":
                            "image2stylegan: W+, VGG16 + MSE. projector: NVIDIA's projector.py (one w + noise). "
                            "ii2s: W+ with a learned prior (keeps the latent editable). pti: projector pivot, then "
-                           "tunes the generator to the image (best fidelity; outputs a tuned generator)."}),
+                           "tunes the generator to the image (best fidelity; outputs a tuned generator). ii2s+fs: "
+                           "II2S, then Barbershop's FS embedding of the 32 px features F and the later codes S (an fs "
+                           "latent for Synthesize, Save Latent and Segment Composite; StyleGAN2 of at least 64 px)."}),
                 "num_steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": _steps_tooltip()}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1,
                                  "tooltip": "Seeds the random noise some methods use."}),
@@ -92,8 +101,9 @@ class InvertImage:
                 "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.001,
                                             "tooltip": "0 = the method's reference learning rate."}),
                 "tune_steps": ("INT", {"default": 0, "min": 0, "max": 100000,
-                                       "tooltip": "PTI only: generator tuning steps after the pivot (stops early "
-                                       "once LPIPS-AlexNet reaches 0.06); 0 = the preset's count."}),
+                                       "tooltip": "PTI: generator tuning steps after the pivot (stops early once "
+                                       "LPIPS-AlexNet reaches 0.06). ii2s+fs: FS embedding steps after II2S. Other "
+                                       "methods ignore it; 0 = the preset's count."}),
                 "preview_every": ("INT", {"default": 10, "min": 1, "max": 1000,
                                           "tooltip": "Show the current reconstruction every this many steps."}),
                 "preset": preset_input("inversion"),
@@ -102,10 +112,13 @@ class InvertImage:
 
     def invert(self, generator, image, method, num_steps, seed, mask=None, mask_mode=_MASK_MODES[0],
                learning_rate=0.0, tune_steps=0, preview_every=10, preset=None):
-        cfg = I.METHOD_DEFAULTS[method]
+        fs = method == FS.INVERSION_METHOD
+        if fs:
+            check_fs_generator(generator)  # before any step: a StyleGAN3 or a 32 px generator has no FS space
+        cfg = I.METHOD_DEFAULTS["ii2s" if fs else method]
         values = resolve_preset("inversion", method, preset, num_steps=int(num_steps), tune_steps=int(tune_steps))
         steps = values["num_steps"]
-        tune = values.get("tune_steps", 0) if cfg.tune_steps else 0
+        tune = values.get("tune_steps", 0) if cfg.tune_steps or fs else 0
         total = steps + tune
         notes = []
         if image.ndim == 4 and image.shape[-1] == 4:
@@ -120,21 +133,63 @@ class InvertImage:
 
         def run(callback):
             prior = prior_for(generator) if cfg.prior_weight else None
-            return I.invert_image(generator, target, method=method, num_steps=steps, lr=float(learning_rate) or None,
-                                  mask=mask, prior=prior, tune_steps=tune, seed=int(seed),
-                                  callback=callback, perceptual=perceptual_nets(method))
+            if not fs:
+                return I.invert_image(generator, target, method=method, num_steps=steps,
+                                      lr=float(learning_rate) or None, mask=mask, prior=prior, tune_steps=tune,
+                                      seed=int(seed), callback=callback, perceptual=perceptual_nets(method))
+            return invert_fs(generator, target, steps, tune, mask=mask, prior=prior, seed=int(seed),
+                             lr=float(learning_rate) or None, callback=callback)
 
         state = RunState("inversion", method, generator.w_avg.device.type, int(generator.img_resolution),
                          save_partial=lambda st: save_stopped_inversion(generator, method, st))
         result = run_optimisation(total, run, preview_every=preview_every, state=state)  # PTI may stop early
         if state.finished_early:
             notes.append(state.note() + (" (Finish now; PTI without tuning: the pivot)" if cfg.tune_steps and
-                                         state.step <= steps else " (Finish now)"))
+                                         state.step <= steps else
+                                         " (Finish now in II2S: no FS steps, F made from the II2S latent)"
+                                         if fs and state.step <= steps else " (Finish now)"))
         result.notes[:0] = notes
         report = result.report()
         images = generator_to_comfy(result.image, comfy_env.intermediate_device())
         return {"ui": {"text": [report]},
                 "result": (result.latent, result.generator, images, report, result.delta)}
+
+
+@dataclass
+class FSInversion:
+    """What Invert Image's ii2s+fs returns: the II2S run and the FS embedding, reported together."""
+
+    ii2s: I.InversionResult
+    fs: FS.FSResult
+    latent: Latent
+    image: object
+    generator: object
+    delta: object = None
+    notes: list = field(default_factory=list)
+
+    def report(self) -> str:
+        return "\n".join(self.notes + [self.ii2s.report(), self.fs.report()])
+
+
+def invert_fs(generator, target, steps: int, fs_steps: int, *, mask, prior, seed: int, lr, callback) -> FSInversion:
+    """II2S (`steps`), then the FS embedding (`fs_steps`) from its latent, under one progress count. "Finish now"
+    during II2S skips the FS steps (the fs latent is then F made from the II2S latent)."""
+    total = steps + fs_steps
+    finished = []
+
+    def ii2s_progress(p):  # II2S reports its own total; the node's bar counts both phases
+        p.total = total
+        answer = callback(p)
+        if finish_requested(answer):
+            finished.append(True)
+        return answer
+
+    nets = perceptual_nets("ii2s")
+    w = I.invert_image(generator, target, method="ii2s", num_steps=steps, lr=lr, mask=mask, prior=prior, seed=seed,
+                       callback=ii2s_progress, perceptual=nets)
+    r = FS.embed_fs(generator, target, w.latent, num_steps=0 if finished else fs_steps, mask=mask, prior=prior,
+                    seed=seed, perceptual=nets, callback=callback, step_offset=len(w.history), total_steps=total)
+    return FSInversion(ii2s=w, fs=r, latent=r.latent, image=r.image, generator=generator)
 
 
 def save_stopped_inversion(generator, method: str, state: RunState):
@@ -144,9 +199,13 @@ def save_stopped_inversion(generator, method: str, state: RunState):
     ws = params.get("ws")
     if ws is None:
         return None
-    space = "w" if I.METHOD_DEFAULTS[method].space == "w" else "w+"
-    tensor = ws[:, 0] if space == "w" else ws
-    latent = Latent(tensor.detach().float().cpu().contiguous(), space, generator_ref(generator))
+    if "features" in params:  # ii2s+fs in its FS phase (Barbershop's drop convention: no stored skip)
+        latent = Latent(ws.detach().float().cpu().contiguous(), "fs", generator_ref(generator),
+                        features=params["features"].detach().float().cpu().contiguous())
+    else:
+        space = "w" if I.METHOD_DEFAULTS.get(method, I.METHOD_DEFAULTS["ii2s"]).space == "w" else "w+"
+        tensor = ws[:, 0] if space == "w" else ws
+        latent = Latent(tensor.detach().float().cpu().contiguous(), space, generator_ref(generator))
     where = save_stopped_latent(latent, f"inversions/{method}_stopped")
     tuned = getattr(state.last, "model", None)
     if tuned is not None:  # PTI's tuning phase: keep the weights tuned so far too

@@ -35,6 +35,9 @@ DOCUMENTED = {
     ("neural_style", "gatys2016"): ({"steps": 100}, {"steps": 300}, {"steps": 1000}),
     ("neural_style", "tutorial"): ({"steps": 50}, {"steps": 150}, {"steps": 300}),
     ("neural_style", "multiscale"): ({"steps": 50}, {"steps": 200}, {"steps": 500}),
+    ("inversion", "ii2s+fs"): ({"num_steps": 100, "tune_steps": 50}, {"num_steps": 400, "tune_steps": 100},
+                               {"num_steps": 1100, "tune_steps": 250}),
+    ("fs", ""): ({"num_steps": 50}, {"num_steps": 100}, {"num_steps": 250}),
 }
 OPTIMISING = {"SGS_InvertImage": "inversion", "SGS_CLIPLatentOptimize": "clip_optimize",
               "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions",

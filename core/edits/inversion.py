@@ -444,6 +444,9 @@ class _Loss:
         return total, terms
 
 
+ReconstructionLoss = _Loss  # the public name: the FS embedding (core.edits.fs_embedding) reuses II2S's loss
+
+
 # ------------------------------------------------------------------------------------------------
 # The optimisation
 
@@ -561,6 +564,9 @@ def _perceptual_nets(method: str, given: Optional[Mapping[str, nn.Module]], devi
         net.requires_grad_(False)
         out[name] = net
     return out
+
+
+perceptual_networks = _perceptual_nets  # (method, given, device): the networks `method` needs, ready for autograd
 
 
 def _initial_ws(G: Generator, n: int, cfg: InversionConfig, init_latent: Optional[Latent],

@@ -57,6 +57,7 @@ from typing import Mapping, Optional, Union
 from ..files import atomic_write
 from ..log import logger
 from . import clip_optimize as _clip
+from . import fs_embedding as _fs
 from . import inversion as _inversion
 from . import latent_mapper as _mapper
 from . import neural_style as _style
@@ -68,7 +69,7 @@ DEFAULT_PRESET = "balanced"     # what a new node shows
 LEGACY_PRESET = "reference"     # what a graph saved before presets gets: its num_steps 0 meant the reference count
 
 KINDS = ("inversion", "clip_optimize", "latent_mapper", "global_directions", "weight_shift", "weight_shift_scan",
-         "neural_style")
+         "neural_style", "fs")
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ class Preset:
     def describe(self) -> str:
         v = self.values
         if self.kind == "inversion" and v.get("tune_steps"):
-            return f"{v['num_steps']} + {v['tune_steps']} tuning steps"
+            second = "FS" if self.method == _fs.INVERSION_METHOD else "tuning"
+            return f"{v['num_steps']} + {v['tune_steps']} {second} steps"
         if self.kind == "global_directions":
             return f"{v['num_images']} images per channel, {v['num_samples']:,} samples"
         if self.kind == "weight_shift_scan":
@@ -128,7 +130,18 @@ def _inversion_presets() -> dict[str, dict[str, dict[str, int]]]:
             ref["tune_steps"] = cfg.tune_steps
             q["tune_steps"], b["tune_steps"] = 50, 150
         table[m] = {"quick": q, "balanced": b, "reference": ref}
+    # II2S, then the FS embedding (Invert Image's 'ii2s+fs'): tune_steps counts the FS steps (the 'fs' kind's), and
+    # the reference is Barbershop's (W_steps 1100, FS_steps 250).
+    fs = _TABLE_FS[""]
+    table[_fs.INVERSION_METHOD] = {
+        p: {"num_steps": _fs.W_STEPS if p == "reference" else table["ii2s"][p]["num_steps"],
+            "tune_steps": fs[p]["num_steps"]} for p in PRESETS}
     return table
+
+
+# FS embedding (core.edits.fs_embedding.embed_fs); reference = Barbershop's FS_steps.
+_TABLE_FS: dict[str, dict[str, dict[str, int]]] = {
+    "": {"quick": {"num_steps": 50}, "balanced": {"num_steps": 100}, "reference": {"num_steps": _fs.DEFAULTS.num_steps}}}
 
 
 _TABLE: dict[str, dict[str, dict[str, dict[str, int]]]] = {
@@ -150,6 +163,7 @@ _TABLE: dict[str, dict[str, dict[str, dict[str, int]]]] = {
     "neural_style": {m: {"quick": {"steps": q}, "balanced": {"steps": b},
                          "reference": {"steps": _style.METHODS[m].steps}}
                      for m, q, b in (("gatys2016", 100, 300), ("tutorial", 50, 150), ("multiscale", 50, 200))},
+    "fs": _TABLE_FS,
 }
 
 
