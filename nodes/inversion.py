@@ -221,15 +221,21 @@ def save_stopped_inversion(generator, method: str, state: RunState):
 
 def perceptual_nets(method: str) -> dict:
     """The perceptual networks `method` needs, from the pack's perceptual model folders (cached)."""
+    return {name: perceptual_net(name) for name in I.PERCEPTUAL_NEEDS[method]}
+
+
+def perceptual_net(name: str):
+    """One perceptual network ('lpips_vgg', 'lpips_alex' or 'vgg16_features') from the pack's perceptual model
+    folders, cached: Invert Image and Segment Composite share one copy."""
     from ..core.losses import perceptual as P
 
-    nets = {}
+    if name not in ("lpips_vgg", "lpips_alex", "vgg16_features"):
+        raise ValueError(f"unknown perceptual network {name!r}: 'lpips_vgg', 'lpips_alex' or 'vgg16_features'")
     dirs = comfy_env.perceptual_dirs()
-    for name in I.PERCEPTUAL_NEEDS[method]:
-        def load(name=name):
-            if name == "vgg16_features":
-                return P.load_vgg16_features(model_dirs=dirs)
-            return P.load_lpips("vgg" if name == "lpips_vgg" else "alex", model_dirs=dirs)
 
-        nets[name] = _nets.get_or_load((name, tuple(map(str, dirs))), load)
-    return nets
+    def load():
+        if name == "vgg16_features":
+            return P.load_vgg16_features(model_dirs=dirs)
+        return P.load_lpips("vgg" if name == "lpips_vgg" else "alex", model_dirs=dirs)
+
+    return _nets.get_or_load((name, tuple(map(str, dirs))), load)
