@@ -14,6 +14,7 @@ from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, ge
 from .latents import fs_from_wplus
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
+from .edits.segment_composite import CompositeConfig, CompositeResult, EmbeddingCache, segment_composite
 from .edits.weight_shift import WeightShift, apply_weight_shifts, load_weight_shift, save_weight_shift, train_weight_shift
 
 __version__ = "0.1.0"
@@ -29,4 +30,5 @@ __all__ = [
     "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",
     "WeightShift", "apply_weight_shifts", "load_weight_shift", "save_weight_shift", "train_weight_shift",
     "fs_from_wplus",
+    "segment_composite", "CompositeResult", "CompositeConfig", "EmbeddingCache",
 ]

@@ -38,6 +38,13 @@ DOCUMENTED = {
     ("inversion", "ii2s+fs"): ({"num_steps": 100, "tune_steps": 50}, {"num_steps": 400, "tune_steps": 100},
                                {"num_steps": 1100, "tune_steps": 250}),
     ("fs", ""): ({"num_steps": 50}, {"num_steps": 100}, {"num_steps": 250}),
+    ("segment_composite", ""): (
+        {"w_steps": 250, "fs_steps": 60, "align_steps1": 40, "align_steps2": 30, "blend_steps": 100,
+         "target_fill_steps": 20},
+        {"w_steps": 550, "fs_steps": 125, "align_steps1": 70, "align_steps2": 50, "blend_steps": 200,
+         "target_fill_steps": 40},
+        {"w_steps": 1100, "fs_steps": 250, "align_steps1": 140, "align_steps2": 100, "blend_steps": 400,
+         "target_fill_steps": 80}),
 }
 OPTIMISING = {"SGS_InvertImage": "inversion", "SGS_CLIPLatentOptimize": "clip_optimize",
               "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions",

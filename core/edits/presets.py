@@ -61,6 +61,7 @@ from . import fs_embedding as _fs
 from . import inversion as _inversion
 from . import latent_mapper as _mapper
 from . import neural_style as _style
+from .segment_composite import config as _sc
 from .global_directions import DEFAULTS as _GD
 from .weight_shift import DEFAULTS as _WS
 
@@ -69,7 +70,7 @@ DEFAULT_PRESET = "balanced"     # what a new node shows
 LEGACY_PRESET = "reference"     # what a graph saved before presets gets: its num_steps 0 meant the reference count
 
 KINDS = ("inversion", "clip_optimize", "latent_mapper", "global_directions", "weight_shift", "weight_shift_scan",
-         "neural_style", "fs")
+         "neural_style", "fs", "segment_composite")
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ class Preset:
         """Steps the progress bar counts: inversion num_steps + tune_steps (PTI), num_steps elsewhere ('steps'
         for weight shifts, whose core keyword it is); for global directions the channels and for the layer scan
         the layers (unknown before the generator is known), so 0 here."""
-        if self.kind in ("global_directions", "weight_shift_scan"):
-            return 0
+        if self.kind in ("global_directions", "weight_shift_scan", "segment_composite"):
+            return 0   # segment_composite: depends on how many embeddings are cached (the run reports its total)
         if self.kind in ("weight_shift", "neural_style"):
             return int(self.values.get("steps", 0))
         return int(self.values.get("num_steps", 0)) + int(self.values.get("tune_steps", 0))
@@ -116,6 +117,9 @@ class Preset:
             return f"{v['steps']:,} steps"
         if self.kind == "neural_style":
             return f"{v['steps']:,} steps per scale"
+        if self.kind == "segment_composite":
+            return (f"W+ {v['w_steps']:,} + FS {v['fs_steps']:,} per image, target fill 2 x {v['target_fill_steps']}, "
+                    f"align {v['align_steps1']} + {v['align_steps2']}, blend {v['blend_steps']}")
         return f"{v['num_steps']:,} steps"
 
 
@@ -164,6 +168,16 @@ _TABLE: dict[str, dict[str, dict[str, dict[str, int]]]] = {
                          "reference": {"steps": _style.METHODS[m].steps}}
                      for m, q, b in (("gatys2016", 100, 300), ("tutorial", 50, 150), ("multiscale", 50, 200))},
     "fs": _TABLE_FS,
+    # Segment Composite (Barbershop): reference = its main.py defaults; quick is the issue's 'fast' preset, its
+    # measured quality loss is in core/edits/segment_composite/pipeline.py's docstring.
+    "segment_composite": {"": {
+        "quick": {"w_steps": 250, "fs_steps": 60, "align_steps1": 40, "align_steps2": 30, "blend_steps": 100,
+                  "target_fill_steps": 20},
+        "balanced": {"w_steps": 550, "fs_steps": 125, "align_steps1": 70, "align_steps2": 50, "blend_steps": 200,
+                     "target_fill_steps": 40},
+        "reference": {"w_steps": _sc.DEFAULTS.w_steps, "fs_steps": _sc.DEFAULTS.fs_steps,
+                      "align_steps1": _sc.DEFAULTS.align_steps1, "align_steps2": _sc.DEFAULTS.align_steps2,
+                      "blend_steps": _sc.DEFAULTS.blend_steps, "target_fill_steps": _sc.DEFAULTS.target_fill_steps}}},
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, MissingWeightsError  # noqa: F401  (MissingWeightsError: re-exported)
@@ -141,7 +142,12 @@ class LPIPS(nn.Module):
             out.append(f * w.sqrt() / (f.shape[2] * f.shape[3]) ** 0.5)
         return out
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                blocks: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """LPIPS `[N]` of `x` and `y`. With `mask` and/or `blocks`, the masked LPIPS of Barbershop's
+        `losses/masked_lpips` (see `masked`); without them the plain distance."""
+        if mask is not None or blocks is not None:
+            return self.masked(x, y, mask, blocks)
         if x.shape != y.shape:
             raise ValueError(f"LPIPS needs two image batches of one shape, got {list(x.shape)} and {list(y.shape)}")
         both = self._unit_features(torch.cat([x, y]))
@@ -152,14 +158,61 @@ class LPIPS(nn.Module):
             total = total + lin(d).mean([2, 3])
         return total.reshape(n)
 
-    def _unit_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def masked(self, x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor] = None,
+               blocks: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Masked LPIPS `[N]` (Barbershop's `masked_lpips`, which its blending loss uses with VGG blocks 1-3):
+        Σ over the chosen `blocks` (1-based tap numbers, e.g. (1, 2, 3); None = all) of the mean of the weighted
+        squared unit-feature differences over the pixels inside `mask`.
+
+        mask: `[N or 1, 1, H, W]` (or `[N or 1, H, W]`) at the images' size, values in [0, 1]; each layer's mask
+            is the previous layer's resized with 'nearest' (as the reference chains them), and the mean is
+            Σ(d·m) / Σm per image. An image whose mask is empty at a layer contributes 0 there (the reference
+            divides by zero). None: the whole image (then equal to `forward` restricted to `blocks`).
+        Only the backbone up to the last chosen block runs (the reference runs all five)."""
+        if x.shape != y.shape:
+            raise ValueError(f"LPIPS needs two image batches of one shape, got {list(x.shape)} and {list(y.shape)}")
+        n_taps = len(self.taps)
+        chosen = sorted(set(range(1, n_taps + 1) if blocks is None else (int(b) for b in blocks)))
+        if not chosen or chosen[0] < 1 or chosen[-1] > n_taps:
+            raise ValueError(f"blocks must be tap numbers in 1..{n_taps}, got {blocks!r}")
+        n = x.shape[0]
+        if mask is not None:
+            if mask.ndim == 3:
+                mask = mask[:, None]
+            if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, n) or \
+                    tuple(mask.shape[2:]) != tuple(x.shape[2:]):
+                raise ValueError(f"the LPIPS mask must be [{n} or 1, 1, {x.shape[2]}, {x.shape[3]}] (the images' "
+                                 f"size), got {list(mask.shape)}")
+            mask = mask.to(x).expand(n, 1, *mask.shape[2:])
+        both = self._unit_features(torch.cat([x, y]), upto=chosen[-1])
+        total = x.new_zeros(n)
+        m = mask
+        for k, (f, lin) in enumerate(zip(both, self.lins), start=1):
+            d = lin((f[:n] - f[n:]).square())                         # [N, 1, h, w]
+            if m is not None:
+                m = F.interpolate(m, size=d.shape[2:], mode="nearest")
+            if k not in chosen:
+                continue
+            if m is None:
+                total = total + d.mean([1, 2, 3])
+            else:
+                area = m.sum([1, 2, 3])
+                total = total + torch.where(area > 0, (d * m).sum([1, 2, 3]) / area.clamp_min(1e-12),
+                                            torch.zeros_like(area))
+        return total
+
+    def _unit_features(self, x: torch.Tensor, upto: Optional[int] = None) -> list[torch.Tensor]:
+        """Unit-normalised features at the taps (the first `upto` taps only, when given)."""
         _check_images(x, self.min_size, f"LPIPS-{self.net}")
         h = (x - self.shift.to(x)) / self.scale.to(x)
         out = []
+        last = self.taps[-1] if upto is None else self.taps[upto - 1]
         for i, layer in enumerate(self.features):
             h = layer(h)
             if i in self.taps:  # the last layer is the last tap
                 out.append(h / (h.square().sum(1, keepdim=True).sqrt() + 1e-10))
+            if i == last:
+                break
         return out
 
 
