@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ..core.deltas import compute_weight_delta, save_weight_delta
 from ..core.edits import fs_embedding as FS
@@ -22,7 +23,7 @@ _MASK_MODES = ["fit inside mask", "ignore inside mask"]
 NODE_METHODS = list(I.METHODS) + [FS.INVERSION_METHOD]   # ii2s+fs: II2S, then the FS embedding (an fs latent)
 _PRIOR_SUFFIX = ".ii2s-prior"              # not a checkpoint extension, so never listed (see prior_for)
 _priors = ModelCache("ii2s_priors", max_items=4)   # by cache file (saves re-reading it; see prior_for)
-_nets = ModelCache("perceptual", max_items=3)      # perceptual networks by (name, folders): one method needs <= 2
+_nets = ModelCache("perceptual", max_items=4)      # perceptual networks by (name, folders[, layers]): a run needs <= 2
 
 
 def _steps_tooltip() -> str:
@@ -224,9 +225,10 @@ def perceptual_nets(method: str) -> dict:
     return {name: perceptual_net(name) for name in I.PERCEPTUAL_NEEDS[method]}
 
 
-def perceptual_net(name: str):
-    """One perceptual network ('lpips_vgg', 'lpips_alex' or 'vgg16_features') from the pack's perceptual model
-    folders, cached: Invert Image and Segment Composite share one copy."""
+def perceptual_net(name: str, layers: Optional[tuple[str, ...]] = None):
+    """One perceptual network ('lpips_vgg', 'lpips_alex' or 'vgg16_features' tapped at `layers`, default
+    Image2StyleGAN's) from the pack's perceptual model folders, cached: Invert Image and Segment Composite share
+    one copy."""
     from ..core.losses import perceptual as P
 
     if name not in ("lpips_vgg", "lpips_alex", "vgg16_features"):
@@ -235,7 +237,8 @@ def perceptual_net(name: str):
 
     def load():
         if name == "vgg16_features":
-            return P.load_vgg16_features(model_dirs=dirs)
+            return P.load_vgg16_features(layers or P.IMAGE2STYLEGAN_LAYERS, model_dirs=dirs)
         return P.load_lpips("vgg" if name == "lpips_vgg" else "alex", model_dirs=dirs)
 
-    return _nets.get_or_load((name, tuple(map(str, dirs))), load)
+    key = (name, tuple(map(str, dirs))) + ((tuple(layers),) if layers else ())
+    return _nets.get_or_load(key, load)
