@@ -58,6 +58,8 @@ CORE_NODES = {
         "output": ["LATENT"], "output_node": False},
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
                      "output": [], "output_node": True},
+    "MaskToImage": {"input": {"required": {"mask": ["MASK", {}]}}, "input_order": {"required": ["mask"]},
+                    "output": ["IMAGE"], "output_node": False},
 }
 
 
