@@ -143,7 +143,7 @@ def main(argv=None) -> None:
     for name in args.configs.split(","):
         row = bench(name.strip(), args)
         print(f"{row['config']:8} {row['resolution']:>5} {row['ours']:>12.3f} {row['reference']:>17.3f} "
-              f"{row['ratio']:>5.2f}x  n={row['n'][0]}/{row['n'][1]}")
+              f"{row['ratio']:>5.2f}x  n={row['n'][0]}/{row['n'][1]}", flush=True)
 
 
 if __name__ == "__main__":

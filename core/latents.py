@@ -590,7 +590,8 @@ def synthesize(G: Generator, latent: Latent, *, noise_mode: str = DEFAULT_NOISE_
                on_chunk: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
     """Render `latent` to images `[N, C, R, R]` float32 in about [-1, 1], on CPU.
 
-    s latents render through `G.synthesis.from_s`, fs latents from their F (`synthesize_fs`). Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
+    s latents render through `G.synthesis.from_s`, fs latents from their F (`synthesize_fs`).
+    Works in chunks of `chunk_size` latents to bound memory; `callback(done, total)` after each chunk
     (it may raise to cancel), after `on_chunk(images)` with the chunk's images (e.g. for a live preview). `noise_seed` makes noise_mode 'random' reproducible. `force_fp32` None
     follows `G.precision`.
     """
@@ -941,9 +942,9 @@ def _check_fs_tensors(path: Path, tensors: dict, space: str, skip: Optional[str]
         raise LatentFileError(f"{path}: an fs latent file without its 'features' tensor (F [N, C, 32, 32]); "
                               f"{LATENT_HINT}")
     if ("features_img" in tensors) != (skip == "keep"):
-        raise LatentFileError(f"{path}: fs_skip is {skip!r} but the file {'holds' if 'features_img' in tensors else 'lacks'}"
-                              f" the 'features_img' tensor (the 32 px skip 'keep' stores and 'drop' does not); "
-                              f"{LATENT_HINT}")
+        has = "holds" if "features_img" in tensors else "lacks"
+        raise LatentFileError(f"{path}: fs_skip is {skip!r} but the file {has} the 'features_img' tensor (the 32 px "
+                              f"skip 'keep' stores and 'drop' does not); {LATENT_HINT}")
 
 
 __all__ = [

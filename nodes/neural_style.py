@@ -151,6 +151,11 @@ class NeuralStyle:
                 optimizer=_METHOD, pooling=_METHOD, color="keep", scales="", style_scale=1.0,
                 init_from_previous=False, preview_every=5, preset=None):
         n_steps = resolve_preset("neural_style", method, preset, steps=int(steps))["steps"]
+        notes = []
+        if content_mask is not None and content_mask.numel() and not bool((content_mask != 0).any()):
+            notes.append("the content mask is all zero, which is what Load Image gives for a photo without "
+                         "transparency: styled the whole image")
+            content_mask = None
         device = comfy_env.torch_device("auto")
         content_t = content.permute(0, 3, 1, 2) if content.ndim == 4 else content
         style_t = style.permute(0, 3, 1, 2) if style.ndim == 4 else style
@@ -178,7 +183,7 @@ class NeuralStyle:
         total = n_frames * n_steps * (len(sizes) - 1 + first)
         state = RunState("neural_style", method, device.type, int(size))
         result = run_optimisation(total, run, preview_every=preview_every, state=state)
-        report = result.report()
+        report = "\n".join([result.report(), *notes])
         if state.finished_early:
             report += f"\n{state.note()} (Finish now)"
         image = result.image.permute(0, 2, 3, 1).to(comfy_env.intermediate_device(), torch.float32).contiguous()

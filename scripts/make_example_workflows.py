@@ -52,6 +52,9 @@ LPIPS_VGG = [  # what II2S/the projector load from models/perceptual (core/losse
     {"name": "lpips_vgg.pth", "directory": "perceptual",
      "url": "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"},
 ]
+VGG19 = {"name": "vgg19-dcbb9e9d.pth", "directory": "perceptual",  # Neural Style's backbone (torchvision's)
+         "url": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"}
+PAINTING = "painting.jpg"  # the style image Load Image starts with: the user picks their own
 MOHAWK = {"name": "mohawk.pt", "directory": "latent_mappers",  # StyleCLIP's utils.py lists its published mappers
           "url": "https://drive.google.com/uc?id=1oMMPc8iQZ7dhyWavZ7VNWLwzf9aX4C09"}
 # Face parsers: Load Face Parser's 'auto' entries find these names in models/face_parsing, else download them
@@ -82,6 +85,7 @@ CORE_NODES = {
                   ("negative", "CONDITIONING", False), ("latent_image", "LATENT", False)], [("LATENT", "LATENT")],
                  ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"]),
     "VAEDecode": ([("samples", "LATENT", False), ("vae", "VAE", False)], [("IMAGE", "IMAGE")], []),
+    "ImageToMask": ([("image", "IMAGE", False)], [("MASK", "MASK")], ["channel"]),
     "MaskToImage": ([("mask", "MASK", False)], [("IMAGE", "IMAGE")], []),
     "Note": ([], [], ["text"]),
 }
@@ -99,6 +103,7 @@ SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 250], "SGS_S
          "SGS_TrainWeightShift": [400, 920], "SGS_SaveWeightShift": [340, 100], "SGS_WeightShiftSweep": [340, 420],
          "CheckpointLoaderSimple": [320, 100], "CLIPTextEncode": [340, 150], "ImageScale": [320, 130],
          "VAEEncode": [220, 50], "VAEDecode": [220, 50], "KSampler": [320, 270],
+         "SGS_NeuralStyle": [380, 940], "ImageToMask": [320, 80],
          "SGS_LoadFaceParser": [380, 170], "SGS_FaceParse": [340, 170], "MaskToImage": [220, 50],
          "SGS_SegmentComposite": [400, 1000]}
 DEFAULT_SIZE = [320, 200]
@@ -484,6 +489,41 @@ WORKFLOWS = {
              [N(9, "SGS_UnalignFace", {"feather": 0.1}, {"original": (2, 0), "edited": (8, 0), "transform": (3, 1)}),
               N(10, "SaveAnimatedWEBP", {"filename_prefix": "stylegan/weight_shift", "fps": 4.0, "lossless": False,
                                          "quality": 90, "method": "default"}, {"images": (9, 0)})]),
+        ]),
+    "neural_style": dict(
+        title="Neural Style: a photo in a painting's style, in a mask",
+        description="Gatys et al.'s neural style transfer (the paper's layers, L-BFGS) of a painting onto your "
+                    "photo, only where a mask says. Needs VGG-19 (vgg19-dcbb9e9d.pth) in models/perceptual.",
+        steps=[
+            ("1 Photo and painting", f"Pick your photo ({PHOTO}) and a painting ({PAINTING}) in the two Load "
+                                     "Image nodes.",
+             [load_photo(1), N(2, "LoadImage", {"image": PAINTING, "upload": "image"})]),
+            ("2 Mask", "Image To Mask (a ComfyUI node) makes a mask from the photo's red channel: the redder, the "
+                       "more style. Use any MASK of the photo's size instead, e.g. one painted in the Mask Editor.",
+             [N(3, "ImageToMask", {"channel": "red"}, {"image": (1, 0)})]),
+            ("3 Neural Style", "gatys2016 (the paper: conv4_2 content, conv1_1..conv5_1 style, L-BFGS) at 128 px, "
+                               "quick preset; raise size to 512 and the preset to balanced on a GPU. The picture "
+                               "shows while it runs; Finish now keeps it.",
+             [N(4, "SGS_NeuralStyle", optimising("SGS_NeuralStyle", {"method": "gatys2016", "size": 128,
+                                                                      "steps": 0}),
+                {"content": (1, 0), "style": (2, 0), "content_mask": (3, 0)}, models=[VGG19])]),
+            ("4 Save", "output/stylegan/neural_style.", [save(5, (4, 0), "stylegan/neural_style")]),
+        ]),
+    "neural_style_stylegan_face": dict(
+        title="Neural Style on a StyleGAN face (FFHQ)",
+        description=f"A FFHQ face from StyleGAN painted in a painting's style, keeping the face's colours "
+                    f"(luminance-only transfer). Needs {CHECKPOINT} and VGG-19 (vgg19-dcbb9e9d.pth).",
+        steps=[
+            ("1 StyleGAN face", f"Needs {CHECKPOINT} in models/stylegan. One face (seed 4, psi 0.7).",
+             [load(1), sample(2, (1, 0), 4, 1), synthesize(3, (1, 0), (2, 0))]),
+            ("2 Painting", f"Pick a painting ({PAINTING}).", [N(4, "LoadImage", {"image": PAINTING,
+                                                                                "upload": "image"})]),
+            ("3 Neural Style", "The tutorial's recipe (PyTorch's neural-style tutorial) at 256 px, colour "
+                               "'luminance': the brush strokes of the painting, the colours of the face.",
+             [N(5, "SGS_NeuralStyle", optimising("SGS_NeuralStyle", {"method": "tutorial", "size": 256,
+                                                                      "color": "luminance", "steps": 0}),
+                {"content": (3, 0), "style": (4, 0)}, models=[VGG19])]),
+            ("4 Save", "output/stylegan/neural_style_face.", [save(6, (5, 0), "stylegan/neural_style_face")]),
         ]),
     "stylegan_face_sd15_refine": dict(
         title="StyleGAN face refined by Stable Diffusion img2img",

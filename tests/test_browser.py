@@ -343,3 +343,47 @@ def test_train_weight_shift_shows_its_live_preview(tmp_path, monkeypatch):
     assert all(a == b for a, b in final["savedWidgets"]), final["savedWidgets"]
     state = report["frames"]["afterRun"]
     assert state["max"] == 7 and state["imgs"] == 7 and state["shownLoaded"], state
+
+
+def test_neural_style_shows_its_live_preview(tmp_path, monkeypatch):
+    """The Neural Style example in the real frontend: the node shows the picture live with its status line while
+    it optimises, Finish now ends it early, and the graph completes with the image saved."""
+    from test_comfyui import example_face_photo, write_random_perceptual_weights
+    from workflows import EXAMPLES, load_workflow
+
+    artifacts = Path(os.environ.get("SGS_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    workflow = load_workflow(EXAMPLES / "neural_style.json")
+    ids = {n["type"]: n["id"] for n in workflow["nodes"]}
+    server = comfy_server(tmp_path, monkeypatch)
+    write_random_perceptual_weights(server.root / "models" / "perceptual")
+    for n in workflow["nodes"]:
+        if n["type"] == "LoadImage":
+            example_face_photo(server.root / "input" / n["widgets_values"][0])
+    server.start()
+    try:
+        config = {
+            "url": server.url, "chromium": CHROMIUM, "workflow": workflow, "timeoutMs": 600_000,
+            "widgets": {str(ids["SGS_NeuralStyle"]): {"steps": 300, "preview_every": 1, "size": 64}},
+            "watchNode": ids["SGS_NeuralStyle"],
+            "clickFinish": True,
+            "requireStatus": True,
+            "outputNode": ids["SaveImage"],
+            "midScreenshot": str(artifacts / "browser_mid_neural_style.png"),
+            "screenshot": str(artifacts / "browser_neural_style_done.png"),
+        }
+        report = run_node("run_workflow.mjs", config, tmp_path)
+    finally:
+        server.stop()
+    print(f"\nbrowser neural style: {report.get('seconds')} s; screenshots {config['midScreenshot']}")
+    assert report["ok"], report.get("error")
+    ours = [e for e in report["pageErrors"] + report["consoleErrors"] if "stylegan" in e.lower()]
+    assert not ours, ours
+    assert report["loaded"]["finishButton"]
+    assert report["live"]["imgs"] or report["live"]["preview"]   # the picture, live on Neural Style
+    assert re.search(r"step \d+", report["live"]["status"]) and "ETA" in report["live"]["status"]
+    final = report["final"]
+    assert final["error"] is None and final["images"] == 1, final
+    steps = re.match(r"step (\d+)/(\d+)", final["status"])
+    assert steps and int(steps[1]) < int(steps[2]) == 300, final["status"]
+    assert report["finish"]["label"].startswith("Finishing"), report["finish"]

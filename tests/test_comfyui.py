@@ -124,6 +124,9 @@ def write_random_perceptual_weights(folder) -> None:
         torch.save({f"features.{k}": v for k, v in lp.features.state_dict().items()}, folder / backbone_file)
         torch.save({f"lin{k}.model.1.weight": lin.weight for k, lin in enumerate(lp.lins)},
                    folder / f"lpips_{net}.pth")
+    from core.losses import vgg19 as V   # Neural Style's VGG-19: torchvision's layout and file name
+
+    torch.save(V.vgg19_state(V.random_vgg19(seed=0)), folder / V.VGG19_FILES["torchvision"][0])
 
 
 def example_face_photo(path) -> list:
@@ -508,3 +511,119 @@ def test_finish_now_completes_the_graph_and_stop_saves_the_latent(server, percep
     name = note.split("output/inversions/", 1)[1].split(" ", 1)[0]
     assert name.startswith("image2stylegan_stopped_") and core.load_latent(server.output / "inversions" / name).space \
         == "w+"
+
+
+def test_fs_inversion_saves_loads_and_renders(server, perceptual_weights):
+    """Invert Image's ii2s+fs in a real server: II2S then the FS embedding under one progress bar; the fs latent
+    is saved, loaded back and rendered."""
+    core.save_generator(tiny_generator("stylegan2", img_resolution=64), server.models / "tiny64.safetensors")
+    gen = ["1", 0]
+    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="tiny64.safetensors", device="auto", network="G_ema",
+                        dtype="auto"),
+              "2": sample(gen, 3, space="w+"),
+              "3": node("SGS_Synthesize", generator=gen, latent=["2", 0], noise_mode="const"),
+              "4": node("SGS_InvertImage", generator=gen, image=["3", 0], method="ii2s+fs", num_steps=2, seed=0,
+                        tune_steps=2, preview_every=1),
+              "5": node("SGS_SaveLatent", latent=["4", 0], filename_prefix="latents/fs_test"),
+              "6": node("SGS_Synthesize", generator=gen, latent=["4", 0], noise_mode="const"),
+              "7": node("PreviewImage", images=["6", 0])}
+    result = server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "success", result["status"]
+    report = result["outputs"]["4"]["text"][0]
+    assert "ii2s: 2 steps" in report and "fs: 2 steps" in report
+    saved = list((server.root / "output" / "latents").glob("fs_test*.safetensors"))
+    assert len(saved) == 1 and core.load_latent(saved[0]).space == "fs"
+    # Another 32 px generator has no FS space: a node error naming the reason, not a crash.
+    prompt["1"]["inputs"]["ckpt_name"] = "tiny.safetensors"
+    for key in ("5", "6", "7"):
+        del prompt[key]
+    prompt["8"] = node("PreviewImage", images=["4", 2])
+    result = server.run_prompt(prompt)
+    assert result["status"]["status_str"] == "error"
+    assert "renders at 32 px" in json.dumps(result["status"])
+
+
+@pytest.mark.parametrize("name", ["neural_style", "neural_style_stylegan_face"])
+def test_neural_style_examples_run_unchanged(server, name):
+    """The Neural Style examples as they are, with stand-ins: a seeded random VGG-19 in torchvision's layout under
+    its published name, synthetic images under the Load Image names, the tiny generator under the checkpoint's name.
+    The photo example's mask comes from ComfyUI's own Image To Mask; the result has `size` px on the long side."""
+    from PIL import Image
+
+    from workflows import EXAMPLES, check_workflow, load_workflow, ui_to_api
+
+    write_random_perceptual_weights(server.root / "models" / "perceptual")
+    workflow = load_workflow(EXAMPLES / f"{name}.json")
+    for n in workflow["nodes"]:
+        if n["type"] == "SGS_LoadStyleGAN" and not (server.models / n["widgets_values"][0]).exists():
+            core.save_generator(tiny_generator("stylegan2"), server.models / n["widgets_values"][0])
+        if n["type"] == "LoadImage":
+            example_face_photo(server.root / "input" / n["widgets_values"][0])
+    info = server.get("/object_info")
+    assert check_workflow(workflow, info) == []
+    prompt = ui_to_api(workflow, info)
+    ids = {e["class_type"]: k for k, e in prompt.items()}
+    style = prompt[ids["SGS_NeuralStyle"]]["inputs"]
+    assert style["preset"] == "quick" and style["backbone"] == "vgg19-dcbb9e9d.pth"
+    result = server.run_prompt(prompt, timeout=900)
+    errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert result["status"]["status_str"] == "success", errors
+    report = result["outputs"][ids["SGS_NeuralStyle"]]["text"][0]
+    saved = result["outputs"][ids["SaveImage"]]["images"]
+    assert len(saved) == 1
+    size = Image.open(server.output / saved[0]["subfolder"] / saved[0]["filename"]).size
+    assert max(size) == style["size"], (size, style["size"])
+    if name == "neural_style":
+        assert "Neural Style (gatys2016): 1 image(s), 100 of 100 steps" in report, report
+    else:
+        assert "Neural Style (tutorial): 1 image(s), 50 of 50 steps" in report, report
+
+
+def test_face_parse_runs_on_a_batch_with_stand_in_parsers(server, tmp_path):
+    """Load Face Parser lists models/face_parsing (a BiSeNet seg.pth and a SegFormer folder, random stand-ins), Face
+    Parse and Face Parsing Mask run on a batch, and their MASK feeds ComfyUI's own mask nodes."""
+    from core.models import face_parsing as FP
+
+    folder = server.root / "models" / "face_parsing"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(FP.random_bisenet(16, seed=0).state_dict(), folder / "seg.pth")
+    try:
+        import transformers
+    except ImportError:
+        transformers = None
+    if transformers is not None:
+        from test_face_parsing import write_tiny_segformer
+
+        write_tiny_segformer(folder / "segformer")
+    info = server.get("/object_info/SGS_LoadFaceParser")["SGS_LoadFaceParser"]
+    choices = info["input"]["required"]["parser_name"][0]
+    assert "seg.pth" in choices and (transformers is None or "segformer/model.safetensors" in choices)
+    for name, schema in [("seg.pth", "barbershop16")] + ([("segformer/model.safetensors", "celebamask19")]
+                                                          if transformers is not None else []):
+        prompt = {
+            "1": node("SGS_DemoGenerator", arch="stylegan2", resolution=32, seed=1, device="cpu"),
+            "2": sample(["1", 0], 0, n=2),
+            "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+            "4": node("SGS_LoadFaceParser", parser_name=name, device="auto"),
+            "5": node("SGS_FaceParse", face_parser=["4", 0], image=["3", 0], classes="hair, face", grow=1,
+                      feather=1.0),
+            "6": node("SGS_FaceParsingMask", parsing=["5", 2], classes="background"),
+            "7": node("MaskToImage", mask=["6", 0]),
+            "8": node("PreviewImage", images=["7", 0]),
+            "9": node("PreviewImage", images=["5", 1]),
+            "10": node("MaskToImage", mask=["5", 0]),
+            "11": node("PreviewImage", images=["10", 0]),
+        }
+        result = server.run_prompt(prompt)
+        assert result["status"]["status_str"] == "success", result["status"]
+        assert schema in result["outputs"]["4"]["text"][0]
+        assert len(result["outputs"]["8"]["images"]) == 2 and len(result["outputs"]["9"]["images"]) == 2
+    bad = {"1": node("SGS_DemoGenerator", arch="stylegan2", resolution=32, seed=1, device="cpu"),
+           "2": sample(["1", 0], 0),
+           "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+           "4": node("SGS_LoadFaceParser", parser_name="seg.pth", device="auto"),
+           "5": node("SGS_FaceParse", face_parser=["4", 0], image=["3", 0], classes="left_eye"),
+           "6": node("PreviewImage", images=["5", 1])}
+    result = server.run_prompt(bad)
+    errors = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert errors and "select 'eyes' instead" in errors[0]["exception_message"]

@@ -19,7 +19,7 @@ import core
 from core.errors import CheckpointError, MissingDependencyError, MissingWeightsError
 from core.models import face_parsing as FP
 from core.models.face_parsing import parser as P
-from tests.conftest import tiny_generator
+from conftest import tiny_generator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # sum(p.numel() for p in BiSeNet(n).parameters()) and len(state_dict()) of zllrunning's model.py, run locally.
@@ -211,7 +211,9 @@ def test_schema_is_detected_from_the_head(tmp_path, n, schema, suffix):
     parser = FP.load_face_parser(path)
     assert parser.schema.name == schema and parser.kind == "bisenet" and parser.source == str(path)
     with torch.no_grad():
-        torch.testing.assert_close(parser.net(reference_input()), net(reference_input()), rtol=0, atol=0)
+        # the parser holds the BatchNorm-folded, channels-last form: the same logits to float rounding
+        assert parser.net.fused and not net.fused
+        torch.testing.assert_close(parser.net(reference_input()), net(reference_input()), rtol=1e-4, atol=1e-4)
 
 
 def test_wrapped_and_dataparallel_state_dicts_load(tmp_path):

@@ -282,7 +282,7 @@ def _bad_latent_files(G, Gc):
          "latent metadata field 'generator' is invalid (JSONDecodeError: Expecting value: line 1 column 10 (char 9)); "
          + damaged),
         ("space-unknown", lambda p: forge.write_latent_file(p, w, ref, space="q"),
-         "latent metadata field 'space' is invalid (ValueError: expected one of ('z', 'w', 'w+', 's'), got 'q'); "
+         "latent metadata field 'space' is invalid (ValueError: expected one of ('z', 'w', 'w+', 's', 'fs'), got 'q'); "
          + damaged),
         ("generator-missing", lambda p: forge.write_latent_file(p, w, ref, generator=None),
          "latent metadata has no 'generator' field; the file is damaged or was not written by StyleGAN Studio; "

@@ -55,6 +55,10 @@ def test_neural_style_node_runs_frames_with_masks_and_previews(pack, env, monkey
     with pytest.raises(ValueError, match="content_mask has 3 masks for 2 style images"):
         node.stylize(images(1, 24, 32), images(2, 20, 20), "tutorial", "vgg19-dcbb9e9d.pth", 32, 2, 0,
                      content_mask=torch.ones(3, 24, 32))
+    with torch.inference_mode():   # Load Image's MASK of a photo without alpha: 64x64 zeros
+        out = node.stylize(images(1, 24, 32), images(1, 20, 20), "tutorial", "vgg19-dcbb9e9d.pth", 32, 1, 0,
+                           content_mask=torch.zeros(1, 64, 64))
+    assert "content mask is all zero" in out["result"][1]
     with pytest.raises(ValueError, match="style_weights: expected numbers"):
         node.stylize(images(1, 24, 32), images(1, 20, 20), "tutorial", "vgg19-dcbb9e9d.pth", 32, 2, 0,
                      style_weights="a lot")

@@ -49,7 +49,7 @@ DOCUMENTED = {
 OPTIMISING = {"SGS_InvertImage": "inversion", "SGS_CLIPLatentOptimize": "clip_optimize",
               "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions",
               "SGS_TrainWeightShift": "weight_shift", "SGS_WeightShiftLayerScan": "weight_shift_scan",
-              "SGS_NeuralStyle": "neural_style"}
+              "SGS_NeuralStyle": "neural_style", "SGS_SegmentComposite": "segment_composite"}
 
 
 @pytest.mark.parametrize("kind, method", list(DOCUMENTED))
@@ -101,7 +101,7 @@ def test_preset_input_of_every_optimising_node(pack):
         kind = OPTIMISING[node_id]
         for (k, method), values in DOCUMENTED.items():
             if k == kind:
-                first = values[0].get("num_steps", values[0].get("num_images", values[0].get("steps")))
+                first = next(values[0][k] for k in ("num_steps", "num_images", "steps", "w_steps") if k in values[0])
                 assert f"{first}" in opts["tooltip"]
                 if method:
                     assert method in opts["tooltip"]

@@ -56,6 +56,8 @@ CORE_NODES = {
         "input_order": {"required": ["model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive",
                                      "negative", "latent_image", "denoise"]},
         "output": ["LATENT"], "output_node": False},
+    "ImageToMask": {"input": {"required": {"image": ["IMAGE", {}], "channel": [["red", "green", "blue", "alpha"], {}]}},
+                    "input_order": {"required": ["image", "channel"]}, "output": ["MASK"], "output_node": False},
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
                      "output": [], "output_node": True},
     "MaskToImage": {"input": {"required": {"mask": ["MASK", {}]}}, "input_order": {"required": ["mask"]},

@@ -48,10 +48,11 @@ def _check_normalize(normalize: str) -> None:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
 
 
-def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """A mask `[N, 1, H, W]` (or `[N, H, W]`, `[H, W]`) brought to a feature map's `size` (h, w) by area averaging:
-    each feature position gets the fraction of its receptive pixels inside the mask (Gatys et al. 2017 downsample
-    their guidance channels to every layer the same way). Returns `[N, 1, h, w]`."""
+def resize_mask(mask: torch.Tensor, size: Sequence[int], mode: str = "area") -> torch.Tensor:
+    """A mask `[N, 1, H, W]` (or `[N, H, W]`, `[H, W]`) brought to a feature map's `size` (h, w). 'area' (the
+    default, what Neural Style uses): each feature position gets the fraction of its pixels inside the mask, as
+    Gatys et al. 2017 downsample their guidance channels to every layer; 'nearest' / 'bilinear' are
+    `F.interpolate`'s modes, for a method whose reference resizes its masks that way. Returns `[N, 1, h, w]`."""
     if mask.ndim == 2:
         mask = mask[None, None]
     elif mask.ndim == 3:
@@ -59,9 +60,13 @@ def resize_mask(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if mask.ndim != 4 or mask.shape[1] != 1:
         raise ValueError(f"a mask is [H, W], [N, H, W] or [N, 1, H, W], got shape {list(mask.shape)}")
     h, w = int(size[0]), int(size[1])
+    if mode not in ("area", "nearest", "bilinear"):
+        raise ValueError(f"mode must be 'area', 'nearest' or 'bilinear', got {mode!r}")
     if tuple(mask.shape[2:]) == (h, w):
         return mask
-    return F.adaptive_avg_pool2d(mask, (h, w))
+    if mode == "area":
+        return F.adaptive_avg_pool2d(mask, (h, w))
+    return F.interpolate(mask, size=(h, w), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
 
 
 def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,

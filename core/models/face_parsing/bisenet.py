@@ -130,6 +130,7 @@ class BiSeNet(nn.Module):
     def __init__(self, n_classes: int = 19):
         super().__init__()
         self.n_classes = int(n_classes)
+        self.fused = False  # see fuse_bisenet
         self.cp = ContextPath()
         self.ffm = FeatureFusionModule(256, 256)
         self.conv_out = BiSeNetOutput(256, 256, n_classes)
@@ -151,6 +152,27 @@ class BiSeNet(nn.Module):
         out16 = F.interpolate(self.conv_out16(feat_cp8), size, mode="bilinear", align_corners=True)
         out32 = F.interpolate(self.conv_out32(feat_cp16), size, mode="bilinear", align_corners=True)
         return out, out16, out32
+
+
+def fuse_bisenet(model: BiSeNet) -> BiSeNet:
+    """Fold every BatchNorm into the convolution before it and switch to channels-last memory, in place (an
+    inference-only form: the same logits to float rounding, about a quarter faster on a CPU). The state dict then
+    lacks the BatchNorm entries; keep an unfused BiSeNet to save or compare weights."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    pairs = (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2"))
+    with torch.no_grad():
+        for mod in list(model.modules()):
+            for conv_name, bn_name in pairs:
+                conv, bn = getattr(mod, conv_name, None), getattr(mod, bn_name, None)
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    setattr(mod, conv_name, fuse_conv_bn_eval(conv, bn))
+                    setattr(mod, bn_name, nn.Identity())
+            ds = getattr(mod, "downsample", None)
+            if isinstance(ds, nn.Sequential) and len(ds) == 2 and isinstance(ds[1], nn.BatchNorm2d):
+                mod.downsample = nn.Sequential(fuse_conv_bn_eval(ds[0], ds[1]))
+    model.fused = True
+    return model.to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
 def random_bisenet(n_classes: int = 19, seed: int = 0) -> BiSeNet:
