@@ -168,31 +168,53 @@ class LPIPS(nn.Module):
             is the previous layer's resized with 'nearest' (as the reference chains them), and the mean is
             Σ(d·m) / Σm per image. An image whose mask is empty at a layer contributes 0 there (the reference
             divides by zero). None: the whole image (then equal to `forward` restricted to `blocks`).
-        Only the backbone up to the last chosen block runs (the reference runs all five)."""
+        Only the backbone up to the last chosen block runs (the reference runs all five). An optimisation against
+        fixed targets computes their `unit_features` once and calls `masked_distance` (one backbone pass a step)."""
         if x.shape != y.shape:
             raise ValueError(f"LPIPS needs two image batches of one shape, got {list(x.shape)} and {list(y.shape)}")
+        upto = self._check_blocks(blocks)[-1]
+        both = self.unit_features(torch.cat([x, y]), upto=upto)
+        n = x.shape[0]
+        return self.masked_distance([f[:n] for f in both], [f[n:] for f in both], mask, blocks,
+                                    size=tuple(x.shape[2:]))
+
+    def _check_blocks(self, blocks: Optional[Sequence[int]]) -> list[int]:
         n_taps = len(self.taps)
         chosen = sorted(set(range(1, n_taps + 1) if blocks is None else (int(b) for b in blocks)))
         if not chosen or chosen[0] < 1 or chosen[-1] > n_taps:
             raise ValueError(f"blocks must be tap numbers in 1..{n_taps}, got {blocks!r}")
-        n = x.shape[0]
+        return chosen
+
+    def unit_features(self, x: torch.Tensor, upto: Optional[int] = None) -> list[torch.Tensor]:
+        """Channel-unit-normalised features of images `[N, 3, H, W]` in [-1, 1] at the first `upto` taps (all when
+        None): the inputs of `masked_distance`."""
+        return self._unit_features(x, upto=upto)
+
+    def masked_distance(self, fx: Sequence[torch.Tensor], fy: Sequence[torch.Tensor],
+                        mask: Optional[torch.Tensor] = None, blocks: Optional[Sequence[int]] = None, *,
+                        size: Optional[tuple] = None) -> torch.Tensor:
+        """`masked` from the `unit_features` of both images. `mask` is at the images' `size` (H, W) (default: the
+        first tap's size, which is the image's for VGG)."""
+        chosen = self._check_blocks(blocks)
+        n = fx[0].shape[0]
+        if len(fx) < chosen[-1] or len(fy) < chosen[-1]:
+            raise ValueError(f"masked_distance needs the features of taps 1..{chosen[-1]}, got {len(fx)} and {len(fy)}")
         if mask is not None:
             if mask.ndim == 3:
                 mask = mask[:, None]
-            if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, n) or \
-                    tuple(mask.shape[2:]) != tuple(x.shape[2:]):
-                raise ValueError(f"the LPIPS mask must be [{n} or 1, 1, {x.shape[2]}, {x.shape[3]}] (the images' "
-                                 f"size), got {list(mask.shape)}")
-            mask = mask.to(x).expand(n, 1, *mask.shape[2:])
-        both = self._unit_features(torch.cat([x, y]), upto=chosen[-1])
-        total = x.new_zeros(n)
+            size = tuple(size) if size is not None else tuple(fx[0].shape[2:])
+            if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] not in (1, n) or tuple(mask.shape[2:]) != size:
+                raise ValueError(f"the LPIPS mask must be [{n} or 1, 1, {size[0]}, {size[1]}] (the images' size), "
+                                 f"got {list(mask.shape)}")
+            mask = mask.to(fx[0]).expand(n, 1, *mask.shape[2:])
+        total = fx[0].new_zeros(n)
         m = mask
-        for k, (f, lin) in enumerate(zip(both, self.lins), start=1):
-            d = lin((f[:n] - f[n:]).square())                         # [N, 1, h, w]
+        for k in range(1, chosen[-1] + 1):
             if m is not None:
-                m = F.interpolate(m, size=d.shape[2:], mode="nearest")
+                m = F.interpolate(m, size=fx[k - 1].shape[2:], mode="nearest")
             if k not in chosen:
                 continue
+            d = self.lins[k - 1]((fx[k - 1] - fy[k - 1]).square())     # [N, 1, h, w]
             if m is None:
                 total = total + d.mean([1, 2, 3])
             else:

@@ -32,7 +32,7 @@ class CompositeConfig:
     apply_lF: bool = False         # the reference documents l_F but never applies it (its bug): off = its behaviour
     l_F_lambda: float = 0.1        # weight of ‖F − F_init‖² (mean) in the FS embedding when apply_lF
     smooth: int = 5                # dilation / erosion iterations at 256 px (scaled for smaller generators)
-    lpips_size: int = 256          # LPIPS / style / mask resolution (the reference's 256)
+    lpips_size: int = 256          # blending LPIPS / style / mask size (the reference's 256; the embeddings: 256)
     seg_size: int = 512            # label maps and the cross-entropy at this size (the reference's 512)
     align_layers: int = 6          # ws[:align_layers] optimised in alignment and in the target fill
     prior_samples: int = 1_000_000  # mapped samples of the II2S PCA prior (the reference's 10⁶)

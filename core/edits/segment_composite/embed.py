@@ -22,10 +22,9 @@ from typing import Mapping, Optional, Union
 import torch
 
 from ...files import read_safetensors, write_safetensors
-from ...latents import fs_first_w, synthesize_fs, weights_digest
+from ...latents import weights_digest
 from ...log import logger
-from ...optimize import check_finite, descend, loss_values, trainable
-from ..inversion import METHOD_DEFAULTS, WPrior, compute_w_prior, downsample_to, invert_image
+from ..inversion import METHOD_DEFAULTS, WPrior, compute_w_prior, invert_image
 from .config import CompositeConfig
 from .progress import Stages
 
@@ -201,41 +200,24 @@ def embed_wplus(G, image: torch.Tensor, cfg: CompositeConfig, lpips, prior: Opti
 
 def embed_fs(G, image: torch.Tensor, wplus: torch.Tensor, cfg: CompositeConfig, lpips, prior: Optional[WPrior],
              seed: int, stages: Stages, stage: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Barbershop's FS embedding (`invert_images_in_FS`): F starts as the 32 px block's output of the W+ codes and is
-    optimised with the codes from `fs_first_w(G)` on (S); the codes before stay. Loss = l2·MSE + percept·LPIPS-VGG
-    at `lpips_size` + p_norm·PCA prior on the codes (+ l_F·mean((F − F_init)²) when `apply_lF`: the reference
-    documents that term but never passes its inputs, so it is off by default). Fresh random noise each step (from
-    `seed`), as the reference's generator. Images render with the 32 px skip dropped (Barbershop's convention).
+    """Barbershop's FS embedding from the W+ codes (`core.edits.fs_embedding.embed_fs`: F after the 32 px block and
+    the codes from `fs_first_w(G)` on, Adam, MSE + LPIPS-VGG + the II2S prior, fresh random noise each step, the
+    32 px skip dropped; the l_F regulariser only with `apply_lF`, as the reference's code never applies it).
 
-    Returns (ws `[1, num_ws, w_dim]`, F `[1, C, 32, 32]`, completed)."""
+    Returns (ws `[1, num_ws, w_dim]`, F `[1, C, 32, 32]`, completed: False when the callback finished it early)."""
+    from ...latents import Latent, generator_ref
+    from .. import fs_embedding as FSE
+
+    fcfg = replace(FSE.DEFAULTS, num_steps=cfg.fs_steps, lr=cfg.lr, mse_weight=cfg.l2_lambda,
+                   lpips_weight=cfg.percept_lambda, prior_weight=cfg.p_norm_lambda, apply_l_F=cfg.apply_lF,
+                   l_F_lambda=cfg.l_F_lambda, noise_mode="random", skip="drop")
+    forward = stages.forward(stage)
+    callback = None if forward is None else (lambda p: forward(replace(p, step=p.step - stages.done)))
+    res = FSE.embed_fs(G, image, Latent(wplus.detach().to("cpu", torch.float32), "w+", generator_ref(G)),
+                       config=fcfg, perceptual={"lpips_vgg": lpips}, prior=prior, seed=int(seed) + 1,
+                       callback=callback, step_offset=stages.done, total_steps=stages.total)
     device = image.device
-    first = fs_first_w(G)
-    with torch.no_grad():
-        F0 = G.synthesis.run(wplus, stop=32, noise_mode="const", force_fp32=True).x.float()
-    feats, codes = trainable(F0), trainable(wplus[:, first:])
-    head = wplus[:, :first].detach()
-    opt = torch.optim.Adam([codes, feats], lr=cfg.lr)
-    gen = torch.Generator(device=device).manual_seed(int(seed) + 1)
-    target_small = downsample_to(image, cfg.lpips_size)
-    completed = True
-    for step in range(cfg.fs_steps):
-        ws = torch.cat([head, codes], 1)
-        img = synthesize_fs(G, ws, feats, None, noise_mode="random", generator=gen)
-        terms = {"mse": cfg.l2_lambda * (img - image).square().mean(),
-                 "lpips": cfg.percept_lambda * lpips(downsample_to(img, cfg.lpips_size), target_small).sum()}
-        if prior is not None and cfg.p_norm_lambda:
-            terms["p_norm"] = cfg.p_norm_lambda * prior.loss(ws)
-        if cfg.apply_lF and cfg.l_F_lambda:
-            terms["l_F"] = cfg.l_F_lambda * (feats - F0).square().mean()
-        total = sum(terms.values())
-        check_finite(total, terms, step=stages.done + step + 1, what="the FS embedding",
-                     hint=f"lower the learning rate (was {cfg.lr})")
-        descend(opt, total, [codes, feats])
-        if stages.report(stage, step + 1, loss_values(terms, total), img):
-            completed = step + 1 >= cfg.fs_steps
-            break
-    ws = torch.cat([head, codes.detach()], 1)
-    return ws.detach().clone(), feats.detach().clone(), completed
+    return res.latent.tensor.to(device), res.latent.features.to(device), res.steps >= cfg.fs_steps
 
 
 __all__ = ["FORMAT", "EmbeddingCache", "DEFAULT_CACHE", "image_digest", "cache_key", "wplus_settings",

@@ -63,7 +63,7 @@ from ...errors import LatentError
 from ...latents import Latent, check_compatible, check_fs_generator, fs_first_w, generator_ref, synthesize_fs
 from ...optimize import autograd_ready, check_finite, descend, has_inference_tensors, loss_values, trainable
 from ..inversion import downsample_to, prepare_target
-from .config import DEFAULTS, MODES, CompositeConfig, composite_config
+from .config import MODES, CompositeConfig, composite_config
 from .embed import (DEFAULT_CACHE, EmbeddingCache, cache_key, embed_fs, embed_wplus, fs_settings, image_digest,
                     wplus_settings)
 from .masks import check_mask, dilate, erode, fill_labels, mix_weight, nearest, resize_mask, scaled_iterations
@@ -383,8 +383,8 @@ def _run(G, base, reference, region, appearance, appearance_region, target_regio
                     features=f12.detach().to("cpu", torch.float32).contiguous())
     seconds = dict(stages.seconds)
     seconds["total"] = time.perf_counter() - t_start
-    return CompositeResult(image=image.cpu(), latent=latent, mask=mask_out[0].clamp(0, 1).cpu(),
-                           intermediates={k: v.detach().float().cpu() for k, v in intermediates.items()},
+    return CompositeResult(image=image.clamp(-1, 1).cpu(), latent=latent, mask=mask_out[0].clamp(0, 1).cpu(),
+                           intermediates={k: v.detach().float().clamp(-1, 1).cpu() for k, v in intermediates.items()},
                            seconds=seconds, mode="parser" if parser is not None else "mask-only",
                            steps=stages.done, total_steps=stages.total, cached=cached, notes=notes)
 
@@ -614,16 +614,18 @@ def _blend(G, lpips, s1: _Source, s3: _Source, f13, face, hair, ms: int, cfg: Co
     head, s_1, s_3 = s1.ws[:, :first], s1.ws[:, first:], s3.ws[:, first:]
     u = trainable(torch.zeros_like(s_1))
     opt = torch.optim.Adam([u], lr=cfg.lr)
-    i1 = downsample_to(s1.image, ms)
-    i3 = downsample_to(s3.image, ms)
+    upto = max(BLEND_BLOCKS)
+    with torch.no_grad():   # the targets' features once (the reference runs the network on them every step)
+        t1 = lpips.unit_features(downsample_to(s1.image, ms), upto=upto)
+        t3 = lpips.unit_features(downsample_to(s3.image, ms), upto=upto)
     stage = "blend"
     stages.begin(stage)
     for step in range(cfg.blend_steps):
         ws = torch.cat([head, s_1 + u * (s_3 - s_1)], 1)
         img = synthesize_fs(G, ws, f13, None, noise_mode="const")
-        small = downsample_to(img, ms)
-        terms = {"face": lpips(small, i1, mask=face, blocks=BLEND_BLOCKS).sum(),
-                 "hair": lpips(small, i3, mask=hair, blocks=BLEND_BLOCKS).sum()}
+        fx = lpips.unit_features(downsample_to(img, ms), upto=upto)   # one pass for both terms
+        terms = {"face": lpips.masked_distance(fx, t1, face, BLEND_BLOCKS, size=(ms, ms)).sum(),
+                 "hair": lpips.masked_distance(fx, t3, hair, BLEND_BLOCKS, size=(ms, ms)).sum()}
         total = terms["face"] + terms["hair"]
         check_finite(total, terms, step=stages.done + step + 1, what="the blending",
                      hint=f"lower the learning rate (was {cfg.lr})")
