@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ..core.deltas import compute_weight_delta, save_weight_delta
 from ..core.edits import fs_embedding as FS
@@ -22,7 +23,7 @@ _MASK_MODES = ["fit inside mask", "ignore inside mask"]
 NODE_METHODS = list(I.METHODS) + [FS.INVERSION_METHOD] + list(I.ENCODER_METHODS)  # ii2s+fs: II2S, then FS
 _PRIOR_SUFFIX = ".ii2s-prior"              # not a checkpoint extension, so never listed (see prior_for)
 _priors = ModelCache("ii2s_priors", max_items=4)   # by cache file (saves re-reading it; see prior_for)
-_nets = ModelCache("perceptual", max_items=3)      # perceptual networks by (name, folders): one method needs <= 2
+_nets = ModelCache("perceptual", max_items=4)      # perceptual networks by (name, folders[, layers]): a run needs <= 2
 
 
 def _steps_tooltip() -> str:
@@ -241,15 +242,23 @@ def save_stopped_inversion(generator, method: str, state: RunState, wplus: bool 
 
 def perceptual_nets(method: str) -> dict:
     """The perceptual networks `method` needs, from the pack's perceptual model folders (cached)."""
+    return {name: perceptual_net(name) for name in I.PERCEPTUAL_NEEDS[method]}
+
+
+def perceptual_net(name: str, layers: Optional[tuple[str, ...]] = None):
+    """One perceptual network ('lpips_vgg', 'lpips_alex' or 'vgg16_features' tapped at `layers`, default
+    Image2StyleGAN's) from the pack's perceptual model folders, cached: Invert Image and Segment Composite share
+    one copy."""
     from ..core.losses import perceptual as P
 
-    nets = {}
+    if name not in ("lpips_vgg", "lpips_alex", "vgg16_features"):
+        raise ValueError(f"unknown perceptual network {name!r}: 'lpips_vgg', 'lpips_alex' or 'vgg16_features'")
     dirs = comfy_env.perceptual_dirs()
-    for name in I.PERCEPTUAL_NEEDS[method]:
-        def load(name=name):
-            if name == "vgg16_features":
-                return P.load_vgg16_features(model_dirs=dirs)
-            return P.load_lpips("vgg" if name == "lpips_vgg" else "alex", model_dirs=dirs)
 
-        nets[name] = _nets.get_or_load((name, tuple(map(str, dirs))), load)
-    return nets
+    def load():
+        if name == "vgg16_features":
+            return P.load_vgg16_features(layers or P.IMAGE2STYLEGAN_LAYERS, model_dirs=dirs)
+        return P.load_lpips("vgg" if name == "lpips_vgg" else "alex", model_dirs=dirs)
+
+    key = (name, tuple(map(str, dirs))) + ((tuple(layers),) if layers else ())
+    return _nets.get_or_load(key, load)

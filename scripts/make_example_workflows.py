@@ -59,6 +59,16 @@ MOHAWK = {"name": "mohawk.pt", "directory": "latent_mappers",  # StyleCLIP's uti
           "url": "https://drive.google.com/uc?id=1oMMPc8iQZ7dhyWavZ7VNWLwzf9aX4C09"}
 E4E_FFHQ = {"name": "e4e_ffhq_encode.pt", "directory": "encoders",  # the e4e README's "FFHQ Inversion" link
             "url": "https://drive.google.com/file/d/1cUv_reLE6k3604or78EranS7XzuVMWeO/view?usp=sharing"}
+# Face parsers: Load Face Parser's 'auto' entries find these names in models/face_parsing, else download them
+# (core/models/face_parsing/parser.py: HUB_FILES, HairFastGAN's mirror of both BiSeNet files).
+BISENET19 = {"name": "79999_iter.pth", "directory": "face_parsing",
+             "url": "https://huggingface.co/AIRI-Institute/HairFastGAN/resolve/main/pretrained_models/BiSeNet/"
+                    "face_parsing_79999_iter.pth"}
+BARBERSHOP16 = {"name": "seg.pth", "directory": "face_parsing",
+                "url": "https://huggingface.co/AIRI-Institute/HairFastGAN/resolve/main/pretrained_models/BiSeNet/"
+                       "seg.pth"}
+PARSER_BISENET19 = "auto: BiSeNet 79999_iter.pth (19 classes, bisenet19)"      # Load Face Parser's auto entries
+PARSER_BARBERSHOP16 = "auto: Barbershop seg.pth (16 classes, barbershop16)"
 SD15 = {"name": SD_CHECKPOINT, "directory": "checkpoints",
         "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/" + SD_CHECKPOINT}
 
@@ -78,6 +88,7 @@ CORE_NODES = {
                  ["seed", "control_after_generate", "steps", "cfg", "sampler_name", "scheduler", "denoise"]),
     "VAEDecode": ([("samples", "LATENT", False), ("vae", "VAE", False)], [("IMAGE", "IMAGE")], []),
     "ImageToMask": ([("image", "IMAGE", False)], [("MASK", "MASK")], ["channel"]),
+    "MaskToImage": ([("mask", "MASK", False)], [("IMAGE", "IMAGE")], []),
     "Note": ([], [], ["text"]),
 }
 # Node sizes [w, h] (the body below the ~30 px title bar). At least what the frontend computes for the node, so
@@ -95,7 +106,9 @@ SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 250], "SGS_S
          "CheckpointLoaderSimple": [320, 100], "CLIPTextEncode": [340, 150], "ImageScale": [320, 130],
          "VAEEncode": [220, 50], "VAEDecode": [220, 50], "KSampler": [320, 270],
          "SGS_NeuralStyle": [380, 940], "ImageToMask": [320, 80],
-         "SGS_LoadEncoder": [340, 200], "SGS_EncodeImage": [340, 360]}
+         "SGS_LoadEncoder": [340, 200], "SGS_EncodeImage": [340, 360],
+         "SGS_LoadFaceParser": [380, 170], "SGS_FaceParse": [340, 170], "MaskToImage": [220, 50],
+         "SGS_SegmentComposite": [400, 1000]}
 DEFAULT_SIZE = [320, 200]
 NOTE_WIDTH = 320
 TITLE_H = 30           # a node's title bar, drawn above its `pos`
@@ -198,6 +211,14 @@ def align(nid, image, gen):
 def invert(nid, gen, image):
     return N(nid, "SGS_InvertImage", optimising("SGS_InvertImage", {"method": "ii2s", "num_steps": 0}),
              {"generator": gen, "image": image}, models=LPIPS_VGG)
+
+
+def load_photo_named(nid, name):
+    return N(nid, "LoadImage", {"image": name, "upload": "image"})
+
+
+def load_face_parser(nid, choice, model):
+    return N(nid, "SGS_LoadFaceParser", {"parser_name": choice, "device": "auto"}, models=[model])
 
 
 def load_clip(nid):
@@ -306,6 +327,62 @@ WORKFLOWS = {
             ("4 Video", "An animated WebP in output/stylegan/walk.",
              [N(6, "SaveAnimatedWEBP", {"filename_prefix": "stylegan/walk", "fps": 24.0, "lossless": False,
                                         "quality": 90, "method": "default"}, {"images": (5, 0)})]),
+        ]),
+    "hair_transfer": dict(
+        title="Hair transfer between your photos (FFHQ + Barbershop)",
+        description=f"Segment Composite (Barbershop): photo 2's hairstyle in photo 3's hair colour on photo 1's "
+                    f"face, pasted back. Needs {CHECKPOINT}, LPIPS-VGG, the face parser seg.pth and three photos.",
+        steps=[
+            ("1 Model and photos", f"Needs {CHECKPOINT} in models/stylegan. Three photos: {PHOTO} (the face to keep), "
+                                   "hair_shape.jpg (the hairstyle) and hair_colour.jpg (the hair colour and texture) "
+                                   "are placeholder names: pick your own.",
+             [load(1), load_photo(2), load_photo_named(3, "hair_shape.jpg"), load_photo_named(4, "hair_colour.jpg")]),
+            ("2 Align", "Align Face crops each face the way FFHQ was aligned, at the generator's resolution "
+                        "(landmarks: auto uses whatever detector is installed).",
+             [align(5, (2, 0), (1, 0)), align(6, (3, 0), (1, 0)), align(7, (4, 0), (1, 0))]),
+            ("3 Face parser", "Load Face Parser: Barbershop's own BiSeNet (seg.pth in models/face_parsing, "
+                              "downloaded on first use when online). It names the region ('hair') and drives the "
+                              "alignment of the hairstyle to the face. Any MASK can drive the region instead "
+                              "(region_mask).",
+             [load_face_parser(8, PARSER_BARBERSHOP16, BARBERSHOP16)]),
+            ("4 Segment Composite", "Embeds the three faces (W+ and FS; cached, so a second run with the same photos "
+                                    "starts at the alignment), aligns the hairstyle of photo 2 to the face of photo "
+                                    "1, mixes their features and blends in the colour of photo 3. The quick preset; "
+                                    "reference is Barbershop's own step counts. The debug image shows the stages.",
+             [N(9, "SGS_SegmentComposite", optimising("SGS_SegmentComposite", {"region_classes": "hair",
+                                                                               "mode": "realistic"}),
+                {"generator": (1, 0), "base": (5, 0), "reference": (6, 0), "appearance": (7, 0), "parser": (8, 0)},
+                models=LPIPS_VGG),
+              save(10, (9, 3), "stylegan/hair_transfer_stages")]),
+            ("5 Paste back", "Unalign Face pastes the composite back into photo 1.",
+             [N(11, "SGS_UnalignFace", {"feather": 0.1}, {"original": (2, 0), "edited": (9, 0), "transform": (5, 1)}),
+              save(12, (11, 0), "stylegan/hair_transfer")]),
+        ]),
+    "face_parse_and_fs_invert": dict(
+        title="Parse your photo's face and invert it in FS space (FFHQ)",
+        description=f"Face Parse (hair mask, classes in colour), then Invert Image ii2s+fs: an fs latent closer to "
+                    f"the photo. Needs {CHECKPOINT}, LPIPS-VGG, BiSeNet 79999_iter.pth and a photo.",
+        steps=[
+            ("1 Model and photo", f"Needs {CHECKPOINT} in models/stylegan. Pick your photo in Load Image ({PHOTO} is "
+                                  f"a placeholder name).", [load(1), load_photo(2)]),
+            ("2 Align", "Align Face crops the face the way FFHQ was aligned, at the generator's resolution.",
+             [align(3, (2, 0), (1, 0))]),
+            ("3 Parse", "Load Face Parser: BiSeNet 79999_iter.pth (models/face_parsing, downloaded on first use when "
+                        "online). Face Parse gives the MASK of the named classes (here hair) and every class in its "
+                        "own colour.",
+             [load_face_parser(4, PARSER_BISENET19, BISENET19),
+              N(5, "SGS_FaceParse", {"classes": "hair"}, {"face_parser": (4, 0), "image": (3, 0)}),
+              N(6, "MaskToImage", {}, {"mask": (5, 0)}),
+              save(7, (6, 0), "stylegan/hair_mask"), save(8, (5, 1), "stylegan/face_classes")]),
+            ("4 Invert in FS space", "Invert Image, method ii2s+fs: II2S, then the FS embedding of the 32 px "
+                                     "features and the later codes (needs the LPIPS-VGG weights in "
+                                     "models/perceptual). Save Latent keeps the fs latent (Load Latent gives it to "
+                                     "Segment Composite's base_latent).",
+             [N(9, "SGS_InvertImage", optimising("SGS_InvertImage", {"method": "ii2s+fs", "num_steps": 0}),
+                {"generator": (1, 0), "image": (3, 0)}, models=LPIPS_VGG),
+              N(10, "SGS_SaveLatent", {"filename_prefix": "latents/fs_face"}, {"latent": (9, 0)})]),
+            ("5 Render and save", "Synthesize renders the fs latent; output/stylegan/fs_reconstruction.",
+             [synthesize(11, (9, 1), (9, 0)), save(12, (11, 0), "stylegan/fs_reconstruction")]),
         ]),
     "invert_and_edit": dict(
         title="Edit your photo: invert and morph (FFHQ)",

@@ -63,7 +63,7 @@ def strip(paths: list[Path], caption: str | None) -> Image.Image:
 CORE_DISPLAY_NAMES = {"LoadImage": "Load Image", "SaveImage": "Save Image", "SaveAnimatedWEBP": "SaveAnimatedWEBP",
                       "CheckpointLoaderSimple": "Load Checkpoint", "CLIPTextEncode": "CLIP Text Encode (Prompt)",
                       "ImageScale": "Upscale Image", "VAEEncode": "VAE Encode", "VAEDecode": "VAE Decode",
-                      "KSampler": "KSampler", "Note": "Note"}
+                      "KSampler": "KSampler", "MaskToImage": "Convert Mask to Image", "Note": "Note"}
 GRAPH_SIZE = (768, 576)
 
 

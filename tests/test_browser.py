@@ -387,3 +387,61 @@ def test_neural_style_shows_its_live_preview(tmp_path, monkeypatch):
     steps = re.match(r"step (\d+)/(\d+)", final["status"])
     assert steps and int(steps[1]) < int(steps[2]) == 300, final["status"]
     assert report["finish"]["label"].startswith("Finishing"), report["finish"]
+
+
+def test_segment_composite_shows_its_live_preview(tmp_path, monkeypatch):
+    """The hair-transfer example in the real frontend (stand-ins: a 64 px generator, random perceptual networks and
+    face parser, the synthetic photo's landmarks typed in): Segment Composite shows the composite live with its
+    status line while it runs, Finish now ends it early, and the graph completes with the composite pasted back."""
+    from test_align import synthetic_photo
+    from test_comfyui import example_face_photo, write_random_perceptual_weights, write_stand_in_face_parser
+    from workflows import EXAMPLES, load_workflow
+
+    artifacts = Path(os.environ.get("SGS_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    workflow = load_workflow(EXAMPLES / "hair_transfer.json")
+    ids = {n["type"]: n["id"] for n in workflow["nodes"]}
+    server = comfy_server(tmp_path, monkeypatch)
+    write_random_perceptual_weights(server.root / "models" / "perceptual")
+    for n in workflow["nodes"]:
+        if n["type"] == "SGS_LoadStyleGAN":
+            core.save_generator(tiny_generator("stylegan2", img_resolution=64), server.models / n["widgets_values"][0])
+        if n["type"] == "LoadImage":
+            landmarks = example_face_photo(server.root / "input" / n["widgets_values"][0])
+    parser = next(n for n in workflow["nodes"] if n["type"] == "SGS_LoadFaceParser")
+    write_stand_in_face_parser(server.root / "models" / "face_parsing", parser["widgets_values"][0],
+                               synthetic_photo(11, 160, 140), landmarks, 64)
+    widgets = {str(n["id"]): {"landmarks_json": json.dumps(landmarks)} for n in workflow["nodes"]
+               if n["type"] == "SGS_AlignFace"}
+    # Short embeddings and alignment; a blending long enough to watch and to finish early.
+    widgets[str(ids["SGS_SegmentComposite"])] = {"w_steps": 3, "fs_steps": 2, "target_fill_steps": 1,
+                                                 "align_steps1": 1, "align_steps2": 1, "blend_steps": 300,
+                                                 "preview_every": 1}
+    server.start()
+    try:
+        config = {
+            "url": server.url, "chromium": CHROMIUM, "workflow": workflow, "timeoutMs": 600_000,
+            "widgets": widgets,
+            "watchNode": ids["SGS_SegmentComposite"],
+            "clickFinish": True,
+            "requireStatus": True,
+            "outputNode": next(n["id"] for n in workflow["nodes"]
+                               if n["type"] == "SaveImage" and n["widgets_values"][0] == "stylegan/hair_transfer"),
+            "midScreenshot": str(artifacts / "browser_mid_segment_composite.png"),
+            "screenshot": str(artifacts / "browser_segment_composite_done.png"),
+        }
+        report = run_node("run_workflow.mjs", config, tmp_path)
+    finally:
+        server.stop()
+    print(f"\nbrowser segment composite: {report.get('seconds')} s; screenshots {config['midScreenshot']}")
+    assert report["ok"], report.get("error")
+    ours = [e for e in report["pageErrors"] + report["consoleErrors"] if "stylegan" in e.lower()]
+    assert not ours, ours
+    assert report["loaded"]["finishButton"]
+    assert report["live"]["imgs"] or report["live"]["preview"]   # the composite, live on Segment Composite
+    assert re.search(r"step \d+", report["live"]["status"]) and "ETA" in report["live"]["status"]
+    final = report["final"]
+    assert final["error"] is None and final["images"] == 1, final   # pasted back into photo 1
+    steps = re.match(r"step (\d+)/(\d+)", final["status"])
+    assert steps and int(steps[1]) < int(steps[2]), final["status"]   # Finish now ended the blending early
+    assert report["finish"]["label"].startswith("Finishing"), report["finish"]

@@ -289,6 +289,37 @@ def write_stand_in_encoder(path, G) -> None:
     torch.save(ckpt, path)
 
 
+def write_stand_in_face_parser(folder, choice: str, photo, landmarks, size: int) -> None:
+    """The BiSeNet file Load Face Parser's 'auto' entry `choice` looks for, with seeded random weights (no published
+    parser can be downloaded here): the first seed whose parse of the aligned photo (`size` px) has some hair and
+    some of everything else, so Segment Composite's 'hair' region is neither empty nor the whole face."""
+    pack = load_pack()
+    FP = importlib.import_module(f"{pack.__name__}.core.models.face_parsing")
+    kind = importlib.import_module(f"{pack.__name__}.nodes.face_parsing").AUTO_PARSERS[choice]
+    schema = FP.get_schema(kind)
+    path = folder / FP.parser.LOCAL_NAMES[kind][0]   # written every time: another test may leave its own there
+    aligned, _ = core.align_face(photo, core.face_keypoints(landmarks), size)
+    x = aligned.permute(2, 0, 1)[None] * 2 - 1
+    for seed in range(50):
+        net = FP.random_bisenet(schema.num_classes, seed)
+        with torch.no_grad():
+            labels = FP.FaceParser(net, "bisenet", schema).parse(x).labels
+        hair = float(torch.isin(labels, torch.tensor(schema.indices("hair"))).float().mean())
+        if 0.05 <= hair <= 0.6:
+            break
+    else:
+        raise AssertionError("no seed gives a usable stand-in parse")
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+
+
+def needs_fs(workflow) -> bool:
+    """The example works in FS space (Segment Composite, Invert Image ii2s+fs): its stand-in generator must have
+    a 32 px block and more (64 px)."""
+    return any(n["type"] == "SGS_SegmentComposite" or (n["type"] == "SGS_InvertImage" and "ii2s+fs" in
+                                                        n["widgets_values"]) for n in workflow["nodes"])
+
+
 def test_example_workflows_run_unchanged(server):
     """Every example converts UI -> API against the server's own schemas and runs, given the documented
     checkpoint name (a tiny stand-in generator saved under that name). Photos, perceptual weights, CLIP weights
@@ -296,22 +327,27 @@ def test_example_workflows_run_unchanged(server):
     random-weight VGG/LPIPS files in models/perceptual, a random-weight CLIP of the example's architecture under
     its 'auto' file name in models/text_encoders, a random StyleCLIP-format mapper under the example's name in
     models/latent_mappers, and the face's landmarks typed into Align Face's landmarks_json (the
-    face_alignment detector's weights cannot be downloaded here); inversion and CLIP optimisation run their full
-    default steps."""
+    face_alignment detector's weights cannot be downloaded here), random BiSeNet face parsers under the 'auto'
+    entries' file names in models/face_parsing; examples in FS space get a 64 px stand-in generator (FS needs a
+    32 px block and more). Optimising nodes run their quick preset."""
     from workflows import check_workflow, example_paths, load_workflow, ui_to_api
 
     write_random_perceptual_weights(server.root / "models" / "perceptual")
-    # fast_photo_edit computes the same global directions as global_direction_sweep: run it after, so the sweep's
-    # Compute Global Directions is the one that computes (and reports) them.
-    for path in sorted(example_paths(), key=lambda p: p.stem == "fast_photo_edit"):
+    stand_ins = {}   # checkpoint path -> the stand-in resolution written there
+    only = [n for n in os.environ.get("SGS_EXAMPLES", "").split(",") if n]   # e.g. SGS_EXAMPLES=hair_transfer
+    for path in example_paths():
+        if only and path.stem not in only:
+            continue
         workflow = load_workflow(path)
         if any(n["type"] == "CheckpointLoaderSimple" for n in workflow["nodes"]):
             continue  # needs a diffusion checkpoint: checked against the schemas in test_workflows.py
+        resolution = 64 if needs_fs(workflow) else 32
         for n in workflow["nodes"]:
             if n["type"] == "SGS_LoadStyleGAN":
                 target = server.models / n["widgets_values"][0]
-                if not target.exists():
-                    core.save_generator(tiny_generator("stylegan2"), target)
+                if stand_ins.get(target) != resolution:
+                    core.save_generator(tiny_generator("stylegan2", img_resolution=resolution), target)
+                    stand_ins[target] = resolution
             if n["type"] == "LoadImage":
                 landmarks = example_face_photo(server.root / "input" / n["widgets_values"][0])
             if n["type"] == "SGS_LoadCLIP":
@@ -324,6 +360,12 @@ def test_example_workflows_run_unchanged(server):
             if n["type"] == "SGS_LoadEncoder":
                 write_stand_in_encoder(server.root / "models" / "encoders" / n["widgets_values"][0],
                                        tiny_generator("stylegan2"))
+        for n in workflow["nodes"]:
+            if n["type"] == "SGS_LoadFaceParser":
+                from test_align import synthetic_photo
+
+                write_stand_in_face_parser(server.root / "models" / "face_parsing", n["widgets_values"][0],
+                                           synthetic_photo(11, 160, 140), landmarks, resolution)
         info = server.get("/object_info")  # refreshed model and input lists
         assert check_workflow(workflow, info) == [], path.name
         prompt = ui_to_api(workflow, info)
@@ -335,6 +377,11 @@ def test_example_workflows_run_unchanged(server):
             if entry["class_type"] == "SGS_AlignFace":
                 assert entry["inputs"]["landmarks_source"] == "auto" and entry["inputs"]["landmarks_json"] == ""
                 entry["inputs"]["landmarks_json"] = json.dumps(landmarks)
+            if entry["class_type"] == "SGS_SegmentComposite":
+                # Its quick preset (3 photos x 310 embedding steps, BiSeNet at 512 px in every alignment step) did
+                # not finish in 900 s on 2 loaded CPU cores: the graph runs unchanged with short stages.
+                entry["inputs"].update(w_steps=3, fs_steps=2, target_fill_steps=1, align_steps1=1, align_steps2=1,
+                                       blend_steps=3)
         result = server.run_prompt(prompt, timeout=900)
         errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
         assert result["status"]["status_str"] == "success", (path.name, errors)
@@ -374,6 +421,24 @@ def test_example_workflows_run_unchanged(server):
             assert "k -3 .. 3 in 7 frames" in result["outputs"][ids["SGS_WeightShiftSweep"]]["text"][0]
             shifts = list((server.output / "weight_shifts").glob("big_nose_*_.safetensors"))
             assert len(shifts) == 1
+        if path.stem == "hair_transfer":
+            from PIL import Image
+
+            ids = {e["class_type"]: k for k, e in prompt.items()}
+            pasted = [i for i in saved if i["filename"].startswith("hair_transfer_")]
+            assert len(pasted) == 1   # the composite pasted back into photo 1
+            assert Image.open(server.output / pasted[0]["subfolder"] / pasted[0]["filename"]).size == (140, 160)
+            stages = [i for i in saved if i["filename"].startswith("hair_transfer_stages")]
+            assert len(stages) == 1 and Image.open(server.output / stages[0]["subfolder"] / stages[0]["filename"]
+                                                   ).size[0] > 3 * 64   # the intermediates side by side
+            report = result["outputs"][ids["SGS_SegmentComposite"]]["text"][0]
+            assert "Segment Composite (parser)" in report and "align reference" in report, report
+        if path.stem == "face_parse_and_fs_invert":
+            assert len([i for i in saved if i["filename"].startswith("hair_mask")]) == 1
+            assert len([i for i in saved if i["filename"].startswith("face_classes")]) == 1
+            assert len([i for i in saved if i["filename"].startswith("fs_reconstruction")]) == 1
+            (latent,) = list((server.output / "latents").glob("fs_face_*_.safetensors"))
+            assert core.load_latent(latent).space == "fs"
         if path.stem == "invert_and_edit":
             from PIL import Image
 
@@ -448,6 +513,72 @@ def test_core_mask_nodes_drive_align_face_and_use_its_masks(server):
     hard = saved("hard_blend") > 0.5
     iou = (hard & (rect.numpy() > 0)).sum() / (hard | (rect.numpy() > 0)).sum()
     assert iou > 0.9, iou  # the rectangle drawn on the photo, back where it was drawn
+
+
+def test_a_core_mask_node_drives_segment_composite(server, perceptual_weights):
+    """Core mask nodes (SolidMask + MaskComposite: the top half, at another size than the generator's) make Segment
+    Composite's region in mask-only mode; it streams progress (its status-line events), its MASK output is that
+    region at the generator's resolution (through core MaskToImage), its fs latent goes to Save Latent, and a second
+    queue with the same photos reuses their cached embeddings."""
+    import numpy as np
+    from PIL import Image
+
+    from comfyui_server import Listener
+
+    core.save_generator(tiny_generator("stylegan2", img_resolution=64), server.models / "tiny64.safetensors")
+    steps = {"w_steps": 3, "fs_steps": 2, "align_steps1": 1, "align_steps2": 1, "blend_steps": 3,
+             "target_fill_steps": 1}
+
+    def prompt(seed):
+        return {
+            "1": node("SGS_LoadStyleGAN", ckpt_name="tiny64.safetensors", device="auto", network="G_ema",
+                      dtype="auto"),
+            "2": sample(["1", 0], 1), "3": sample(["1", 0], 2),
+            "4": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+            "5": node("SGS_Synthesize", generator=["1", 0], latent=["3", 0], noise_mode="const"),
+            "6": node("SolidMask", value=0.0, width=96, height=96),
+            "7": node("SolidMask", value=1.0, width=96, height=48),
+            "8": node("MaskComposite", destination=["6", 0], source=["7", 0], x=0, y=0, operation="add"),
+            "9": node("SGS_SegmentComposite", generator=["1", 0], base=["4", 0], reference=["5", 0],
+                      region_mask=["8", 0], mode="realistic", region_classes="", seed=seed, preset="quick",
+                      preview_every=1, **steps),
+            "10": node("MaskToImage", mask=["9", 2]),
+            "11": node("SaveImage", images=["10", 0], filename_prefix="sc_mask"),
+            "12": node("SaveImage", images=["9", 0], filename_prefix="sc_image"),
+            "13": node("SGS_SaveLatent", latent=["9", 1], filename_prefix="latents/sc"),
+        }
+
+    listener = Listener(server)
+    try:
+        result = server.run_prompt(prompt(0), client_id=listener.client_id)
+        errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
+        assert result["status"]["status_str"] == "success", errors
+        listener.wait_for(lambda kind, data: kind == "executing" and data.get("node") is None)
+    finally:
+        listener.close()
+    status = [d for d in listener.of_type("stylegan_studio.progress") if d["node"] == "9"]
+    assert status and status[-1]["finished"] and status[-1]["step"] == status[-1]["total"] == 13, status[-1:]
+    assert status[-1]["losses"]   # the status line's loss terms
+    previews = [payload for event, payload in listener.of_type("binary") if event == 1]
+    assert previews   # the live composite
+    report = result["outputs"]["9"]["text"][0]
+    assert "Segment Composite (mask-only)" in report and "w+ base" in report, report
+
+    def saved(prefix):
+        (item,) = [i for out in result["outputs"].values() for i in out.get("images", [])
+                   if i["filename"].startswith(prefix)]
+        return np.asarray(Image.open(server.output / item["subfolder"] / item["filename"]))
+
+    mask = saved("sc_mask")[..., 0] / 255.0
+    assert mask.shape == (64, 64) and mask[:28].mean() > 0.9 and mask[36:].mean() < 0.1
+    assert saved("sc_image").shape == (64, 64, 3)
+    (latent,) = list((server.output / "latents").glob("sc_*_.safetensors"))
+    assert core.load_latent(latent).space == "fs"
+    again = server.run_prompt(prompt(0) | {"9": {**prompt(0)["9"], "inputs": {**prompt(0)["9"]["inputs"],
+                                                                               "blend_steps": 2}}})
+    assert again["status"]["status_str"] == "success"
+    report = again["outputs"]["9"]["text"][0]
+    assert "cached embeddings: base, reference" in report and "w+ base" not in report, report
 
 
 def test_free_model_cache_releases_the_pack_models(server):

@@ -53,7 +53,8 @@ def test_model_cache_is_a_bounded_lru_that_counts_loads(caches):
 
 
 def test_every_cache_of_the_pack_is_registered_and_bounded(caches):
-    names = {"generators", "perceptual", "arcface", "latent_mappers", "ii2s_priors", "global_directions"}
+    names = {"generators", "perceptual", "arcface", "latent_mappers", "ii2s_priors", "global_directions",
+             "composite_embeddings"}
     assert names <= set(caches.CACHES)
     assert all(1 <= c.max_items <= 4 for c in caches.CACHES.values())
 

@@ -35,6 +35,9 @@ DOCUMENTED = {
     ("neural_style", "gatys2016"): ({"steps": 100}, {"steps": 300}, {"steps": 1000}),
     ("neural_style", "tutorial"): ({"steps": 50}, {"steps": 150}, {"steps": 300}),
     ("neural_style", "multiscale"): ({"steps": 50}, {"steps": 200}, {"steps": 500}),
+    ("inversion", "ii2s+fs"): ({"num_steps": 100, "tune_steps": 50}, {"num_steps": 400, "tune_steps": 100},
+                               {"num_steps": 1100, "tune_steps": 250}),
+    ("fs", ""): ({"num_steps": 50}, {"num_steps": 100}, {"num_steps": 250}),
     ("segment_composite", ""): (
         {"w_steps": 250, "fs_steps": 60, "align_steps1": 40, "align_steps2": 30, "blend_steps": 100,
          "target_fill_steps": 20},
@@ -42,14 +45,11 @@ DOCUMENTED = {
          "target_fill_steps": 40},
         {"w_steps": 1100, "fs_steps": 250, "align_steps1": 140, "align_steps2": 100, "blend_steps": 400,
          "target_fill_steps": 80}),
-    ("inversion", "ii2s+fs"): ({"num_steps": 100, "tune_steps": 50}, {"num_steps": 400, "tune_steps": 100},
-                               {"num_steps": 1100, "tune_steps": 250}),
-    ("fs", ""): ({"num_steps": 50}, {"num_steps": 100}, {"num_steps": 250}),
 }
 OPTIMISING = {"SGS_InvertImage": "inversion", "SGS_CLIPLatentOptimize": "clip_optimize",
               "SGS_TrainLatentMapper": "latent_mapper", "SGS_ComputeGlobalDirections": "global_directions",
               "SGS_TrainWeightShift": "weight_shift", "SGS_WeightShiftLayerScan": "weight_shift_scan",
-              "SGS_NeuralStyle": "neural_style"}
+              "SGS_NeuralStyle": "neural_style", "SGS_SegmentComposite": "segment_composite"}
 
 
 @pytest.mark.parametrize("kind, method", list(DOCUMENTED))
@@ -101,7 +101,7 @@ def test_preset_input_of_every_optimising_node(pack):
         kind = OPTIMISING[node_id]
         for (k, method), values in DOCUMENTED.items():
             if k == kind:
-                first = values[0].get("num_steps", values[0].get("num_images", values[0].get("steps")))
+                first = next(values[0][k] for k in ("num_steps", "num_images", "steps", "w_steps") if k in values[0])
                 assert f"{first}" in opts["tooltip"]
                 if method:
                     assert method in opts["tooltip"]

@@ -17,7 +17,8 @@ TITLE_BAR = 30  # px the frontend draws above a node's pos
 # Loader nodes and the widget that names their file: each must declare that file in properties.models.
 FILE_LOADERS = {"SGS_LoadStyleGAN": 0, "SGS_LoadLatentMapper": 0, "CheckpointLoaderSimple": 0, "SGS_LoadEncoder": 0}
 # Nodes whose files no widget names: the workflow's top-level `models` must declare them (by folder).
-IMPLICIT_FILES = {"SGS_LoadCLIP": "text_encoders", "SGS_InvertImage": "perceptual"}
+IMPLICIT_FILES = {"SGS_LoadCLIP": "text_encoders", "SGS_InvertImage": "perceptual", "SGS_SegmentComposite": "perceptual",
+                  "SGS_LoadFaceParser": "face_parsing"}   # face parsers: 'auto' entries name no file
 DOWNLOAD_HOSTS = ("https://huggingface.co/", "https://api.ngc.nvidia.com/", "https://download.pytorch.org/",
                   "https://github.com/", "https://drive.google.com/")
 

@@ -60,6 +60,8 @@ CORE_NODES = {
                     "input_order": {"required": ["image", "channel"]}, "output": ["MASK"], "output_node": False},
     "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
                      "output": [], "output_node": True},
+    "MaskToImage": {"input": {"required": {"mask": ["MASK", {}]}}, "input_order": {"required": ["mask"]},
+                    "output": ["IMAGE"], "output_node": False},
 }
 
 
