@@ -86,6 +86,19 @@ class LoadStyleGAN:
                     f"or .safetensors there, or set hf_repo and hf_filename")
         return True
 
+    @classmethod
+    def IS_CHANGED(cls, ckpt_name, hf_repo="", hf_filename="", **_):
+        """The checkpoint file's version (modification time and size): a file replaced under the same name is
+        loaded again. Without this ComfyUI reuses the node's cached output, and `_load_cached`'s own key by file
+        version is never reached."""
+        if hf_repo:
+            return f"hub:{hf_repo}/{hf_filename}"
+        try:
+            stat = comfy_env.model_path(ckpt_name).stat()
+        except (OSError, ValueError):
+            return ""  # VALIDATE_INPUTS reports the missing file
+        return f"{stat.st_mtime_ns}:{stat.st_size}"
+
     def load(self, ckpt_name, device="auto", network="G_ema", dtype="auto", hf_repo="", hf_filename=""):
         license_text = ""
         if hf_repo:

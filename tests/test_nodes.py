@@ -72,6 +72,21 @@ def test_load_stylegan_lists_loads_and_caches(pack, ckpt):
     assert torch.allclose(G(z), ckpt(z), atol=1e-6)
 
 
+def test_load_stylegan_reloads_a_replaced_file(pack, ckpt, tmp_path):
+    """IS_CHANGED follows the file's version, so ComfyUI runs the loader again when a checkpoint is replaced under
+    the same name (its output cache would otherwise keep serving the old generator)."""
+    node_cls = all_nodes(pack)["SGS_LoadStyleGAN"]
+    before = node_cls.IS_CHANGED("tiny.safetensors", device="cpu")
+    assert before and node_cls.IS_CHANGED("tiny.safetensors", device="cpu") == before
+    G = node_cls().load("tiny.safetensors", device="cpu")["result"][0]
+    core.save_generator(tiny_generator("stylegan2", img_resolution=64), tmp_path / "models" / "stylegan" /
+                        "tiny.safetensors")
+    assert node_cls.IS_CHANGED("tiny.safetensors", device="cpu") != before
+    G64 = node_cls().load("tiny.safetensors", device="cpu")["result"][0]
+    assert G.img_resolution == 32 and G64.img_resolution == 64
+    assert node_cls.IS_CHANGED("nope.pkl") == ""   # VALIDATE_INPUTS reports it
+
+
 def test_load_stylegan_validation_messages(pack, ckpt):
     node_cls = all_nodes(pack)["SGS_LoadStyleGAN"]
     assert node_cls.VALIDATE_INPUTS("tiny.safetensors") is True
