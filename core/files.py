@@ -752,6 +752,49 @@ def read_state_dict(path: PathLike, *, what: str = "weights", hint: str = "downl
     return state
 
 
+def _key_list(keys: Sequence[str], n: int = 4) -> str:
+    """At most `n` keys, shown bounded (unexpected keys come from the file), and the count."""
+    return f"{describe(list(keys[:n]), 60 * n)}{' ...' if len(keys) > n else ''} ({len(keys)} in all)"
+
+
+def load_state_strict(module: torch.nn.Module, state: Mapping[str, Any], what: str, *, mismatch: str,
+                      hint: str = "", noun: str = "tensor", shape_note: str = "") -> torch.nn.Module:
+    """Copy `state` into `module` after checking it holds exactly the module's tensors: every key present (BatchNorm's
+    `num_batches_tracked` counters may be absent: old PyTorch did not save them, and eval does not read them), no
+    unexpected key, every value a finite tensor of the module's shape, floating point where the module's is. Nothing is
+    copied unless everything passes. Returns `module`.
+
+    The messages start with `what` (the file or the network being read):
+      keys differ:    "{what}: {mismatch}: missing [...] (n in all); unexpected [...] (m in all){hint}"
+      a wrong value:  "{what}: {noun} {key} has shape [...], expected [...]{shape_note}" (or its type / dtype)
+    Untrusted key names are shown bounded (`describe`).
+    """
+    own = module.state_dict()
+    optional = {k for k in own if k.endswith("num_batches_tracked")}
+    missing = [k for k in own if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = ([f"missing {_key_list(missing)}"] if missing else []) + (
+            [f"unexpected {_key_list(unexpected)}"] if unexpected else [])
+        raise CheckpointError(f"{what}: {mismatch}: {'; '.join(parts)}{hint}")
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{what}: entry {describe(k, 60)} is a {type(v).__name__}, expected a tensor")
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(f"{what}: {noun} {k} has shape {list(v.shape)}, expected "
+                                  f"{list(own[k].shape)}{shape_note}")
+        if k not in optional and own[k].is_floating_point() and not v.is_floating_point():
+            raise CheckpointError(f"{what}: {noun} {k} is {v.dtype}, expected floating point")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{what}: {noun} {k} holds NaN or infinite values: the file is damaged (or saved "
+                                  f"from a diverged training run); download it again")
+    with torch.no_grad():
+        for k, t in own.items():
+            if k in state:
+                t.copy_(state[k])
+    return module
+
+
 @dataclass(frozen=True)
 class MissingWeights:
     """A weight file that is in no folder and could not be downloaded (see `missing_weights_error`)."""

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, MissingWeightsError  # noqa: F401  (MissingWeightsError: documented here)
-from ..files import MissingWeights, find_weights, missing_weights_error, read_state_dict, weight_names
+from ..errors import CheckpointError, MissingWeightsError  # noqa: F401  (documented here: load_arcface raises them)
+from ..files import (MissingWeights, find_weights, load_state_strict, missing_weights_error, read_state_dict,
+                     weight_names)
 from ..log import warn_once
 from ..models.encoders.irse import input_layer, ir_se_body, randomize_
 from ..optimize import autograd_ready, has_inference_tensors
@@ -171,33 +172,9 @@ def load_arcface_state(model: ArcFaceIRSE50, state: dict, what: str = "ArcFace I
     """Copy a `model_ir_se50.pth` state dict into `model`, checking every key and shape (float32)."""
     if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
-    own = model.state_dict()
-    # BatchNorm's step counters are not used at eval and are absent from files saved by old PyTorch.
-    optional = {k for k in own if k.endswith("num_batches_tracked")}
-    missing = [k for k in own if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:4]}{' ...' if len(missing) > 4 else ''} ({len(missing)} in all)")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''} "
-                         f"({len(unexpected)} in all)")
-        raise CheckpointError(f"{what}: not an ArcFace IR-SE50 state dict: {'; '.join(parts)}. Expected "
-                              f"{ARCFACE_FILE} from {ARCFACE_URL}")
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            raise CheckpointError(f"{what}: entry {k!r} is a {type(v).__name__}, expected a tensor")
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"{what}: tensor {k} has shape {list(v.shape)}, expected {list(own[k].shape)} "
-                                  f"(IR-SE50 for 112 px crops); is this {ARCFACE_FILE}?")
-        if k not in optional and not v.is_floating_point():
-            raise CheckpointError(f"{what}: tensor {k} is {v.dtype}, expected floating point")
-    with torch.no_grad():
-        for k, t in own.items():
-            if k in state:
-                t.copy_(state[k])
-    return model
+    return load_state_strict(model, state, what, mismatch="not an ArcFace IR-SE50 state dict",
+                             hint=f". Expected {ARCFACE_FILE} from {ARCFACE_URL}",
+                             shape_note=f" (IR-SE50 for 112 px crops); is this {ARCFACE_FILE}?")
 
 
 def load_arcface(model_dirs: Sequence[PathLike] = (), device=None) -> ArcFaceIRSE50:

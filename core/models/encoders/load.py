@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError
-from ...files import describe, read_state_dict
+from ...files import describe, load_state_strict, read_state_dict
 from .irse import IR_SE50_STAGES
 from .networks import EncoderConfig, StyleEncoder, prepare_for_inference
 
@@ -226,30 +226,9 @@ def _stages(enc: Mapping[str, torch.Tensor], what: str) -> tuple[tuple[int, int]
 
 
 def _load_strict(net: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    own = net.state_dict()
-    optional = {k for k in own if k.endswith("num_batches_tracked")}
-    missing = [k for k in own if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:4]}{' ...' if len(missing) > 4 else ''} ({len(missing)} in all)")
-        if unexpected:
-            parts.append(f"unexpected {[describe(k, 60) for k in unexpected[:4]]}"
-                         f"{' ...' if len(unexpected) > 4 else ''} ({len(unexpected)} in all)")
-        raise CheckpointError(f"{what}: the encoder tensors do not match {net.config.arch} "
-                              f"{'(progressive) ' if net.config.progressive else ''}IR-SE50 encoder: "
-                              f"{'; '.join(parts)}")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"{what}: encoder tensor {k} has shape {list(v.shape)}, expected "
-                                  f"{list(own[k].shape)}")
-        if k not in optional and not v.is_floating_point():
-            raise CheckpointError(f"{what}: encoder tensor {k} is {v.dtype}, expected floating point")
-    with torch.no_grad():
-        for k, t in own.items():
-            if k in state:
-                t.copy_(state[k])
+    load_state_strict(net, state, what, noun="encoder tensor",
+                      mismatch=f"the encoder tensors do not match {net.config.arch} "
+                               f"{'(progressive) ' if net.config.progressive else ''}IR-SE50 encoder")
 
 
 def _decoder_summary(data: Mapping, what: str) -> DecoderSummary:

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import CheckpointError
-from ...files import (MissingWeights, download_from_hub, find_or_download, missing_weights_error, read_state_dict,
-                      safetensors_format, try_download)
+from ...files import (MissingWeights, download_from_hub, find_or_download, load_state_strict, missing_weights_error,
+                      read_state_dict, safetensors_format, try_download)
 from .bisenet import empty_bisenet, fuse_bisenet
 from .schemas import BARBERSHOP16, BISENET19, LabelSchema, get_schema
 from .segformer import (SEGFORMER_FILES, SEGFORMER_REPO, SegformerLogits, build_segformer, config_schema,
@@ -248,25 +248,9 @@ def load_bisenet_state(state: dict, path: PathLike, schema: Union[str, LabelSche
     if schema.num_classes != n:
         raise CheckpointError(f"{path}: the BiSeNet has {n} classes but the {schema.name} schema {schema.num_classes}")
     model = empty_bisenet(n)
-    own = model.state_dict()
-    optional = {k for k in own if k.endswith("num_batches_tracked")}
-    missing = [k for k in own if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = ([f"missing {_shorten(missing)}"] if missing else []) + (
-            [f"unexpected {_shorten(unexpected)}"] if unexpected else [])
-        raise CheckpointError(f"{path}: not a BiSeNet-ResNet18 face parser state dict: {'; '.join(parts)}. Expected "
-                              f"{BISENET19_FILE} ({ORIGINAL_SOURCES['bisenet19']}) or {BARBERSHOP16_FILE}")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"{path}: tensor {k} has shape {list(v.shape)}, expected {list(own[k].shape)} for "
-                                  f"a {n}-class BiSeNet-ResNet18")
-        if k not in optional and not v.is_floating_point():
-            raise CheckpointError(f"{path}: tensor {k} is {v.dtype}, expected floating point")
-    _check_finite(state, path)
-    with torch.no_grad():
-        for k, t in own.items():
-            t.copy_(state[k]) if k in state else t.zero_()
+    load_state_strict(model, state, str(path), mismatch="not a BiSeNet-ResNet18 face parser state dict",
+                      hint=f". Expected {BISENET19_FILE} ({ORIGINAL_SOURCES['bisenet19']}) or {BARBERSHOP16_FILE}",
+                      shape_note=f" for a {n}-class BiSeNet-ResNet18")
     return FaceParser(fuse_bisenet(model), "bisenet", schema, source=str(path))
 
 
