@@ -369,3 +369,66 @@ def test_latent_and_delta_pickers_list_only_their_own_files(pack, tmp_path):
     deltas = nodes["SGS_ApplyWeightDelta"].INPUT_TYPES()["required"]["delta_file"][0]
     assert latents == ["broken.safetensors", "face.safetensors"]
     assert deltas == ["broken.safetensors", "tuned.safetensors [output]"]
+
+
+# --- load_state_strict: the one strict state-dict loader (ArcFace, encoders, BiSeNet) ---
+
+def _strict_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", r"net\.pt: not a test net: missing \['0\.bias'\] \(1 in all\)\. Expected test\.pt"),
+    ("unexpected", r"net\.pt: not a test net: unexpected \['2\.weight'\] \(1 in all\)\. Expected test\.pt"),
+    ("shape", r"net\.pt: tensor 0\.weight has shape \[4, 3, 5, 5\], expected \[4, 3, 3, 3\] \(3x3 convs\)"),
+    ("integer", r"net\.pt: tensor 1\.weight is torch\.int64, expected floating point"),
+    ("not_a_tensor", r"net\.pt: entry '1\.bias' is a list, expected a tensor"),
+    ("nan", r"net\.pt: tensor 1\.running_var holds NaN or infinite values: the file is damaged"),
+    ("inf", r"net\.pt: tensor 0\.bias holds NaN or infinite values"),
+])
+def test_load_state_strict_names_what_is_wrong_and_copies_nothing(damage, message):
+    src, dst = _strict_net(), _strict_net()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.normal_()
+    state = {k: v.clone() for k, v in src.state_dict().items()}
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    if damage == "missing":
+        del state["0.bias"]
+    elif damage == "unexpected":
+        state["2.weight"] = torch.zeros(1)
+    elif damage == "shape":
+        state["0.weight"] = torch.zeros(4, 3, 5, 5)
+    elif damage == "integer":
+        state["1.weight"] = torch.zeros(4, dtype=torch.long)
+    elif damage == "not_a_tensor":
+        state["1.bias"] = [0.0]
+    elif damage == "nan":
+        state["1.running_var"][2] = float("nan")
+    elif damage == "inf":
+        state["0.bias"][0] = float("inf")
+    with pytest.raises(CheckpointError, match=message):
+        F.load_state_strict(dst, state, "net.pt", mismatch="not a test net", hint=". Expected test.pt",
+                            shape_note=" (3x3 convs)")
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} was changed by a refused state dict"
+
+
+def test_load_state_strict_copies_everything_and_allows_missing_batchnorm_counters():
+    src, dst = _strict_net(), _strict_net()
+    with torch.no_grad():
+        for p in src.parameters():
+            p.normal_()
+    state = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert F.load_state_strict(dst, state, "net.pt", mismatch="not a test net") is dst
+    for k, v in state.items():
+        assert torch.equal(dst.state_dict()[k], v)
+
+
+def test_load_state_strict_bounds_hostile_key_names():
+    dst = _strict_net()
+    state = dict(dst.state_dict())
+    state["x" * 100_000] = torch.zeros(1)
+    with pytest.raises(CheckpointError) as e:
+        F.load_state_strict(dst, state, "net.pt", mismatch="not a test net")
+    assert len(str(e.value)) < 600
