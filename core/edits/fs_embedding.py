@@ -77,12 +77,9 @@ class FSResult:
     notes: list[str] = field(default_factory=list)
 
     def report(self) -> str:
-        lines = [f"fs: {self.steps} steps in {self.seconds:.1f} s ({self.seconds / max(1, self.steps):.3f} s/step); "
-                 f"loss {self.start_losses['loss']:.4g} (W+ start) -> {self.losses['loss']:.4g}"]
-        for i in range(len(self.psnr)):
-            lines.append(f"image {i}: PSNR {float(self.psnr[i]):.2f} dB, LPIPS {float(self.lpips[i]):.4f}")
-        lines.extend(self.notes)
-        return "\n".join(lines)
+        return I.run_report(f"fs: {self.steps} steps in {self.seconds:.1f} s ({self.seconds / max(1, self.steps):.3f} "
+                            f"s/step); loss {self.start_losses['loss']:.4g} (W+ start) -> {self.losses['loss']:.4g}",
+                            self.psnr, self.lpips, self.notes)
 
 
 def _start(G: Generator, init: Latent, n: int, skip: str) -> Latent:

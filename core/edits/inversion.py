@@ -118,15 +118,19 @@ class InversionResult:
     notes: list[str] = field(default_factory=list)
 
     def report(self) -> str:
-        lines = [f"{self.method}: {self.steps} steps in {self.seconds:.1f} s "
-                 f"({self.seconds / max(1, self.steps):.3f} s/step)"]
-        for i in range(len(self.psnr)):
-            lp = "" if self.lpips is None else f", LPIPS {float(self.lpips[i]):.4f}"
-            lines.append(f"image {i}: PSNR {float(self.psnr[i]):.2f} dB{lp}")
-        if self.delta is not None:
-            lines.append(self.delta.describe())
-        lines.extend(self.notes)
-        return "\n".join(lines)
+        return run_report(f"{self.method}: {self.steps} steps in {self.seconds:.1f} s "
+                          f"({self.seconds / max(1, self.steps):.3f} s/step)", self.psnr, self.lpips,
+                          ([self.delta.describe()] if self.delta is not None else []) + self.notes)
+
+
+def run_report(head: str, psnr: torch.Tensor, lpips: Optional[torch.Tensor], notes: list[str]) -> str:
+    """The text every inversion-like result reports: `head`, one line per image (PSNR, LPIPS when measured), then
+    `notes`."""
+    lines = [head]
+    for i in range(len(psnr)):
+        lp = "" if lpips is None else f", LPIPS {float(lpips[i]):.4f}"
+        lines.append(f"image {i}: PSNR {float(psnr[i]):.2f} dB{lp}")
+    return "\n".join(lines + list(notes))
 
 
 # ------------------------------------------------------------------------------------------------
