@@ -42,7 +42,7 @@ def load_encoder_cached(path: Path, device) -> ENC.Encoder:
     return _cache.get_or_load(key, read)
 
 
-@register_node("SGS_LoadEncoder", "Load Encoder (e4e / pSp / ReStyle)")
+@register_node("SGS_LoadEncoder", "Load Encoder")
 class LoadEncoder:
     DESCRIPTION = ("Loads a pSp, e4e or ReStyle encoder (.pt from models/encoders, or from the Hugging Face Hub), "
                    "for Encode Image and Invert Image's e4e / restyle methods and encoder start. Read safely "
@@ -89,7 +89,7 @@ class LoadEncoder:
         return {"ui": {"text": [info]}, "result": (enc, info)}
 
 
-@register_node("SGS_EncodeImage", "Encode Image (e4e / pSp / ReStyle)")
+@register_node("SGS_EncodeImage", "Encode Image")
 class EncodeImage:
     DESCRIPTION = ("Inverts aligned face photos with an encoder: one pass (pSp, e4e) or a few (ReStyle), about a "
                    "second each instead of minutes of optimisation. Align faces first (Align Face). The latent edits "

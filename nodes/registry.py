@@ -39,7 +39,10 @@ NODES: dict[str, NodeEntry] = {}
 
 def register_node(node_id: str, display_name: str, *, optimises: bool = False,
                   frames: bool = False) -> Callable[[T], T]:
-    """Class decorator: add the node to the registry under `node_id`, shown as `display_name` + PACK_SUFFIX."""
+    """Class decorator: add the node to the registry under `node_id`, shown as `display_name` + PACK_SUFFIX.
+
+    Keep `display_name` to 28 characters: the frontend's node search finds "stylegan" only within the first 30
+    characters of a name (tests/test_registry.py: test_every_node_is_found_by_searching_for_the_pack)."""
     if not node_id.startswith(PREFIX):
         raise ValueError(f"node id {node_id!r} must start with {PREFIX!r}")
     if not display_name.endswith(PACK_SUFFIX):

@@ -48,6 +48,20 @@ def test_every_display_name_marks_the_pack_and_is_unique(pack, registry):
     assert not {"Invert Image", "Load CLIP"} & set(names)
 
 
+# The frontend's node search (Fuse.js: threshold 0.3, location 0, distance 100) scores an exact match by where it
+# starts, position / 100, and drops it above 0.3: "stylegan" typed in the search box finds a node only when
+# "(StyleGAN)" starts within the first 30 characters of its display name. Frontend 1.27.10 left out "Encode Image
+# (e4e / pSp / ReStyle) (StyleGAN)" this way (tests/test_browser.py checks it in the real frontend).
+SEARCH_MATCH_LIMIT = 30
+
+
+def test_every_node_is_found_by_searching_for_the_pack(pack):
+    too_long = {node_id: name for node_id, name in pack.NODE_DISPLAY_NAME_MAPPINGS.items()
+                if name.lower().index("stylegan") > SEARCH_MATCH_LIMIT}
+    assert not too_long, (f"display names the node search box misses for 'stylegan' (keep the name before "
+                          f"' (StyleGAN)' to {SEARCH_MATCH_LIMIT - 2} characters): {too_long}")
+
+
 def test_suffix_is_added_once(registry, monkeypatch):
     monkeypatch.setattr(registry, "NODES", {})
 
