@@ -38,6 +38,16 @@ def tiny_generator(arch: str = "stylegan2", seed: int = 0, **overrides) -> core.
     return G
 
 
+# open_clip configs of seeded random CLIP models for tests: the tiniest (32 px images, one layer each) and a small one
+# (64 px, two layers) where a test needs CLIP's losses to separate prompts.
+TINY_CLIP_CFG = {"embed_dim": 32,
+                 "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+SMALL_CLIP_CFG = {"embed_dim": 32,
+                  "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+
+
 def register_tiny_clip(tmp_path_factory, name: str, cfg: dict) -> None:
     """Make the open_clip architecture `name` (a tiny test config) known to open_clip, so `random_clip(name)` and
     `load_clip(name, ...)` can build it."""

@@ -12,12 +12,10 @@ open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
 from core.models import clip as C  # noqa: E402
-from conftest import register_tiny_clip, tiny_generator  # noqa: E402
+from conftest import register_tiny_clip, SMALL_CLIP_CFG, tiny_generator  # noqa: E402
 
 TINY = "SGS-ClipNodes-Tiny"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+TINY_CFG = SMALL_CLIP_CFG
 
 
 @pytest.fixture(scope="module", autouse=True)

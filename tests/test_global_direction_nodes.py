@@ -14,12 +14,10 @@ open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
 from core.networks.style_space import s_channel_count  # noqa: E402
-from conftest import tiny_clip, tiny_generator  # noqa: E402
+from conftest import tiny_clip, TINY_CLIP_CFG, tiny_generator  # noqa: E402
 
 TINY = "SGS-GDNodes-Tiny"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+TINY_CFG = TINY_CLIP_CFG
 
 
 @pytest.fixture(scope="module")

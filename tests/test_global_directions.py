@@ -18,12 +18,10 @@ import core  # noqa: E402
 from core.models import clip as C  # noqa: E402
 from core.edits import global_directions as GD  # noqa: E402
 from core.networks.style_space import flatten_s, s_channel_count, s_layout  # noqa: E402
-from conftest import tiny_clip, tiny_config, tiny_generator  # noqa: E402
+from conftest import tiny_clip, TINY_CLIP_CFG, tiny_config, tiny_generator  # noqa: E402
 
 TINY = "SGS-GlobalDirections-Tiny"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+TINY_CFG = TINY_CLIP_CFG
 N_IMAGES = 4
 FAST = dict(num_images=N_IMAGES, batch_size=64)
 

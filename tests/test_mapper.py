@@ -15,12 +15,10 @@ open_clip = pytest.importorskip("open_clip")
 
 import core  # noqa: E402
 from core.edits import latent_mapper as M  # noqa: E402
-from conftest import tiny_clip, tiny_generator  # noqa: E402
+from conftest import SMALL_CLIP_CFG, tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-Mapper-Tiny"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+TINY_CFG = SMALL_CLIP_CFG
 
 # A few steps on a handful of latents; no identity term unless a test brings one.
 FAST = dataclasses.replace(M.DEFAULTS, num_steps=8, id_lambda=0.0, num_train_latents=6)

@@ -12,12 +12,10 @@ import torch
 
 open_clip = pytest.importorskip("open_clip")
 
-from conftest import tiny_clip, tiny_generator  # noqa: E402
+from conftest import tiny_clip, TINY_CLIP_CFG, tiny_generator  # noqa: E402
 
 TINY = "SGS-MapperNodes-Tiny"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+TINY_CFG = TINY_CLIP_CFG
 FAST = dict(num_steps=6, coarse=True, medium=True, fine=True, id_lambda=0.0, num_train_latents=6,
             checkpoint_every=2, preview_every=2)
 

@@ -12,12 +12,10 @@ open_clip = pytest.importorskip("open_clip")
 import core  # noqa: E402
 from core.edits import clip_optimize as S  # noqa: E402
 from core.networks.style_space import s_channel_count  # noqa: E402
-from conftest import tiny_clip, tiny_generator  # noqa: E402
+from conftest import SMALL_CLIP_CFG, tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-StyleCLIP-Tiny"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+TINY_CFG = SMALL_CLIP_CFG
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,10 @@ from core.edits.weight_shift import (DEFAULTS, apply_weight_shifts, conv_layers,
 from core.edits.weight_shift import train as T  # noqa: E402
 from core.losses.clip import text_direction  # noqa: E402
 from core.optimize import FINISH  # noqa: E402
-from conftest import tiny_clip, tiny_generator  # noqa: E402
+from conftest import SMALL_CLIP_CFG, tiny_clip, tiny_generator  # noqa: E402
 
 TINY = "SGS-WeightShift-Tiny"
-TINY_CFG = {"embed_dim": 32,
-            "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+TINY_CFG = SMALL_CLIP_CFG
 TEXT, NEUTRAL = "a face with a big red nose", "a face"
 
 
