@@ -15,6 +15,8 @@ from .latents import fs_from_wplus
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
 from .edits.segment_composite import CompositeConfig, CompositeResult, EmbeddingCache, segment_composite
+from .directions import (Directions, apply_directions, conditional_direction, direction_sweep, ganspace,
+                         load_direction_file, load_directions, save_directions, sefa)
 from .edits.weight_shift import WeightShift, apply_weight_shifts, load_weight_shift, save_weight_shift, train_weight_shift
 
 __version__ = "0.1.0"
@@ -31,4 +33,6 @@ __all__ = [
     "WeightShift", "apply_weight_shifts", "load_weight_shift", "save_weight_shift", "train_weight_shift",
     "fs_from_wplus",
     "segment_composite", "CompositeResult", "CompositeConfig", "EmbeddingCache",
+    "Directions", "apply_directions", "conditional_direction", "direction_sweep", "ganspace", "load_direction_file",
+    "load_directions", "save_directions", "sefa",
 ]
