@@ -8,6 +8,7 @@ import binascii
 import io
 import json
 import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -25,10 +26,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_LATENT_KEY = "stylegan_studio.latent"          # zTXt: base64 of the latent's safetensors bytes
 PNG_GENERATOR_KEY = "stylegan_studio.generator"    # tEXt: the generator identity, readable (JSON)
 TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")          # a re-saving editor may turn our zTXt into iTXt: all are read
-# Bounds for reading: a 1024 px fs latent (F [1, 512, 32, 32] float32) is 2 MiB, 2.8 MiB as base64; a w+ latent
-# 36 KiB. 64 MiB of base64 holds a batch of ~20 such fs latents or ~1,300 w+ latents.
-MAX_LATENT_TEXT = 64 << 20        # the latent's base64 text, decompressed
-MAX_CHUNK_BYTES = MAX_LATENT_TEXT  # a latent chunk as stored (compressed data cannot be larger than this)
+# The latent's base64 text is split into parts of at most PART_CHARS, one zTXt chunk each, "<i>/<n>:<text>": PIL
+# (hence ComfyUI's Load Image) refuses a text chunk that decompresses to more than 1 MiB (PngImagePlugin.
+# MAX_TEXT_CHUNK) and all text beyond 64 MiB (MAX_TEXT_MEMORY). A 1024 px fs latent (F [1, 512, 32, 32] float32)
+# is 2 MiB, 2.7 MiB as base64 (4 parts); a w+ latent 36 KiB. 32 MiB of text holds ~11 such fs latents or ~650
+# w+ latents, and leaves PIL room for the workflow's text.
+PART_CHARS = 768 << 10
+MAX_LATENT_TEXT = 32 << 20        # the latent's whole base64 text
+MAX_PARTS = -(-MAX_LATENT_TEXT // PART_CHARS)
+MAX_CHUNK_BYTES = PART_CHARS + 4096   # one part as stored: compressed base64 is smaller than the text
 MAX_HEADER_BYTES = 1 << 20        # the safetensors header inside (a latent's is a few hundred bytes)
 MAX_CHUNKS = 100_000              # chunks read before giving up (a 50 MB image has ~800 IDAT chunks)
 LATENT_TENSORS = ("latent", "c", "features", "features_img")
@@ -47,21 +53,23 @@ def latent_to_bytes(latent: Latent) -> bytes:
     return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=meta)
 
 
-def png_text(latent: Latent) -> dict[str, str]:
-    """The two text entries a PNG carries for `latent`: {PNG_LATENT_KEY: base64 of `latent_to_bytes`,
-    PNG_GENERATOR_KEY: the generator identity as JSON}."""
+def png_text(latent: Latent) -> dict[str, object]:
+    """What a PNG carries for `latent`: {PNG_LATENT_KEY: the parts "<i>/<n>:<base64>" of `latent_to_bytes`'s base64
+    (PART_CHARS each), PNG_GENERATOR_KEY: the generator identity as JSON}."""
     text = base64.b64encode(latent_to_bytes(latent)).decode("ascii")
     if len(text) > MAX_LATENT_TEXT:
         raise LatentError(f"this latent is {len(text) / 2 ** 20:.0f} MiB as text, more than the {MAX_LATENT_TEXT >> 20} "
-                          f"MiB an image may carry (the reader refuses larger ones); save it with Save Latent as a "
-                          f"file, or save fewer latents per image")
+                          f"MiB an image may carry (image readers refuse more); save it with Save Latent as a file, "
+                          f"or save fewer latents per image")
+    n = max(1, -(-len(text) // PART_CHARS))
+    parts = [f"{i}/{n}:{text[i * PART_CHARS:(i + 1) * PART_CHARS]}" for i in range(n)]
     ident = {**latent.generator.to_dict(), "space": latent.space, "batch": latent.batch_size}
-    return {PNG_LATENT_KEY: text, PNG_GENERATOR_KEY: json.dumps(ident)}
+    return {PNG_LATENT_KEY: parts, PNG_GENERATOR_KEY: json.dumps(ident)}
 
 
 def encode_png(image: Union[np.ndarray, torch.Tensor], latent: Latent, text: Optional[Mapping[str, str]] = None,
                *, compress_level: int = 4) -> bytes:
-    """PNG bytes of `image` (`[H, W, C]` uint8, C 1, 3 or 4) carrying `latent` (zTXt, `png_text`) and `text`
+    """PNG bytes of `image` (`[H, W, C]` uint8, C 1, 3 or 4) carrying `latent` (zTXt chunks, `png_text`) and `text`
     (tEXt entries, e.g. ComfyUI's 'prompt' and 'workflow' JSON, as its Save Image writes them)."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
@@ -76,7 +84,8 @@ def encode_png(image: Union[np.ndarray, torch.Tensor], latent: Latent, text: Opt
         info.add_text(key, value)
     ours = png_text(latent)
     info.add_text(PNG_GENERATOR_KEY, ours[PNG_GENERATOR_KEY])
-    info.add_text(PNG_LATENT_KEY, ours[PNG_LATENT_KEY], zip=True)
+    for part in ours[PNG_LATENT_KEY]:
+        info.add_text(PNG_LATENT_KEY, part, zip=True)
     buffer = io.BytesIO()
     Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(buffer, format="PNG", pnginfo=info,
                                                                              compress_level=compress_level)
@@ -117,37 +126,54 @@ def _read_exact(f: BinaryIO, n: int, where: str, what: str) -> bytes:
     return data
 
 
+_PART = re.compile(r"([0-9]{1,6})/([0-9]{1,6}):")
+
+
 def find_latent_text(f: BinaryIO, where: str) -> Optional[str]:
-    """The latent's base64 text from the PNG stream `f`, or None when it carries none.
+    """The latent's base64 text from the PNG stream `f` (its parts joined), or None when it carries none.
 
     Only the chunk headers are read until a text chunk with our keyword; other chunks (the pixels) are skipped
-    without reading them. Our chunk is size-checked before it is read (MAX_CHUNK_BYTES), its CRC verified, and
-    decompressed at most to MAX_LATENT_TEXT. LatentFileError: not a PNG, truncated, a damaged or oversized
-    latent chunk, two latents in one image.
+    without reading them. Each latent chunk is size-checked before it is read (MAX_CHUNK_BYTES), its CRC verified,
+    and decompressed at most to PART_CHARS; the parts must come in order, all of them, at most MAX_PARTS.
+    LatentFileError: not a PNG, truncated, a damaged, oversized or out-of-order latent chunk, two latents.
     """
     if f.read(8) != PNG_SIGNATURE:
         raise _fail(where, "not a PNG file (latents travel in PNG text chunks; a JPEG or WebP cannot hold one)")
     key = PNG_LATENT_KEY.encode("latin-1")
-    found: Optional[str] = None
+    parts: list[str] = []
+    count = 0
     for _ in range(MAX_CHUNKS):
         length, ctype = struct.unpack(">I4s", _read_exact(f, 8, where, "a chunk header"))
         if length > 0x7FFFFFFF:
             raise _fail(where, f"a {ctype!r} chunk declares {length:,} bytes, more than PNG allows (2**31 - 1)")
         if ctype == b"IEND":
-            return found
+            if parts and len(parts) != count:
+                raise _fail(where, f"the latent is cut short: {len(parts)} of its {count} parts are in the file")
+            return "".join(parts) if parts else None
         if ctype in TEXT_CHUNKS:
             head = _read_exact(f, min(length, len(key) + 1), where, f"a {ctype.decode('latin-1')} chunk")
             if head == key + b"\0" or (head == key and length == len(key)):
-                if found is not None:
-                    raise _fail(where, "the PNG holds two StyleGAN Studio latents; it was tampered with")
                 if length > MAX_CHUNK_BYTES:
-                    raise _fail(where, f"its latent chunk is {length / 2 ** 20:,.0f} MiB, more than the "
-                                       f"{MAX_CHUNK_BYTES >> 20} MiB a latent image holds; refused unread")
+                    raise _fail(where, f"a latent chunk is {length / 2 ** 20:,.1f} MiB, more than the "
+                                       f"{MAX_CHUNK_BYTES / 2 ** 20:.1f} MiB a part may take; refused unread")
                 body = _read_exact(f, length - len(head), where, "the latent chunk")
                 crc = struct.unpack(">I", _read_exact(f, 4, where, "the latent chunk's CRC"))[0]
                 if zlib.crc32(body, zlib.crc32(head, zlib.crc32(ctype))) & 0xFFFFFFFF != crc:
-                    raise _fail(where, "the latent chunk's CRC does not match its data: the file is damaged")
-                found = _chunk_text(ctype, body, where)
+                    raise _fail(where, "a latent chunk's CRC does not match its data: the file is damaged")
+                text = _chunk_text(ctype, body, where)
+                m = _PART.match(text)
+                if m is None:
+                    raise _fail(where, "a latent chunk does not start with its part number ('<i>/<n>:')")
+                index, total = int(m.group(1)), int(m.group(2))
+                if not parts:
+                    if not 1 <= total <= MAX_PARTS:
+                        raise _fail(where, f"the latent declares {total} parts (1..{MAX_PARTS}: at most "
+                                           f"{MAX_LATENT_TEXT >> 20} MiB of text)")
+                    count = total
+                if index != len(parts) or total != count:
+                    raise _fail(where, f"latent part {index}/{total} where part {len(parts)}/{count} was expected: "
+                                       f"the PNG holds two latents, or their parts were reordered (tampered with)")
+                parts.append(text[m.end():])
                 continue
             f.seek(length - len(head) + 4, io.SEEK_CUR)
         else:
@@ -158,12 +184,12 @@ def find_latent_text(f: BinaryIO, where: str) -> Optional[str]:
 def _inflate(data: bytes, where: str) -> bytes:
     d = zlib.decompressobj()
     try:
-        out = d.decompress(data, MAX_LATENT_TEXT)
+        out = d.decompress(data, PART_CHARS + 16)
     except zlib.error as e:
         raise _fail(where, f"the latent chunk's compressed data is corrupt ({e})") from e
     if d.unconsumed_tail:
-        raise _fail(where, f"the latent chunk decompresses to more than {MAX_LATENT_TEXT >> 20} MiB; refused "
-                           f"(a decompression bomb or a latent too large for an image)")
+        raise _fail(where, f"a latent chunk decompresses to more than a part's {PART_CHARS >> 10} KiB; refused "
+                           f"(a decompression bomb, or not a StyleGAN Studio latent)")
     return out
 
 
@@ -285,4 +311,4 @@ def has_png_latent(path: Union[str, os.PathLike]) -> bool:
 
 __all__ = ["PNG_LATENT_KEY", "PNG_GENERATOR_KEY", "MAX_LATENT_TEXT", "MAX_CHUNK_BYTES", "latent_to_bytes", "png_text",
            "encode_png", "save_png_with_latent", "latents_for_images", "find_latent_text", "latent_from_text",
-           "load_png_latent", "has_png_latent"]
+           "load_png_latent", "has_png_latent", "PART_CHARS"]
