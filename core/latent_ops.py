@@ -179,7 +179,8 @@ def mean_latent(latent: Latent) -> Latent:
 
     z latents: the mean is rescaled to the inputs' mean length, because z is Gaussian and lives near the sphere of
     radius sqrt(z_dim): a plain mean of k latents has length ~sqrt(z_dim / k) and maps to a dull, average image.
-    w, w+, s: the plain mean (W is close to linear; the mean is the images' "average").
+    w, w+, s: the plain mean (W is close to linear; the mean is the images' "average"). Class labels are averaged
+    too (a conditional mapping embeds them linearly: the mean label is the mean class embedding).
     """
     parts = [p.double().mean(0, keepdim=True) for p in _parts(latent)]
     if latent.space == "z":
