@@ -213,3 +213,14 @@ def test_save_node_needs_one_latent_per_image_or_one_for_all(pack, G64, tmp_path
     assert not list((tmp_path / "output").rglob("*.png"))   # refused before anything was written
     out = save.save(torch.rand(3, 8, 8, 3), core.sample_latents(G64, [1], space="w"), "one")
     assert len(out["ui"]["images"]) == 3
+
+
+def test_disable_metadata_drops_the_workflow_but_keeps_the_latent(pack, G64, tmp_path, monkeypatch):
+    comfy_env = __import__(f"{pack.__name__}.nodes.comfy_env", fromlist=["x"])
+    monkeypatch.setattr(comfy_env, "metadata_disabled", lambda: True)   # ComfyUI's --disable-metadata
+    out = pack.NODE_CLASS_MAPPINGS["SGS_SaveImageWithLatent"]().save(
+        torch.rand(1, 8, 8, 3), core.sample_latents(G64, [1], space="w"), "quiet", prompt={"1": {}},
+        extra_pnginfo={"workflow": {}})
+    path = tmp_path / "output" / out["ui"]["images"][0]["filename"]
+    assert "prompt" not in Image.open(path).text and "workflow" not in Image.open(path).text
+    assert core.load_png_latent(path).space == "w"
