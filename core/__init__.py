@@ -12,6 +12,9 @@ from .latents import (GeneratorRef, Latent, check_compatible, convert_latent, ge
                       latent_to_styles, latent_to_ws, load_latent, MAX_LATENTS, mix_styles, parse_layers, parse_seeds, sample_latents, save_latent,
                       seeds_to_z, slerp, style_mix_layers, styles_to_latent, synthesize)
 from .latents import fs_from_wplus
+from .latent_ops import (add_latents, blend_latents, concat_latents, keyframe_walk, layer_groups, mean_latent,
+                         scale_latent, select_latents, split_latent, subtract_latents)
+from .png_latent import load_png_latent, save_png_with_latent
 from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_generator
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
 from .edits.segment_composite import CompositeConfig, CompositeResult, EmbeddingCache, segment_composite
@@ -32,6 +35,8 @@ __all__ = [
     "PRECISIONS", "Generator", "GeneratorInfo", "build_generator",
     "WeightShift", "apply_weight_shifts", "load_weight_shift", "save_weight_shift", "train_weight_shift",
     "fs_from_wplus",
+    "add_latents", "blend_latents", "concat_latents", "keyframe_walk", "layer_groups", "mean_latent", "scale_latent",
+    "select_latents", "split_latent", "subtract_latents", "load_png_latent", "save_png_with_latent",
     "segment_composite", "CompositeResult", "CompositeConfig", "EmbeddingCache",
     "Directions", "apply_directions", "conditional_direction", "direction_sweep", "ganspace", "load_direction_file",
     "load_directions", "save_directions", "sefa",

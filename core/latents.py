@@ -829,6 +829,13 @@ LATENT_HINT = "save latents with 'Save Latent'"
 
 def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
     """Write `latent` as `.safetensors` (atomically) with its space and generator identity in the metadata."""
+    tensors, meta = latent_to_tensors(latent)
+    return write_safetensors(path, tensors, format=LATENT_FORMAT, metadata=meta)
+
+
+def latent_to_tensors(latent: Latent) -> tuple[dict, dict]:
+    """(tensors, metadata) of a latent file (`save_latent`; `latent_from_tensors` reads them back), without the
+    format tag."""
     tensors = {"latent": latent.tensor.float()}
     if latent.c is not None:
         tensors["c"] = latent.c.float()
@@ -840,7 +847,7 @@ def save_latent(latent: Latent, path: Union[str, os.PathLike]) -> Path:
         if latent.features_img is not None:
             tensors["features_img"] = latent.features_img.float()
         meta["fs_skip"] = latent.fs_skip
-    return write_safetensors(path, tensors, format=LATENT_FORMAT, metadata=meta)
+    return tensors, meta
 
 
 def _parse_space(text: str) -> str:
@@ -902,6 +909,15 @@ def load_latent(path: Union[str, os.PathLike]) -> Latent:
     path = Path(path)
     try:
         tensors, meta = read_safetensors(path, what="latent", format=LATENT_FORMAT, hint=LATENT_HINT)
+    except CheckpointError as e:  # the file helpers' errors already name the file
+        raise LatentFileError(str(e)) from e
+    return latent_from_tensors(tensors, meta, path)
+
+
+def latent_from_tensors(tensors: dict, meta: dict, path: Union[str, os.PathLike]) -> Latent:
+    """The latent that `save_latent`'s tensors and metadata describe, every field checked as `load_latent` says;
+    `path` names where they came from in the messages (a file, or an image holding them)."""
+    try:
         if "latent" not in tensors:
             raise LatentFileError(f"{path}: not a StyleGAN Studio latent (no 'latent' tensor; found "
                                   f"{sorted(tensors)[:10]}); {LATENT_HINT}")

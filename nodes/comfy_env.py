@@ -767,3 +767,56 @@ def preview_images(images: torch.Tensor) -> list[dict]:
         pil.save(folder / name, quality=90)
         entries.append({"filename": name, "subfolder": "", "type": "temp"})
     return entries
+
+
+# ------------------------------------------------------------------------------------------------
+# Images that carry latents (Save / Load Image with Latent)
+
+IMAGE_LATENT_EXTENSION = ".png"
+
+
+def metadata_disabled() -> bool:
+    """ComfyUI's --disable-metadata: Save Image then writes no prompt/workflow text (the latent is still written:
+    keeping it is the node's purpose)."""
+    if not IN_COMFYUI:
+        return False
+    try:
+        from comfy.cli_args import args
+    except ImportError:
+        return False
+    return bool(getattr(args, "disable_metadata", False))
+
+
+def output_entry(path: Path) -> dict:
+    """The `ui` entry that shows a saved file on the node: {filename, subfolder, type 'output'}."""
+    rel = Path(os.path.relpath(path, output_dir()))
+    return {"filename": rel.name, "subfolder": "" if str(rel.parent) == "." else rel.parent.as_posix(),
+            "type": "output"}
+
+
+_latent_image_cache: dict[tuple, bool] = {}   # (path, mtime, size) -> whether the PNG carries a latent
+
+
+def list_latent_images() -> list[str]:
+    """PNG files for Load Image with Latent: every PNG in the input folder (where uploads go; one without a latent
+    is explained when loaded), and the PNGs of the output folder that carry a latent, marked ' [output]' (the
+    output folder holds every saved image: only ours are offered). Linked files and folders are followed."""
+    from ..core.png_latent import has_png_latent
+
+    names = [n for n in sorted(walk_files(input_dir())) if n.lower().endswith(IMAGE_LATENT_EXTENSION)]
+    root = output_dir()
+    for n in sorted(walk_files(root)):
+        if not n.lower().endswith(IMAGE_LATENT_EXTENSION):
+            continue
+        try:
+            st = (root / n).stat()
+        except OSError:
+            continue
+        key = (str(root / n), st.st_mtime_ns, st.st_size)
+        if key not in _latent_image_cache:
+            if len(_latent_image_cache) > 65536:
+                _latent_image_cache.clear()
+            _latent_image_cache[key] = has_png_latent(root / n)
+        if _latent_image_cache[key]:
+            names.append(n + " [output]")
+    return names

@@ -108,7 +108,8 @@ SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 250], "SGS_S
          "SGS_NeuralStyle": [380, 940], "ImageToMask": [320, 80],
          "SGS_LoadEncoder": [340, 200], "SGS_EncodeImage": [340, 360],
          "SGS_LoadFaceParser": [380, 170], "SGS_FaceParse": [340, 170], "MaskToImage": [220, 50],
-         "SGS_SegmentComposite": [400, 1000]}
+         "SGS_SegmentComposite": [400, 1000],
+         "SGS_KeyframeWalk": [340, 230], "SGS_SaveImageWithLatent": [420, 420]}
 DEFAULT_SIZE = [320, 200]
 NOTE_WIDTH = 320
 TITLE_H = 30           # a node's title bar, drawn above its `pos`
@@ -295,6 +296,32 @@ WORKFLOWS = {
               N(7, "SGS_SaveLatent", {"filename_prefix": "latents/demo_edit"}, {"latent": (4, 0)})]),
             ("4 Render and save", "The 6 edit steps, saved to output/stylegan/demo_edit.",
              [synthesize(5, (1, 0), (4, 0)), save(6, (5, 0), "stylegan/demo_edit")]),
+        ]),
+    "latent_keyframe_walk_no_download": dict(
+        title="Keyframe walk video through several seeds (no download)",
+        description="Four seeds as keyframes, a looping eased walk through them as a 32-frame animated WebP, and the "
+                    "keyframes saved as PNGs carrying their latents. Demo Generator: offline, CPU, seconds.",
+        steps=[
+            ("1 Generator", DEMO_NOTE, [demo(1)]),
+            ("2 Keyframes", "Sample Latent's seed_list gives the keyframes, in walk order: four seeds in W, psi 0.7.",
+             [N(2, "SGS_SampleLatent", {"seed": 0, "batch_size": 1, "space": "w", "truncation_psi": 0.7,
+                                        "seed_list": "3,17,42,71"}, {"generator": (1, 0)})]),
+            ("3 Walk", "Keyframe Walk makes 8 frames from each keyframe to the next and loops back from the last to "
+                       "the first (4 x 8 = 32 frames; the first is not repeated, so the video loops smoothly). "
+                       "ease-in-out slows near each keyframe; Synthesize renders the frames.",
+             [N(3, "SGS_KeyframeWalk", {"frames_per_segment": 8, "loop": True, "easing": "ease-in-out",
+                                        "method": "auto"}, {"keyframes": (2, 0)}),
+              synthesize(4, (1, 0), (3, 0))]),
+            ("4 Video", "The frames as a looping animated WebP in output/stylegan/keyframe_walk (any video node "
+                        "works too).",
+             [N(7, "SaveAnimatedWEBP", {"filename_prefix": "stylegan/keyframe_walk", "fps": 12.0, "lossless": False,
+                                        "quality": 90, "method": "default"}, {"images": (4, 0)})]),
+            ("5 Keyframes with latents", "The keyframes saved as PNGs that carry their latents and generator "
+                                         "identity: Load Image with Latent reads image and latent back (the latent "
+                                         "bit for bit), e.g. to walk from them again later.",
+             [synthesize(5, (1, 0), (2, 0)),
+              N(6, "SGS_SaveImageWithLatent", {"filename_prefix": "stylegan/keyframe"}, {"images": (5, 0),
+                                                                                          "latent": (2, 0)})]),
         ]),
     "generate_and_style_mix": dict(
         title="Faces and style mixing (FFHQ)",

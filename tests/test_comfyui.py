@@ -783,3 +783,52 @@ def test_face_parse_runs_on_a_batch_with_stand_in_parsers(server, tmp_path):
     result = server.run_prompt(bad)
     errors = [m[1] for m in result["status"]["messages"] if m[0] == "execution_error"]
     assert errors and "select 'eyes' instead" in errors[0]["exception_message"]
+
+
+def test_image_with_latent_saves_and_loads_back_through_the_server(server):
+    """Save Image with Latent writes PNGs with the prompt and workflow text (as Save Image) and each image's latent;
+    Load Image with Latent offers them (' [output]'), and an uploaded copy in the input folder, and gives the
+    latent back bit for bit; ComfyUI's own Load Image still reads the file; a PNG without a latent is a clear node
+    error."""
+    import shutil
+
+    from PIL import Image
+
+    prompt = {"1": node("SGS_LoadStyleGAN", ckpt_name="tiny.safetensors", device="auto", network="G_ema",
+                        dtype="auto"),
+              "2": sample(["1", 0], 5, n=2, space="w+"),
+              "3": node("SGS_Synthesize", generator=["1", 0], latent=["2", 0], noise_mode="const"),
+              "4": node("SGS_SaveImageWithLatent", images=["3", 0], latent=["2", 0], filename_prefix="sgs_png/lat"),
+              "5": node("SGS_SaveLatent", latent=["2", 0], filename_prefix="sgs_png/lat")}
+    result = server.run_prompt(prompt, client_id="png-test")
+    assert result["status"]["status_str"] == "success", result["status"]
+    images = result["outputs"]["4"]["images"]
+    assert len(images) == 2 and all(i["subfolder"] == "sgs_png" and i["type"] == "output" for i in images)
+    second = server.output / "sgs_png" / images[1]["filename"]
+    assert "prompt" in Image.open(second).text   # ComfyUI's workflow metadata, as Save Image writes it
+    (saved,) = list((server.output / "sgs_png").glob("lat_*_.safetensors"))
+    expected = core.select_latents(core.load_latent(saved), "1")
+    listed = server.get("/object_info/SGS_LoadImageWithLatent")["SGS_LoadImageWithLatent"]["input"]["required"]
+    name = f"sgs_png/{images[1]['filename']} [output]"
+    assert name in listed["image"][0] and listed["image"][1]["image_upload"]
+    shutil.copy(second, server.root / "input" / "uploaded.png")
+    Image.new("RGB", (8, 8)).save(server.root / "input" / "no_latent.png")
+    load = {"1": prompt["1"],
+            "2": node("SGS_LoadImageWithLatent", image=name, generator=["1", 0]),
+            "3": node("SGS_LoadImageWithLatent", image="uploaded.png"),
+            "4": node("SGS_SaveLatent", latent=["2", 1], filename_prefix="sgs_png/back"),
+            "5": node("SGS_SaveLatent", latent=["3", 1], filename_prefix="sgs_png/uploaded"),
+            "6": node("LoadImage", image="uploaded.png"),
+            "7": node("PreviewImage", images=["6", 0])}
+    result = server.run_prompt(load)
+    assert result["status"]["status_str"] == "success", result["status"]
+    for prefix in ("back", "uploaded"):
+        (path,) = list((server.output / "sgs_png").glob(f"{prefix}_*_.safetensors"))
+        back = core.load_latent(path)
+        assert torch.equal(back.tensor, expected.tensor) and back.generator == expected.generator
+    assert "w+ latent for" in result["outputs"]["2"]["text"][0]
+    bad = {"1": node("SGS_LoadImageWithLatent", image="no_latent.png"),
+           "2": node("PreviewImage", images=["1", 0])}
+    result = server.run_prompt(bad)
+    errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
+    assert result["status"]["status_str"] == "error" and "holds no StyleGAN Studio latent" in errors[0], errors
