@@ -7,6 +7,7 @@ import math
 import torch
 
 from .bias_act import bias_act, bias_act_ref, can_modify_inplace
+from .impl import RecomputeGrad, triton_kernels, use_triton
 from .upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d, upfirdn2d_ref
 
 # Upper bound on the upsampled intermediate of one channel chunk in the fast path, in elements.
@@ -42,15 +43,35 @@ def filtered_lrelu_ref(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torc
 def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Tensor | None = None,
                    b: torch.Tensor | None = None, up: int = 1, down: int = 1, padding: Padding = 0,
                    gain: float = math.sqrt(2), slope: float = 0.2, clamp: float | None = None,
-                   flip_filter: bool = False, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
-    """Same result as `filtered_lrelu_ref`, with polyphase resampling, in-place activation, and
-    channels processed in chunks so the upsampled intermediate never exceeds `chunk_elements`.
+                   flip_filter: bool = False, chunk_elements: int = CHUNK_ELEMENTS,
+                   impl: str | None = None) -> torch.Tensor:
+    """Same result as `filtered_lrelu_ref`.
+
+    The PyTorch path (impl "torch") uses polyphase resampling, in-place activation, and processes
+    channels in chunks so the upsampled intermediate never exceeds `chunk_elements`. The Triton
+    path (`impl` "triton", or "auto" on CUDA; None = the `ops_impl` setting, see `impl.py`) runs
+    upsample, bias/activation/clamp and downsample in one kernel per output tile, so the upsampled
+    image never exists in memory; its backward recomputes the PyTorch path chunk by chunk.
     """
     n, c, h, w = x.shape
     px0, px1, py0, py1 = parse_padding(padding)
     fu_w, fu_h = filter_size(fu)
     tmp_elems = n * (h * up + py0 + py1 - fu_h + 1) * (w * up + px0 + px1 - fu_w + 1)
     chunk = max(1, min(c, chunk_elements // max(tmp_elems, 1)))
+    if use_triton(x, impl, "filtered_lrelu"):
+        def fast(xs: torch.Tensor, bs: torch.Tensor | None) -> torch.Tensor:
+            return triton_kernels().resample_act(
+                xs, fu=fu, fd=fd, up=up, down1=1, down2=down, padding=(px0, px1, py0, py1),
+                flip_filter=flip_filter, gain_u=up ** 2, b_pre=bs, b_post=None, act=1, slope=slope, gain=gain,
+                clamp=clamp, stage2=True)
+
+        def ref(xs: torch.Tensor, bs: torch.Tensor | None) -> torch.Tensor:
+            return filtered_lrelu(xs, fu, fd, bs, up=up, down=down, padding=padding, gain=gain, slope=slope,
+                                  clamp=clamp, flip_filter=flip_filter, chunk_elements=chunk_elements, impl="torch")
+
+        if can_modify_inplace(x, b):  # no graph needed
+            return fast(x, b)
+        return RecomputeGrad.apply(fast, ref, chunk, x, b)
 
     def run(xs: torch.Tensor, bs: torch.Tensor | None) -> torch.Tensor:
         if bs is not None:

@@ -12,6 +12,8 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .impl import RecomputeGrad, triton_kernels, use_triton
+
 Padding = Union[int, Sequence[int]]
 
 
@@ -120,8 +122,12 @@ def upfirdn2d_ref(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding: Padding = 0,
-              flip_filter: bool = False, gain: float = 1.0, *, bias: torch.Tensor | None = None) -> torch.Tensor:
+              flip_filter: bool = False, gain: float = 1.0, *, bias: torch.Tensor | None = None,
+              impl: str | None = None) -> torch.Tensor:
     """Fast upfirdn2d; same arguments and result as `upfirdn2d_ref` (plus `bias` `[C]`, added at the end).
+
+    `impl` picks the PyTorch path below or the Triton kernel (see `impl.py`; None = the `ops_impl`
+    setting, "torch" by default); the Triton path needs equal x/y factors.
 
     Upsampling runs as a depthwise transposed convolution with stride `up` (a polyphase filter: no
     multiplications by inserted zeros), downsampling as a strided depthwise convolution, so only the
@@ -134,6 +140,10 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding: Pa
     px0, px1, py0, py1 = parse_padding(padding)
     if bias is not None:
         bias = bias.to(device=x.device, dtype=x.dtype)
+    if impl != "torch" and use_triton(x, impl, "upfirdn2d", None if upx == upy and downx == downy
+                                      else "different x and y factors"):
+        return fused_resample(x, f, up=upx, down=downx, padding=(px0, px1, py0, py1), flip_filter=flip_filter,
+                              gain=gain, b=bias)
     if f is None:
         if upx == upy == 1:  # pure pad/crop/decimate
             x = F.pad(x, [px0, px1, py0, py1])
@@ -146,6 +156,31 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding: Pa
         x = _upfirdn_axis(x, f, upx, downx, px0, px1, dim=3, flip_filter=flip_filter)
         return _upfirdn_axis(x, f, upy, downy, py0, py1, dim=2, flip_filter=flip_filter, bias=bias)
     return _upfirdn_2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, bias)
+
+
+def fused_resample(x: torch.Tensor, f: torch.Tensor | None, *, up: int, down: int,
+                   padding: tuple[int, int, int, int], flip_filter: bool, gain: float, b: torch.Tensor | None,
+                   act: str = "linear", alpha: float = 0.0, act_gain: float = 1.0,
+                   clamp: float | None = None) -> torch.Tensor:
+    """Triton: `clamp(act(upfirdn2d(x, f, ...) + b, alpha) * act_gain)` in one kernel ("linear", "relu",
+    "lrelu"); differentiable (the backward recomputes the PyTorch path)."""
+    from .bias_act import bias_act_ref, can_modify_inplace
+
+    assert act in ("linear", "relu", "lrelu"), act
+
+    def fast(xs: torch.Tensor, bs: torch.Tensor | None) -> torch.Tensor:
+        return triton_kernels().resample_act(
+            xs, fu=f, fd=None, up=up, down1=down, down2=1, padding=padding, flip_filter=flip_filter,
+            gain_u=gain, b_pre=None, b_post=bs, act=0 if act == "linear" else 1,
+            slope=0.0 if act == "relu" else alpha, gain=act_gain, clamp=clamp, stage2=False)
+
+    def ref(xs: torch.Tensor, bs: torch.Tensor | None) -> torch.Tensor:
+        y = upfirdn2d(xs, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain, impl="torch")
+        return bias_act_ref(y, bs, act=act, alpha=alpha, gain=act_gain, clamp=clamp)
+
+    if can_modify_inplace(x, b):
+        return fast(x, b)
+    return RecomputeGrad.apply(fast, ref, x.shape[1], x, b)
 
 
 def _crop_and_padding(x: torch.Tensor, pads: list[int]) -> tuple[torch.Tensor, list[int], list[int]]:
