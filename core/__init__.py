@@ -16,6 +16,7 @@ from .loaders import compute_w_avg, convert_checkpoint, load_generator, save_gen
 from .networks import PRECISIONS, Generator, GeneratorInfo, build_generator
 from .edits.segment_composite import CompositeConfig, CompositeResult, EmbeddingCache, segment_composite
 from .edits.weight_shift import WeightShift, apply_weight_shifts, load_weight_shift, save_weight_shift, train_weight_shift
+from .accel import AccelConfig, set_accel
 
 __version__ = "0.1.0"
 
@@ -31,4 +32,5 @@ __all__ = [
     "WeightShift", "apply_weight_shifts", "load_weight_shift", "save_weight_shift", "train_weight_shift",
     "fs_from_wplus",
     "segment_composite", "CompositeResult", "CompositeConfig", "EmbeddingCache",
+    "AccelConfig", "set_accel",
 ]
