@@ -21,6 +21,7 @@ from .edits.segment_composite import CompositeConfig, CompositeResult, Embedding
 from .directions import (Directions, apply_directions, conditional_direction, direction_sweep, ganspace,
                          load_direction_file, load_directions, save_directions, sefa)
 from .edits.weight_shift import WeightShift, apply_weight_shifts, load_weight_shift, save_weight_shift, train_weight_shift
+from .accel import AccelConfig, set_accel
 
 __version__ = "0.1.0"
 
@@ -40,4 +41,5 @@ __all__ = [
     "segment_composite", "CompositeResult", "CompositeConfig", "EmbeddingCache",
     "Directions", "apply_directions", "conditional_direction", "direction_sweep", "ganspace", "load_direction_file",
     "load_directions", "save_directions", "sefa",
+    "AccelConfig", "set_accel",
 ]

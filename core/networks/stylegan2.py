@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..accel import AccelConfig, accelerated_forward, plain_forward
 from ..config import StyleGAN2Config
 from ..ops.bias_act import ACTIVATIONS, bias_act, can_modify_inplace
 from ..ops.conv2d_resample import conv2d_resample
@@ -24,9 +25,10 @@ from .style_space import StyleLayer, StyleSpaceMixin
 NOISE_MODES = ("const", "random", "none")
 
 
-def activation_memory_format(x: torch.Tensor) -> torch.memory_format:
-    """Channels-last on CPU and CUDA: oneDNN and cuDNN run these convolutions 1.5-3x faster in it."""
-    return torch.contiguous_format if x.device.type == "mps" else torch.channels_last
+def activation_memory_format(x: torch.Tensor, channels_last: bool = True) -> torch.memory_format:
+    """Channels-last on CPU and CUDA: oneDNN and cuDNN run these convolutions 1.5-3x faster in it
+    (`channels_last=False`: the `AccelConfig` switch, NCHW-contiguous)."""
+    return torch.contiguous_format if x.device.type == "mps" or not channels_last else torch.channels_last
 
 
 class SynthesisLayer(nn.Module):
@@ -234,7 +236,7 @@ class SynthesisBlock(nn.Module):
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: Optional[torch.Tensor], *,
                 force_fp32: bool, noise_mode: str, noise: dict[str, torch.Tensor], prefix: str,
                 generator: Optional[torch.Generator], fused_modconv: Optional[bool],
-                styles: dict[str, torch.Tensor]):
+                styles: dict[str, torch.Tensor], channels_last: bool = True):
         """One stage of `SynthesisNetwork.run`: `x` `[N, in_channels, res/2, res/2]` (None for the first block),
         `img` the RGB skip `[N, img_channels, res/2, res/2]` float32 or None, `ws` `[N, num_conv + num_torgb,
         w_dim]` (None when `styles` covers this block's layers); returns (features `[N, out, res, res]`, image
@@ -247,7 +249,7 @@ class SynthesisBlock(nn.Module):
                         self.name, "img")
         fp16 = self.use_fp16 and not force_fp32 and ref.device.type == "cuda"
         dtype = torch.float16 if fp16 else torch.float32
-        fmt = activation_memory_format(ref)
+        fmt = activation_memory_format(ref, channels_last)
         w_iter = iter(ws.unbind(dim=1) if ws is not None else [None] * (self.num_conv + self.num_torgb))
         kw = dict(noise_mode=noise_mode, generator=generator, fused_modconv=fused_modconv)
         if self.in_channels == 0:
@@ -293,6 +295,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         fp16_resolution = max(2 ** (int(math.log2(img_resolution)) + 1 - config.num_fp16_res), 8)
         # Blocks trained in fp16 run in fp16 on CUDA unless this is set (or `force_fp32` is passed).
         self.force_fp32 = False
+        self.accel = AccelConfig()         # speed-up switches of `forward` (core.accel.set_accel); default: plain
         self.num_ws = 0
         for res in self.block_resolutions:
             block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim, res, img_channels,
@@ -396,7 +399,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                 block_ws = None if ws is None else ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
                 x, img = block(x, img, block_ws, force_fp32=force_fp32, noise_mode=noise_mode, noise=noise,
                                prefix=block.name + ".", generator=generator, fused_modconv=fused_modconv,
-                               styles=styles)
+                               styles=styles, channels_last=self.accel.channels_last)
             w_idx += block.num_conv
         return SynthesisState(x, img, resolutions[last])
 
@@ -406,7 +409,10 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                 styles: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Render `ws` `[N, num_ws, w_dim]` to `[N, C, R, R]` float32: every block of `run` (see its arguments).
 
-        With `ws=None`, `styles` must name every layer (see `from_s`).
+        With `ws=None`, `styles` must name every layer (see `from_s`). Runs under `self.accel` (core/accel.py).
         """
-        return self.run(ws, styles=styles, noise_mode=noise_mode, noise=noise, force_fp32=force_fp32,
-                        generator=generator, fused_modconv=fused_modconv).img.contiguous()
+        kwargs = dict(styles=styles, noise_mode=noise_mode, noise=noise, force_fp32=force_fp32,
+                      generator=generator, fused_modconv=fused_modconv)
+        if self.accel.wraps_forward:
+            return accelerated_forward(self, ws, kwargs)
+        return plain_forward(self, ws, kwargs)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..accel import AccelConfig, accelerated_forward, plain_forward
 from ..config import StyleGAN3Config, stylegan3_geometry
 from ..ops.filtered_lrelu import filtered_lrelu
 from ..ops.modulated_conv2d import modulated_conv2d
@@ -230,6 +231,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         self.w_dim = w_dim
         # Layers trained in fp16 run in fp16 on CUDA unless this is set (or `force_fp32` is passed).
         self.force_fp32 = False
+        self.accel = AccelConfig()         # speed-up switches of `forward` (core.accel.set_accel); default: plain
         self.num_ws = config.num_layers + 2
         self.img_resolution = img_resolution
         self.img_channels = img_channels
@@ -332,7 +334,7 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
         ws = ws.unbind(dim=1) if ws is not None else [None] * self.num_ws
         if first == 0:
             x = self.input(ws[0], styles=styles.get("input"))
-            x = x.contiguous(memory_format=activation_memory_format(x))
+            x = x.contiguous(memory_format=activation_memory_format(x, self.accel.channels_last))
         for idx in range(max(first, 1), last + 1):
             name = stages[idx]
             x = getattr(self, name)(x, ws[idx], force_fp32=force_fp32, fused_modconv=fused_modconv,
@@ -348,6 +350,10 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                 fused_modconv: Optional[bool] = None, styles: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Render `ws` `[N, num_ws, w_dim]`; `noise_mode`/`noise`/`generator` are accepted for API symmetry
         with StyleGAN2 and have no effect (StyleGAN3 is noise-free). `styles`: optional S overrides
-        `{layer name: [N, channels]}` (names from `style_layers()`); with `ws=None` it must name every layer."""
-        return self.run(ws, styles=styles, noise_mode=noise_mode, noise=noise, force_fp32=force_fp32,
-                        generator=generator, fused_modconv=fused_modconv).img.contiguous()
+        `{layer name: [N, channels]}` (names from `style_layers()`); with `ws=None` it must name every layer.
+        Runs under `self.accel` (core/accel.py)."""
+        kwargs = dict(styles=styles, noise_mode=noise_mode, noise=noise, force_fp32=force_fp32,
+                      generator=generator, fused_modconv=fused_modconv)
+        if self.accel.wraps_forward:
+            return accelerated_forward(self, ws, kwargs)
+        return plain_forward(self, ws, kwargs)
