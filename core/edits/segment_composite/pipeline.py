@@ -4,7 +4,9 @@ in StyleGAN2's FS space, optionally with the colour and texture of a third photo
 `segment_composite(G, base, reference, region, ...)` follows ZPdesu/Barbershop (methods-edits.md B.1):
 
 1. Embeddings of each photo: II2S W+ (1100 steps) then FS (250 steps: F after the 32 px block + the codes after
-   it, S), cached (`EmbeddingCache`). An fs `Latent` input skips its embedding.
+   it, S), cached (`EmbeddingCache`). An fs `Latent` input skips its embedding. The same photo given twice (base =
+   reference, reference = appearance, ...: the same pixels at G's resolution) is embedded once per run, whatever
+   the cache keeps.
 2. With a face `parser` (full Barbershop):
    - target segmentation: the base's labels with its region removed, the region where the reference has it (or
      `target_region`); pixels the reference covers with face/neck where the base is background ("disoccluded")
@@ -34,7 +36,12 @@ labels by class NAME from any parser schema (its class ids are hard-coded for it
 disoccluded fill is a nearest-label diffusion (no OpenCV); erosion does not eat regions from the image border;
 alignment and blending render with the generator's stored noise (the reference draws fresh noise every step) so a
 run is deterministic for a seed; the style loss's VGG gets ImageNet-normalised input (the reference feeds [-1, 1]
-images unnormalised); images are resized with an area filter (the reference's own bicubic kernel / LANCZOS).
+images unnormalised); images are resized with an area filter (the reference's own bicubic kernel / LANCZOS); the
+parser, its label maps and the cross-entropy run at min(seg_size, G's resolution): 512 px at 1024 px as the
+reference (its BiSeNet's own input size), but a smaller generator's images are parsed at their own size rather than
+upsampled to 512 px in every target-fill and alignment step (a 256 px generator: 4x less parser work a step, a
+64 px one 64x; the trade-off: the BiSeNet then sees faces smaller than the 512 px it was trained on. A seg_size
+below the resolution parses smaller still, for speed; above it, it changes nothing).
 
 Progress: `callback(StepProgress)` after every step of every stage with one step count over the whole run (the
 total is known up front; cached embeddings are left out of it); `phase` names the stage ('w+ base', 'fs
