@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import time
 
 import pytest
@@ -377,11 +378,6 @@ def test_example_workflows_run_unchanged(server):
             if entry["class_type"] == "SGS_AlignFace":
                 assert entry["inputs"]["landmarks_source"] == "auto" and entry["inputs"]["landmarks_json"] == ""
                 entry["inputs"]["landmarks_json"] = json.dumps(landmarks)
-            if entry["class_type"] == "SGS_SegmentComposite":
-                # Its quick preset (3 photos x 310 embedding steps, BiSeNet at 512 px in every alignment step) did
-                # not finish in 900 s on 2 loaded CPU cores: the graph runs unchanged with short stages.
-                entry["inputs"].update(w_steps=3, fs_steps=2, target_fill_steps=1, align_steps1=1, align_steps2=1,
-                                       blend_steps=3)
         result = server.run_prompt(prompt, timeout=900)
         errors = [m[1].get("exception_message") for m in result["status"]["messages"] if m[0] == "execution_error"]
         assert result["status"]["status_str"] == "success", (path.name, errors)
@@ -434,6 +430,10 @@ def test_example_workflows_run_unchanged(server):
                                                    ).size[0] > 3 * 64   # the intermediates side by side
             report = result["outputs"][ids["SGS_SegmentComposite"]]["text"][0]
             assert "Segment Composite (parser)" in report and "align reference" in report, report
+            done, total = re.search(r"\(parser\): ([\d,]+) of ([\d,]+) steps", report).groups()
+            assert done == total, report   # the quick preset unchanged, every stage to the end
+            # the stand-in photos are one picture under three names: embedded once, not three times
+            assert "reference: the same photo as the base, embedded once" in report, report
         if path.stem == "face_parse_and_fs_invert":
             assert len([i for i in saved if i["filename"].startswith("hair_mask")]) == 1
             assert len([i for i in saved if i["filename"].startswith("face_classes")]) == 1

@@ -349,3 +349,41 @@ def test_presets_and_config():
     with pytest.raises(ValueError, match="blend_steps must be a whole number"):
         composite_config("quick", blend_steps=-1)
     assert core.segment_composite is segment_composite
+
+
+def test_the_same_photo_twice_is_embedded_once_within_a_run(G, lp, vgg, parser, fs, monkeypatch):
+    """base == reference, reference == appearance, appearance == base: one embedding per distinct photo in a run,
+    even with a cache that keeps nothing (the de-duplication is within the run, not through the cache)."""
+    (_, ib), (_, ir), _ = fs
+    calls = _count_embeddings(monkeypatch)
+    steps = []
+    res = segment_composite(G, ib, ib.clone(), _left(0.4), appearance=ir, config=FAST, lpips=lp,
+                            cache=EmbeddingCache(max_items=0), callback=steps.append)
+    assert calls == ["fs base", "fs appearance"]
+    assert "reference: the same photo as the base, embedded once" in res.report()
+    assert [p.phase for p in steps].count("fs reference") == 0 and res.steps == res.total_steps
+    calls.clear()
+    res = segment_composite(G, ir, ib, "hair", appearance=ir.clone(), parser=parser, config=FAST, lpips=lp, vgg=vgg,
+                            cache=EmbeddingCache(max_items=0))
+    assert calls == ["fs base", "fs reference"] and res.steps == res.total_steps   # appearance == base
+    calls.clear()
+    segment_composite(G, ib, ir, _left(0.4), appearance=ib, config=FAST, lpips=lp, cache=EmbeddingCache(max_items=0))
+    assert calls == ["fs base", "fs reference"]
+
+
+def test_the_parser_runs_at_the_generator_resolution_when_smaller(G, lp, vgg, fs, monkeypatch):
+    """seg_size 512 on a 64 px generator: the parser sees 64 px images (not 512 px upsampled ones), the caller's
+    parser keeps its input size."""
+    (b, _), (r, _), _ = fs
+    p512 = random_face_parser("bisenet19", seed=0)            # input_size 512
+    sizes = []
+    real = type(p512.net).forward
+
+    def spy(self, x, *a, **k):
+        sizes.append(tuple(x.shape[-2:]))
+        return real(self, x, *a, **k)
+    monkeypatch.setattr(type(p512.net), "forward", spy)
+    cfg = replace(FAST, seg_size=512)
+    res = segment_composite(G, b, r, "hair", parser=p512, config=cfg, lpips=lp, vgg=vgg, cache=EmbeddingCache())
+    assert sizes and set(sizes) == {(R, R)} and p512.input_size == 512
+    assert res.intermediates["target"].shape == (1, 3, R, R)

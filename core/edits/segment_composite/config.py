@@ -33,7 +33,8 @@ class CompositeConfig:
     l_F_lambda: float = 0.1        # weight of ‖F − F_init‖² (mean) in the FS embedding when apply_lF
     smooth: int = 5                # dilation / erosion iterations at 256 px (scaled for smaller generators)
     lpips_size: int = 256          # blending LPIPS / style / mask size (the reference's 256; the embeddings: 256)
-    seg_size: int = 512            # label maps and the cross-entropy at this size (the reference's 512)
+    seg_size: int = 512            # the parser's input, label maps and CE at min(seg_size, resolution): the
+                                   # reference's 512 at 1024 px; a smaller generator parses at its own size
     align_layers: int = 6          # ws[:align_layers] optimised in alignment and in the target fill
     prior_samples: int = 1_000_000  # mapped samples of the II2S PCA prior (the reference's 10⁶)
 

@@ -4,7 +4,9 @@ in StyleGAN2's FS space, optionally with the colour and texture of a third photo
 `segment_composite(G, base, reference, region, ...)` follows ZPdesu/Barbershop (methods-edits.md B.1):
 
 1. Embeddings of each photo: II2S W+ (1100 steps) then FS (250 steps: F after the 32 px block + the codes after
-   it, S), cached (`EmbeddingCache`). An fs `Latent` input skips its embedding.
+   it, S), cached (`EmbeddingCache`). An fs `Latent` input skips its embedding. The same photo given twice (base =
+   reference, reference = appearance, ...: the same pixels at G's resolution) is embedded once per run, whatever
+   the cache keeps.
 2. With a face `parser` (full Barbershop):
    - target segmentation: the base's labels with its region removed, the region where the reference has it (or
      `target_region`); pixels the reference covers with face/neck where the base is background ("disoccluded")
@@ -34,7 +36,12 @@ labels by class NAME from any parser schema (its class ids are hard-coded for it
 disoccluded fill is a nearest-label diffusion (no OpenCV); erosion does not eat regions from the image border;
 alignment and blending render with the generator's stored noise (the reference draws fresh noise every step) so a
 run is deterministic for a seed; the style loss's VGG gets ImageNet-normalised input (the reference feeds [-1, 1]
-images unnormalised); images are resized with an area filter (the reference's own bicubic kernel / LANCZOS).
+images unnormalised); images are resized with an area filter (the reference's own bicubic kernel / LANCZOS); the
+parser, its label maps and the cross-entropy run at min(seg_size, G's resolution): 512 px at 1024 px as the
+reference (its BiSeNet's own input size), but a smaller generator's images are parsed at their own size rather than
+upsampled to 512 px in every target-fill and alignment step (a 256 px generator: 4x less parser work a step, a
+64 px one 64x; the trade-off: the BiSeNet then sees faces smaller than the 512 px it was trained on. A seg_size
+below the resolution parses smaller still, for speed; above it, it changes nothing).
 
 Progress: `callback(StepProgress)` after every step of every stage with one step count over the whole run (the
 total is known up front; cached embeddings are left out of it); `phase` names the stage ('w+ base', 'fs
@@ -63,7 +70,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence, Union
 
 import torch
@@ -244,7 +251,8 @@ def _run(G, base, reference, region, appearance, appearance_region, target_regio
     full_hint = (": with a parser the alignment needs base pixels outside the region; give a smaller region, or "
                  "connect no parser (mask-only mode) to replace the whole image")
     if parser is not None:
-        parser = _place(parser, device)
+        parser = _parse_at(_place(parser, device), min(cfg.seg_size, R))
+        cfg = replace(cfg, seg_size=min(cfg.seg_size, R))
         if names is not None:
             parser.schema.indices(names)  # unknown names: the schema's error lists the valid ones
         if app_names is not None:
@@ -311,11 +319,19 @@ def _run(G, base, reference, region, appearance, appearance_region, target_regio
 
     # --- 1. embeddings ----------------------------------------------------------------------------------------
     cached = []
+    embedded: dict[str, _Source] = {}      # FS key -> the source embedded under it in this run
     for s in sources:
-        if s.latent is None:
-            _embed(work, s, cfg, lpips, cache, keys[s.name], seed, stages)
-            if s.cached:
-                cached.append(s.name)
+        if s.latent is not None:
+            continue
+        twin = embedded.get(keys[s.name][1])
+        if twin is not None:               # the same photo (pixels) for the same generator and settings: once
+            s.wplus, s.ws, s.feats = twin.wplus, twin.ws, twin.feats
+            notes.append(f"{s.name}: the same photo as the {twin.name}, embedded once")
+            continue
+        _embed(work, s, cfg, lpips, cache, keys[s.name], seed, stages)
+        embedded[keys[s.name][1]] = s
+        if s.cached:
+            cached.append(s.name)
 
     ms = min(cfg.lpips_size, R)                          # mask / loss size (256 px in the reference)
     it = scaled_iterations(cfg.smooth, ms)
@@ -446,6 +462,19 @@ def _embed(G, s: _Source, cfg: CompositeConfig, lpips, cache: EmbeddingCache, ke
     stages.end(stage)
     if done:
         cache.put(kf, {"wplus": s.wplus, "ws": s.ws, "features": s.feats}, {**meta, "kind": "fs"})
+
+
+def _parse_at(parser, size: int):
+    """The parser running at `size` px (its input, its logits, the label maps and the cross-entropy): min(seg_size,
+    generator resolution). A 1024 px generator parses at 512 as the reference does (its BiSeNet's own size, images
+    downsampled 2x); a smaller generator parses at its own resolution instead of upsampling every alignment step's
+    image to 512 px (4x to 64x the parser's work for the same pixels). A shallow copy: the caller's parser is not
+    changed."""
+    if getattr(parser, "input_size", size) == size:
+        return parser
+    view = copy.copy(parser)
+    view.input_size = int(size)
+    return view
 
 
 def _seg_logits(parser, img: torch.Tensor, size: int) -> torch.Tensor:
