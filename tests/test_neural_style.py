@@ -104,6 +104,90 @@ def test_layers_of_each_method_and_the_vgg_layers(vgg):
         vgg(x, ["conv6_1"])
 
 
+def _autograd_gram(f, m=None):
+    """The plain Gram, every product left to autograd (the reference for gram_matrix's own backward)."""
+    f = f if m is None else f * m
+    flat = f.reshape(f.shape[0], f.shape[1], -1)
+    return torch.bmm(flat, flat.transpose(1, 2))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_gram_backward_and_layouts_match_autograd(n, layout):
+    """gram_matrix reads the features in their layout and has its own one-product backward: values and gradients
+    equal autograd's on the plain formula (float64: to rounding), the gradient in the features' layout."""
+    g = torch.Generator().manual_seed(20)
+    base = torch.randn(n, 6, 5, 7, dtype=torch.float64, generator=g)
+    mask = torch.rand(1, 1, 5, 7, dtype=torch.float64, generator=g)
+    upstream = torch.randn(n, 6, 6, dtype=torch.float64, generator=g)   # not symmetric
+    for m in (None, mask):
+        if layout == "channels_last":
+            x = base.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        elif layout == "strided":
+            wide = torch.stack([base, base], -1).reshape(n, 6, 5, 14).requires_grad_(True)
+            x = wide[..., ::2]                                             # neither layout: made contiguous first
+        else:
+            x = base.clone().requires_grad_(True)
+        ref_x = x.detach().clone().requires_grad_(True)
+        for norm in ("gatys", "tutorial", "none"):
+            got = S.gram_matrix(x, m, normalize=norm)
+            k = got.detach()[0, 0, 0] / _autograd_gram(ref_x.detach(), m)[0, 0, 0]
+            want = _autograd_gram(ref_x, m) * k
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+            (gx,) = torch.autograd.grad((got * upstream).sum(), x, retain_graph=True)
+            (gr,) = torch.autograd.grad((want * upstream).sum(), ref_x)
+            torch.testing.assert_close(gx, gr, rtol=1e-10, atol=1e-12)
+            if layout == "channels_last" and m is None:
+                assert gx.is_contiguous(memory_format=torch.channels_last) and not gx.is_contiguous()
+    # one contiguous image: the forward is the references' own torch.mm call, bit for bit
+    f = base[:1].float()
+    flat = f.view(6, -1)
+    assert torch.equal(S.gram_matrix(f, normalize="none")[0], torch.mm(flat, flat.t()))
+
+
+def test_vgg_stops_at_the_deepest_layer_and_relu_in_place_keeps_gradients(vgg):
+    """The forward runs no convolution past the deepest layer asked for; the in-place ReLUs (on conv outputs not
+    returned) give the same features and input gradients as the plain conv -> relu chain."""
+    calls = []
+    hooks = [conv.register_forward_hook(lambda mod, i, o, name=name: calls.append(name))
+             for name, conv in vgg.convs.items()]
+    try:
+        x = rand(1, 3, 32, 32, seed=21)
+        for layers, last in ((["conv1_1", "conv3_1"], "conv3_1"), (["relu2_2"], "conv2_2"),
+                             (["pool1", "relu1_1"], "conv1_2"), (["relu4_2", "relu1_1"], "conv4_2")):
+            calls.clear()
+            vgg(x, layers)
+            assert calls[-1] == last and len(calls) == V.CONV_NAMES.index(last) + 1, (layers, calls)
+        assert vgg(x, []) == {}
+    finally:
+        for h in hooks:
+            h.remove()
+
+    def plain(net, x, layers):   # conv -> relu -> (pool), nothing in place
+        h, out = net.preprocess(x), {}
+        for name in V.CONV_NAMES[:9]:
+            h = net.convs[name](h)
+            out[name] = h
+            h = F.relu(h)
+            out[name.replace("conv", "relu")] = h
+            if name in ("conv1_2", "conv2_2", "conv3_4"):
+                h = F.avg_pool2d(h, 2, 2)
+        return {k: out[k] for k in layers}
+
+    layers = ["relu1_1", "conv2_1", "relu3_1", "relu4_1"]
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x1 = rand(1, 3, 32, 32, seed=22).double().contiguous(memory_format=fmt).requires_grad_(True)
+        x2 = x1.detach().clone().requires_grad_(True)
+        net = V.random_vgg19(seed=0).double()
+        a, b = net(x1, layers, "avg"), plain(net, x2, layers)
+        for k in layers:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-12, atol=1e-12)
+        w = {k: rand(*a[k].shape, seed=23).double() for k in layers}
+        (g1,) = torch.autograd.grad(sum((a[k] * w[k]).sum() for k in layers), x1)
+        (g2,) = torch.autograd.grad(sum((b[k] * w[k]).sum() for k in layers), x2)
+        torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------
 # The tutorial's loop, written here as the reference
 

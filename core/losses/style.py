@@ -69,6 +69,47 @@ def resize_mask(mask: torch.Tensor, size: Sequence[int], mode: str = "area") -> 
     return F.interpolate(mask, size=(h, w), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
 
 
+class _Gram(torch.autograd.Function):
+    """The raw Gram matrices `[N, C, C]` of features `[N, C, H, W]`, read in the features' own memory layout (no
+    copy): a contiguous map is N matrices F (C × H·W) and G = F Fᵀ; a channels-last one is N matrices Fᵀ
+    (H·W × C) and G = (Fᵀ)ᵀ Fᵀ. One image: torch.mm, as the references compute it (for a contiguous map the
+    forward is their call, bit for bit).
+
+    The backward uses G's symmetry: dL/dF = (Ḡ + Ḡᵀ) F, ONE matrix product of the forward's size, where autograd's
+    mm backward makes two (Ḡ F and (Fᵀ Ḡ)ᵀ, then adds them, the second in the transposed layout); the gradient comes
+    back in the features' layout. Equal to autograd's up to float rounding (the same sum, in another order)."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
+        flat, rows = _gram_view(features)
+        ctx.save_for_backward(features)
+        if flat.shape[0] == 1:
+            f = flat[0]
+            return (torch.mm(f, f.t()) if rows else torch.mm(f.t(), f))[None]
+        return torch.bmm(flat, flat.transpose(1, 2)) if rows else torch.bmm(flat.transpose(1, 2), flat)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (features,) = ctx.saved_tensors
+        flat, rows = _gram_view(features)
+        sym = grad + grad.transpose(1, 2)
+        if flat.shape[0] == 1:
+            out = (torch.mm(sym[0], flat[0]) if rows else torch.mm(flat[0], sym[0]))[None]
+        else:
+            out = torch.bmm(sym, flat) if rows else torch.bmm(flat, sym)
+        n, c, h, w = features.shape
+        return out.view(n, c, h, w) if rows else out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _gram_view(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """`features` `[N, C, H, W]` as matrices without a copy: ([N, C, H·W], True) when contiguous, ([N, H·W, C],
+    False) when channels-last (any other layout is made contiguous first)."""
+    n, c, h, w = features.shape
+    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
+        return features.permute(0, 2, 3, 1).reshape(n, h * w, c), False
+    return features.contiguous().view(n, c, h * w), True
+
+
 def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
                 normalize: str = "gatys") -> torch.Tensor:
     """Per-image Gram matrices `[N, C, C]` of `features` `[N, C, H, W]`, scaled as `normalize` says (see the
@@ -84,9 +125,7 @@ def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
                              f"expected [{n} or 1, 1, {h}, {w}] (resize_mask brings a mask to a layer's size)")
         mask = mask.to(features)
         features = features * mask
-    flat = features.reshape(n, c, h * w)
-    # one image: torch.mm, as the references compute it (the same rounding, so their loops are matched exactly)
-    gram = torch.mm(flat[0], flat[0].t())[None] if n == 1 else torch.bmm(flat, flat.transpose(1, 2))
+    gram = _Gram.apply(features)
     if normalize == "none":
         return gram
     if normalize == "barbershop":

@@ -109,24 +109,31 @@ class VGG19(nn.Module):
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         wanted = set(check_layers(layers))
         out: dict[str, torch.Tensor] = {}
+        if not wanted:
+            return out
         h = self.preprocess(x)
         ceil = self.format == "adain"
         for name in CONV_NAMES:
-            if len(out) == len(wanted):
-                break
             h = self.convs[name](h)
             if name in wanted:
                 out[name] = h
+                if len(out) == len(wanted):   # nothing past the deepest layer asked for
+                    break
             relu = name.replace("conv", "relu")
-            h = F.relu(h)
+            # in place when the conv's output is not returned (its backward needs its input, not its output)
+            h = F.relu(h) if name in wanted else F.relu_(h)
             if relu in wanted:
                 out[relu] = h
+                if len(out) == len(wanted):
+                    break
             if _block_end(name):
                 h = (F.max_pool2d(h, 2, 2, ceil_mode=ceil) if pooling == "max"
                      else F.avg_pool2d(h, 2, 2, ceil_mode=ceil))
                 pool = f"pool{name[4]}"
                 if pool in wanted:
                     out[pool] = h
+                    if len(out) == len(wanted):
+                        break
         return out
 
 
