@@ -111,7 +111,9 @@ def encode_image(encoder: Encoder, G: Generator, images: torch.Tensor, *, num_it
     p = next(encoder.parameters())
     if p.device != device:
         raise ValueError(f"the encoder is on {p.device} but the generator on {device}: load both on one device")
-    with torch.inference_mode(False), torch.no_grad():
+    # Inference mode (no autograd records, no version counters) for the passes; the results are cloned outside it
+    # below, so callers (PTI / II2S started from the latent) get ordinary tensors.
+    with torch.inference_mode():
         target, target_notes = prepare_target(images.detach(), images.shape[-1] if images.shape[-1] ==
                                               images.shape[-2] else encoder.input_resolution)
         notes += [n for n in target_notes if "resized" not in n]
@@ -140,6 +142,6 @@ def encode_image(encoder: Encoder, G: Generator, images: torch.Tensor, *, num_it
                     callback(t + 1, int(num_iterations), ws)
         ws = ws.float()
         image = G.synthesis(ws, noise_mode="const").float().cpu() if render else torch.empty(0)
-    latent = Latent(ws.detach().cpu().contiguous(), "w+", generator_ref(G))
-    return EncodeResult(latent=latent, image=image, ws_per_iteration=[h.float().cpu() for h in history],
-                        iterations=int(num_iterations), seconds=time.perf_counter() - t0, notes=notes)
+    latent = Latent(ws.detach().cpu().clone(), "w+", generator_ref(G))
+    return EncodeResult(latent=latent, image=image.clone(),
+                        ws_per_iteration=[h.float().cpu().clone() for h in history], iterations=int(num_iterations), seconds=time.perf_counter() - t0, notes=notes)
