@@ -5,11 +5,13 @@ exactly at the encoder's latent."""
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import core
@@ -92,6 +94,43 @@ def test_restyle_equals_reference(tmp_path, kind, G, rosinality, expected):
     torch.testing.assert_close(res.image, expected[f"{kind}/images"][-1], rtol=1e-4, atol=1e-4)
     # Iterations refine: after one pass the latent differs from after three.
     assert not torch.allclose(expected[f"{kind}/ws"][0], expected[f"{kind}/ws"][-1])
+
+
+def test_restyle_average_image_is_cached_per_generator_and_weights(tmp_path, G, rosinality, expected):
+    enc = load(write_encoder(tmp_path / "r.pt", "restyle_e4e", rosinality, expected))
+    first = EI.encode_image(enc, G, expected["images"], num_iterations=2, render=False)
+    avg = enc._average_image[2]
+    second = EI.encode_image(enc, G, expected["images"], num_iterations=2, render=False)
+    assert enc._average_image[2] is avg  # G(w̄) rendered once for both calls
+    torch.testing.assert_close(second.latent.tensor, first.latent.tensor, rtol=0, atol=0)
+    G2 = copy.deepcopy(G)
+    with torch.no_grad():
+        next(G2.synthesis.parameters()).mul_(1.5)  # an edited generator renders another average image
+    EI.encode_image(enc, G2, expected["images"], num_iterations=1, render=False)
+    assert enc._average_image[2] is not avg
+    torch.testing.assert_close(enc._average_image[2], EI.average_image(enc, G2, enc.latent_avg))
+    with torch.no_grad():
+        next(G2.synthesis.parameters()).mul_(2.0)  # edited in place: the same object is rendered again
+    EI.encode_image(enc, G2, expected["images"], num_iterations=1, render=False)
+    torch.testing.assert_close(enc._average_image[2], EI.average_image(enc, G2, enc.latent_avg))
+
+
+def test_packed_convolutions_equal_plain_ones_and_follow_weight_edits():
+    from core.models.encoders.networks import PackedConv2d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, 2, 1)
+    packed = PackedConv2d(conv, leaky_slope=0.2)
+    x = torch.randn(2, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), F.leaky_relu(conv(x), 0.2))
+        conv.weight.add_(1)  # shared parameter edited in place: the packed copy is remade
+        torch.testing.assert_close(packed(x), F.leaky_relu(conv(x), 0.2))
+        torch.testing.assert_close(packed(x[:1]), F.leaky_relu(conv(x[:1]), 0.2))  # another batch size
+    xg = x.clone().requires_grad_(True)  # autograd takes the plain path
+    packed(xg).sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+    assert isinstance(copy.deepcopy(packed), PackedConv2d)
 
 
 def test_arcface_shares_the_backbone():

@@ -9,6 +9,7 @@ rendered with the generator's constant noise (the references' `randomize_noise=F
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -55,6 +56,30 @@ def average_image(encoder: Encoder, G: Generator, latent_avg: torch.Tensor) -> t
     return F.adaptive_avg_pool2d(img.float(), encoder.input_resolution)
 
 
+def _version(t: torch.Tensor) -> int:
+    return -1 if t.is_inference() else t._version  # inference tensors cannot be edited outside inference mode
+
+
+def _cached_average_image(encoder: Encoder, G: Generator, latent_avg: torch.Tensor) -> torch.Tensor:
+    """`average_image`, kept on the encoder for the next call with the same generator (the same object, its
+    synthesis weights not edited since), the same w̄ and dtype: ReStyle's references render G(w̄) once per run,
+    not once per image (one render of five at the generator's full size)."""
+    tensors = [*G.synthesis.parameters(), *G.synthesis.buffers(), latent_avg]
+    key = (tuple((t.data_ptr(), _version(t)) for t in tensors), latent_avg.dtype, latent_avg.device,
+           encoder.input_resolution)
+    cached = getattr(encoder, "_average_image", None)
+    if cached is not None and cached[0]() is G and cached[1] == key:
+        return cached[2]
+    img = average_image(encoder, G, latent_avg)
+    encoder._average_image = (weakref.ref(G), key, img)
+    return img
+
+
+def _pool(img: torch.Tensor, resolution: int) -> torch.Tensor:
+    """ReStyle's face_pool (adaptive average pooling to the encoder's size); nothing to do at that size."""
+    return img if tuple(img.shape[-2:]) == (resolution, resolution) else F.adaptive_avg_pool2d(img, resolution)
+
+
 def encode_image(encoder: Encoder, G: Generator, images: torch.Tensor, *, num_iterations: Optional[int] = None,
                  render: bool = True, callback: Optional[Callable[[int, int, torch.Tensor], object]] = None
                  ) -> EncodeResult:
@@ -86,7 +111,9 @@ def encode_image(encoder: Encoder, G: Generator, images: torch.Tensor, *, num_it
     p = next(encoder.parameters())
     if p.device != device:
         raise ValueError(f"the encoder is on {p.device} but the generator on {device}: load both on one device")
-    with torch.inference_mode(False), torch.no_grad():
+    # Inference mode (no autograd records, no version counters) for the passes; the results are cloned outside it
+    # below, so callers (PTI / II2S started from the latent) get ordinary tensors.
+    with torch.inference_mode():
         target, target_notes = prepare_target(images.detach(), images.shape[-1] if images.shape[-1] ==
                                               images.shape[-2] else encoder.input_resolution)
         notes += [n for n in target_notes if "resized" not in n]
@@ -103,18 +130,18 @@ def encode_image(encoder: Encoder, G: Generator, images: torch.Tensor, *, num_it
                 ws = ws + latent_avg[None]
             history.append(ws)
         else:
-            y_hat = average_image(encoder, G, latent_avg).to(p.dtype).expand(n, -1, -1, -1)
+            y_hat = _cached_average_image(encoder, G, latent_avg).to(p.dtype).expand(n, -1, -1, -1)
             ws = latent_avg[None].expand(n, -1, -1)
             for t in range(int(num_iterations)):
                 ws = encoder.net(torch.cat([x, y_hat], dim=1)) + ws
                 history.append(ws)
                 if t + 1 < num_iterations:
-                    y_hat = F.adaptive_avg_pool2d(G.synthesis(ws.float(), noise_mode="const").float(),
-                                                  encoder.input_resolution).to(p.dtype)
+                    y_hat = _pool(G.synthesis(ws.float(), noise_mode="const").float(),
+                                  encoder.input_resolution).to(p.dtype)
                 if callback is not None:
                     callback(t + 1, int(num_iterations), ws)
         ws = ws.float()
         image = G.synthesis(ws, noise_mode="const").float().cpu() if render else torch.empty(0)
-    latent = Latent(ws.detach().cpu().contiguous(), "w+", generator_ref(G))
-    return EncodeResult(latent=latent, image=image, ws_per_iteration=[h.float().cpu() for h in history],
-                        iterations=int(num_iterations), seconds=time.perf_counter() - t0, notes=notes)
+    latent = Latent(ws.detach().cpu().clone(), "w+", generator_ref(G))
+    return EncodeResult(latent=latent, image=image.clone(),
+                        ws_per_iteration=[h.float().cpu().clone() for h in history], iterations=int(num_iterations), seconds=time.perf_counter() - t0, notes=notes)

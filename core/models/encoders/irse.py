@@ -28,9 +28,14 @@ class SqueezeExcite(nn.Module):
         self.fc1 = nn.Conv2d(channels, channels // reduction, 1, bias=False)
         self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """sigmoid(fc2(relu(fc1(mean_hw x)))) as `[N, C, 1, 1]`. The 1×1 convolutions on a 1×1 map are run as
+        matrix products (PyTorch sends 1×1 maps to its slow convolution kernel)."""
+        s = F.relu(F.linear(x.mean((2, 3)), self.fc1.weight.flatten(1)))
+        return torch.sigmoid(F.linear(s, self.fc2.weight.flatten(1)))[:, :, None, None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True))))
-        return x * torch.sigmoid(gate)
+        return x * self.gate(x)
 
 
 class IRSEUnit(nn.Module):
@@ -39,6 +44,7 @@ class IRSEUnit(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, reduction: int = SE_REDUCTION):
         super().__init__()
+        self.stride = stride
         if in_channels == out_channels:
             # The reference's MaxPool2d(1, stride): a parameter-free subsampling.
             self.shortcut_layer = nn.MaxPool2d(1, stride)
@@ -55,7 +61,19 @@ class IRSEUnit(nn.Module):
             SqueezeExcite(out_channels, reduction))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
+        # res_layer(x) + shortcut_layer(x), with the SE gate's product and the sum in one pass (addcmul) and the
+        # reference's MaxPool2d(1, stride) as the strided view it is (no copy).
+        sc = self.shortcut_layer
+        if isinstance(sc, nn.MaxPool2d):
+            s = self.stride
+            shortcut = x if s == 1 else x[:, :, ::s, ::s]
+        else:
+            shortcut = sc(x)
+        *layers, se = self.res_layer
+        r = x
+        for layer in layers:
+            r = layer(r)
+        return torch.addcmul(shortcut, r, se.gate(r))
 
 
 def input_layer(in_channels: int = 3, channels: int = STEM_CHANNELS) -> nn.Sequential:

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .irse import IR_SE50_STAGES, STEM_CHANNELS, input_layer, ir_se_body, randomize_, stage_ends
+from .irse import IR_SE50_STAGES, STEM_CHANNELS, SqueezeExcite, input_layer, ir_se_body, randomize_, stage_ends
 
 ARCHS = ("fpn", "backbone")
 COARSE_STYLES = 3          # pSp/e4e: styles 0..2 read the coarsest map
@@ -209,10 +210,97 @@ def fuse_for_inference(encoder: StyleEncoder) -> StyleEncoder:
     return enc
 
 
+def _mkldnn_available() -> bool:
+    ops = getattr(torch.ops, "mkldnn", None)
+    try:
+        return bool(torch.backends.mkldnn.is_available() and ops is not None
+                    and hasattr(ops, "_convolution_pointwise") and hasattr(ops, "_reorder_convolution_weight"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_MKLDNN = _mkldnn_available()
+
+
+class PackedConv2d(nn.Conv2d):
+    """A Conv2d (same parameters and state-dict names) whose CPU float32 inference runs oneDNN with its weight
+    reordered once into oneDNN's blocked layout (PyTorch's eager convolution reorders the weight on every call,
+    which for the encoders' 512×512 3×3 map2style weights costs as much as a small convolution), with an optional
+    LeakyReLU fused into the same call. The packed copy is remade when the input shape, the weight tensor or its
+    version changes (an in-place edit of a weight made outside inference mode). Elsewhere (CUDA, other dtypes,
+    autograd through the input or the weight) it is a plain Conv2d followed by the LeakyReLU. Costs one more copy of
+    the weights in memory on CPU."""
+
+    def __init__(self, conv: nn.Conv2d, leaky_slope: Optional[float] = None):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                         conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta")
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.leaky_slope = leaky_slope
+        self._packed: Optional[tuple[tuple, torch.Tensor]] = None
+
+    def _fast(self, x: torch.Tensor) -> bool:
+        w = self.weight
+        return (_MKLDNN and x.device.type == "cpu" and w.device.type == "cpu" and x.dtype == torch.float32
+                and w.dtype == torch.float32 and x.ndim == 4 and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str)
+                and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)))
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        version = -1 if w.is_inference() else w._version  # inference tensors cannot be edited outside that mode
+        key = (tuple(x.shape), w.data_ptr(), version)
+        if self._packed is None or self._packed[0] != key:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                w.detach(), list(self.padding), list(self.stride), list(self.dilation), self.groups, list(x.shape))
+            self._packed = (key, packed)
+        return self._packed[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fast(x):
+            slope = self.leaky_slope
+            bias = None if self.bias is None else self.bias.detach()
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed_weight(x), bias, list(self.padding), list(self.stride), list(self.dilation),
+                self.groups, "none" if slope is None else "leaky_relu", [] if slope is None else [slope], "")
+        y = super().forward(x)
+        return y if self.leaky_slope is None else F.leaky_relu(y, self.leaky_slope)
+
+    def __getstate__(self):  # copies and pickles leave the packed weight behind (remade at the next call)
+        state = super().__getstate__().copy()
+        state["_packed"] = None
+        return state
+
+    def _apply(self, fn, recurse=True):  # .to() / .cuda() / memory-format changes: repack at the next call
+        self._packed = None
+        return super()._apply(fn, recurse)
+
+
+def pack_convolutions(encoder: StyleEncoder) -> StyleEncoder:
+    """Every Conv2d of `encoder` as a `PackedConv2d` sharing its parameters, in place, with each map2style
+    LeakyReLU fused into the convolution before it (its slot becomes an Identity: the state-dict names stay)."""
+    if not _MKLDNN:
+        return encoder
+    for module in list(encoder.modules()):
+        if isinstance(module, SqueezeExcite):
+            continue  # its 1×1 convolutions on a 1×1 map run as matrix products (SqueezeExcite.gate)
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Conv2d:
+                setattr(module, name, PackedConv2d(child))
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                conv, act = module[i], module[i + 1]
+                if isinstance(conv, PackedConv2d) and conv.leaky_slope is None and isinstance(act, nn.LeakyReLU):
+                    conv.leaky_slope = float(act.negative_slope)
+                    module[i + 1] = nn.Identity()
+    return encoder
+
+
 def prepare_for_inference(encoder: StyleEncoder) -> StyleEncoder:
     """`fuse_for_inference`, then weights and activations in channels-last order (oneDNN's fast convolutions on
-    CPU); in place. What `load_encoder` returns."""
+    CPU) and the convolutions' CPU weights packed once (`pack_convolutions`); in place. What `load_encoder`
+    returns."""
     fuse_for_inference(encoder)
     encoder.to(memory_format=torch.channels_last)
     encoder.channels_last = True
-    return encoder
+    return pack_convolutions(encoder)
