@@ -42,6 +42,7 @@ MAPPER_FOLDER = "latent_mappers"
 SHIFT_FOLDER = "weight_shifts"
 FACE_PARSING_FOLDER = "face_parsing"  # the folder other ComfyUI face-parsing packs use too
 ENCODER_FOLDER = "encoders"
+DIRECTIONS_FOLDER = "stylegan_directions"  # latent directions (ours, InterFaceGAN, SeFa factor.pt, GANSpace, dfl)
 CLIP_FOLDERS = ("text_encoders", "clip")   # ComfyUI's own folders for CLIP files (models/clip is the legacy name)
 
 
@@ -62,6 +63,7 @@ MODEL_FOLDERS = {
     SHIFT_FOLDER: ModelFolder((SHIFT_FOLDER,), frozenset({".safetensors", ".pt", ".pth"})),  # weight shifts (+ NaviGAN/NADA)
     FACE_PARSING_FOLDER: ModelFolder((FACE_PARSING_FOLDER,), frozenset({".pth", ".pt", ".safetensors", ".bin"})),
     ENCODER_FOLDER: ModelFolder((ENCODER_FOLDER,), frozenset({".pt", ".pth"})),  # pSp / e4e / ReStyle encoders
+    DIRECTIONS_FOLDER: ModelFolder((DIRECTIONS_FOLDER,), frozenset({".safetensors", ".npy", ".npz", ".pt", ".pth"})),
     "clip": ModelFolder(CLIP_FOLDERS, frozenset(), register=False),                # open_clip weights
 }
 DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]

@@ -13,3 +13,4 @@ WEIGHT_SHIFT = "SGS_WEIGHT_SHIFT"  # a core.edits.weight_shift.WeightShift (x pe
 FACE_PARSER = "SGS_FACE_PARSER"    # a core.models.face_parsing.FaceParser (shared and cached: never modified)
 FACE_PARSING = "SGS_FACE_PARSING"  # a core.models.face_parsing.FaceParsing (uint8 labels [N, H, W] + label schema)
 ENCODER = "SGS_ENCODER"        # a core.models.encoders.Encoder (pSp / e4e / ReStyle; cached: never modified)
+LATENT_DIRECTIONS = "SGS_DIRECTIONS"  # a core.directions.Directions (SeFa, GANSpace, InterFaceGAN, imported; never modified)

@@ -41,7 +41,8 @@ class ComfyServer:
             f"sgs_test:\n  base_path: {root}\n  custom_nodes: custom\n  stylegan: models/stylegan\n"
             f"  perceptual: models/perceptual\n  landmarks: models/landmarks\n  text_encoders: models/text_encoders\n"
             f"  arcface: models/arcface\n  latent_mappers: models/latent_mappers\n  weight_shifts: models/weight_shifts\n"
-            f"  face_parsing: models/face_parsing\n  encoders: models/encoders\n")
+            f"  face_parsing: models/face_parsing\n  encoders: models/encoders\n"
+            f"  stylegan_directions: models/stylegan_directions\n")
         settings = root / "user" / "default"
         settings.mkdir(parents=True, exist_ok=True)
         (settings / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))

@@ -391,9 +391,10 @@ def conditional_direction(primary: torch.Tensor, protected: Sequence[torch.Tenso
         q = q.detach().to("cpu", torch.float64).reshape(-1)
         if not torch.isfinite(q).all() or q.norm() == 0:
             raise LatentError(f"protected direction {j} is zero or not finite")
+        size = q.norm()
         for b in basis:                      # modified Gram–Schmidt: subtract each earlier basis vector in turn
             q = q - (q @ b) * b
-        if q.norm() > 1e-9 * p.numel() ** 0.5:   # a protected direction in the span of earlier ones adds nothing
+        if q.norm() > 1e-6 * size:           # one in the span of earlier ones (to float32 rounding) adds nothing
             basis.append(q / q.norm())
     out = p.clone()
     for b in basis:
