@@ -14,9 +14,8 @@ from ..core.errors import LatentError
 from . import comfy_env, live_preview
 from .convert import generator_to_comfy, to_pil
 from .registry import register_node
-from .types import CATEGORY_ROOT, GENERATOR, LATENT
+from .types import CATEGORY_ROOT, GENERATOR, LATENT, LATENT_DIRECTIONS
 
-LATENT_DIRECTIONS = "SGS_DIRECTIONS"
 # The strength slider's usual range per method (dfl/ComfyUI-StyleGan's README: GANSpace ±1..3 σ, SeFa ±5..20;
 # InterFaceGAN's boundaries are unit vectors, edited at about ±3 in its paper and in e4e's editing notebook).
 STRENGTH_RANGES = {"ganspace": 3.0, "sefa": 20.0, "interfacegan": 3.0, "imported": 5.0}
