@@ -559,9 +559,8 @@ WORKFLOWS = {
         ]),
     "directions_sweep_no_download": dict(
         title="Latent directions, live slider (no download)",
-        description="Discovers SeFa and GANSpace directions of the Demo Generator (offline, CPU, seconds), edits a "
-                    "latent with Direction Edit (after one run, drag its strength slider for a live preview) and "
-                    "sweeps a direction as an image batch and an animated WebP.",
+        description="SeFa and GANSpace directions of the Demo Generator (offline, CPU, seconds): Direction Edit "
+                    "(after one run, drag its strength for a live preview) and sweeps as images and a WebP.",
         steps=[
             ("1 Generator", DEMO_NOTE, [demo(1, resolution=256)]),
             ("2 Discover", "SeFa factorises the style affines (no sampling: instant); GANSpace is a PCA of 10,000 "
