@@ -120,6 +120,11 @@ class ModelCache:
             self.put(key, value)
         return value
 
+    def pop(self, key, default=None):
+        """Remove and return the entry under `key` (`default` when there is none)."""
+        with self._lock:
+            return self._items.pop(key, default)
+
     def clear(self) -> int:
         """Drop every entry; returns how many there were."""
         return self.release(None)

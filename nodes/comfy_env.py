@@ -423,10 +423,12 @@ def add_json_routes(routes: dict[str, Callable[[], object]]) -> bool:
 
 
 def add_routes(get: Optional[dict[str, Callable[[dict], object]]] = None,
-               post: Optional[dict[str, Callable[[dict], object]]] = None) -> bool:
+               post: Optional[dict[str, Callable[[dict], object]]] = None, *, threaded: bool = False) -> bool:
     """Serve `GET <path>?a=b` -> JSON of `get[path](query dict)` and `POST <path>` with a JSON object body -> JSON
     of `post[path](body dict)` from ComfyUI's server; True when the server exists. A handler's ValueError answers
     400 with {"error": message}. The handlers are plain functions, so tests call them without a server.
+    `threaded`: the handlers run in a worker thread (for ones that compute, e.g. a live preview's render), so the
+    server's event loop keeps answering meanwhile.
 
     Must run while ComfyUI imports custom nodes (before it builds its web app), as every pack's routes do."""
     server = _prompt_server() if IN_COMFYUI else None
@@ -437,8 +439,12 @@ def add_routes(get: Optional[dict[str, Callable[[dict], object]]] = None,
 
     present = {(getattr(r, "method", None), getattr(r, "path", None)) for r in table}
 
-    def answer(produce, data):
+    async def answer(produce, data):
         try:
+            if threaded:
+                import asyncio
+
+                return web.json_response(await asyncio.get_running_loop().run_in_executor(None, produce, data))
             return web.json_response(produce(data))
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=400)
@@ -448,7 +454,7 @@ def add_routes(get: Optional[dict[str, Callable[[dict], object]]] = None,
             continue
 
         async def get_handler(request, produce=produce):
-            return answer(produce, dict(request.rel_url.query))
+            return await answer(produce, dict(request.rel_url.query))
 
         table.get(path)(get_handler)
     for path, produce in (post or {}).items():
@@ -462,7 +468,7 @@ def add_routes(get: Optional[dict[str, Callable[[dict], object]]] = None,
                 body = None
             if not isinstance(body, dict):
                 return web.json_response({"error": "expected a JSON object body"}, status=400)
-            return answer(produce, body)
+            return await answer(produce, body)
 
         table.post(path)(post_handler)
     return True

@@ -32,13 +32,14 @@ class NodeEntry:
     cls: type                # the node class
     optimises: bool = False  # runs an optimisation loop: live status line (step, losses, ETA) and a Stop button
     frames: bool = False     # outputs a batch of frames worth scrubbing through on the node
+    live: bool = False       # its sliders re-render a preview through /stylegan_studio/live_preview (nodes/live_preview)
 
 
 NODES: dict[str, NodeEntry] = {}
 
 
 def register_node(node_id: str, display_name: str, *, optimises: bool = False,
-                  frames: bool = False) -> Callable[[T], T]:
+                  frames: bool = False, live: bool = False) -> Callable[[T], T]:
     """Class decorator: add the node to the registry under `node_id`, shown as `display_name` + PACK_SUFFIX.
 
     Keep `display_name` to 28 characters: the frontend's node search finds "stylegan" only within the first 30
@@ -53,7 +54,7 @@ def register_node(node_id: str, display_name: str, *, optimises: bool = False,
         # The same class imported again (a module reloaded) replaces its entry; two classes on one id is a bug.
         if old is not None and (old.cls.__module__, old.cls.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ValueError(f"node id {node_id!r} is registered twice: {old.cls.__qualname__} and {cls.__qualname__}")
-        NODES[node_id] = NodeEntry(node_id, display_name, cls, optimises=optimises, frames=frames)
+        NODES[node_id] = NodeEntry(node_id, display_name, cls, optimises=optimises, frames=frames, live=live)
         function = getattr(cls, "FUNCTION", None)
         if function and not getattr(getattr(cls, function, None), "shows_warnings", False):
             setattr(cls, function, _showing_warnings(getattr(cls, function)))
@@ -117,6 +118,10 @@ def frame_nodes() -> list[str]:
     return [e.id for e in NODES.values() if e.frames]
 
 
+def live_nodes() -> list[str]:
+    return [e.id for e in NODES.values() if e.live]
+
+
 def web_info() -> dict:
     """What the web extension reads from `/stylegan_studio/nodes`."""
-    return {"prefix": PREFIX, "optimising": optimising_nodes(), "frames": frame_nodes()}
+    return {"prefix": PREFIX, "optimising": optimising_nodes(), "frames": frame_nodes(), "live": live_nodes()}

@@ -109,7 +109,8 @@ SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 250], "SGS_S
          "SGS_LoadEncoder": [340, 200], "SGS_EncodeImage": [340, 360],
          "SGS_LoadFaceParser": [380, 170], "SGS_FaceParse": [340, 170], "MaskToImage": [220, 50],
          "SGS_SegmentComposite": [400, 1000],
-         "SGS_KeyframeWalk": [340, 230], "SGS_SaveImageWithLatent": [420, 420]}
+         "SGS_KeyframeWalk": [340, 230], "SGS_SaveImageWithLatent": [420, 420],
+         "SGS_DirectionEdit": [360, 700], "SGS_DirectionSweep": [340, 470]}
 DEFAULT_SIZE = [320, 200]
 NOTE_WIDTH = 320
 TITLE_H = 30           # a node's title bar, drawn above its `pos`
@@ -582,6 +583,37 @@ WORKFLOWS = {
                                                                       "color": "luminance", "steps": 0}),
                 {"content": (3, 0), "style": (4, 0)}, models=[VGG19])]),
             ("4 Save", "output/stylegan/neural_style_face.", [save(6, (5, 0), "stylegan/neural_style_face")]),
+        ]),
+    "directions_sweep_no_download": dict(
+        title="Latent directions, live slider (no download)",
+        description="SeFa and GANSpace directions of the Demo Generator (offline, CPU, seconds): Direction Edit "
+                    "(after one run, drag its strength for a live preview) and sweeps as images and a WebP.",
+        steps=[
+            ("1 Generator", DEMO_NOTE, [demo(1, resolution=256)]),
+            ("2 Discover", "SeFa factorises the style affines (no sampling: instant); GANSpace is a PCA of 10,000 "
+                           "mapped w (seconds). Both save their directions in models/stylegan_directions, to reuse "
+                           "with Load Directions.",
+             [N(2, "SGS_DiscoverSeFaDirections", {"variant": "rosinality", "num": 16},
+                {"generator": (1, 0)}),
+              N(3, "SGS_DiscoverGANSpaceDirections", {"num_components": 16}, {"generator": (1, 0)})]),
+            ("3 Latent", "One latent in W.", [sample(4, (1, 0), 7, 1)]),
+            ("4 Edit (live slider)", "Direction Edit moves the latent along SeFa direction 0 (SeFa strengths: "
+                                     "about ±20; GANSpace: ±3 σ). Queue once, then drag strength: the node shows a "
+                                     "live preview without queueing. The queued run renders full size.",
+             [N(5, "SGS_DirectionEdit", {"index": 0, "strength": 10.0},
+                {"generator": (1, 0), "latent": (4, 0), "directions": (2, 0)}),
+              save(6, (5, 1), "stylegan/directions_edit")]),
+            ("5 Sweeps", "Direction Sweep: GANSpace component 0 from -3 σ to +3 σ in 9 frames (strengths 0 and 0 = "
+                         "the method's usual range), and SeFa direction 1 on the coarse layers 0-3 only.",
+             [N(7, "SGS_DirectionSweep", {"index": 0, "strength_from": 0.0, "strength_to": 0.0, "frames": 9},
+                {"generator": (1, 0), "latent": (4, 0), "directions": (3, 0)}),
+              N(9, "SGS_DirectionSweep", {"index": 1, "strength_from": -20.0, "strength_to": 20.0, "frames": 9,
+                                          "layer_start": 0, "layer_end": 4},
+                {"generator": (1, 0), "latent": (4, 0), "directions": (2, 0)})]),
+            ("6 Save", "The GANSpace sweep as an animated WebP and the SeFa sweep as images, in output/stylegan.",
+             [N(8, "SaveAnimatedWEBP", {"filename_prefix": "stylegan/directions_sweep", "fps": 6.0,
+                                        "lossless": False, "quality": 90, "method": "default"}, {"images": (7, 0)}),
+              save(10, (9, 0), "stylegan/directions_sweep_sefa")]),
         ]),
     "stylegan_face_sd15_refine": dict(
         title="StyleGAN face refined by Stable Diffusion img2img",

@@ -445,3 +445,45 @@ def test_segment_composite_shows_its_live_preview(tmp_path, monkeypatch):
     steps = re.match(r"step (\d+)/(\d+)", final["status"])
     assert steps and int(steps[1]) < int(steps[2]), final["status"]   # Finish now ended the blending early
     assert report["finish"]["label"].startswith("Finishing"), report["finish"]
+
+
+def test_direction_edit_slider_previews_live_without_queueing(tmp_path, monkeypatch):
+    """The directions example in the real frontend: before a run Direction Edit says "run once to enable live
+    preview"; after one queued run, dragging its strength slider with the mouse shows new previews on the node
+    (pixels change), each timed, and no prompt is queued (the server's queue and history stay as they were)."""
+    from workflows import EXAMPLES, load_workflow
+
+    artifacts = Path(os.environ.get("SGS_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    workflow = load_workflow(EXAMPLES / "directions_sweep_no_download.json")
+    ids = {n["type"]: n["id"] for n in workflow["nodes"]}
+    server = comfy_server(tmp_path, monkeypatch)
+    server.start()
+    try:
+        has_live = has_route(server, "/stylegan_studio/live_preview", "POST")
+        config = {"url": server.url, "chromium": CHROMIUM, "workflow": workflow, "timeoutMs": 600_000,
+                  "editNode": ids["SGS_DirectionEdit"], "steps": 12, "stepPauseMs": 150,
+                  "screenshot": str(artifacts / "browser_direction_edit_live.png")}
+        report = run_node("live_slider.mjs", config, tmp_path)
+    finally:
+        server.stop()
+    times = [t["ms"] for t in report.get("times", [])]
+    trips = [t["roundTripMs"] for t in report.get("times", [])]
+    print(f"\nbrowser live slider: {len(times)} previews, server ms {times}, round trip ms {trips}; "
+          f"{report.get('liveLine')}; screenshot {config['screenshot']}")
+    assert report["ok"], report.get("error")
+    ours = [e for e in report["pageErrors"] + report["consoleErrors"] if "stylegan" in e.lower()]
+    assert not ours, ours
+    assert report["beforeRun"] == "run once to enable live preview"
+    assert report["runError"] is None
+    assert not {"sgs_live", "sgs_component"} & set(report["promptInputs"])  # display-only
+    assert report["component"].startswith("component 0: ")
+    assert has_live and report["ready"].startswith("live preview ready")
+    assert report["drag"]["type"] == "slider" and report["drag"]["end"] > report["drag"]["start"], report["drag"]
+    previews = [p for p in report["previews"] if p["live"]]
+    assert len(previews) >= 2, report["previews"]           # the node showed several live previews while dragging
+    assert max(p["diffFromFirst"] for p in previews) > 1.0, report["previews"]   # and their pixels changed
+    assert len(times) >= 2 and all(t > 0 for t in times)
+    assert report["liveLine"].startswith("live preview ") and " ms" in report["liveLine"]
+    # Dragging queued nothing: one prompt in the history (the run), nothing running or pending, before and after.
+    assert report["before"] == report["after"] == {"running": 0, "pending": 0, "history": 1}, report

@@ -16,7 +16,13 @@
 //    `01_first_image_no_download` (an image within seconds, nothing downloaded). The server lists a pack's templates
 //    in its folder scan's order (the filesystem's: on ext4 a hash of the names) and frontends 1.27 and 1.58 show
 //    that order unchanged; only this pack's own list is sorted, other packs' lists stay as the server sent them.
-// Which nodes optimise or make frames is declared once, in the pack's node registry (nodes/registry.py), and read
+//  - Direction Edit has a live preview: after one queued run (the server keeps that run's generator, latent and
+//    directions under a token it sends with the node's output), dragging a strength slider (or changing the index
+//    or layer range) POSTs the values to the pack's `/stylegan_studio/live_preview` route (debounced, latest wins: at
+//    most one request in flight, then the newest values) and shows the small render it returns on the node, without
+//    queueing a prompt. Before the first run the node says "run once to enable live preview". The slider spans the
+//    method's usual range after a run (GANSpace ±3, SeFa ±20); the component's name shows under the index.
+// Which nodes optimise, make frames or have a live preview is declared once, in the pack's node registry (nodes/registry.py), and read
 // from the pack's `/stylegan_studio/nodes` route. All these widgets are display-only: never serialised into
 // prompts or saved workflows.
 import { app } from "../../scripts/app.js";
@@ -28,7 +34,7 @@ const NODES_ROUTE = "/stylegan_studio/nodes";
 const ESTIMATE_ROUTE = "/stylegan_studio/estimate";
 const FINISH_ROUTE = "/stylegan_studio/finish";
 // Ids of the optimising and frame-making nodes, read once in `init` (before any node type is registered).
-let registry = { optimising: [], frames: [] };
+let registry = { optimising: [], frames: [], live: [] };
 
 // This pack's folder under custom_nodes: the extension is served at /extensions/<folder>/stylegan_studio.js, and
 // the server's /workflow_templates answer keys each pack's templates by the same folder name.
@@ -55,7 +61,7 @@ async function loadRegistry() {
     const response = await api.fetchApi(NODES_ROUTE);
     if (!response.ok) throw new Error(`${NODES_ROUTE}: HTTP ${response.status}`);
     const info = await response.json();
-    registry = { optimising: info.optimising ?? [], frames: info.frames ?? [] };
+    registry = { optimising: info.optimising ?? [], frames: info.frames ?? [], live: info.live ?? [] };
   } catch (error) {
     // Without the lists the nodes still work; only the status line, Stop button and frame scrubber are missing.
     console.warn("StyleGAN Studio: could not read the node registry", error);
@@ -383,6 +389,128 @@ function keepFrames(node) {
   }
 }
 
+// --- Direction Edit's live preview ------------------------------------------------------------------------------
+const LIVE_ROUTE = "/stylegan_studio/live_preview";
+const LIVE_WIDGET = "sgs_live";
+const LIVE_NAMES_WIDGET = "sgs_component";
+const LIVE_INPUTS = ["index", "strength", "index_2", "strength_2", "layer_start", "layer_end"];
+const LIVE_DEBOUNCE_MS = 30;
+const LIVE_NOT_YET = "run once to enable live preview";
+
+function liveValues(node) {
+  const values = {};
+  for (const name of LIVE_INPUTS) {
+    const value = Number(widgetValue(node, name) ?? 0);
+    values[name] = Number.isFinite(value) ? value : 0;
+  }
+  return values;
+}
+
+function showComponentNames(node) {
+  const line = node.widgets?.find((w) => w.name === LIVE_NAMES_WIDGET);
+  const live = node.sgsLive;
+  if (!line || !live) return;
+  const name = (names, i) => (Array.isArray(names) && i >= 0 && i < names.length ? names[i] : "(no such index)");
+  const index = Number(widgetValue(node, "index") ?? 0);
+  let text = `component ${index}: ${name(live.names, index)}`;
+  if (Number(widgetValue(node, "strength_2") ?? 0) !== 0) {
+    const index2 = Number(widgetValue(node, "index_2") ?? 0);
+    text += ` · second ${index2}: ${name(live.names_2, index2)}`;
+  }
+  line.value = text;
+}
+
+// The strength sliders span the method's usual range (a typed value beyond it widens the slider to fit).
+function setSliderRange(node, name, range) {
+  const widget = node.widgets?.find((w) => w.name === name);
+  if (!widget || !(range > 0)) return;
+  const reach = Math.max(range, Math.abs(Number(widget.value) || 0));
+  widget.options = { ...(widget.options ?? {}), min: -reach, max: reach };
+}
+
+async function requestLivePreview(node) {
+  const line = node.widgets?.find((w) => w.name === LIVE_WIDGET);
+  const live = node.sgsLive;
+  if (!line || !node.graph) return;
+  if (!live?.token) {
+    line.value = LIVE_NOT_YET;
+    return;
+  }
+  if (node.sgsLiveBusy) {
+    node.sgsLiveAgain = true;  // latest wins: the newest values go when this request is answered
+    return;
+  }
+  node.sgsLiveBusy = true;
+  node.sgsLiveAgain = false;
+  const sent = performance.now();
+  let answer;
+  try {
+    answer = await postJson(LIVE_ROUTE, { token: live.token, node_id: String(node.id), px: live.preview_px ?? 256,
+      ...liveValues(node) });
+  } catch (error) {
+    answer = { ok: false, status: String(error?.message ?? error) };
+  }
+  const data = answer.data;
+  if (answer.ok && data?.image) {
+    const img = new Image();
+    img.onload = () => {
+      node.sgsLiveImage = img;
+      node.imgs = [img];
+      node.imageIndex = 0;
+      node.graph?.setDirtyCanvas(true, false);
+    };
+    img.src = data.image;
+    const round = Math.round(performance.now() - sent);
+    node.sgsLiveTimes = [...(node.sgsLiveTimes ?? []), { ms: data.ms, roundTripMs: round, px: data.px }].slice(-50);
+    line.value = `live preview ${data.px} px in ${Math.round(data.ms)} ms (queue for ${data.resolution} px)`;
+  } else if (!answer.ok) {
+    const why = data?.error ?? ([404, 405].includes(answer.status) ? "this server has no live preview"
+      : `HTTP ${answer.status}`);
+    line.value = /run the node once/.test(why) ? LIVE_NOT_YET : `live preview failed: ${why}`;
+    if (/run the node once/.test(why)) node.sgsLive = { ...live, token: "" };
+  }
+  node.sgsLiveBusy = false;
+  node.graph?.setDirtyCanvas(true, false);
+  if (node.sgsLiveAgain) requestLivePreview(node);
+}
+
+function scheduleLivePreview(node) {
+  showComponentNames(node);
+  clearTimeout(node.sgsLiveTimer);
+  node.sgsLiveTimer = setTimeout(() => requestLivePreview(node), LIVE_DEBOUNCE_MS);
+}
+
+function addLiveWidgets(node) {
+  node.addCustomWidget(textLine(LIVE_WIDGET, LIVE_NOT_YET, "#9c9"));
+  node.addCustomWidget(textLine(LIVE_NAMES_WIDGET, "", "#bb9"));
+  for (const name of LIVE_INPUTS) {
+    const widget = node.widgets?.find((w) => w.name === name);
+    if (!widget || widget.sgsLive) continue;
+    const callback = widget.callback;
+    widget.callback = function () {
+      const result = callback?.apply(this, arguments);
+      scheduleLivePreview(node);
+      return result;
+    };
+    widget.sgsLive = true;
+  }
+  setSliderRange(node, "strength", 20);
+  setSliderRange(node, "strength_2", 20);
+}
+
+function liveExecuted(node, message) {
+  const live = Array.isArray(message?.sgs_live) ? message.sgs_live[0] : null;
+  if (!live) return;
+  node.sgsLive = live;
+  node.sgsLiveImage = null;  // the run's own images are shown now
+  setSliderRange(node, "strength", Number(live.range));
+  setSliderRange(node, "strength_2", Number(live.range_2));
+  const line = node.widgets?.find((w) => w.name === LIVE_WIDGET);
+  if (line) line.value = live.token ? "live preview ready: drag the strength" : LIVE_NOT_YET;
+  showComponentNames(node);
+  node.graph?.setDirtyCanvas(true, false);
+}
+
 // New nodes of the pack: their seeds start "fixed" (a loaded workflow then sets its saved choice).
 function fixSeeds(node) {
   for (const widget of node.widgets ?? []) {
@@ -401,6 +529,7 @@ app.registerExtension({
     if (!nodeData?.name?.startsWith(NODE_PREFIX)) return;
     const name = nodeData.name;
     const makesFrames = registry.frames.includes(name);
+    const livePreview = registry.live.includes(name);
     const optimises = registry.optimising.includes(name);
 
     const onNodeCreated = nodeType.prototype.onNodeCreated;
@@ -408,12 +537,13 @@ app.registerExtension({
       const result = onNodeCreated?.apply(this, arguments);
       fixSeeds(this);
       if (makesFrames) addFrameScrubber(this);
+      if (livePreview) addLiveWidgets(this);
       if (optimises) {
         addOptimiserWidgets(this);
         refreshEstimate(this);
       }
       // A node added from the menu gets room for the image it will show (a loaded workflow sets its own size).
-      if (makesFrames || optimises) this.setSize([this.size[0], this.size[1] + NEW_NODE_IMAGE_ROOM]);
+      if (makesFrames || optimises || livePreview) this.setSize([this.size[0], this.size[1] + NEW_NODE_IMAGE_ROOM]);
       return result;
     };
 
@@ -422,6 +552,7 @@ app.registerExtension({
       const result = onExecuted?.apply(this, arguments);
       if (Array.isArray(message?.text) && message.text.length) showReport(this, message.text);
       if (makesFrames && Array.isArray(message?.images)) showFrames(this, message.images);
+      if (livePreview) liveExecuted(this, message);
       return result;
     };
 
@@ -439,6 +570,11 @@ app.registerExtension({
       const result = onDrawBackground?.apply(this, arguments);
       fitPreviewInside(this);
       if (makesFrames) keepFrames(this);
+      // The newest live preview stays on the node (the frontend would put the last run's output back).
+      if (livePreview && this.sgsLiveImage && this.imgs?.[0] !== this.sgsLiveImage) {
+        this.imgs = [this.sgsLiveImage];
+        this.imageIndex = 0;
+      }
       return result;
     };
 
