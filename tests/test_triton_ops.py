@@ -164,14 +164,24 @@ def test_filtered_lrelu_stylegan3_layers(layer, launches, G3):
     assert len(launches) == 1
 
 
-def test_filtered_lrelu_backward_in_channel_chunks(launches):
-    """The recomputing backward honours chunk_elements (one channel at a time here) and stays exact."""
-    fu, fd = taps(12), taps(12, 1)
+def test_recompute_backward_in_channel_chunks(launches):
+    """RecomputeGrad (the backward of the upfirdn2d kernels) recomputes the PyTorch op one chunk at a time."""
+    from core.ops.impl import RecomputeGrad
+
+    f = taps(5)
+    kw = dict(up=2, padding=[3, 2, 2, 3], gain=4.0, act="lrelu", act_gain=1.4, clamp=0.5)
+    chunks = []
+
+    def ref(xs, bs):
+        chunks.append(xs.shape[1])
+        return upfirdn2d_bias_act(xs, f, bs, impl="torch", **kw)
+
     x, b = rand(1, 3, 5, 5, seed=5), rand(3, seed=6)
-    kw = dict(up=2, down=2, padding=[9, 8, 9, 8], clamp=0.5)
-    check_forward_backward(lambda x, b: filtered_lrelu_ref(x, fu, fd, b, **kw),
-                           lambda x, b: filtered_lrelu(x, fu, fd, b, impl="triton", chunk_elements=1, **kw),
-                           (x, b), "chunked")
+    check_forward_backward(
+        lambda x, b: upfirdn2d_bias_act_ref(x, f, b, **kw),
+        lambda x, b: RecomputeGrad.apply(lambda xs, bs: upfirdn2d_bias_act(xs, f, bs, impl="triton", **kw), ref,
+                                         1, x, b), (x, b), "chunked")
+    assert chunks == [1, 1, 1] and len(launches) == 1
 
 
 def test_filtered_lrelu_grad_wrt_input_only(launches):
