@@ -9,6 +9,7 @@ earlier in this process, the tests rerun this file in a fresh process instead.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import math
@@ -289,3 +290,35 @@ def test_cpu_tensor_without_interpreter_falls_back(launches, monkeypatch, caplog
         y = upfirdn2d(x, F4, up=2, padding=[2, 1, 2, 1], impl="triton")
     assert torch.equal(y, upfirdn2d(x, F4, up=2, padding=[2, 1, 2, 1], impl="torch"))
     assert launches == [] and "TRITON_INTERPRET=1" in caplog.text
+
+
+def test_stylegan3_layer_runs_the_kernel_under_the_switch(G3, launches):
+    """A generator layer picks the kernel up through `ops_impl`, with the same result as today's path."""
+    lay = copy.deepcopy(G3.synthesis.L14_32_3).to(DEVICE)  # ToRGB: 3 channels, cheap under the interpreter
+    x = rand(1, lay.in_channels, *lay.in_hw, seed=17, requires_grad=False)
+    w = rand(1, G3.w_dim, seed=18, requires_grad=False)
+    with torch.no_grad():
+        today = lay(x, w)
+        with ops_impl("triton"):
+            fused = lay(x, w)
+    assert len(launches) == 1
+    close(fused, today, "ToRGB layer")
+
+
+def test_channels_last_stays_channels_last(launches):
+    fu, fd = taps(4), taps(4, 1)
+    x = rand(1, 3, 5, 5, seed=19, requires_grad=False).contiguous(memory_format=torch.channels_last)
+    y = filtered_lrelu(x, fu, fd, None, up=2, down=2, padding=[3, 2, 3, 2], impl="triton")
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    close(y, filtered_lrelu_ref(x, fu, fd, None, up=2, down=2, padding=[3, 2, 3, 2]), "channels-last")
+
+
+def test_filter_taps_are_prepared_once_per_filter(interpreter):
+    f = taps(6)
+    a = interpreter.device_terms(f, flip_filter=False, gain=4.0, device=torch.device(DEVICE))
+    assert interpreter.device_terms(f, flip_filter=False, gain=4.0, device=torch.device(DEVICE))[0] is a[0]
+    assert interpreter.device_terms(f, flip_filter=True, gain=4.0, device=torch.device(DEVICE))[0] is not a[0]
+    with torch.no_grad():
+        f.mul_(2)  # an in-place change is a new version: prepared again
+    b = interpreter.device_terms(f, flip_filter=False, gain=4.0, device=torch.device(DEVICE))
+    torch.testing.assert_close(b[0] * b[1][:, :1], a[0] * a[1][:, :1] * 2)

@@ -29,6 +29,7 @@ decimate; stage 2 is the same map with up = 1 and no padding.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import triton
@@ -213,8 +214,8 @@ def filtered_lrelu_grad(x: torch.Tensor, gy: torch.Tensor, *, fu, fd, up: int, d
     """d filtered_lrelu / d x for the output gradient `gy` (same shape rules as `resample_act`'s stage 2)."""
     n, c, h, w = x.shape
     px0, px1, py0, py1 = padding
-    guy, gux = separable_terms(fu, flip_filter=flip_filter, gain=up ** 2)
-    gdy, gdx = separable_terms(fd, flip_filter=flip_filter, gain=1.0)
+    guy, gux = device_terms(fu, flip_filter=flip_filter, gain=up ** 2, device=x.device)
+    gdy, gdx = device_terms(fd, flip_filter=flip_filter, gain=1.0, device=x.device)
     kuy, kux, kdy, kdx = guy.shape[1], gux.shape[1], gdy.shape[1], gdx.shape[1]
     t_h = _axis_len(h, up, 1, py0, py1, kuy)
     t_w = _axis_len(w, up, 1, px0, px1, kux)
@@ -224,7 +225,6 @@ def filtered_lrelu_grad(x: torch.Tensor, gy: torch.Tensor, *, fu, fd, up: int, d
     bo_y, bo_x = _pow2((bt_y + kdy - 2) // down + 2), _pow2((bt_x + kdx - 2) // down + 2)
     bs2_y, bs2_x = _pow2((bt_y + kuy - 2) // up + 2), _pow2((bt_x + kux - 2) // up + 2)
     dev = x.device
-    guy, gux, gdy, gdx = (g.to(dev) for g in (guy, gux, gdy, gdx))
     dx = torch.empty([n, c, h, w], dtype=x.dtype, device=dev, memory_format=_format_of(x))
     bpre = guy if b_pre is None else b_pre.to(device=dev, dtype=torch.float32).contiguous()
     off_oy = down * ((abs(py0) + kuy + kdy) // down + 2)
@@ -239,6 +239,7 @@ def filtered_lrelu_grad(x: torch.Tensor, gy: torch.Tensor, *, fu, fd, up: int, d
         KU_Y=kuy, KU_X=kux, RU=guy.shape[0], KD_Y=kdy, KD_X=kdx, RD=gdy.shape[0],
         BS=bs, BS2_Y=bs2_y, BS2_X=bs2_x, BT_Y=bt_y, BT_X=bt_x, BO_Y=bo_y, BO_X=bo_x,
         PRE_BIAS=b_pre is not None, CLAMP=clamp is not None and clamp >= 0, PRECISION=precision,
+        num_warps=4 if max(bt_y, bt_x, bo_y, bo_x, bs2_y, bs2_x) <= 64 else 8,
     )
     return dx
 
@@ -273,6 +274,24 @@ def separable_terms(f: torch.Tensor | None, *, flip_filter: bool, gain: float) -
     return gy.float().contiguous(), gx.float().contiguous()
 
 
+_taps_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def device_terms(f: torch.Tensor | None, *, flip_filter: bool, gain: float,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`separable_terms` on `device`, cached per filter tensor (and its version), so repeated calls with a
+    network's filter buffers cost no SVD, no host-device copy and no synchronisation (CUDA graphs need that)."""
+    key = (None if f is None else id(f), None if f is None else f._version, tuple(f.shape) if f is not None else (),
+           str(device), bool(flip_filter), float(gain))
+    hit = _taps_cache.get(key)
+    if hit is None:
+        hit = tuple(g.to(device) for g in separable_terms(f, flip_filter=flip_filter, gain=gain))
+        _taps_cache[key] = hit
+        if f is not None:  # forget the entry with the filter (its id may be reused afterwards)
+            weakref.finalize(f, _taps_cache.pop, key, None)
+    return hit
+
+
 def _axis_len(length: int, up: int, down: int, p0: int, p1: int, taps: int) -> int:
     return (length * up + p0 + p1 - taps + down) // down
 
@@ -289,12 +308,12 @@ def resample_act(x: torch.Tensor, *, fu: torch.Tensor | None, fd: torch.Tensor |
     assert x.ndim == 4 and x.is_floating_point(), x.shape
     n, c, h, w = x.shape
     px0, px1, py0, py1 = padding
-    guy, gux = separable_terms(fu, flip_filter=flip_filter, gain=gain_u)
+    guy, gux = device_terms(fu, flip_filter=flip_filter, gain=gain_u, device=x.device)
     kuy, kux = guy.shape[1], gux.shape[1]
     t_h = _axis_len(h, up, down1, py0, py1, kuy)
     t_w = _axis_len(w, up, down1, px0, px1, kux)
     if stage2:
-        gdy, gdx = separable_terms(fd, flip_filter=flip_filter, gain=1.0)
+        gdy, gdx = device_terms(fd, flip_filter=flip_filter, gain=1.0, device=x.device)
         kdy, kdx = gdy.shape[1], gdx.shape[1]
         out_h = _axis_len(t_h, 1, down2, 0, 0, kdy)
         out_w = _axis_len(t_w, 1, down2, 0, 0, kdx)
@@ -314,7 +333,6 @@ def resample_act(x: torch.Tensor, *, fu: torch.Tensor | None, fd: torch.Tensor |
     bs_y = _pow2(((bt_y - 1) * down1 + kuy - 1) // up + 2)
     bs_x = _pow2(((bt_x - 1) * down1 + kux - 1) // up + 2)
     dev = x.device
-    guy, gux, gdy, gdx = (g.to(dev) for g in (guy, gux, gdy, gdx))
     out = torch.empty([n, c, out_h, out_w], dtype=x.dtype, device=dev, memory_format=_format_of(x))
     dummy = guy
     bpre = dummy if b_pre is None else b_pre.to(device=dev, dtype=torch.float32).contiguous()
@@ -331,5 +349,6 @@ def resample_act(x: torch.Tensor, *, fu: torch.Tensor | None, fd: torch.Tensor |
         BS_Y=bs_y, BS_X=bs_x, BT_Y=bt_y, BT_X=bt_x, BO_Y=bo_y, BO_X=bo_x,
         PRE_BIAS=b_pre is not None, POST_BIAS=b_post is not None, ACT=act,
         CLAMP=clamp is not None and clamp >= 0, STAGE2=stage2, PRECISION=precision,
+        num_warps=4 if max(bt_y, bt_x, bs_y, bs_x) <= 64 else 8,
     )
     return out
