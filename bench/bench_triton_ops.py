@@ -7,7 +7,8 @@ Two ops, on the shapes of real generators at 1024 px:
                    convolution, gain 4, then bias + lrelu * sqrt 2, clamp 256) at 256, 512 and 1024 px.
 
 Implementations, interleaved per iteration in one process (ratios survive a loaded machine):
-  triton   ours, impl="triton" (the fused kernel; backward recomputes the PyTorch path chunk by chunk)
+  triton   ours, impl="triton" (fused kernels; filtered_lrelu's backward is a fused Triton kernel too, the
+           upfirdn2d_bias_act backward recomputes the PyTorch path)
   tri_x3   the same kernel with tl.dot in "tf32x3" (three TF32 tensor-core passes, about fp32 accuracy)
            instead of "ieee" fp32 FMA: the candidate if the FMA kernel is compute-bound
   torch    ours, impl="torch" (today's default: polyphase PyTorch path, channel-chunked for filtered_lrelu)
@@ -104,31 +105,17 @@ def stylegan2_upsample_cases(batch: int, quick: bool, smoke: bool) -> list[dict]
 def implementations(case: dict, device, nvidia) -> dict[str, Callable]:
     """name -> fn(x, b) for one case (filters moved to the device once)."""
     from core.ops import filtered_lrelu, filtered_lrelu_ref, upfirdn2d_bias_act, upfirdn2d_bias_act_ref
-    from core.ops.filtered_lrelu import CHUNK_ELEMENTS
-    from core.ops.upfirdn2d import filter_size, parse_padding
+    from core.ops.upfirdn2d import parse_padding
 
     kw = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in case["kw"].items()}
     if case["op"] == "filtered_lrelu":
         def tri_x3(x, b):
-            from core.ops.impl import RecomputeGrad, triton_kernels
+            from core.ops.filtered_lrelu import _TritonFilteredLRelu
 
-            def fast(xs, bs):
-                return triton_kernels().resample_act(
-                    xs, fu=kw["fu"], fd=kw["fd"], up=kw["up"], down1=1, down2=kw["down"],
-                    padding=tuple(parse_padding(kw["padding"])), flip_filter=False, gain_u=kw["up"] ** 2, b_pre=bs,
-                    b_post=None, act=1, slope=kw["slope"], gain=kw["gain"], clamp=kw["clamp"], stage2=True,
-                    precision="tf32x3")
-
-            def ref(xs, bs):
-                return filtered_lrelu(xs, b=bs, impl="torch", **kw)
-
-            if not x.requires_grad:
-                return fast(x, b)
-            n, c, h, w = x.shape  # the channel chunk filtered_lrelu's own backward uses
-            px0, px1, py0, py1 = parse_padding(kw["padding"])
-            fu_w, fu_h = filter_size(kw["fu"])
-            tmp = n * (h * kw["up"] + py0 + py1 - fu_h + 1) * (w * kw["up"] + px0 + px1 - fu_w + 1)
-            return RecomputeGrad.apply(fast, ref, max(1, min(c, CHUNK_ELEMENTS // max(tmp, 1))), x, b)
+            args = dict(fu=kw["fu"], fd=kw["fd"], up=kw["up"], down=kw["down"],
+                        padding=tuple(parse_padding(kw["padding"])), flip_filter=False, slope=kw["slope"],
+                        gain=kw["gain"], clamp=kw["clamp"], precision="tf32x3")
+            return _TritonFilteredLRelu.apply(x, b, args)
 
         fns = {
             "triton": lambda x, b: filtered_lrelu(x, b=b, impl="triton", **kw),

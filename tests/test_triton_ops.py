@@ -9,6 +9,7 @@ earlier in this process, the tests rerun this file in a fresh process instead.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import math
@@ -164,14 +165,24 @@ def test_filtered_lrelu_stylegan3_layers(layer, launches, G3):
     assert len(launches) == 1
 
 
-def test_filtered_lrelu_backward_in_channel_chunks(launches):
-    """The recomputing backward honours chunk_elements (one channel at a time here) and stays exact."""
-    fu, fd = taps(12), taps(12, 1)
+def test_recompute_backward_in_channel_chunks(launches):
+    """RecomputeGrad (the backward of the upfirdn2d kernels) recomputes the PyTorch op one chunk at a time."""
+    from core.ops.impl import RecomputeGrad
+
+    f = taps(5)
+    kw = dict(up=2, padding=[3, 2, 2, 3], gain=4.0, act="lrelu", act_gain=1.4, clamp=0.5)
+    chunks = []
+
+    def ref(xs, bs):
+        chunks.append(xs.shape[1])
+        return upfirdn2d_bias_act(xs, f, bs, impl="torch", **kw)
+
     x, b = rand(1, 3, 5, 5, seed=5), rand(3, seed=6)
-    kw = dict(up=2, down=2, padding=[9, 8, 9, 8], clamp=0.5)
-    check_forward_backward(lambda x, b: filtered_lrelu_ref(x, fu, fd, b, **kw),
-                           lambda x, b: filtered_lrelu(x, fu, fd, b, impl="triton", chunk_elements=1, **kw),
-                           (x, b), "chunked")
+    check_forward_backward(
+        lambda x, b: upfirdn2d_bias_act_ref(x, f, b, **kw),
+        lambda x, b: RecomputeGrad.apply(lambda xs, bs: upfirdn2d_bias_act(xs, f, bs, impl="triton", **kw), ref,
+                                         1, x, b), (x, b), "chunked")
+    assert chunks == [1, 1, 1] and len(launches) == 1
 
 
 def test_filtered_lrelu_grad_wrt_input_only(launches):
@@ -279,3 +290,35 @@ def test_cpu_tensor_without_interpreter_falls_back(launches, monkeypatch, caplog
         y = upfirdn2d(x, F4, up=2, padding=[2, 1, 2, 1], impl="triton")
     assert torch.equal(y, upfirdn2d(x, F4, up=2, padding=[2, 1, 2, 1], impl="torch"))
     assert launches == [] and "TRITON_INTERPRET=1" in caplog.text
+
+
+def test_stylegan3_layer_runs_the_kernel_under_the_switch(G3, launches):
+    """A generator layer picks the kernel up through `ops_impl`, with the same result as today's path."""
+    lay = copy.deepcopy(G3.synthesis.L14_32_3).to(DEVICE)  # ToRGB: 3 channels, cheap under the interpreter
+    x = rand(1, lay.in_channels, *lay.in_hw, seed=17, requires_grad=False)
+    w = rand(1, G3.w_dim, seed=18, requires_grad=False)
+    with torch.no_grad():
+        today = lay(x, w)
+        with ops_impl("triton"):
+            fused = lay(x, w)
+    assert len(launches) == 1
+    close(fused, today, "ToRGB layer")
+
+
+def test_channels_last_stays_channels_last(launches):
+    fu, fd = taps(4), taps(4, 1)
+    x = rand(1, 3, 5, 5, seed=19, requires_grad=False).contiguous(memory_format=torch.channels_last)
+    y = filtered_lrelu(x, fu, fd, None, up=2, down=2, padding=[3, 2, 3, 2], impl="triton")
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    close(y, filtered_lrelu_ref(x, fu, fd, None, up=2, down=2, padding=[3, 2, 3, 2]), "channels-last")
+
+
+def test_filter_taps_are_prepared_once_per_filter(interpreter):
+    f = taps(6)
+    a = interpreter.device_terms(f, flip_filter=False, gain=4.0, device=torch.device(DEVICE))
+    assert interpreter.device_terms(f, flip_filter=False, gain=4.0, device=torch.device(DEVICE))[0] is a[0]
+    assert interpreter.device_terms(f, flip_filter=True, gain=4.0, device=torch.device(DEVICE))[0] is not a[0]
+    with torch.no_grad():
+        f.mul_(2)  # an in-place change is a new version: prepared again
+    b = interpreter.device_terms(f, flip_filter=False, gain=4.0, device=torch.device(DEVICE))
+    torch.testing.assert_close(b[0] * b[1][:, :1], a[0] * a[1][:, :1] * 2)

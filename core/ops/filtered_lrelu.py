@@ -7,7 +7,7 @@ import math
 import torch
 
 from .bias_act import bias_act, bias_act_ref, can_modify_inplace
-from .impl import RecomputeGrad, triton_kernels, use_triton
+from .impl import triton_kernels, use_triton
 from .upfirdn2d import Padding, filter_size, parse_padding, upfirdn2d, upfirdn2d_ref
 
 # Upper bound on the upsampled intermediate of one channel chunk in the fast path, in elements.
@@ -51,7 +51,8 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
     channels in chunks so the upsampled intermediate never exceeds `chunk_elements`. The Triton
     path (`impl` "triton", or "auto" on CUDA; None = the `ops_impl` setting, see `impl.py`) runs
     upsample, bias/activation/clamp and downsample in one kernel per output tile, so the upsampled
-    image never exists in memory; its backward recomputes the PyTorch path chunk by chunk.
+    image never exists in memory; its backward (w.r.t. `x` and `b`) is a second Triton kernel that
+    recomputes the upsampled values of each tile from `x` instead of storing them.
     """
     n, c, h, w = x.shape
     px0, px1, py0, py1 = parse_padding(padding)
@@ -59,19 +60,11 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
     tmp_elems = n * (h * up + py0 + py1 - fu_h + 1) * (w * up + px0 + px1 - fu_w + 1)
     chunk = max(1, min(c, chunk_elements // max(tmp_elems, 1)))
     if use_triton(x, impl, "filtered_lrelu"):
-        def fast(xs: torch.Tensor, bs: torch.Tensor | None) -> torch.Tensor:
-            return triton_kernels().resample_act(
-                xs, fu=fu, fd=fd, up=up, down1=1, down2=down, padding=(px0, px1, py0, py1),
-                flip_filter=flip_filter, gain_u=up ** 2, b_pre=bs, b_post=None, act=1, slope=slope, gain=gain,
-                clamp=clamp, stage2=True)
-
-        def ref(xs: torch.Tensor, bs: torch.Tensor | None) -> torch.Tensor:
-            return filtered_lrelu(xs, fu, fd, bs, up=up, down=down, padding=padding, gain=gain, slope=slope,
-                                  clamp=clamp, flip_filter=flip_filter, chunk_elements=chunk_elements, impl="torch")
-
+        args = dict(fu=fu, fd=fd, up=up, down=down, padding=(px0, px1, py0, py1), flip_filter=flip_filter,
+                    slope=slope, gain=gain, clamp=clamp)
         if can_modify_inplace(x, b):  # no graph needed
-            return fast(x, b)
-        return RecomputeGrad.apply(fast, ref, chunk, x, b)
+            return _TritonFilteredLRelu.forward(None, x, b, args)
+        return _TritonFilteredLRelu.apply(x, b, args)
 
     def run(xs: torch.Tensor, bs: torch.Tensor | None) -> torch.Tensor:
         if bs is not None:
@@ -91,3 +84,29 @@ def filtered_lrelu(x: torch.Tensor, fu: torch.Tensor | None = None, fd: torch.Te
     for i in starts:
         out[:, i:i + chunk] = run(x[:, i:i + chunk], None if b is None else b[i:i + chunk])
     return out
+
+
+class _TritonFilteredLRelu(torch.autograd.Function):
+    """filtered_lrelu through the Triton kernels: forward and backward both fused per tile (first-order only).
+
+    `args`: filtered_lrelu's keyword arguments (padding as (x0, x1, y0, y1)), plus optionally the
+    kernels' `precision` for tl.dot ("ieee" by default; the benchmark tries "tf32x3")."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, b: torch.Tensor | None, args: dict) -> torch.Tensor:
+        if ctx is not None:
+            ctx.args = args
+            ctx.save_for_backward(x, b)
+        return triton_kernels().resample_act(
+            x, fu=args["fu"], fd=args["fd"], up=args["up"], down1=1, down2=args["down"], padding=args["padding"],
+            flip_filter=args["flip_filter"], gain_u=args["up"] ** 2, b_pre=b, b_post=None, act=1,
+            slope=args["slope"], gain=args["gain"], clamp=args["clamp"], stage2=True,
+            precision=args.get("precision", "ieee"))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy: torch.Tensor):
+        x, b = ctx.saved_tensors
+        dx = triton_kernels().filtered_lrelu_grad(x, gy, b_pre=b, **ctx.args)
+        db = dx.sum(dim=(0, 2, 3), dtype=torch.float32).to(b.dtype) if ctx.needs_input_grad[1] else None
+        return (dx if ctx.needs_input_grad[0] else None), db, None
