@@ -129,12 +129,37 @@ def header(device: torch.device, args) -> dict:
 # NVIDIA's reference with its ops switchable between compiled and pure PyTorch in one process
 
 
+def install_import_shims() -> None:
+    """NVIDIA's code imports `pkg_resources.parse_version` (gone from setuptools >= 81) and `distutils.util.strtobool`
+    (gone from Python 3.12 without setuptools' shim): stand-ins with the same behaviour, only where missing."""
+    import types
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        from packaging.version import parse
+        sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
+    try:
+        import distutils.util  # noqa: F401
+    except ImportError:
+        def strtobool(val: str) -> int:
+            val = val.lower()
+            if val in ("y", "yes", "t", "true", "on", "1"):
+                return 1
+            if val in ("n", "no", "f", "false", "off", "0"):
+                return 0
+            raise ValueError(f"invalid truth value {val!r}")
+        util = types.SimpleNamespace(strtobool=strtobool)
+        sys.modules["distutils"] = types.SimpleNamespace(util=util)
+        sys.modules["distutils.util"] = util
+
+
 class Nvidia:
     """NVIDIA's networks from a checkout, with `ops(compiled)` switching their custom ops per call."""
 
     OPS = ("bias_act", "upfirdn2d", "filtered_lrelu")
 
     def __init__(self, path: str, device: torch.device):
+        install_import_shims()
         self.src = BG.NvidiaSource(path, allow_plugins=True)
         self.path = self.src.path
         self.modules, self.init = {}, {}
@@ -627,8 +652,8 @@ def parse_args(argv=None):
     p.add_argument("--configs", default=None, help="generator configs (default: the three 1024 px ones; quick: 64 px)")
     p.add_argument("--batch", default=None, help="batch sizes (default 1,8; quick 1,2)")
     p.add_argument("--switches", default=None,
-                   help="our switches to time: nchw,tf32,bf16,fp16,compile,graphs (default all on CUDA; "
-                        "CPU: nchw,bf16, as inductor takes minutes to compile on CPU)")
+                   help="our switches to time: nchw,tf32,bf16,fp16,compile,graphs (default all on CUDA; CPU: nchw, "
+                        "as inductor takes minutes to compile there and CPUs without bf16 units run it 20-80x slower)")
     p.add_argument("--iters", type=int, default=None, help="timed rounds (default 5; quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2; quick 1)")
     p.add_argument("--no-memory", dest="memory", action="store_false")
@@ -670,7 +695,7 @@ def parse_args(argv=None):
     default("edit_steps", 5, 2)
     cuda = args.device.startswith("cuda")
     if args.switches is None:
-        args.switches = "nchw,tf32,bf16,fp16,compile,graphs" if cuda else "nchw,bf16"
+        args.switches = "nchw,tf32,bf16,fp16,compile,graphs" if cuda else "nchw"
     args.switches = [s for s in args.switches.split(",") if s]
     if args.inv_accel is None:
         args.inv_accel = "compile=reduce-overhead,tf32=true" if cuda else ""
