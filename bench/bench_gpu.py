@@ -129,12 +129,37 @@ def header(device: torch.device, args) -> dict:
 # NVIDIA's reference with its ops switchable between compiled and pure PyTorch in one process
 
 
+def install_import_shims() -> None:
+    """NVIDIA's code imports `pkg_resources.parse_version` (gone from setuptools >= 81) and `distutils.util.strtobool`
+    (gone from Python 3.12 without setuptools' shim): stand-ins with the same behaviour, only where missing."""
+    import types
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        from packaging.version import parse
+        sys.modules["pkg_resources"] = types.SimpleNamespace(parse_version=parse)
+    try:
+        import distutils.util  # noqa: F401
+    except ImportError:
+        def strtobool(val: str) -> int:
+            val = val.lower()
+            if val in ("y", "yes", "t", "true", "on", "1"):
+                return 1
+            if val in ("n", "no", "f", "false", "off", "0"):
+                return 0
+            raise ValueError(f"invalid truth value {val!r}")
+        util = types.SimpleNamespace(strtobool=strtobool)
+        sys.modules["distutils"] = types.SimpleNamespace(util=util)
+        sys.modules["distutils.util"] = util
+
+
 class Nvidia:
     """NVIDIA's networks from a checkout, with `ops(compiled)` switching their custom ops per call."""
 
     OPS = ("bias_act", "upfirdn2d", "filtered_lrelu")
 
     def __init__(self, path: str, device: torch.device):
+        install_import_shims()
         self.src = BG.NvidiaSource(path, allow_plugins=True)
         self.path = self.src.path
         self.modules, self.init = {}, {}
@@ -401,8 +426,9 @@ def bench_inversion(cfg: core.GeneratorConfig, args, device, accel: AccelConfig)
     method = I.DEFAULT_METHOD
     prior = I.compute_w_prior(G, args.prior_samples) if method == "ii2s" else None
     rows = []
+    settings = [("plain", AccelConfig())] + ([("accelerated", accel)] if accel != AccelConfig() else [])
     for m in ("projector", method):
-        for label, a in (("plain", AccelConfig()), ("accelerated", accel)):
+        for label, a in settings:
             set_accel(G, a)
             marks, tick = step_timer(device)
             sync(device)
@@ -478,13 +504,13 @@ def bench_clip(cfg: core.GeneratorConfig, args, device, accel: AccelConfig, clip
     text = clip.encode_text(["a face with a big smile"]).to(device)
     print(f"\n== CLIP Latent Optimize: {G.img_resolution} px {G.arch}; accelerated = {accel.describe()}")
     rows = []
-    for space in SC.SPACES:
-        for label, a in (("plain", AccelConfig()), ("accelerated", accel)):
+    settings = [("plain", AccelConfig())] + ([("accelerated", accel)] if accel != AccelConfig() else [])
+    for space in SC.SPACES[:1] if args.quick else SC.SPACES:
+        for label, a in settings:
             set_accel(G, a)
-            fn = lambda: BCO.time_ours(G, latent, text, clip, space, args.clip_steps + 1, device)  # noqa: E731
-            per = fn()
+            per = BCO.time_ours(G, latent, text, clip, space, args.clip_steps + 1, device)
             mem = peak_mib(lambda: BCO.time_ours(G, latent, text, clip, space, 2, device), device) \
-                if args.memory else None
+                if args.memory_loops else None
             s = statistics.median(per)
             rows.append(dict(section="clip", space=space, accel=label, s_per_step=s, peak_mib=mem))
             print(f"   {space:3s} {label:12s} {s:8.4f} s/step  peak {fmt_mib(mem)} MiB")
@@ -529,7 +555,7 @@ def bench_edits(args, device, clip) -> list[dict]:
             kw = dict(batch=1, steps=args.edit_steps + 1, layer=layer, loss="directional")
             per = BWS.step_times(G, clip, method, "single", device, **kw)
             mem = peak_mib(lambda: BWS.step_times(G, clip, method, "single", device, **{**kw, "steps": 2}), device) \
-                if args.memory else None
+                if args.memory_loops else None
             name = "Weight Shift train" if method == "shift" else "CLIP Latent Optimize (W+)"
             rows.append(dict(section="edits", method=name, s_per_step=statistics.median(per), peak_mib=mem))
             print(f"   {name:28s} {statistics.median(per):8.4f} s/step  peak {fmt_mib(mem)} MiB")
@@ -545,7 +571,7 @@ def bench_edits(args, device, clip) -> list[dict]:
         style = torch.rand([1, 3, size, size], generator=gen).to(device)
         per = BNS.time_ours(vgg, content, style, args.edit_steps, "gatys2016", device)
         mem = peak_mib(lambda: BNS.time_ours(vgg, content, style, 1, "gatys2016", device), device) \
-            if args.memory else None
+            if args.memory_loops else None
         rows.append(dict(section="edits", method=f"Neural Style gatys2016 {size} px", s_per_step=statistics.median(per),
                          peak_mib=mem))
         print(f"   {'Neural Style ' + str(size) + ' px':28s} {statistics.median(per):8.4f} s/iteration  "
@@ -627,8 +653,8 @@ def parse_args(argv=None):
     p.add_argument("--configs", default=None, help="generator configs (default: the three 1024 px ones; quick: 64 px)")
     p.add_argument("--batch", default=None, help="batch sizes (default 1,8; quick 1,2)")
     p.add_argument("--switches", default=None,
-                   help="our switches to time: nchw,tf32,bf16,fp16,compile,graphs (default all on CUDA; "
-                        "CPU: nchw,bf16, as inductor takes minutes to compile on CPU)")
+                   help="our switches to time: nchw,tf32,bf16,fp16,compile,graphs (default all on CUDA; CPU: nchw, "
+                        "as inductor takes minutes to compile there and CPUs without bf16 units run it 20-80x slower)")
     p.add_argument("--iters", type=int, default=None, help="timed rounds (default 5; quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2; quick 1)")
     p.add_argument("--no-memory", dest="memory", action="store_false")
@@ -648,7 +674,7 @@ def parse_args(argv=None):
     p.add_argument("--clip-steps", type=int, default=None, help="timed CLIP steps (default 10; quick 2)")
     p.add_argument("--gd-images", type=int, default=None, help="global directions: images timed per channel "
                    "(default 4; quick 1)")
-    p.add_argument("--edit-steps", type=int, default=None, help="timed steps per editing method (5; quick 2)")
+    p.add_argument("--edit-steps", type=int, default=None, help="timed steps per editing method (5; quick 1)")
     p.add_argument("--encoder-timeout", type=int, default=300)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="also write every number as JSON here")
@@ -667,10 +693,11 @@ def parse_args(argv=None):
     default("prior_samples", 100_000, 2000)
     default("clip_steps", 10, 2)
     default("gd_images", 4, 1)
-    default("edit_steps", 5, 2)
+    default("edit_steps", 5, 1)
+    args.memory_loops = args.memory and not q   # peak memory of the loops too (quick: the generator's only)
     cuda = args.device.startswith("cuda")
     if args.switches is None:
-        args.switches = "nchw,tf32,bf16,fp16,compile,graphs" if cuda else "nchw,bf16"
+        args.switches = "nchw,tf32,bf16,fp16,compile,graphs" if cuda else "nchw"
     args.switches = [s for s in args.switches.split(",") if s]
     if args.inv_accel is None:
         args.inv_accel = "compile=reduce-overhead,tf32=true" if cuda else ""

@@ -42,7 +42,7 @@ part() {   # part <seconds> <name> <bench_gpu arguments...>
 }
 # 1. Forward and forward+backward at 1024 px, batch 1 and 8: ours plain / fp32 / each eager switch vs NVIDIA's
 #    compiled and pure-PyTorch ops (their plugins build here first), and filtered_lrelu's peak memory.
-part 250 generator --sections generator,flrelu --switches nchw,tf32,bf16,fp16 --iters 5 --warmup 2
+part 250 generator --sections generator,flrelu --switches nchw,tf32,bf16,fp16 --iters 3 --warmup 1
 # 2. Inversion s/step and time to the projector's 1000-step LPIPS, CLIP Latent Optimize s/step (TF32 as the
 #    accelerated setting: compiling these loops is part 4's question).
 part 120 loops --sections inversion,clip --inv-accel tf32=true --inv-steps 10 --clip-steps 5
@@ -50,5 +50,5 @@ part 120 loops --sections inversion,clip --inv-accel tf32=true --inv-steps 10 --
 part 100 edits --sections directions,edits --gd-images 2 --edit-steps 3 --encoder-timeout 60
 # 4. torch.compile with CUDA graphs (compiles take a minute each: one config, batch 1 and 8).
 part $((580 - (SECONDS - START))) compiled --sections generator --configs sg2f-1024 --switches graphs \
-    --iters 5 --warmup 2
+    --iters 5 --warmup 3
 echo "total $((SECONDS - START)) s"

@@ -36,10 +36,12 @@ start). 'reduce-overhead': torch.compile with CUDA graphs (on CUDA; same as 'def
 
 AUTOCAST_DTYPES: dict[str, Optional[torch.dtype]] = {"off": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-AUTOCAST_TOLERANCE = {"bfloat16": 0.05, "float16": 0.01}
+AUTOCAST_TOLERANCE = {"bfloat16": 0.1, "float16": 0.02}
 """Max |autocast - float32| of a rendered image, relative to the image's max |x|, that the tests hold the autocast
-switch to (seeded tiny generators; bfloat16 measured on CPU: 1.6 % StyleGAN2, 3.4 % StyleGAN3; float16 keeps 3 more
-mantissa bits). bench/bench_gpu.py prints the error of every switch at full size."""
+switch to. bfloat16 measured on CPU with seeded random weights: StyleGAN2 1.2-1.6 %, StyleGAN3 3.4 % (32 px) and
+6.2 % (64 px) — StyleGAN3 is the more sensitive (no model was trained in bfloat16; prefer float16 or `G.precision`
+'auto' on CUDA). float16 keeps 3 more mantissa bits. bench/bench_gpu.py prints the error of every switch at full
+size."""
 
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
 """'inductor' generates kernels (the speed-up); 'aot_eager' / 'eager' only trace (checks of the capture, in tests)."""
