@@ -223,6 +223,8 @@ def variants(device: torch.device, args, nvidia: Optional[Nvidia], arch: str) ->
         v.append(Variant("ours autocast bf16", "ours", AccelConfig(autocast="bfloat16")))
     if "fp16" in wanted and cuda:
         v.append(Variant("ours autocast fp16", "ours", AccelConfig(autocast="float16")))
+    if "triton" in wanted and cuda:
+        v.append(Variant("ours triton kernels", "ours", AccelConfig(kernels="triton")))
     if "compile" in wanted:
         v.append(Variant("ours compile", "ours", AccelConfig(compile="default")))
     if "graphs" in wanted and cuda:
@@ -653,7 +655,7 @@ def parse_args(argv=None):
     p.add_argument("--configs", default=None, help="generator configs (default: the three 1024 px ones; quick: 64 px)")
     p.add_argument("--batch", default=None, help="batch sizes (default 1,8; quick 1,2)")
     p.add_argument("--switches", default=None,
-                   help="our switches to time: nchw,tf32,bf16,fp16,compile,graphs (default all on CUDA; CPU: nchw, "
+                   help="our switches to time: nchw,tf32,bf16,fp16,triton,compile,graphs (default all on CUDA; CPU: nchw, "
                         "as inductor takes minutes to compile there and CPUs without bf16 units run it 20-80x slower)")
     p.add_argument("--iters", type=int, default=None, help="timed rounds (default 5; quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2; quick 1)")
@@ -697,7 +699,7 @@ def parse_args(argv=None):
     args.memory_loops = args.memory and not q   # peak memory of the loops too (quick: the generator's only)
     cuda = args.device.startswith("cuda")
     if args.switches is None:
-        args.switches = "nchw,tf32,bf16,fp16,compile,graphs" if cuda else "nchw"
+        args.switches = "nchw,tf32,bf16,fp16,triton,compile,graphs" if cuda else "nchw"
     args.switches = [s for s in args.switches.split(",") if s]
     if args.inv_accel is None:
         args.inv_accel = "compile=reduce-overhead,tf32=true" if cuda else ""

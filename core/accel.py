@@ -16,6 +16,9 @@ bit for bit. Each switch is independent:
   convolutions faster in it). False keeps NCHW-contiguous activations (equal up to float rounding).
 - `tf32`: TF32 matmuls and convolutions on Ampere+ GPUs while the synthesis runs (restored after); None leaves
   PyTorch's process settings alone (the default). No effect on CPU.
+- `kernels`: the resampling ops' implementation while the synthesis runs (`core.ops.impl.ops_impl`): 'torch' (the
+  default), 'triton' (the fused Triton kernels: filtered_lrelu without the upsampled tensor in memory, upfirdn2d) or
+  'auto' (Triton on CUDA tensors when triton imports). Equal to the PyTorch ops up to float rounding.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 from torch import nn
 
 from .log import logger
+from .ops.impl import IMPLS, ops_impl
 
 COMPILE_MODES = ("off", "default", "max-autotune", "reduce-overhead")
 """'off': eager. 'default' / 'max-autotune': torch.compile modes (max-autotune benchmarks kernels once, slower to
@@ -56,6 +60,7 @@ class AccelConfig:
     channels_last: bool = True            # Activations in channels-last memory (False: NCHW-contiguous).
     tf32: Optional[bool] = None           # TF32 on CUDA while rendering; None: leave PyTorch's setting.
     backend: str = "inductor"             # torch.compile backend (COMPILE_BACKENDS).
+    kernels: str = "torch"                # resampling ops (core/ops/impl.py): 'torch', 'triton' or 'auto'.
 
     def __post_init__(self) -> None:
         if self.compile not in COMPILE_MODES:
@@ -68,11 +73,13 @@ class AccelConfig:
             raise ValueError(f"tf32 must be None (PyTorch's setting), True or False, got {self.tf32!r}")
         if self.backend not in COMPILE_BACKENDS:
             raise ValueError(f"backend must be one of {COMPILE_BACKENDS}, got {self.backend!r}")
+        if self.kernels not in IMPLS:
+            raise ValueError(f"kernels must be one of {IMPLS}, got {self.kernels!r}")
 
     @property
     def wraps_forward(self) -> bool:
-        """Whether the forward needs the accelerated wrapper (compile, autocast or TF32 set)."""
-        return self.compile != "off" or self.autocast != "off" or self.tf32 is not None
+        """Whether the forward needs the accelerated wrapper (compile, autocast, TF32 or kernels set)."""
+        return self.compile != "off" or self.autocast != "off" or self.tf32 is not None or self.kernels != "torch"
 
     def describe(self) -> str:
         """Short label of the switches that differ from the plain path ('plain' when none)."""
@@ -113,9 +120,9 @@ def tf32_mode(enabled: Optional[bool]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def accel_context(config: AccelConfig, device: torch.device) -> Iterator[None]:
-    """The process-level part of `config` (TF32, autocast) around one render on `device`."""
+    """The process-level part of `config` (TF32, autocast, the ops' kernels) around one render on `device`."""
     dtype = AUTOCAST_DTYPES[config.autocast]
-    with tf32_mode(config.tf32 if device.type == "cuda" else None):
+    with tf32_mode(config.tf32 if device.type == "cuda" else None), ops_impl(config.kernels):
         if dtype is None:
             yield
         else:

@@ -45,12 +45,31 @@ def test_defaults_are_the_plain_path(G):
 
 def test_settings_are_checked():
     for bad in (dict(compile="fast"), dict(autocast="fp16"), dict(channels_last="yes"), dict(tf32=1.0),
-                dict(backend="cudagraphs")):
+                dict(backend="cudagraphs"), dict(kernels="cuda")):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AccelConfig(**bad)
     with pytest.raises(TypeError, match="set_accel needs a core Generator"):
         set_accel(torch.nn.Linear(2, 2), compile="default")
     assert AccelConfig(compile="reduce-overhead", tf32=True).describe() == "compile=reduce-overhead, tf32=True"
+
+
+def test_kernels_switch_runs_the_ops_with_that_impl(G, monkeypatch):
+    from core.ops import impl as ops_impl
+
+    seen = []
+    run = type(G.synthesis).run
+
+    def spy(self, *args, **kwargs):
+        seen.append(ops_impl.current_impl())
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(G.synthesis), "run", spy)
+    ws = latents(G)
+    plain = G.synthesis(ws)
+    cfg = set_accel(G, kernels="auto")      # Triton on CUDA tensors; these are CPU tensors: the PyTorch path
+    assert cfg.wraps_forward and cfg.describe() == "kernels=auto"
+    assert torch.equal(G.synthesis(ws), plain)
+    assert seen == ["torch", "auto"] and ops_impl.current_impl() == "torch"   # restored after the render
 
 
 def test_set_accel_on_generator_or_synthesis_and_copies_inherit(G):
