@@ -139,6 +139,13 @@ def test_gram_backward_and_layouts_match_autograd(n, layout):
             torch.testing.assert_close(gx, gr, rtol=1e-10, atol=1e-12)
             if layout == "channels_last" and m is None:
                 assert gx.is_contiguous(memory_format=torch.channels_last) and not gx.is_contiguous()
+    # second derivatives (create_graph) go through differentiable products
+    x = base.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad((S.gram_matrix(x) * upstream).sum(), x, create_graph=True)
+    (hx,) = torch.autograd.grad(gx.square().sum(), x)
+    x2 = base.clone().requires_grad_(True)
+    (gr,) = torch.autograd.grad((_autograd_gram(x2) / (2 * 6 * 35) * upstream).sum(), x2, create_graph=True)
+    torch.testing.assert_close(hx, torch.autograd.grad(gr.square().sum(), x2)[0], rtol=1e-10, atol=1e-12)
     # one contiguous image: the forward is the references' own torch.mm call, bit for bit
     f = base[:1].float()
     flat = f.view(6, -1)
