@@ -19,7 +19,9 @@ Interleaving: every side runs in its own thread, in lock step — one evaluation
 side C, then A again (the order rotates every round) — so that a change in the machine's load hits every side
 alike. Each side's first evaluation (with its setup) is a warm-up and not timed; the ratio reported is the
 median over rounds of (tutorial loop's seconds / ours) within the same round. The load average is printed
-before and after every size.
+before and after every size. Beside wall-clock seconds, the process's CPU seconds per iteration (all its threads;
+only one side runs at a time) and their ratio: on a loaded machine time-slicing inflates wall-clock seconds, CPU
+seconds less so (OpenMP's spin-waiting counts in both).
 
     python bench/bench_neural_style.py                      # 256 and 512 px, memory at 1024, CPU
     python bench/bench_neural_style.py --quick              # the same, fewer iterations (< ~3 min when quiet)
@@ -129,29 +131,32 @@ class Side:
         self.name, self.run, self.evaluations, self.device = name, run, evaluations, device
         self.go, self.paused = threading.Event(), threading.Event()
         self.times: list[float] = []
+        self.cpu: list[float] = []
         self.count = 0
         self.started = None
+        self.cpu_started = 0.0
         self.finished = False
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def tick(self) -> None:
         _sync(self.device)
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if self.started is not None and self.count > 0:    # the first evaluation (and setup) is the warm-up
             self.times.append(now - self.started)
+            self.cpu.append(cpu - self.cpu_started)
         self.count += 1
         if self.count >= self.evaluations:
             raise _Done
         self.paused.set()
         self.go.wait()
         self.go.clear()
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
     def _main(self) -> None:
         self.go.wait()
         self.go.clear()
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
         try:
             self.run(self.tick)
         except _Done:
@@ -237,12 +242,14 @@ def time_size(vgg, size: int, iters: int, device, contiguous: bool, gatys: bool)
         sides.append(Side("ours gatys2016", run_ours(vgg, content, style, "gatys2016", n), n, device))
     print(f"{size:5d} px  before: {_load()}", flush=True)
     interleave(sides)
-    ref = sides[0].times
+    ref, ref_cpu = sides[0].times, sides[0].cpu
     for s in sides:
         ratios = [a / b for a, b in zip(ref, s.times)]
+        cpu_ratios = [a / b for a, b in zip(ref_cpu, s.cpu)]
         print(f"{size:5d} px  {s.name:28s} {statistics.median(s.times):8.3f} s/iteration  (median of {len(s.times)}; "
               f"tutorial loop / this, per round: {statistics.median(ratios):.2f}x, range "
-              f"{min(ratios):.2f}-{max(ratios):.2f})", flush=True)
+              f"{min(ratios):.2f}-{max(ratios):.2f}; CPU seconds {statistics.median(s.cpu):.3f}, "
+              f"{statistics.median(cpu_ratios):.2f}x)", flush=True)
     print(f"{size:5d} px  after:  {_load()}", flush=True)
 
 
