@@ -152,6 +152,23 @@ def test_gram_backward_and_layouts_match_autograd(n, layout):
     assert torch.equal(S.gram_matrix(f, normalize="none")[0], torch.mm(flat, flat.t()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_content_mse_equals_f_mse_loss_bit_for_bit_and_keeps_the_layout(dtype):
+    """The tutorial's content loss: F.mse_loss's value and gradient exactly, the gradient in the features' layout
+    (ATen's backward returns a contiguous one)."""
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        f = torch.randn(1, 8, 5, 6, dtype=dtype, generator=torch.Generator().manual_seed(24))
+        f = f.contiguous(memory_format=fmt).requires_grad_(True)
+        p = torch.randn(1, 8, 5, 6, dtype=dtype, generator=torch.Generator().manual_seed(25))
+        p = p.contiguous(memory_format=fmt)
+        f2 = f.detach().clone().requires_grad_(True)
+        a, b = NS.content_loss(f, p, "mse") * 3.7, F.mse_loss(f2, p).reshape(1) * 3.7
+        a.backward()
+        b.backward()
+        assert torch.equal(a, b) and torch.equal(f.grad, f2.grad)
+        assert f.grad.is_contiguous(memory_format=fmt)
+
+
 def test_vgg_stops_at_the_deepest_layer_and_relu_in_place_keeps_gradients(vgg):
     """The forward runs no convolution past the deepest layer asked for; the in-place ReLUs (on conv outputs not
     returned) give the same features and input gradients as the plain conv -> relu chain."""
