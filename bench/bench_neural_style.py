@@ -19,12 +19,20 @@ Interleaving: every side runs in its own thread, in lock step — one evaluation
 side C, then A again (the order rotates every round) — so that a change in the machine's load hits every side
 alike. Each side's first evaluation (with its setup) is a warm-up and not timed; the ratio reported is the
 median over rounds of (tutorial loop's seconds / ours) within the same round. The load average is printed
-before and after every size.
+before and after every size. Beside wall-clock seconds, the process's CPU seconds per iteration (all its threads;
+only one side runs at a time) and their ratio: on a loaded machine time-slicing inflates wall-clock seconds, CPU
+seconds less so (OpenMP's spin-waiting counts in both).
 
     python bench/bench_neural_style.py                      # 256 and 512 px, memory at 1024, CPU
     python bench/bench_neural_style.py --quick              # the same, fewer iterations (< ~3 min when quiet)
     python bench/bench_neural_style.py --sizes 256 --iters 5 --no-memory --contiguous
     python bench/bench_neural_style.py --device cuda --gpu-target
+    python bench/bench_neural_style.py --quick --keep-memory  # glibc keeps freed memory: no page faults
+
+Page faults: glibc maps every allocation over 32 MB afresh, so each evaluation at 512 px faults in ~1 GB of new
+pages (about a third of its time on this CPU, in the kernel, for both sides alike). `--keep-memory` reruns the
+process with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4000000000 (the same can be set for ComfyUI itself) and
+shows both sides without that cost.
 """
 
 from __future__ import annotations
@@ -50,6 +58,11 @@ sys.path.insert(0, str(REPO))
 from core.edits import neural_style as NS  # noqa: E402
 from core.losses import vgg19 as V  # noqa: E402
 
+# glibc's malloc maps every allocation over 32 MB afresh and unmaps it when freed, so each evaluation faults in
+# (and zeroes) its ~1 GB of feature maps and gradients at 512 px again: on this CPU about a third of an
+# evaluation's time, in the kernel, for both loops alike. These settings keep freed memory in the heap.
+KEEP_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
+KEEP_MEMORY_ENV = " ".join(f"{k}={v}" for k, v in KEEP_MEMORY.items())
 GPU_TARGET_S = 10.0
 GPU_TARGET_ITERS = 500
 
@@ -129,29 +142,32 @@ class Side:
         self.name, self.run, self.evaluations, self.device = name, run, evaluations, device
         self.go, self.paused = threading.Event(), threading.Event()
         self.times: list[float] = []
+        self.cpu: list[float] = []
         self.count = 0
         self.started = None
+        self.cpu_started = 0.0
         self.finished = False
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def tick(self) -> None:
         _sync(self.device)
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if self.started is not None and self.count > 0:    # the first evaluation (and setup) is the warm-up
             self.times.append(now - self.started)
+            self.cpu.append(cpu - self.cpu_started)
         self.count += 1
         if self.count >= self.evaluations:
             raise _Done
         self.paused.set()
         self.go.wait()
         self.go.clear()
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
     def _main(self) -> None:
         self.go.wait()
         self.go.clear()
-        self.started = time.perf_counter()
+        self.started, self.cpu_started = time.perf_counter(), time.process_time()
         try:
             self.run(self.tick)
         except _Done:
@@ -237,12 +253,14 @@ def time_size(vgg, size: int, iters: int, device, contiguous: bool, gatys: bool)
         sides.append(Side("ours gatys2016", run_ours(vgg, content, style, "gatys2016", n), n, device))
     print(f"{size:5d} px  before: {_load()}", flush=True)
     interleave(sides)
-    ref = sides[0].times
+    ref, ref_cpu = sides[0].times, sides[0].cpu
     for s in sides:
         ratios = [a / b for a, b in zip(ref, s.times)]
+        cpu_ratios = [a / b for a, b in zip(ref_cpu, s.cpu)]
         print(f"{size:5d} px  {s.name:28s} {statistics.median(s.times):8.3f} s/iteration  (median of {len(s.times)}; "
               f"tutorial loop / this, per round: {statistics.median(ratios):.2f}x, range "
-              f"{min(ratios):.2f}-{max(ratios):.2f})", flush=True)
+              f"{min(ratios):.2f}-{max(ratios):.2f}; CPU seconds {statistics.median(s.cpu):.3f}, "
+              f"{statistics.median(cpu_ratios):.2f}x)", flush=True)
     print(f"{size:5d} px  after:  {_load()}", flush=True)
 
 
@@ -335,8 +353,13 @@ def main():
                                                               f"PASS when <= {GPU_TARGET_S:g} s")
     ap.add_argument("--gpu-target-iters", type=int, default=GPU_TARGET_ITERS,
                     help="fewer iterations (the limit scaled alike), to try the mode on a CPU")
+    ap.add_argument("--keep-memory", action="store_true",
+                    help=f"rerun this process with glibc told to keep freed memory ({KEEP_MEMORY_ENV}): no page "
+                         f"faults for the feature maps, for both sides alike")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.keep_memory and any(os.environ.get(k) != v for k, v in KEEP_MEMORY.items()):
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **KEEP_MEMORY})
     if args.quick:
         args.iters, args.memory_iters = 3, 1
     if args.child:
@@ -345,8 +368,10 @@ def main():
     device = torch.device(args.device)
     torch.manual_seed(0)
     vgg = V.random_vgg19(0).to(device)
+    keep = all(os.environ.get(k) == v for k, v in KEEP_MEMORY.items())
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-          f"{_load()}", flush=True)
+          f"{_load()}, glibc {'keeps freed memory' if keep else 'returns tensors over 32 MB to the OS (default)'}",
+          flush=True)
     for size in [int(s) for s in args.sizes.split(",") if s]:
         time_size(vgg, size, args.iters, device, args.contiguous, not args.no_gatys)
     ok = True

@@ -139,10 +139,34 @@ def test_gram_backward_and_layouts_match_autograd(n, layout):
             torch.testing.assert_close(gx, gr, rtol=1e-10, atol=1e-12)
             if layout == "channels_last" and m is None:
                 assert gx.is_contiguous(memory_format=torch.channels_last) and not gx.is_contiguous()
+    # second derivatives (create_graph) go through differentiable products
+    x = base.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad((S.gram_matrix(x) * upstream).sum(), x, create_graph=True)
+    (hx,) = torch.autograd.grad(gx.square().sum(), x)
+    x2 = base.clone().requires_grad_(True)
+    (gr,) = torch.autograd.grad((_autograd_gram(x2) / (2 * 6 * 35) * upstream).sum(), x2, create_graph=True)
+    torch.testing.assert_close(hx, torch.autograd.grad(gr.square().sum(), x2)[0], rtol=1e-10, atol=1e-12)
     # one contiguous image: the forward is the references' own torch.mm call, bit for bit
     f = base[:1].float()
     flat = f.view(6, -1)
     assert torch.equal(S.gram_matrix(f, normalize="none")[0], torch.mm(flat, flat.t()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_content_mse_equals_f_mse_loss_bit_for_bit_and_keeps_the_layout(dtype):
+    """The tutorial's content loss: F.mse_loss's value and gradient exactly, the gradient in the features' layout
+    (ATen's backward returns a contiguous one)."""
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        f = torch.randn(1, 8, 5, 6, dtype=dtype, generator=torch.Generator().manual_seed(24))
+        f = f.contiguous(memory_format=fmt).requires_grad_(True)
+        p = torch.randn(1, 8, 5, 6, dtype=dtype, generator=torch.Generator().manual_seed(25))
+        p = p.contiguous(memory_format=fmt)
+        f2 = f.detach().clone().requires_grad_(True)
+        a, b = NS.content_loss(f, p, "mse") * 3.7, F.mse_loss(f2, p).reshape(1) * 3.7
+        a.backward()
+        b.backward()
+        assert torch.equal(a, b) and torch.equal(f.grad, f2.grad)
+        assert f.grad.is_contiguous(memory_format=fmt)
 
 
 def test_vgg_stops_at_the_deepest_layer_and_relu_in_place_keeps_gradients(vgg):

@@ -253,10 +253,31 @@ def _luminance3(x: torch.Tensor, like: Optional[torch.Tensor] = None) -> torch.T
 # Losses
 
 
+class _MSE(torch.autograd.Function):
+    """F.mse_loss(f, p) with a backward that keeps f's memory layout. ATen's mse_loss_backward allocates its
+    result contiguous (a zero-filled copy) whatever the input's layout; on channels-last features that is a slow
+    strided pass, and the gradient then meets the network's channels-last ones in a mixed-layout add. The value
+    is F.mse_loss's; the gradient is its formula 2/numel · (f − p) · grad in the same float operations (the
+    scalar rounded to f's dtype, as ATen's kernel does), so it is equal bit for bit."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f, p)
+        return F.mse_loss(f, p)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        f, p = ctx.saved_tensors
+        g = (f - p).mul_(2.0 / f.numel()).mul_(grad)
+        return (g if ctx.needs_input_grad[0] else None), (-g if ctx.needs_input_grad[1] else None)
+
+
 def content_loss(f: torch.Tensor, p: torch.Tensor, kind: str) -> torch.Tensor:
     """`[N]`: ½Σ(F − P)² (Gatys eq. 1), the mean of (F − P)² (tutorial: F.mse_loss), or Σd²/Σ|d| (crowsonkb)."""
     if kind == "mse" and f.shape[0] == 1:
-        return F.mse_loss(f, p).reshape(1)   # the tutorial's call (the same rounding)
+        if p.shape == f.shape and p.dtype == f.dtype:
+            return _MSE.apply(f, p).reshape(1)   # the tutorial's F.mse_loss (the same rounding), layout kept
+        return F.mse_loss(f, p).reshape(1)
     d = (f - p).flatten(1)
     if kind == "half_sum":
         return 0.5 * d.square().sum(1)

@@ -93,12 +93,19 @@ class _Gram(torch.autograd.Function):
         (features,) = ctx.saved_tensors
         flat, rows = _gram_view(features)
         sym = grad + grad.transpose(1, 2)
-        if flat.shape[0] == 1:
-            out = (torch.mm(sym[0], flat[0]) if rows else torch.mm(flat[0], sym[0]))[None]
-        else:
+        if torch.is_grad_enabled():   # create_graph: differentiable products (out= is not)
             out = torch.bmm(sym, flat) if rows else torch.bmm(flat, sym)
-        n, c, h, w = features.shape
-        return out.view(n, c, h, w) if rows else out.view(n, h, w, c).permute(0, 3, 1, 2)
+            n, c, h, w = features.shape
+            return out.view(n, c, h, w) if rows else out.view(n, h, w, c).permute(0, 3, 1, 2)
+        # written into a tensor of the features' layout (not returned as a view of the product: autograd then
+        # adds the other branches' gradients into it in place)
+        out = torch.empty_like(features, memory_format=torch.contiguous_format if rows else torch.channels_last)
+        out_flat, _ = _gram_view(out)
+        if flat.shape[0] == 1:
+            torch.mm(sym[0], flat[0], out=out_flat[0]) if rows else torch.mm(flat[0], sym[0], out=out_flat[0])
+        else:
+            torch.bmm(sym, flat, out=out_flat) if rows else torch.bmm(flat, sym, out=out_flat)
+        return out
 
 
 def _gram_view(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
