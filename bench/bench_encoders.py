@@ -33,7 +33,6 @@ the fetched repositories (`fetch github:eladrich/pixel2style2pixel` etc.); witho
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import importlib
 import json
@@ -46,7 +45,6 @@ from argparse import Namespace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
