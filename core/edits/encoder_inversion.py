@@ -144,4 +144,5 @@ def encode_image(encoder: Encoder, G: Generator, images: torch.Tensor, *, num_it
         image = G.synthesis(ws, noise_mode="const").float().cpu() if render else torch.empty(0)
     latent = Latent(ws.detach().cpu().clone(), "w+", generator_ref(G))
     return EncodeResult(latent=latent, image=image.clone(),
-                        ws_per_iteration=[h.float().cpu().clone() for h in history], iterations=int(num_iterations), seconds=time.perf_counter() - t0, notes=notes)
+                        ws_per_iteration=[h.float().cpu().clone() for h in history],
+                        iterations=int(num_iterations), seconds=time.perf_counter() - t0, notes=notes)

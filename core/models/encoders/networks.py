@@ -68,7 +68,8 @@ class EqualLinear(nn.Module):
         self.scale = 1 / math.sqrt(in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
+        # b + scale·(x Wᵀ) in one call: the scaled weight is not copied on every call.
+        return torch.addmm(self.bias, x, self.weight.t(), alpha=self.scale)
 
 
 class GradualStyleBlock(nn.Module):
