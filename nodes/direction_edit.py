@@ -23,7 +23,8 @@ DEFAULT_STRENGTH_RANGE = 20.0   # the slider's range before a run tells the meth
 MAX_SWEEP_FRAMES = 256
 MAX_INDEX = 1023                # Directions hold at most 1024 rows (core.directions.MAX_DIRECTIONS)
 MAX_LAYER = 64                  # w+ layers, more than any supported architecture has
-LIVE_MESSAGE = "run once to enable live preview"
+# The inputs whose values the live preview sends (the web extension watches these widgets; `check` reads them).
+LIVE_INPUTS = ("index", "strength", "index_2", "strength_2", "layer_start", "layer_end")
 
 
 def strength_range(directions: Directions) -> float:
@@ -181,8 +182,8 @@ class DirectionEdit:
                                **{**kwargs, "layer_start": values["layer_start"], "layer_end": values["layer_end"]})[0]
 
         token = live_preview.keep_source(unique_id, generator, preview, check)
-        live = {"token": token or "", "names": list(directions.names), "names_2": list(second.names),
-                "range": strength_range(directions), "range_2": strength_range(second),
+        live = {"token": token or "", "inputs": list(LIVE_INPUTS), "names": list(directions.names),
+                "names_2": list(second.names), "range": strength_range(directions), "range_2": strength_range(second),
                 "resolution": int(generator.img_resolution), "preview_px": P.PREVIEW_PX}
         return {"ui": {"images": comfy_env.preview_images(images), "text": [report], "sgs_live": [live]},
                 "result": (edited, images)}

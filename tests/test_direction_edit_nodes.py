@@ -80,6 +80,7 @@ def test_edit_matches_apply_directions_and_renders(mods, G, dirs):
                           atol=1 / 255 + 1e-6)
     live = out["ui"]["sgs_live"][0]
     assert len(live["token"]) == 32 and live["names"] == list(dirs.names) and live["range"] == 20.0
+    assert set(live["inputs"]) == set(body(live["token"])) - {"token", "node_id"}  # what the browser sends
     assert "sefa_01" in out["ui"]["text"][0] or dirs.names[1] in out["ui"]["text"][0]
 
 

@@ -393,13 +393,18 @@ function keepFrames(node) {
 const LIVE_ROUTE = "/stylegan_studio/live_preview";
 const LIVE_WIDGET = "sgs_live";
 const LIVE_NAMES_WIDGET = "sgs_component";
-const LIVE_INPUTS = ["index", "strength", "index_2", "strength_2", "layer_start", "layer_end"];
+// The widgets whose values a preview sends: the node's run names them (`inputs` of its `sgs_live` output).
+const LIVE_DEFAULT_INPUTS = ["strength"];
 const LIVE_DEBOUNCE_MS = 30;
 const LIVE_NOT_YET = "run once to enable live preview";
 
+function liveInputs(node) {
+  return Array.isArray(node.sgsLive?.inputs) ? node.sgsLive.inputs : LIVE_DEFAULT_INPUTS;
+}
+
 function liveValues(node) {
   const values = {};
-  for (const name of LIVE_INPUTS) {
+  for (const name of liveInputs(node)) {
     const value = Number(widgetValue(node, name) ?? 0);
     values[name] = Number.isFinite(value) ? value : 0;
   }
@@ -483,13 +488,12 @@ function scheduleLivePreview(node) {
 function addLiveWidgets(node) {
   node.addCustomWidget(textLine(LIVE_WIDGET, LIVE_NOT_YET, "#9c9"));
   node.addCustomWidget(textLine(LIVE_NAMES_WIDGET, "", "#bb9"));
-  for (const name of LIVE_INPUTS) {
-    const widget = node.widgets?.find((w) => w.name === name);
-    if (!widget || widget.sgsLive) continue;
+  for (const widget of node.widgets ?? []) {
+    if (widget.sgsLive || String(widget.name ?? "").startsWith("sgs_")) continue;
     const callback = widget.callback;
     widget.callback = function () {
       const result = callback?.apply(this, arguments);
-      scheduleLivePreview(node);
+      if (liveInputs(node).includes(widget.name)) scheduleLivePreview(node);
       return result;
     };
     widget.sgsLive = true;
