@@ -123,7 +123,8 @@ def _source(body: dict) -> tuple[str, LiveSource]:
         raise ValueError("this preview's run is no longer kept on the server (it ran again, memory was freed, or "
                          f"more than {MAX_SOURCES} nodes ran since); run the node once to enable live preview")
     node_id = body.get("node_id")
-    if node_id is not None and str(node_id) != source.node_id:
+    # Inside a subgraph the server's id is the path ("12:5") and the browser's node id its last part.
+    if node_id is not None and str(node_id) not in (source.node_id, source.node_id.rsplit(":", 1)[-1]):
         raise ValueError(f"token belongs to node {source.node_id}, not {node_id!r}")
     return token, source
 

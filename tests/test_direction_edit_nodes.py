@@ -181,6 +181,10 @@ def test_preview_cache_is_bounded_and_per_node(mods, G, dirs):
     with pytest.raises(ValueError, match="no longer kept"):
         live.preview_route(body(again, node_id="1"))
     assert live.preview_route(body(tokens[-1], node_id=str(1 + live.MAX_SOURCES), px=16))["ok"]
+    inner = node.edit(G, lat, dirs, 0, 0.0, unique_id="12:5")["ui"]["sgs_live"][0]["token"]  # inside a subgraph
+    assert live.preview_route(body(inner, node_id="5", px=16))["ok"]
+    with pytest.raises(ValueError, match="node 12:5"):
+        live.preview_route(body(inner, node_id="2", px=16))
 
 
 def test_newer_request_supersedes_a_waiting_one(mods, G, dirs):
