@@ -161,7 +161,9 @@ class DirectionEdit:
                       protected=protected, protected_indices=protected_indices)
         edited, what = edit_latent(generator, latent, directions, int(index), float(strength),
                                    index_2=int(index_2), strength_2=float(strength_2), **kwargs)
+        t1 = time.perf_counter()
         images = _render(generator, edited)
+        full_ms = (time.perf_counter() - t1) * 1000 / max(edited.batch_size, 1)
         report = f"{what}: {edited.batch_size} latent(s), {time.perf_counter() - t0:.2f} s"
 
         # Live preview: the first latent and everything but the slider values, kept for the preview route.
@@ -181,7 +183,7 @@ class DirectionEdit:
                                index_2=values["index_2"], strength_2=values["strength_2"],
                                **{**kwargs, "layer_start": values["layer_start"], "layer_end": values["layer_end"]})[0]
 
-        token = live_preview.keep_source(unique_id, generator, preview, check)
+        token = live_preview.keep_source(unique_id, generator, preview, check, full_ms=full_ms)
         live = {"token": token or "", "inputs": list(LIVE_INPUTS), "names": list(directions.names),
                 "names_2": list(second.names), "range": strength_range(directions), "range_2": strength_range(second),
                 "resolution": int(generator.img_resolution), "preview_px": P.PREVIEW_PX}

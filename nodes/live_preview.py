@@ -66,9 +66,11 @@ class LiveSource:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def keep_source(node_id, generator, edit: Callable[[dict], Latent], check: Callable[[dict], dict]) -> Optional[str]:
+def keep_source(node_id, generator, edit: Callable[[dict], Latent], check: Callable[[dict], dict],
+                full_ms: Optional[float] = None) -> Optional[str]:
     """Keep a run's inputs for live previews; returns the token the web extension sends back (None without a node
-    id, e.g. a node called outside ComfyUI)."""
+    id, e.g. a node called outside ComfyUI). `full_ms`: what one full-size render took in the run; over the budget,
+    the first preview renders at `MIN_ADAPTIVE_PX` (and grows while previews are fast) instead of taking seconds."""
     if node_id is None or str(node_id) == "":
         return None
     node_id = str(node_id)
@@ -77,7 +79,8 @@ def keep_source(node_id, generator, edit: Callable[[dict], Latent], check: Calla
         old = _by_node.pop(node_id, None)
         if old is not None:
             _sources.pop(old)
-        _sources.put(token, LiveSource(node_id, generator, edit, check))
+        px = MIN_ADAPTIVE_PX if full_ms is not None and full_ms > BUDGET_MS and P.stops_early(generator) else 0
+        _sources.put(token, LiveSource(node_id, generator, edit, check, px=px))
         _by_node[node_id] = token
         # Entries the cache evicted (or memory release dropped) leave stale node -> token links: forget them.
         for nid, tok in list(_by_node.items()):

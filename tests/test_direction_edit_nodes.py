@@ -226,3 +226,14 @@ def test_live_nodes_are_declared_in_the_registry(pack):
     assert "SGS_DirectionEdit" in live
     for node_id in live:  # a live node must know its id to keep its run for the preview route
         assert registry.NODES[node_id].cls.INPUT_TYPES()["hidden"]["unique_id"] == "UNIQUE_ID"
+
+
+def test_a_slow_generator_starts_small(mods, G, dirs, monkeypatch):
+    _, live = mods
+    edit = lambda values: apply_directions(G, latents(G, 1), [(dirs, 0, values["strength"])])  # noqa: E731
+    check = lambda b: {"strength": live.finite_number(b, "strength", -10, 10)}  # noqa: E731
+    monkeypatch.setattr(live, "MIN_ADAPTIVE_PX", 16)
+    slow = live.keep_source("1", G, edit, check, full_ms=live.BUDGET_MS * 10)
+    fast = live.keep_source("2", G, edit, check, full_ms=live.BUDGET_MS / 10)
+    assert live.preview_route({"token": slow, "strength": 1.0, "px": 32})["px"] == 16
+    assert live.preview_route({"token": fast, "strength": 1.0, "px": 32})["px"] == 32
