@@ -36,7 +36,7 @@ from .caches import ModelCache
 from .convert import generator_to_comfy, to_pil
 
 ROUTE = "/stylegan_studio/live_preview"
-MAX_SOURCES = 8            # runs kept for previews (each holds a generator reference and one latent)
+MAX_SOURCES = 4            # runs kept for previews (each holds a generator reference and one latent)
 BUDGET_MS = 300.0          # a preview should take at most this long; slower renders halve the next one's size
 MIN_ADAPTIVE_PX = 64       # the adaptive size never goes below this
 MAX_PX = 1024              # largest preview a request may ask for
