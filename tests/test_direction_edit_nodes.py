@@ -237,3 +237,35 @@ def test_a_slow_generator_starts_small(mods, G, dirs, monkeypatch):
     fast = live.keep_source("2", G, edit, check, full_ms=live.BUDGET_MS / 10)
     assert live.preview_route({"token": slow, "strength": 1.0, "px": 32})["px"] == 16
     assert live.preview_route({"token": fast, "strength": 1.0, "px": 32})["px"] == 32
+
+
+def test_threaded_post_route_answers_from_a_worker_thread(pack, monkeypatch):
+    import asyncio
+    import json
+    import types
+
+    web = pytest.importorskip("aiohttp.web")
+    comfy_env = sys.modules[f"{pack.__name__}.nodes.comfy_env"]
+    server = types.SimpleNamespace(routes=web.RouteTableDef())
+    monkeypatch.setattr(comfy_env, "IN_COMFYUI", True)
+    monkeypatch.setattr(comfy_env, "_prompt_server", lambda: server)
+
+    def handler(body):
+        if body.get("bad"):
+            raise ValueError("bad value")
+        return {"thread": threading.current_thread().name, "echo": body["x"]}
+
+    assert comfy_env.add_routes(post={"/stylegan_studio/test_threaded": handler}, threaded=True)
+    (route,) = list(server.routes)
+
+    class Request:
+        def __init__(self, body):
+            self.body = body
+
+        async def json(self):
+            return self.body
+
+    ok = json.loads(asyncio.run(route.handler(Request({"x": 3}))).text)
+    assert ok["echo"] == 3 and ok["thread"] != threading.main_thread().name
+    bad = asyncio.run(route.handler(Request({"bad": True})))
+    assert bad.status == 400 and json.loads(bad.text) == {"error": "bad value"}
