@@ -432,3 +432,38 @@ def test_imported_directions_apply_and_check_w_dim(G2, tmp_path):
     np.save(tmp_path / "small.npy", np.ones((1, 16), np.float32))
     out = apply_directions(G2, core.sample_latents(G2, [0]), [(load_direction_file(tmp_path / "small.npy"), 0, 1.0)])
     torch.testing.assert_close(out.tensor, core.sample_latents(G2, [0]).tensor + 1)
+
+
+def test_npz_inflating_past_the_cap_is_refused_unread(tmp_path, monkeypatch):
+    from core.directions import files as DF
+
+    _ganspace_npz(tmp_path / "big_w.npz", random_stdevs=np.zeros(1 << 20, np.float32))   # 4 MiB of zeros, ~4 KB
+    assert (tmp_path / "big_w.npz").stat().st_size < 100_000
+    monkeypatch.setattr(DF, "MAX_DIRECTION_FILE_BYTES", 1 << 20)
+    with pytest.raises(core.CheckpointError, match="the archive inflates to 4,19.* bytes"):
+        load_direction_file(tmp_path / "big_w.npz")
+
+
+def test_per_layer_directions_with_a_range_and_mixed_z_and_w_edits(G64, dirs):
+    w = core.sample_latents(G64, [2], space="w")
+    pose = Directions(torch.arange(G64.num_ws * G64.w_dim, dtype=torch.float32).reshape(1, G64.num_ws, G64.w_dim),
+                      ("pose",))
+    out = apply_directions(G64, w, [(pose, 0, 0.5)], layers=(1, 3))
+    delta = out.tensor - w.tensor[:, None]
+    assert out.space == "w+" and delta[:, [0, 3, 4]].abs().max() == 0
+    torch.testing.assert_close(delta[0, 1:3], 0.5 * pose.vectors[0, 1:3])
+    z = core.sample_latents(G64, [2], space="z")
+    zdir = Directions(torch.ones(1, G64.z_dim), ("ones",), space="z")
+    both = apply_directions(G64, z, [(zdir, 0, 0.25), (dirs, 0, 2.0)])
+    moved_z = core.Latent(z.tensor + 0.25, "z", z.generator)
+    torch.testing.assert_close(both.tensor, core.convert_latent(G64, moved_z, "w").tensor + 2.0 * dirs.vectors[0],
+                               atol=1e-5, rtol=0)
+
+
+def test_stylegan3_directions_apply(G3):
+    d = sefa(G3, variant="genforce", num=2)
+    w = core.sample_latents(G3, [0], space="w")
+    out = apply_directions(G3, w, [(d, 1, 5.0)])
+    torch.testing.assert_close(out.tensor, w.tensor + 5.0 * d.vectors[1])
+    images = core.synthesize(G3, out)
+    assert images.shape[0] == 1 and torch.isfinite(images).all()
