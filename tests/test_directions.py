@@ -354,6 +354,11 @@ def test_rosinality_factor_and_hostile_pt(tmp_path):
     with pytest.raises(core.CheckpointError, match="cannot read the file safely"):
         load_direction_file(tmp_path / "evil.pt")
     assert CODE_RAN == []
+    import forge
+
+    bomb = forge.write_torch_zip_bomb(tmp_path / "bomb.pt", 1 << 28)           # 256 MiB of zeros in ~256 KB
+    with pytest.raises(core.CheckpointError, match="bomb.pt: not a readable direction file"):
+        load_direction_file(bomb)
     torch.save({"g_ema": {"w": torch.ones(1)}}, tmp_path / "ckpt.pt")
     with pytest.raises(core.CheckpointError, match="dict with keys \\['g_ema'\\]: neither an InterFaceGAN"):
         load_direction_file(tmp_path / "ckpt.pt")
