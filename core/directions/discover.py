@@ -69,7 +69,7 @@ def sefa(G: Generator, *, variant: str = DEFAULT_SEFA_VARIANT, layers: Optional[
 
     variant: which affines and how (`sefa_layers` lists them):
         'rosinality': A = the affine weights concatenated along channels, directions = the right singular vectors
-            (`torch.svd(A).V` columns), by singular value;
+            (`torch.svd(A).V` columns; computed as the eigenvectors of AᵀA), by singular value;
         'genforce': the weights transposed [w_dim, channels] and concatenated, each channel's column L2-normalised,
             eigendecomposition of A Aᵀ, by eigenvalue;
         'torgb': every synthesis and ToRGB affine, eigh(AᵀA) without normalisation, by |eigenvalue|.
@@ -88,8 +88,11 @@ def sefa(G: Generator, *, variant: str = DEFAULT_SEFA_VARIANT, layers: Optional[
     weights = [modules[n].affine.weight.detach().to("cpu", torch.float64) for n in names]  # [channels, w_dim] each
     A = torch.cat(weights, 0)
     if variant == "rosinality":
-        _, s, vh = torch.linalg.svd(A, full_matrices=False)
-        values, vecs = s ** 2, vh                                   # rows of Vh = columns of V, descending
+        # V of svd(A) = the eigenvectors of AᵀA, σ² its eigenvalues: one [w_dim, w_dim] eigh in float64 (exact
+        # enough: AᵀA squares A's condition number, float64 keeps 1e-16 of it) instead of an SVD of [channels, w_dim]
+        ev, ec = torch.linalg.eigh(A.t() @ A)
+        order = torch.argsort(ev, descending=True)
+        values, vecs = ev[order], ec[:, order].t()
     elif variant == "genforce":
         At = A.t()                                                  # [w_dim, channels]
         At = At / At.norm(dim=0, keepdim=True).clamp_min(1e-30)
