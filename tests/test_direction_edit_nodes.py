@@ -79,7 +79,7 @@ def test_edit_matches_apply_directions_and_renders(mods, G, dirs):
     assert torch.allclose(images, L.synthesize(G, expected).add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1),
                           atol=1 / 255 + 1e-6)
     live = out["ui"]["sgs_live"][0]
-    assert len(live["token"]) == 32 and live["names"] == list(dirs.names) and live["range"] == 20.0
+    assert len(live["token"]) == 32 and live["names"] == list(dirs.names) and live["range"] == dirs.strength_range
     assert set(live["inputs"]) == set(body(live["token"])) - {"token", "node_id"}  # what the browser sends
     assert "sefa_01" in out["ui"]["text"][0] or dirs.names[1] in out["ui"]["text"][0]
 
@@ -113,7 +113,8 @@ def test_sweep_uses_the_methods_range_by_default(mods, G, dirs):
     images, swept = edit.DirectionSweep().sweep(G, lat, dirs, 3, 0.0, 0.0, 5)["result"]
     assert images.shape == (10, 32, 32, 3) and swept.batch_size == 10
     ws = L.latent_to_ws(G, swept)[:, 0].cpu()
-    for k, s in enumerate([-20.0, -10.0, 0.0, 10.0, 20.0]):
+    r = dirs.strength_range  # SeFa: the method's usual range, from core
+    for k, s in enumerate([-r, -r / 2, 0.0, r / 2, r]):
         assert torch.allclose(ws[k], lat.tensor[0] + s * dirs.vectors[3], atol=1e-4)
     images, swept = edit.DirectionSweep().sweep(G, lat, dirs, 0, -1.0, 1.0, 1)["result"]
     assert swept.batch_size == 2  # one frame per latent: strength_from

@@ -21,7 +21,8 @@
 //    or layer range) POSTs the values to the pack's `/stylegan_studio/live_preview` route (debounced, latest wins: at
 //    most one request in flight, then the newest values) and shows the small render it returns on the node, without
 //    queueing a prompt. Before the first run the node says "run once to enable live preview". The slider spans the
-//    method's usual range after a run (GANSpace ±3, SeFa ±20); the component's name shows under the index.
+//    method's usual range after a run (`Directions.strength_range` in core: GANSpace ±3, SeFa ±10); the component's
+//    name shows under the sliders.
 // Which nodes optimise, make frames or have a live preview is declared once, in the pack's node registry (nodes/registry.py), and read
 // from the pack's `/stylegan_studio/nodes` route. All these widgets are display-only: never serialised into
 // prompts or saved workflows.
@@ -396,6 +397,7 @@ const LIVE_NAMES_WIDGET = "sgs_component";
 // The widgets whose values a preview sends: the node's run names them (`inputs` of its `sgs_live` output).
 const LIVE_DEFAULT_INPUTS = ["strength"];
 const LIVE_DEBOUNCE_MS = 30;
+const LIVE_DEFAULT_RANGE = 10;
 const LIVE_NOT_YET = "run once to enable live preview";
 
 function liveInputs(node) {
@@ -498,8 +500,9 @@ function addLiveWidgets(node) {
     };
     widget.sgsLive = true;
   }
-  setSliderRange(node, "strength", 20);
-  setSliderRange(node, "strength_2", 20);
+  // Until a run tells the method's range: the widest usual one (SeFa's ±10 in core.directions.STRENGTH_RANGES).
+  setSliderRange(node, "strength", LIVE_DEFAULT_RANGE);
+  setSliderRange(node, "strength_2", LIVE_DEFAULT_RANGE);
 }
 
 function liveExecuted(node, message) {
