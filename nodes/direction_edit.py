@@ -9,29 +9,21 @@ from typing import Optional
 
 from ..core import latents as L
 from ..core import preview as P
-from ..core.directions import MAX_STRENGTH, Directions, apply_directions, direction_sweep, make_conditional
+from ..core.directions import (MAX_STRENGTH, STRENGTH_RANGES, Directions, apply_directions, direction_sweep,
+                               make_conditional)
 from ..core.errors import LatentError
 from . import comfy_env, live_preview
 from .convert import generator_to_comfy, to_pil
 from .registry import register_node
 from .types import CATEGORY_ROOT, GENERATOR, LATENT, LATENT_DIRECTIONS
 
-# The strength slider's usual range per method (dfl/ComfyUI-StyleGan's README: GANSpace ±1..3 σ, SeFa ±5..20;
-# InterFaceGAN's boundaries are unit vectors, edited at about ±3 in its paper and in e4e's editing notebook).
-STRENGTH_RANGES = {"ganspace": 3.0, "sefa": 20.0, "interfacegan": 3.0, "imported": 5.0}
-DEFAULT_STRENGTH_RANGE = 20.0   # the slider's range before a run tells the method
 MAX_SWEEP_FRAMES = 256
 MAX_INDEX = 1023                # Directions hold at most 1024 rows (core.directions.MAX_DIRECTIONS)
 MAX_LAYER = 64                  # w+ layers, more than any supported architecture has
-LIVE_MESSAGE = "run once to enable live preview"
-
-
-def strength_range(directions: Directions) -> float:
-    """The usual ± range of strengths for these directions (conditional ones: their primary's method)."""
-    method = directions.method
-    if method == "conditional":
-        method = str(directions.info.get("primary_method", "imported"))
-    return STRENGTH_RANGES.get(method, STRENGTH_RANGES["imported"])
+# The inputs whose values the live preview sends (the web extension watches these widgets; `check` reads them).
+LIVE_INPUTS = ("index", "strength", "index_2", "strength_2", "layer_start", "layer_end")
+USUAL = ", ".join(f"{name} ±{STRENGTH_RANGES[m]:g}" for m, name in (("ganspace", "GANSpace"), ("sefa", "SeFa"),
+                                                                   ("interfacegan", "InterFaceGAN")))
 
 
 def layer_range(G, layer_start: int, layer_end: int) -> Optional[tuple[int, int]]:
@@ -133,7 +125,7 @@ class DirectionEdit:
                           "set (0 = the first: SeFa's and GANSpace's strongest); its name shows on the node after a "
                           "run."}),
                 "strength": _strength_input(0.0, "How far to move along the direction; negative goes the other "
-                                            "way. Usual ranges: GANSpace ±3 (σ), SeFa ±20, InterFaceGAN ±3. The "
+                                            f"way. Usual ranges: {USUAL} (GANSpace in σ). The "
                                             "slider spans the method's range after a run; type a value for more."),
             },
             "optional": {
@@ -160,7 +152,9 @@ class DirectionEdit:
                       protected=protected, protected_indices=protected_indices)
         edited, what = edit_latent(generator, latent, directions, int(index), float(strength),
                                    index_2=int(index_2), strength_2=float(strength_2), **kwargs)
+        t1 = time.perf_counter()
         images = _render(generator, edited)
+        full_ms = (time.perf_counter() - t1) * 1000 / max(edited.batch_size, 1)
         report = f"{what}: {edited.batch_size} latent(s), {time.perf_counter() - t0:.2f} s"
 
         # Live preview: the first latent and everything but the slider values, kept for the preview route.
@@ -180,9 +174,9 @@ class DirectionEdit:
                                index_2=values["index_2"], strength_2=values["strength_2"],
                                **{**kwargs, "layer_start": values["layer_start"], "layer_end": values["layer_end"]})[0]
 
-        token = live_preview.keep_source(unique_id, generator, preview, check)
-        live = {"token": token or "", "names": list(directions.names), "names_2": list(second.names),
-                "range": strength_range(directions), "range_2": strength_range(second),
+        token = live_preview.keep_source(unique_id, generator, preview, check, full_ms=full_ms)
+        live = {"token": token or "", "inputs": list(LIVE_INPUTS), "names": list(directions.names),
+                "names_2": list(second.names), "range": directions.strength_range, "range_2": second.strength_range,
                 "resolution": int(generator.img_resolution), "preview_px": P.PREVIEW_PX}
         return {"ui": {"images": comfy_env.preview_images(images), "text": [report], "sgs_live": [live]},
                 "result": (edited, images)}
@@ -212,7 +206,7 @@ class DirectionSweep:
                           "set."}),
                 "strength_from": ("FLOAT", {"default": 0.0, "min": -MAX_STRENGTH, "max": MAX_STRENGTH, "step": 0.1,
                                   "tooltip": "First frame's strength. strength_from and strength_to both 0: the "
-                                  "method's usual range (GANSpace -3..3, SeFa -20..20, InterFaceGAN -3..3)."}),
+                                  f"method's usual range ({USUAL})."}),
                 "strength_to": ("FLOAT", {"default": 0.0, "min": -MAX_STRENGTH, "max": MAX_STRENGTH, "step": 0.1,
                                 "tooltip": "Last frame's strength."}),
                 "frames": ("INT", {"default": 9, "min": 1, "max": MAX_SWEEP_FRAMES, "tooltip": "Frames per latent, "
@@ -226,7 +220,7 @@ class DirectionSweep:
         t0 = time.perf_counter()
         lo, hi = float(strength_from), float(strength_to)
         if lo == 0.0 and hi == 0.0:
-            hi = strength_range(directions)
+            hi = directions.strength_range
             lo = -hi
         n = int(frames)
         strengths = [lo] if n == 1 else [lo + (hi - lo) * i / (n - 1) for i in range(n)]

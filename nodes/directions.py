@@ -93,6 +93,7 @@ class DiscoverSeFaDirections:
     OUTPUT_TOOLTIPS = ("Unit directions in W, strongest first, for Direction Edit / Direction Sweep.",
                        "What was computed, the eigenvalues and the file written.")
     FUNCTION = "discover"
+    OUTPUT_NODE = True   # it writes a file: it runs even when nothing is connected to its outputs
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -129,6 +130,7 @@ class DiscoverGANSpaceDirections:
     OUTPUT_TOOLTIPS = ("Directions in W scaled to 1σ, for Direction Edit / Direction Sweep.",
                        "What was computed, the variance ratios and the file written.")
     FUNCTION = "discover"
+    OUTPUT_NODE = True   # it writes a file: it runs even when nothing is connected to its outputs
 
     @classmethod
     def INPUT_TYPES(cls):

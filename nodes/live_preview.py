@@ -36,7 +36,7 @@ from .caches import ModelCache
 from .convert import generator_to_comfy, to_pil
 
 ROUTE = "/stylegan_studio/live_preview"
-MAX_SOURCES = 8            # runs kept for previews (each holds a generator reference and one latent)
+MAX_SOURCES = 4            # runs kept for previews (each holds a generator reference and one latent)
 BUDGET_MS = 300.0          # a preview should take at most this long; slower renders halve the next one's size
 MIN_ADAPTIVE_PX = 64       # the adaptive size never goes below this
 MAX_PX = 1024              # largest preview a request may ask for
@@ -66,9 +66,11 @@ class LiveSource:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def keep_source(node_id, generator, edit: Callable[[dict], Latent], check: Callable[[dict], dict]) -> Optional[str]:
+def keep_source(node_id, generator, edit: Callable[[dict], Latent], check: Callable[[dict], dict],
+                full_ms: Optional[float] = None) -> Optional[str]:
     """Keep a run's inputs for live previews; returns the token the web extension sends back (None without a node
-    id, e.g. a node called outside ComfyUI)."""
+    id, e.g. a node called outside ComfyUI). `full_ms`: what one full-size render took in the run; over the budget,
+    the first preview renders at `MIN_ADAPTIVE_PX` (and grows while previews are fast) instead of taking seconds."""
     if node_id is None or str(node_id) == "":
         return None
     node_id = str(node_id)
@@ -77,7 +79,8 @@ def keep_source(node_id, generator, edit: Callable[[dict], Latent], check: Calla
         old = _by_node.pop(node_id, None)
         if old is not None:
             _sources.pop(old)
-        _sources.put(token, LiveSource(node_id, generator, edit, check))
+        px = MIN_ADAPTIVE_PX if full_ms is not None and full_ms > BUDGET_MS and P.stops_early(generator) else 0
+        _sources.put(token, LiveSource(node_id, generator, edit, check, px=px))
         _by_node[node_id] = token
         # Entries the cache evicted (or memory release dropped) leave stale node -> token links: forget them.
         for nid, tok in list(_by_node.items()):
@@ -123,7 +126,8 @@ def _source(body: dict) -> tuple[str, LiveSource]:
         raise ValueError("this preview's run is no longer kept on the server (it ran again, memory was freed, or "
                          f"more than {MAX_SOURCES} nodes ran since); run the node once to enable live preview")
     node_id = body.get("node_id")
-    if node_id is not None and str(node_id) != source.node_id:
+    # Inside a subgraph the server's id is the path ("12:5") and the browser's node id its last part.
+    if node_id is not None and str(node_id) not in (source.node_id, source.node_id.rsplit(":", 1)[-1]):
         raise ValueError(f"token belongs to node {source.node_id}, not {node_id!r}")
     return token, source
 

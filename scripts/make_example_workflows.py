@@ -598,9 +598,9 @@ WORKFLOWS = {
               N(3, "SGS_DiscoverGANSpaceDirections", {"num_components": 16}, {"generator": (1, 0)})]),
             ("3 Latent", "One latent in W.", [sample(4, (1, 0), 7, 1)]),
             ("4 Edit (live slider)", "Direction Edit moves the latent along SeFa direction 0 (SeFa strengths: "
-                                     "about ±20; GANSpace: ±3 σ). Queue once, then drag strength: the node shows a "
+                                     "about ±10; GANSpace: ±3 σ). Queue once, then drag strength: the node shows a "
                                      "live preview without queueing. The queued run renders full size.",
-             [N(5, "SGS_DirectionEdit", {"index": 0, "strength": 10.0},
+             [N(5, "SGS_DirectionEdit", {"index": 0, "strength": 5.0},
                 {"generator": (1, 0), "latent": (4, 0), "directions": (2, 0)}),
               save(6, (5, 1), "stylegan/directions_edit")]),
             ("5 Sweeps", "Direction Sweep: GANSpace component 0 from -3 σ to +3 σ in 9 frames (strengths 0 and 0 = "

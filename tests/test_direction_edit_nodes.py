@@ -79,7 +79,8 @@ def test_edit_matches_apply_directions_and_renders(mods, G, dirs):
     assert torch.allclose(images, L.synthesize(G, expected).add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1),
                           atol=1 / 255 + 1e-6)
     live = out["ui"]["sgs_live"][0]
-    assert len(live["token"]) == 32 and live["names"] == list(dirs.names) and live["range"] == 20.0
+    assert len(live["token"]) == 32 and live["names"] == list(dirs.names) and live["range"] == dirs.strength_range
+    assert set(live["inputs"]) == set(body(live["token"])) - {"token", "node_id"}  # what the browser sends
     assert "sefa_01" in out["ui"]["text"][0] or dirs.names[1] in out["ui"]["text"][0]
 
 
@@ -112,7 +113,8 @@ def test_sweep_uses_the_methods_range_by_default(mods, G, dirs):
     images, swept = edit.DirectionSweep().sweep(G, lat, dirs, 3, 0.0, 0.0, 5)["result"]
     assert images.shape == (10, 32, 32, 3) and swept.batch_size == 10
     ws = L.latent_to_ws(G, swept)[:, 0].cpu()
-    for k, s in enumerate([-20.0, -10.0, 0.0, 10.0, 20.0]):
+    r = dirs.strength_range  # SeFa: the method's usual range, from core
+    for k, s in enumerate([-r, -r / 2, 0.0, r / 2, r]):
         assert torch.allclose(ws[k], lat.tensor[0] + s * dirs.vectors[3], atol=1e-4)
     images, swept = edit.DirectionSweep().sweep(G, lat, dirs, 0, -1.0, 1.0, 1)["result"]
     assert swept.batch_size == 2  # one frame per latent: strength_from
@@ -180,6 +182,10 @@ def test_preview_cache_is_bounded_and_per_node(mods, G, dirs):
     with pytest.raises(ValueError, match="no longer kept"):
         live.preview_route(body(again, node_id="1"))
     assert live.preview_route(body(tokens[-1], node_id=str(1 + live.MAX_SOURCES), px=16))["ok"]
+    inner = node.edit(G, lat, dirs, 0, 0.0, unique_id="12:5")["ui"]["sgs_live"][0]["token"]  # inside a subgraph
+    assert live.preview_route(body(inner, node_id="5", px=16))["ok"]
+    with pytest.raises(ValueError, match="node 12:5"):
+        live.preview_route(body(inner, node_id="2", px=16))
 
 
 def test_newer_request_supersedes_a_waiting_one(mods, G, dirs):
@@ -221,3 +227,46 @@ def test_live_nodes_are_declared_in_the_registry(pack):
     assert "SGS_DirectionEdit" in live
     for node_id in live:  # a live node must know its id to keep its run for the preview route
         assert registry.NODES[node_id].cls.INPUT_TYPES()["hidden"]["unique_id"] == "UNIQUE_ID"
+
+
+def test_a_slow_generator_starts_small(mods, G, dirs, monkeypatch):
+    _, live = mods
+    edit = lambda values: apply_directions(G, latents(G, 1), [(dirs, 0, values["strength"])])  # noqa: E731
+    check = lambda b: {"strength": live.finite_number(b, "strength", -10, 10)}  # noqa: E731
+    monkeypatch.setattr(live, "MIN_ADAPTIVE_PX", 16)
+    slow = live.keep_source("1", G, edit, check, full_ms=live.BUDGET_MS * 10)
+    fast = live.keep_source("2", G, edit, check, full_ms=live.BUDGET_MS / 10)
+    assert live.preview_route({"token": slow, "strength": 1.0, "px": 32})["px"] == 16
+    assert live.preview_route({"token": fast, "strength": 1.0, "px": 32})["px"] == 32
+
+
+def test_threaded_post_route_answers_from_a_worker_thread(pack, monkeypatch):
+    import asyncio
+    import json
+    import types
+
+    web = pytest.importorskip("aiohttp.web")
+    comfy_env = sys.modules[f"{pack.__name__}.nodes.comfy_env"]
+    server = types.SimpleNamespace(routes=web.RouteTableDef())
+    monkeypatch.setattr(comfy_env, "IN_COMFYUI", True)
+    monkeypatch.setattr(comfy_env, "_prompt_server", lambda: server)
+
+    def handler(body):
+        if body.get("bad"):
+            raise ValueError("bad value")
+        return {"thread": threading.current_thread().name, "echo": body["x"]}
+
+    assert comfy_env.add_routes(post={"/stylegan_studio/test_threaded": handler}, threaded=True)
+    (route,) = list(server.routes)
+
+    class Request:
+        def __init__(self, body):
+            self.body = body
+
+        async def json(self):
+            return self.body
+
+    ok = json.loads(asyncio.run(route.handler(Request({"x": 3}))).text)
+    assert ok["echo"] == 3 and ok["thread"] != threading.main_thread().name
+    bad = asyncio.run(route.handler(Request({"bad": True})))
+    assert bad.status == 400 and json.loads(bad.text) == {"error": "bad value"}

@@ -80,8 +80,8 @@ def test_sefa_variants_differ_and_name_their_layers(G2, G3):
     sets = {v: sefa(G2, variant=v, num=3) for v in ("rosinality", "genforce", "torgb")}
     assert not torch.allclose(sets["rosinality"].vectors.abs(), sets["torgb"].vectors.abs(), atol=1e-3)
     assert "b4.torgb" in sefa_layers(G2, "rosinality") and "b8.torgb" not in sefa_layers(G2, "rosinality")
-    assert "input" not in sefa_layers(G3, "torgb") and all(not n.endswith("torgb") for n in sefa_layers(G3, "rosinality")
-                                                           if n != "input")
+    assert "input" not in sefa_layers(G3, "torgb")
+    assert not any(n.endswith("torgb") for n in sefa_layers(G3, "rosinality"))
     with pytest.raises(core.LatentError, match="variant must be one of"):
         sefa(G2, variant="svd")
     with pytest.raises(core.LatentError, match="num must be a whole number in 1..16"):
@@ -226,7 +226,8 @@ def test_conditional_direction_is_orthogonal_to_each_protected_one():
     two = conditional_direction(primary, [a, b])
     for q in (a, b):
         assert abs(float((two.double() * q.double()).sum())) < 1e-5 * float(q.norm() * two.norm())
-    assert torch.allclose(conditional_direction(primary, [a, b, a + b]), two, atol=1e-5)   # a dependent one adds nothing
+    # a protected direction dependent on earlier ones adds nothing
+    assert torch.allclose(conditional_direction(primary, [a, b, a + b]), two, atol=1e-5)
     with pytest.raises(core.LatentError, match="lies in the span"):
         conditional_direction(a + 2 * b, [a, b])
     with pytest.raises(core.LatentError, match="protected direction 0 has shape"):
@@ -238,6 +239,7 @@ def test_conditional_direction_is_orthogonal_to_each_protected_one():
 def test_make_conditional_record(G64, dirs):
     d = make_conditional(dirs, 0, [(dirs, 1), (dirs, "sefa_02")])
     assert d.names == ("sefa_00 | sefa_01, sefa_02",) and d.method == "conditional" and d.count == 1
+    assert d.strength_range == dirs.strength_range == 10.0
     assert abs(float(d.vectors[0] @ dirs.vectors[1])) < 1e-6 and abs(float(d.vectors[0] @ dirs.vectors[2])) < 1e-6
 
 
@@ -352,6 +354,11 @@ def test_rosinality_factor_and_hostile_pt(tmp_path):
     with pytest.raises(core.CheckpointError, match="cannot read the file safely"):
         load_direction_file(tmp_path / "evil.pt")
     assert CODE_RAN == []
+    import forge
+
+    bomb = forge.write_torch_zip_bomb(tmp_path / "bomb.pt", 1 << 28)           # 256 MiB of zeros in ~256 KB
+    with pytest.raises(core.CheckpointError, match="bomb.pt: not a readable direction file"):
+        load_direction_file(bomb)
     torch.save({"g_ema": {"w": torch.ones(1)}}, tmp_path / "ckpt.pt")
     with pytest.raises(core.CheckpointError, match="dict with keys \\['g_ema'\\]: neither an InterFaceGAN"):
         load_direction_file(tmp_path / "ckpt.pt")
@@ -432,3 +439,38 @@ def test_imported_directions_apply_and_check_w_dim(G2, tmp_path):
     np.save(tmp_path / "small.npy", np.ones((1, 16), np.float32))
     out = apply_directions(G2, core.sample_latents(G2, [0]), [(load_direction_file(tmp_path / "small.npy"), 0, 1.0)])
     torch.testing.assert_close(out.tensor, core.sample_latents(G2, [0]).tensor + 1)
+
+
+def test_npz_inflating_past_the_cap_is_refused_unread(tmp_path, monkeypatch):
+    from core.directions import files as DF
+
+    _ganspace_npz(tmp_path / "big_w.npz", random_stdevs=np.zeros(1 << 20, np.float32))   # 4 MiB of zeros, ~4 KB
+    assert (tmp_path / "big_w.npz").stat().st_size < 100_000
+    monkeypatch.setattr(DF, "MAX_DIRECTION_FILE_BYTES", 1 << 20)
+    with pytest.raises(core.CheckpointError, match="the archive inflates to 4,19.* bytes"):
+        load_direction_file(tmp_path / "big_w.npz")
+
+
+def test_per_layer_directions_with_a_range_and_mixed_z_and_w_edits(G64, dirs):
+    w = core.sample_latents(G64, [2], space="w")
+    pose = Directions(torch.arange(G64.num_ws * G64.w_dim, dtype=torch.float32).reshape(1, G64.num_ws, G64.w_dim),
+                      ("pose",))
+    out = apply_directions(G64, w, [(pose, 0, 0.5)], layers=(1, 3))
+    delta = out.tensor - w.tensor[:, None]
+    assert out.space == "w+" and delta[:, [0, 3, 4]].abs().max() == 0
+    torch.testing.assert_close(delta[0, 1:3], 0.5 * pose.vectors[0, 1:3])
+    z = core.sample_latents(G64, [2], space="z")
+    zdir = Directions(torch.ones(1, G64.z_dim), ("ones",), space="z")
+    both = apply_directions(G64, z, [(zdir, 0, 0.25), (dirs, 0, 2.0)])
+    moved_z = core.Latent(z.tensor + 0.25, "z", z.generator)
+    torch.testing.assert_close(both.tensor, core.convert_latent(G64, moved_z, "w").tensor + 2.0 * dirs.vectors[0],
+                               atol=1e-5, rtol=0)
+
+
+def test_stylegan3_directions_apply(G3):
+    d = sefa(G3, variant="genforce", num=2)
+    w = core.sample_latents(G3, [0], space="w")
+    out = apply_directions(G3, w, [(d, 1, 5.0)])
+    torch.testing.assert_close(out.tensor, w.tensor + 5.0 * d.vectors[1])
+    images = core.synthesize(G3, out)
+    assert images.shape[0] == 1 and torch.isfinite(images).all()

@@ -21,7 +21,8 @@
 //    or layer range) POSTs the values to the pack's `/stylegan_studio/live_preview` route (debounced, latest wins: at
 //    most one request in flight, then the newest values) and shows the small render it returns on the node, without
 //    queueing a prompt. Before the first run the node says "run once to enable live preview". The slider spans the
-//    method's usual range after a run (GANSpace ±3, SeFa ±20); the component's name shows under the index.
+//    method's usual range after a run (`Directions.strength_range` in core: GANSpace ±3, SeFa ±10); the component's
+//    name shows under the sliders.
 // Which nodes optimise, make frames or have a live preview is declared once, in the pack's node registry (nodes/registry.py), and read
 // from the pack's `/stylegan_studio/nodes` route. All these widgets are display-only: never serialised into
 // prompts or saved workflows.
@@ -393,13 +394,19 @@ function keepFrames(node) {
 const LIVE_ROUTE = "/stylegan_studio/live_preview";
 const LIVE_WIDGET = "sgs_live";
 const LIVE_NAMES_WIDGET = "sgs_component";
-const LIVE_INPUTS = ["index", "strength", "index_2", "strength_2", "layer_start", "layer_end"];
+// The widgets whose values a preview sends: the node's run names them (`inputs` of its `sgs_live` output).
+const LIVE_DEFAULT_INPUTS = ["strength"];
 const LIVE_DEBOUNCE_MS = 30;
+const LIVE_DEFAULT_RANGE = 10;
 const LIVE_NOT_YET = "run once to enable live preview";
+
+function liveInputs(node) {
+  return Array.isArray(node.sgsLive?.inputs) ? node.sgsLive.inputs : LIVE_DEFAULT_INPUTS;
+}
 
 function liveValues(node) {
   const values = {};
-  for (const name of LIVE_INPUTS) {
+  for (const name of liveInputs(node)) {
     const value = Number(widgetValue(node, name) ?? 0);
     values[name] = Number.isFinite(value) ? value : 0;
   }
@@ -483,19 +490,19 @@ function scheduleLivePreview(node) {
 function addLiveWidgets(node) {
   node.addCustomWidget(textLine(LIVE_WIDGET, LIVE_NOT_YET, "#9c9"));
   node.addCustomWidget(textLine(LIVE_NAMES_WIDGET, "", "#bb9"));
-  for (const name of LIVE_INPUTS) {
-    const widget = node.widgets?.find((w) => w.name === name);
-    if (!widget || widget.sgsLive) continue;
+  for (const widget of node.widgets ?? []) {
+    if (widget.sgsLive || String(widget.name ?? "").startsWith("sgs_")) continue;
     const callback = widget.callback;
     widget.callback = function () {
       const result = callback?.apply(this, arguments);
-      scheduleLivePreview(node);
+      if (liveInputs(node).includes(widget.name)) scheduleLivePreview(node);
       return result;
     };
     widget.sgsLive = true;
   }
-  setSliderRange(node, "strength", 20);
-  setSliderRange(node, "strength_2", 20);
+  // Until a run tells the method's range: the widest usual one (SeFa's ±10 in core.directions.STRENGTH_RANGES).
+  setSliderRange(node, "strength", LIVE_DEFAULT_RANGE);
+  setSliderRange(node, "strength_2", LIVE_DEFAULT_RANGE);
 }
 
 function liveExecuted(node, message) {

@@ -9,7 +9,8 @@ The API (issue 20):
   `layers` Optional[(start, end)] suggested w+ range, END EXCLUSIVE; `info` dict (JSON values: how they were made).
   SCALING IS FOLDED INTO THE VECTORS: a row is one unit of strength (GANSpace: σ_k u_k, so strength 1 = 1σ; SeFa:
   unit eigenvectors; imported boundaries as stored). `scales[k]` records the factor folded in (σ_k; 1 otherwise).
-  Helpers: `.count`, `.dim`, `.per_layer`, `.index_of(index or name)`, `.select([...])`, `.describe()`.
+  Helpers: `.count`, `.dim`, `.per_layer`, `.strength_range` (±10 SeFa, ±3 GANSpace/InterFaceGAN: a slider's
+  range), `.index_of(index or name)`, `.select([...])`, `.describe()`.
 - `apply_directions(G, latent, [(directions, index or name, strength), ...], *, layers=None) -> Latent`:
   w + Σ strength·vector in float64, added once. w stays w unless a layer range (other than all) or per-layer
   vectors make it w+; z latents with w directions are mapped first (with their truncation); z directions move z
@@ -26,15 +27,16 @@ The API (issue 20):
   *, space=None)` for every supported format, `detect_direction_format(path)`.
 """
 
-from .base import (DIRECTION_SPACES, MAX_DIRECTIONS, MAX_STRENGTH, METHODS, SEFA_VARIANTS, Directions,
-                   apply_directions, check_directions_fit, check_layer_range, conditional_direction,
+from .base import (DIRECTION_SPACES, MAX_DIRECTIONS, MAX_STRENGTH, METHODS, SEFA_VARIANTS, STRENGTH_RANGES,
+                   Directions, apply_directions, check_directions_fit, check_layer_range, conditional_direction,
                    direction_sweep, make_conditional)
 from .discover import (DEFAULT_GANSPACE_COMPONENTS, DEFAULT_GANSPACE_SAMPLES, DEFAULT_GANSPACE_SEED,
                        DEFAULT_SEFA_NUM, DEFAULT_SEFA_VARIANT, MAX_GANSPACE_SAMPLES, ganspace, sefa, sefa_layers)
 from .files import (DIRECTION_SUFFIXES, DIRECTIONS_FORMAT, FORMATS, detect_direction_format, import_dfl,
                     import_ganspace, import_torch_directions, load_direction_file, load_directions, save_directions)
 
-__all__ = ["Directions", "DIRECTION_SPACES", "METHODS", "SEFA_VARIANTS", "MAX_DIRECTIONS", "MAX_STRENGTH",
+__all__ = ["Directions", "DIRECTION_SPACES", "METHODS", "STRENGTH_RANGES", "SEFA_VARIANTS", "MAX_DIRECTIONS",
+           "MAX_STRENGTH",
            "apply_directions", "direction_sweep", "conditional_direction", "make_conditional",
            "check_directions_fit", "check_layer_range",
            "sefa", "sefa_layers", "ganspace", "DEFAULT_SEFA_VARIANT", "DEFAULT_SEFA_NUM", "DEFAULT_GANSPACE_SAMPLES",

@@ -25,8 +25,11 @@ SEFA_VARIANTS = ("rosinality", "genforce", "torgb")
 MAX_DIRECTIONS = 1024             # SeFa gives at most w_dim (512) directions, GANSpace as many; a file holds a few
 MAX_DIRECTION_ELEMENTS = 1 << 24  # K x [num_ws x] w_dim values: 1024 per-layer [18, 512] directions are 9.4 M
 MAX_NAME_CHARS = 200
-MAX_STRENGTH = 1000.0             # SeFa is used at ±5..20, GANSpace at ±1..3 (σ units); far beyond, w leaves its range
+MAX_STRENGTH = 1000.0             # SeFa is used at ±5..20, GANSpace at ±1..3 (σ); far beyond, w leaves its range
 MAX_INFO_CHARS = 65536            # the `info` dict as JSON (SeFa's eigenvalues: 512 numbers)
+# The strengths each method is used at (SeFa's and GANSpace's READMEs, dfl's DEFAULT_STRENGTH_RANGE; InterFaceGAN's
+# edit scripts go to ±3 on unit boundaries): a slider's default range, +/- this.
+STRENGTH_RANGES = {"sefa": 10.0, "ganspace": 3.0, "interfacegan": 3.0, "imported": 3.0, "conditional": 3.0}
 _NAME = re.compile(r"[^\x00-\x1f\x7f]{1,%d}" % MAX_NAME_CHARS)
 
 
@@ -165,6 +168,12 @@ class Directions:
     @property
     def per_layer(self) -> bool:
         return self.vectors.ndim == 3
+
+    @property
+    def strength_range(self) -> float:
+        """The strengths this method is used at, ±value (`STRENGTH_RANGES`; a conditional edit: its primary's)."""
+        method = self.info.get("primary_method", self.method) if self.method == "conditional" else self.method
+        return STRENGTH_RANGES.get(method, STRENGTH_RANGES["imported"])
 
     def index_of(self, index_or_name: Any) -> int:
         """The row of a direction given by index (0..K-1) or by name; LatentError listing the choices otherwise."""
@@ -425,6 +434,7 @@ def make_conditional(directions: Directions, index: Any, protected: Sequence[tup
                       directions.generator, directions.layers, info)
 
 
-__all__ = ["Directions", "DIRECTION_SPACES", "METHODS", "SEFA_VARIANTS", "MAX_DIRECTIONS", "MAX_STRENGTH",
+__all__ = ["Directions", "DIRECTION_SPACES", "METHODS", "STRENGTH_RANGES", "SEFA_VARIANTS", "MAX_DIRECTIONS",
+           "MAX_STRENGTH",
            "apply_directions", "direction_sweep", "conditional_direction", "make_conditional",
            "check_directions_fit", "check_layer_range"]
