@@ -512,7 +512,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="q128 (a 128 px StyleGAN2, LPIPS / parser at 128), 3 steps, 2 rounds: "
                     "under 3 min on a quiet 2-core CPU")
-    ap.add_argument("--config", default="f256", choices=["q128", "f256", "ada256", "f512", "f1024"],
+    ap.add_argument("--config", default="f256", choices=["s64", "q128", "f256", "ada256", "f512", "f1024"],
                     help="generator config (f1024: the reference's settings exactly)")
     ap.add_argument("--steps", type=int, default=4, help="steps per run (the first is counted as set-up)")
     ap.add_argument("--rounds", type=int, default=2, help="runs per stage and side (alternating which goes first)")
