@@ -33,6 +33,13 @@ indicative of the loops' ratio, not of 1024 px timings.
     python bench/bench_segment_composite.py --gpu-target          # on an H100: the issue's end-to-end targets
     python bench/bench_segment_composite.py --quality             # the quick preset's loss gap (tiny networks)
 
+Measured (2026-12-06, --quick, 2 shared CPU cores, load average 2.4-3.5 during the stages): port/ours W+ 1.16x,
+FS 1.04x, target fill 1.03x, alignment 1 0.88x, alignment 2 1.41x, blending 1.63x; per photo 1.14x, composite with
+cached embeddings 1.22x, three uncached photos 1.16x: the 1.5x goal is NOT met loop for loop. Both sides run the
+same generator, LPIPS and parser per step; what ours saves is the repeated target / structure-image work (LPIPS of
+the targets, Gram matrices, VGG past relu4_3, the parser's auxiliary heads). Ours' other savings are outside this
+comparison: one embedding per distinct photo, cached embeddings across runs, the parser at the generator's size.
+
 `--gpu-target` runs `segment_composite` end to end on CUDA at 1024 px (random-weight networks of the real
 architectures, the `--preset`, default reference): three uncached photos (the II2S prior computed before and timed
 apart: it is per generator), then the same photos again with the embeddings cached; prints PASS/FAIL against
