@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -103,6 +104,9 @@ def set_accel(G: nn.Module, config: Optional[AccelConfig] = None, **switches: An
     return config
 
 
+_tf32_lock = threading.RLock()
+
+
 @contextlib.contextmanager
 def tf32_mode(enabled: Optional[bool]) -> Iterator[None]:
     """TF32 for CUDA matmuls and cuDNN convolutions on (True) or off (False) inside the block, restored after;
@@ -110,12 +114,15 @@ def tf32_mode(enabled: Optional[bool]) -> Iterator[None]:
     if enabled is None:
         yield
         return
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(enabled)
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+    # The flags are process-wide: renders in two threads (a live preview beside the prompt executor) would
+    # interleave their save / restore and leave the wrong setting behind, so blocks that set them run one at a time.
+    with _tf32_lock:
+        matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(enabled)
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 @contextlib.contextmanager

@@ -422,6 +422,20 @@ def add_json_routes(routes: dict[str, Callable[[], object]]) -> bool:
     return True
 
 
+_executor = None
+
+
+def _route_executor():
+    """The pack's own worker thread for threaded routes: one at a time, so waiting requests queue here instead of
+    taking the event loop's shared executor's threads."""
+    global _executor
+    if _executor is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylegan_studio_route")
+    return _executor
+
+
 def add_routes(get: Optional[dict[str, Callable[[dict], object]]] = None,
                post: Optional[dict[str, Callable[[dict], object]]] = None, *, threaded: bool = False) -> bool:
     """Serve `GET <path>?a=b` -> JSON of `get[path](query dict)` and `POST <path>` with a JSON object body -> JSON
@@ -444,10 +458,14 @@ def add_routes(get: Optional[dict[str, Callable[[dict], object]]] = None,
             if threaded:
                 import asyncio
 
-                return web.json_response(await asyncio.get_running_loop().run_in_executor(None, produce, data))
+                return web.json_response(await asyncio.get_running_loop().run_in_executor(
+                    _route_executor(), produce, data))
             return web.json_response(produce(data))
         except ValueError as e:
             return web.json_response({"error": str(e)}, status=400)
+        except torch.cuda.OutOfMemoryError:
+            return web.json_response({"error": "out of memory while computing this answer (a queued run may hold the "
+                                               "memory); try again when the run has finished"}, status=503)
 
     for path, produce in (get or {}).items():
         if ("GET", path) in present:  # the pack imported twice

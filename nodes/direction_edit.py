@@ -162,10 +162,13 @@ class DirectionEdit:
         second = directions if directions_2 is None else directions_2
 
         def check(body: dict) -> dict:
+            strength_2 = live_preview.finite_number(body, "strength_2", -MAX_STRENGTH, MAX_STRENGTH)
+            # index_2 is read only with a second strength, as in the queued run (a set of one direction keeps the
+            # widget's default index 1, which it does not have).
+            index_2 = live_preview.whole_number(body, "index_2", 0, second.count - 1) if strength_2 else 0
             return {"index": live_preview.whole_number(body, "index", 0, directions.count - 1),
                     "strength": live_preview.finite_number(body, "strength", -MAX_STRENGTH, MAX_STRENGTH),
-                    "index_2": live_preview.whole_number(body, "index_2", 0, second.count - 1),
-                    "strength_2": live_preview.finite_number(body, "strength_2", -MAX_STRENGTH, MAX_STRENGTH),
+                    "index_2": index_2, "strength_2": strength_2,
                     "layer_start": live_preview.whole_number(body, "layer_start", 0, generator.num_ws),
                     "layer_end": live_preview.whole_number(body, "layer_end", 0, generator.num_ws)}
 

@@ -140,6 +140,17 @@ def test_preview_route_renders_the_nodes_edit(mods, G, dirs, monkeypatch):
     assert small["px"] == 16 and decode(small["image"]).shape == (16, 16, 3)
 
 
+def test_preview_of_a_set_with_one_direction(mods, G, dirs):
+    # An InterFaceGAN boundary file holds one direction; the browser still sends the widget's index_2 (default 1).
+    edit, live = mods
+    one = dirs.select([0])
+    assert one.count == 1
+    token = edit.DirectionEdit().edit(G, latents(G, 1), one, 0, 2.0, unique_id="7")["ui"]["sgs_live"][0]["token"]
+    assert live.preview_route(body(token, strength=2.0, px=16))["ok"]
+    with pytest.raises(ValueError, match="index_2"):       # with a second strength, index_2 must exist
+        live.preview_route(body(token, strength=2.0, strength_2=1.0, px=16))
+
+
 def test_render_preview_stops_early(G, dirs, tmp_path):
     lat = apply_directions(G, latents(G, 3), [(dirs, 0, 4.0)])
     img = P.render_preview(G, lat, max_px=16)

@@ -287,9 +287,9 @@ def _apply(G: Generator, latent: Latent, edits: Sequence[tuple[Directions, int, 
     else:
         first = 0
     if latent.space == "w" and not wplus:
-        base = latent.tensor.double()
+        base = latent.tensor.to("cpu").double()
     else:
-        base = latent_to_ws(G, latent).to("cpu").double() if latent.space in ("z", "w") else latent.tensor.double()
+        base = (latent_to_ws(G, latent) if latent.space in ("z", "w") else latent.tensor).to("cpu").double()
         if latent.space == "z" and not wplus and (base == base[:, :1]).all():
             base = base[:, 0]          # an untruncated (or uniformly truncated) z maps to one w per latent
         else:

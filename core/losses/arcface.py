@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, MissingWeightsError  # noqa: F401  (documented here: load_arcface raises them)
 from ..files import (MissingWeights, find_weights, load_state_strict, missing_weights_error, read_state_dict,
                      weight_names)
 from ..log import warn_once
