@@ -38,7 +38,7 @@ from .convert import generator_to_comfy, to_pil
 ROUTE = "/stylegan_studio/live_preview"
 MAX_SOURCES = 4            # runs kept for previews (each holds a generator reference and one latent)
 BUDGET_MS = 300.0          # a preview should take at most this long; slower renders halve the next one's size
-MIN_ADAPTIVE_PX = 64       # the adaptive size never goes below this
+MIN_ADAPTIVE_PX = 32       # the adaptive size never goes below this (FFHQ-size networks on 2 CPU cores need it)
 MAX_PX = 1024              # largest preview a request may ask for
 JPEG_QUALITY = 85
 _TOKEN = re.compile(r"^[0-9a-f]{16,64}$")
