@@ -11,16 +11,13 @@ from typing import Optional, Sequence
 import torch
 
 from .errors import LatentError
-from .latents import (Latent, check_compatible, check_latent_count, convert_latent, generator_ref, latent_to_ws,
-                      layer_resolutions, slerp)
+from .latents import (LAYER_GROUP_BOUNDS, STYLE_MIX_PRESETS, Latent, check_compatible, check_latent_count,
+                      convert_latent, generator_ref, latent_to_ws, layer_resolutions, slerp)
 from .log import logger
 from .networks import Generator
 
-LAYER_GROUPS = ("coarse", "middle", "fine")
-# Upper bounds (in px of the image scale a w layer controls, `layer_resolutions`) of each group: coarse <= 8 px
-# (pose, face shape), middle 16-32 px (features, hair style), fine >= 64 px (colours, micro-structure): the
-# StyleGAN paper's split (Karras et al. 2019, sec. 3.1), the same as Style Mix's presets.
-GROUP_BOUNDS = {"coarse": (0.0, 8.0), "middle": (8.0, 32.0), "fine": (32.0, math.inf)}
+LAYER_GROUPS = STYLE_MIX_PRESETS           # coarse / middle / fine, as Style Mix's presets
+GROUP_BOUNDS = LAYER_GROUP_BOUNDS          # (lower, upper] px of each group: core.latents.LAYER_GROUP_BOUNDS
 BLEND_METHODS = ("lerp", "slerp")
 WALK_METHODS = ("auto", "lerp", "slerp")
 EASINGS = ("linear", "ease-in-out", "cubic")

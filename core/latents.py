@@ -773,13 +773,19 @@ def layer_resolutions(G: Generator) -> list[float]:
     return [2 * c for c in cutoffs]
 
 
+# Layer groups by the resolution a layer controls (`layer_resolutions`): coarse <= 8 px (pose, face shape), middle
+# 16-32 px (features, hair style), fine >= 64 px (colours, micro-structure): the StyleGAN paper's split (Karras et al.
+# 2019, sec. 3.1). Style Mix's presets and the latent toolkit's blends use it.
+LAYER_GROUP_BOUNDS = {"coarse": (0.0, 8.0), "middle": (8.0, 32.0), "fine": (32.0, math.inf)}
+
+
 def style_mix_layers(G: Generator, preset: str) -> list[int]:
     """Layer indices of a preset: 'coarse' (<= 8 px: pose, face shape), 'middle' (16-32 px: features,
     hair style), 'fine' (>= 64 px: colours, micro-structure)."""
     if preset not in STYLE_MIX_PRESETS:
         raise ValueError(f"preset must be one of {STYLE_MIX_PRESETS}, got {preset!r}")
     res = layer_resolutions(G)
-    lo, hi = {"coarse": (0, 8), "middle": (8, 32), "fine": (32, math.inf)}[preset]
+    lo, hi = LAYER_GROUP_BOUNDS[preset]
     layers = [i for i, r in enumerate(res) if lo < r <= hi]
     if not layers:
         raise LatentError(f"{G.info.name} ({G.img_resolution} px) has no {preset} layers; use explicit layers")
