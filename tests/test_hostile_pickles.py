@@ -548,10 +548,12 @@ def test_exponential_repr_pickles_are_refused_quickly_with_little_memory(tmp_pat
     for name, path in files.items():
         assert path.stat().st_size < 1_000_000, (name, path.stat().st_size)
         load = read_torchscript_tensors if name == "vgg16" else core.load_generator
-        start = time.perf_counter()  # timed without tracemalloc, which slows the pure-Python unpickler
+        # CPU seconds of this process (other jobs on a shared CI machine do not count), timed without tracemalloc,
+        # which slows the pure-Python unpickler. A bound, not a speed target: the repr would take minutes and GBs.
+        start = time.process_time()
         with pytest.raises(core.CheckpointError):
             load(path)
-        seconds = time.perf_counter() - start
+        seconds = time.process_time() - start
         tracemalloc.start()
         with pytest.raises(core.CheckpointError) as e:
             load(path)
@@ -559,7 +561,7 @@ def test_exponential_repr_pickles_are_refused_quickly_with_little_memory(tmp_pat
         tracemalloc.stop()
         message = str(e.value)
         assert str(path) in message and len(message) < 1500, (name, message)
-        assert peak < 10 and seconds < 1, (name, peak, seconds, message)
+        assert peak < 10 and seconds < 2, (name, peak, seconds, message)
 
 
 @pytest.mark.parametrize("case", ["deep", "reused"])
@@ -578,9 +580,9 @@ def test_tuple_hash_bombs_are_refused_before_hashing(case, tmp_path):
         extra = forge.Reduce(collections.OrderedDict, [(key, i) for i in range(1000)])
         match = r"uses tuples of \d+ elements in all"
     path = write(tmp_path, forge.dumps(dict(forge.nvidia_objects(fx), x=extra)))
-    start = time.perf_counter()
+    start = time.process_time()  # CPU seconds of this process: building the dict would take minutes of them
     refused(path, match)
-    assert time.perf_counter() - start < 5
+    assert time.process_time() - start < 5
 
 
 def test_describe_is_bounded():
