@@ -215,11 +215,11 @@ EXPECTED = ("68 [x, y] points in pixels (iBUG/dlib/face_alignment), or 70 (OpenP
 
 def test_deeply_nested_json_is_refused_before_parsing():
     text = forge.nested_json(100_000)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU seconds of this process: a bound that other jobs on the machine do not move
     assert raises(L.parse_landmarks_text, text, LJ) == (
         f"landmarks_json is nested 100000 levels deep; landmarks need at most 5 (a list of POSE_KEYPOINT frames) and "
         f"at most 16 are read: expected {EXPECTED}, or a list of those")
-    assert time.perf_counter() - t0 < 2
+    assert time.process_time() - t0 < 2
     # brackets inside strings do not count; 17 levels do
     assert L.parse_landmarks_text(json.dumps({"face_landmarks": forge.ibug_face(), "note": "[" * 100}))
     assert "nested 17 levels deep" in raises(L.parse_landmarks_text, forge.nested_json(17), LJ)

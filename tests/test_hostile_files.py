@@ -275,9 +275,9 @@ def test_config_checks_every_path_not_only_json():
                     synthesis=StyleGAN3Config(num_layers=24, channel_base=32768, channel_max=1024)),  # XL-ish
 ], ids=["sg2-1024", "ada-256", "sg2-2048-cond", "sg3t-1024", "sg3r-1024", "xl-1024"])
 def test_real_model_configs_pass_and_build_cheaply_on_meta(config):
-    t = time.perf_counter()
+    t = time.process_time()
     shapes = S.expected_state_shapes(config)
-    assert shapes and time.perf_counter() - t < 5
+    assert shapes and time.process_time() - t < 5
     assert GeneratorConfig.from_json(config.to_json()) == config
 
 
@@ -406,9 +406,9 @@ def test_malformed_info_metadata_names_file_and_field(tmp_path, tiny_file, info,
 def test_hostile_rosinality_names_and_shapes(tmp_path, extra, needle):
     path = tmp_path / "ros.pt"
     torch.save(forge.rosinality_state_with_names(extra), path)
-    t = time.perf_counter()
+    t = time.process_time()
     refuse(path, needle)
-    assert time.perf_counter() - t < 5
+    assert time.process_time() - t < 5
 
 
 # --- NVIDIA pickles: the same bounds, the file named ---------------------------------------------------------
@@ -423,9 +423,9 @@ def test_nvidia_pickle_with_forged_settings_names_file_and_field(tmp_path, setti
     fx = forge.load_fixture("ada_skip")
     path = forge.write_nvidia_pickle_with_settings(fx, tmp_path / "forged.pkl", **settings)
     assert path.stat().st_size < 1 << 20
-    t = time.perf_counter()
+    t = time.process_time()
     refuse(path, needle)
-    assert time.perf_counter() - t < 5
+    assert time.process_time() - t < 5
     assert real_builds == []
 
 
@@ -464,13 +464,13 @@ def test_long_keys_nested_deep_cost_neither_memory_nor_time(tmp_path, depth, key
     (wide) or more than a minute (deep) when it spelled out every object's dotted name while walking."""
     path = forge.write_torch_zip_pickle(tmp_path / "deep.pt", forge.deep_long_key_pickle(depth, key_len, refs))
     assert path.stat().st_size < 50_000
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with peak_rss() as peak:
         with pytest.raises(CheckpointError, match=r"not a rosinality StyleGAN2 checkpoint \(no 'g_ema'; keys: 'kkk"):
             core.load_generator(path)
         state = F.read_state_dict(path)  # a plain state-dict reader walks the same structure
     assert isinstance(state, dict)
-    assert time.perf_counter() - t0 < 10
+    assert time.process_time() - t0 < 10
     assert peak["mb"] < 60, f"{peak['mb']:.0f} MB"
 
 
