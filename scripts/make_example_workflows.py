@@ -110,7 +110,8 @@ SIZES = {"SGS_DemoGenerator": [320, 150], "SGS_LoadStyleGAN": [340, 250], "SGS_S
          "SGS_LoadFaceParser": [380, 170], "SGS_FaceParse": [340, 170], "MaskToImage": [220, 50],
          "SGS_SegmentComposite": [400, 1000],
          "SGS_KeyframeWalk": [340, 230], "SGS_SaveImageWithLatent": [420, 420],
-         "SGS_DirectionEdit": [360, 700], "SGS_DirectionSweep": [340, 470]}
+         "SGS_DirectionEdit": [360, 700], "SGS_DirectionSweep": [340, 470],
+         "SGS_DiscoverSeFaDirections": [340, 290], "SGS_DiscoverGANSpaceDirections": [340, 320]}
 DEFAULT_SIZE = [320, 200]
 NOTE_WIDTH = 320
 TITLE_H = 30           # a node's title bar, drawn above its `pos`

@@ -138,6 +138,9 @@ try {
       await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.QueuePrompt"));
       await page.waitForFunction((t) => window.__sgsRuns.finished(t), ticket,
         { timeout: cfg.timeoutMs, polling: 250 });
+      // The frontend attaches an output's pictures to its node when it draws the node: the whole graph in view
+      // first (a wide example's output nodes are off screen at the zoom it opens with).
+      await page.evaluate(fitGraph);
       await page.waitForFunction(outputImages, null, { timeout: 30_000, polling: 100 }).catch(() => {});
       await page.waitForTimeout(1500);  // the frontend settles its previews (and our nodes their sizes)
       run = { error: await page.evaluate((t) => window.__sgsRuns.error(t), ticket),
