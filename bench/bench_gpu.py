@@ -402,20 +402,14 @@ def step_timer(device: torch.device):
 
 def bench_inversion(cfg: core.GeneratorConfig, args, device, accel: AccelConfig) -> list[dict]:
     from core.edits import inversion as I
-    from core.losses import perceptual as P
     from core.optimize import FINISH
 
-    if args.perceptual:
-        dirs = [args.perceptual]
-        nets = {"lpips_vgg": P.load_lpips("vgg", model_dirs=dirs), "lpips_alex": P.load_lpips("alex", model_dirs=dirs),
-                "vgg16_features": P.load_vgg16_features(model_dirs=dirs)}
-    else:
-        nets = {"lpips_vgg": P.random_lpips("vgg", seed=0), "lpips_alex": P.random_lpips("alex", seed=1),
-                "vgg16_features": P.random_vgg16_features(seed=2)}
+    import bench_invert as BI
+
+    nets = BI.perceptual_nets(args.perceptual)
     nets = {k: v.to(device) for k, v in nets.items()}
     G = core.load_generator(args.checkpoint, device=device) if args.checkpoint else random_generator(cfg, device)
     if args.target:
-        import bench_invert as BI
         target = BI._load_target(args.target, G, device)
     else:
         with torch.no_grad():

@@ -63,6 +63,16 @@ class NvidiaVGGStandIn(torch.nn.Module):
         return torch.cat([f.flatten(1) for f in self.lpips.lpips_features(x)], dim=1)
 
 
+def perceptual_nets(folder=None) -> dict:
+    """The inversion's perceptual networks: the real weight files in `folder`, or seeded random ones."""
+    if folder:
+        dirs = [folder]
+        return {"lpips_vgg": P.load_lpips("vgg", model_dirs=dirs), "lpips_alex": P.load_lpips("alex", model_dirs=dirs),
+                "vgg16_features": P.load_vgg16_features(model_dirs=dirs)}
+    return {"lpips_vgg": P.random_lpips("vgg", seed=0), "lpips_alex": P.random_lpips("alex", seed=1),
+            "vgg16_features": P.random_vgg16_features(seed=2)}
+
+
 def time_steps(fn, steps: int) -> list[float]:
     """Per-step times of a loop that calls `tick()` after each step."""
     marks = []
@@ -224,13 +234,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     nvidia = BG.NvidiaSource(args.nvidia_src, allow_plugins=args.device != "cpu") if args.nvidia_src else None
     projector = nvidia_projector(nvidia.path) if nvidia else None
-    if args.perceptual:
-        dirs = [args.perceptual]
-        nets = {"lpips_vgg": P.load_lpips("vgg", model_dirs=dirs), "lpips_alex": P.load_lpips("alex", model_dirs=dirs),
-                "vgg16_features": P.load_vgg16_features(model_dirs=dirs)}
-    else:
-        nets = {"lpips_vgg": P.random_lpips("vgg", seed=0), "lpips_alex": P.random_lpips("alex", seed=1),
-                "vgg16_features": P.random_vgg16_features(seed=2)}
+    nets = perceptual_nets(args.perceptual)
     if args.lpips_curve:
         lpips_curve(args, nets, nvidia, projector)
         return

@@ -272,7 +272,7 @@ class PackedConv2d(nn.Conv2d):
         state["_packed"] = None
         return state
 
-    def _apply(self, fn, recurse=True):  # .to() / .cuda() / memory-format changes: repack at the next call
+    def _apply(self, fn, recurse=True):  # device, dtype or memory-format moves: repack at the next call
         self._packed = None
         return super()._apply(fn, recurse)
 
