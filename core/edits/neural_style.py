@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from ..losses.style import gram_distance, gram_matrix, resize_mask
 from ..losses.vgg19 import VGG19, check_layers
+from ..losses.vgg19_buffered import BufferedVGG, VGGObjective
 from ..optimize import (ProgressCallback, StepProgress, autograd_ready, check_finite, finish_requested, loss_values,
                         trainable)
 
@@ -261,22 +262,34 @@ class _MSE(torch.autograd.Function):
     scalar rounded to f's dtype, as ATen's kernel does), so it is equal bit for bit."""
 
     @staticmethod
-    def forward(ctx, f: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, f: torch.Tensor, p: torch.Tensor, grad_into: Optional[torch.Tensor] = None) -> torch.Tensor:
         ctx.save_for_backward(f, p)
+        ctx.grad_into = grad_into
         return F.mse_loss(f, p)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         f, p = ctx.saved_tensors
+        sink = ctx.grad_into
+        if sink is not None and not ctx.needs_input_grad[1] and not torch.is_grad_enabled():
+            scale = float(2.0 / f.numel() * grad)   # added into the caller's buffer: no new tensor
+            sink.add_(f, alpha=scale).sub_(p, alpha=scale)
+            return None, None, None
         g = (f - p).mul_(2.0 / f.numel()).mul_(grad)
-        return (g if ctx.needs_input_grad[0] else None), (-g if ctx.needs_input_grad[1] else None)
+        return (g if ctx.needs_input_grad[0] else None), (-g if ctx.needs_input_grad[1] else None), None
 
 
-def content_loss(f: torch.Tensor, p: torch.Tensor, kind: str) -> torch.Tensor:
-    """`[N]`: ½Σ(F − P)² (Gatys eq. 1), the mean of (F − P)² (tutorial: F.mse_loss), or Σd²/Σ|d| (crowsonkb)."""
+def content_loss(f: torch.Tensor, p: torch.Tensor, kind: str,
+                 grad_into: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`[N]`: ½Σ(F − P)² (Gatys eq. 1), the mean of (F − P)² (tutorial: F.mse_loss), or Σd²/Σ|d| (crowsonkb).
+    `grad_into`: as `core.losses.style.gram_matrix`'s (used by 'mse' when the layouts match)."""
     if kind == "mse" and f.shape[0] == 1:
         if p.shape == f.shape and p.dtype == f.dtype:
-            return _MSE.apply(f, p).reshape(1)   # the tutorial's F.mse_loss (the same rounding), layout kept
+            if grad_into is not None and (grad_into.shape != f.shape or grad_into.stride() != f.stride()
+                                          or grad_into.dtype != f.dtype):
+                grad_into = None
+            # the tutorial's F.mse_loss (the same rounding), layout kept
+            return _MSE.apply(f, p, grad_into).reshape(1)
         return F.mse_loss(f, p).reshape(1)
     d = (f - p).flatten(1)
     if kind == "half_sum":
@@ -483,16 +496,34 @@ def _run_scale(net, r: Recipe, content, styles, weights, masks, style_long, laye
     img = trainable(start.contiguous())   # L-BFGS flattens its parameter: the network gets a channels-last copy
     lw = dict(zip(r.style_layers, r.style_layer_weights))
 
-    def objective(x):
-        feats = net(x.contiguous(memory_format=fmt), layers, r.pooling)
-        c = sum(content_loss(feats[l], content_targets[l], r.content_loss) for l in r.content_layers).sum()
+    # CPU float32: the network's forward and backward in buffers kept across evaluations (no page faults for
+    # ~1 GB of new feature maps per evaluation at 512 px); otherwise autograd through VGG19.forward
+    runner = (BufferedVGG(net, layers, r.pooling)
+              if fmt == torch.channels_last and BufferedVGG.supported(net, content, r.pooling) else None)
+
+    def feature_loss(feats, sinks=None):
+        sinks = sinks or {}
+        c = sum(content_loss(feats[l], content_targets[l], r.content_loss, sinks.get(l))
+                for l in r.content_layers).sum()
         s = 0
         for w_r, grams, cmasks in regions:
             for l in r.style_layers:
-                g = gram_matrix(feats[l], cmasks[l], normalize=r.gram)
+                g = gram_matrix(feats[l], cmasks[l], normalize=r.gram, grad_into=sinks.get(l))
                 s = s + w_r * lw[l] * gram_distance(g, grams[l], normalize=r.gram).sum()
-        terms = {"content": c, "style": s}
-        loss = r.content_weight * c + r.style_weight * s
+        return r.content_weight * c + r.style_weight * s, {"content": c, "style": s}
+
+    def objective(x):
+        if runner is None:
+            loss, terms = feature_loss(net(x.contiguous(memory_format=fmt), layers, r.pooling))
+        else:
+            box = {}
+
+            def features_loss(feats, sinks):
+                loss, box["terms"] = feature_loss(feats, sinks)
+                return loss
+
+            loss = VGGObjective.apply(net.preprocess(x), runner, features_loss)
+            terms = {k: v.detach() for k, v in box["terms"].items()}
         if r.tv_weight:
             terms["tv"] = tv_loss(x).sum()
             loss = loss + r.tv_weight * terms["tv"]

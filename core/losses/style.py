@@ -77,12 +77,15 @@ class _Gram(torch.autograd.Function):
 
     The backward uses G's symmetry: dL/dF = (Ḡ + Ḡᵀ) F, ONE matrix product of the forward's size, where autograd's
     mm backward makes two (Ḡ F and (Fᵀ Ḡ)ᵀ, then adds them, the second in the transposed layout); the gradient comes
-    back in the features' layout. Equal to autograd's up to float rounding (the same sum, in another order)."""
+    back in the features' layout. Equal to autograd's up to float rounding (the same sum, in another order).
+
+    `grad_into` (see `gram_matrix`): the backward adds the gradient into that buffer and returns none."""
 
     @staticmethod
-    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, features: torch.Tensor, grad_into: Optional[torch.Tensor] = None) -> torch.Tensor:
         flat, rows = _gram_view(features)
         ctx.save_for_backward(features)
+        ctx.grad_into = grad_into
         if flat.shape[0] == 1:
             f = flat[0]
             return (torch.mm(f, f.t()) if rows else torch.mm(f.t(), f))[None]
@@ -93,10 +96,18 @@ class _Gram(torch.autograd.Function):
         (features,) = ctx.saved_tensors
         flat, rows = _gram_view(features)
         sym = grad + grad.transpose(1, 2)
+        sink = ctx.grad_into
+        if sink is not None and not torch.is_grad_enabled():   # added into the caller's buffer, no new tensor
+            sink_flat, _ = _gram_view(sink)
+            if flat.shape[0] == 1:
+                sink_flat[0].addmm_(sym[0], flat[0]) if rows else sink_flat[0].addmm_(flat[0], sym[0])
+            else:
+                sink_flat.baddbmm_(sym, flat) if rows else sink_flat.baddbmm_(flat, sym)
+            return None, None
         if torch.is_grad_enabled():   # create_graph: differentiable products (out= is not)
             out = torch.bmm(sym, flat) if rows else torch.bmm(flat, sym)
             n, c, h, w = features.shape
-            return out.view(n, c, h, w) if rows else out.view(n, h, w, c).permute(0, 3, 1, 2)
+            return (out.view(n, c, h, w) if rows else out.view(n, h, w, c).permute(0, 3, 1, 2)), None
         # written into a tensor of the features' layout (not returned as a view of the product: autograd then
         # adds the other branches' gradients into it in place)
         out = torch.empty_like(features, memory_format=torch.contiguous_format if rows else torch.channels_last)
@@ -105,7 +116,7 @@ class _Gram(torch.autograd.Function):
             torch.mm(sym[0], flat[0], out=out_flat[0]) if rows else torch.mm(flat[0], sym[0], out=out_flat[0])
         else:
             torch.bmm(sym, flat, out=out_flat) if rows else torch.bmm(flat, sym, out=out_flat)
-        return out
+        return out, None
 
 
 def _gram_view(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -118,10 +129,15 @@ def _gram_view(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 
 def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
-                normalize: str = "gatys") -> torch.Tensor:
+                normalize: str = "gatys", grad_into: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-image Gram matrices `[N, C, C]` of `features` `[N, C, H, W]`, scaled as `normalize` says (see the
     module docstring), of the masked features F∘T when `mask` (`[N or 1, 1, H, W]` at the features' size, values
-    in [0, 1]) is given."""
+    in [0, 1]) is given.
+
+    `grad_into`: a buffer of the features' shape, dtype and memory layout that a first-order backward ADDS the
+    features' gradient into instead of returning it (no new feature-sized tensor; `core.losses.vgg19_buffered`
+    keeps such buffers across iterations). Used only without a mask and when the layouts match; otherwise the
+    gradient flows through autograd as usual, so a caller must take both."""
     _check_normalize(normalize)
     if features.ndim != 4:
         raise ValueError(f"features must be [N, C, H, W], got shape {list(features.shape)}")
@@ -132,7 +148,11 @@ def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
                              f"expected [{n} or 1, 1, {h}, {w}] (resize_mask brings a mask to a layer's size)")
         mask = mask.to(features)
         features = features * mask
-    gram = _Gram.apply(features)
+        grad_into = None
+    if grad_into is not None and (grad_into.shape != features.shape or grad_into.dtype != features.dtype
+                                  or grad_into.stride() != features.stride()):
+        grad_into = None
+    gram = _Gram.apply(features, grad_into)
     if normalize == "none":
         return gram
     if normalize == "barbershop":

@@ -1,0 +1,230 @@
+"""A loss on VGG-19 features and its gradient w.r.t. the network's input, on CPU, with every feature map and
+gradient written into buffers that live across iterations (Neural Style's fast path).
+
+Why: a style-transfer evaluation at 512 px makes ~1 GB of new feature maps and gradients. On the CPU, glibc's
+malloc maps every allocation over 32 MB afresh and returns it to the OS when freed, so autograd's evaluation pays
+for ~250,000 page faults (each page zeroed by the kernel) every time: about a third of its time on a 2-core CPU.
+Here the frozen network's forward and backward are written out by hand (the weights are constants; only the
+input needs a gradient), each step writing into a buffer kept for the next evaluation:
+
+- convolution: oneDNN's in-place fused op (`mkldnn::_convolution_pointwise_`, what torch.compile emits on CPU),
+  y = conv(x) + y into a zeroed buffer (bias included);
+- ReLU: in place when its input is not a wanted feature, else `clamp_min(out=)` into its own buffer;
+- pooling: the structured `max_pool2d_with_indices.out` / `avg_pool2d.out`;
+- backward: ReLU by `threshold_backward(grad_input=)` in place; pooling by the structured backward ops with
+  `grad_input=`; a convolution's input gradient as the forward convolution of the output gradient with the
+  transposed, flipped kernel (dx = conv2d(dy, Wᵀ flipped, padding 1): stride 1, 3×3, zero padding), written the
+  same way; each feature's loss gradient added where its layer is.
+
+The loss itself (Gram matrices, content distances, masks, ...) stays ordinary autograd code on the feature maps
+(`loss_fn` receives leaf tensors that are views of the buffers). `VGGObjective.apply(h, runner, loss_fn)` is the
+autograd entry: its forward runs everything and keeps the input gradient, its backward hands it on, so the
+preprocessing before `h` and any other loss on the image stay in the caller's graph.
+
+`BufferedVGG.supported(...)` says when this path applies: CPU float32 with oneDNN, zero-padded convolutions (the
+torchvision and Caffe formats; AdaIN's reflection padding takes the autograd path), floor-mode pooling. The
+autograd path (`VGG19.forward`) is the specification: tests compare the two, values and gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .vgg19 import CONV_NAMES, VGG19, _block_end, check_layers
+
+_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise_", None)
+_PAD, _STRIDE, _DIL = [1, 1], [1, 1], [1, 1]
+
+
+def _conv_into(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> None:
+    """out = conv2d(x, w, b, padding=1), written into `out` (oneDNN's in-place 'add' post-op on a zeroed buffer)."""
+    out.zero_()
+    _POINTWISE.binary(out, x, w, b, _PAD, _STRIDE, _DIL, 1, "add", None, None, [], None)
+
+
+class BufferedVGG:
+    """Runs `loss_fn(features)` on `net`'s feature maps `layers` of inputs of one shape and returns the loss and
+    its gradient w.r.t. the (preprocessed) input; buffers are made on the first call and reused while the input
+    shape stays the same. Not thread-safe: one runner per optimisation."""
+
+    @staticmethod
+    def supported(net: VGG19, x: torch.Tensor, pooling: str) -> bool:
+        return (_POINTWISE is not None and torch.backends.mkldnn.is_available() and x.device.type == "cpu"
+                and x.dtype == torch.float32 and next(net.parameters()).dtype == torch.float32
+                and net.format in ("torchvision", "caffe") and pooling in ("max", "avg"))
+
+    def __init__(self, net: VGG19, layers: Sequence[str], pooling: str):
+        wanted = list(dict.fromkeys(check_layers(layers)))
+        if not wanted:
+            raise ValueError("BufferedVGG needs at least one layer")
+        self.wanted = set(wanted)
+        self.pooling = pooling
+        # the convolutions up to the deepest layer asked for
+        depth = max(CONV_NAMES.index(n.replace("relu", "conv")) if not n.startswith("pool")
+                    else CONV_NAMES.index({"1": "conv1_2", "2": "conv2_2", "3": "conv3_4", "4": "conv4_4",
+                                           "5": "conv5_4"}[n[4]]) for n in wanted)
+        self.names = CONV_NAMES[:depth + 1]
+        fmt = torch.channels_last
+        self.w = {n: net.convs[n].weight.detach().contiguous(memory_format=fmt) for n in self.names}
+        self.b = {n: net.convs[n].bias.detach().contiguous() for n in self.names}
+        # dx = conv2d(dy, W transposed (in <-> out) and flipped in space)
+        self.wt = {n: net.convs[n].weight.detach().transpose(0, 1).flip(2, 3).contiguous(memory_format=fmt)
+                   for n in self.names}
+        self._bufs: dict = {}
+        self._shape: Optional[tuple] = None
+
+    def _buf(self, key, shape, dtype=torch.float32) -> torch.Tensor:
+        t = self._bufs.get(key)
+        if t is None or tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+            t = torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
+            self._bufs[key] = t
+        return t
+
+    def _work(self, shape, avoid: tuple = ()) -> torch.Tensor:
+        """A scratch buffer of `shape` that is none of `avoid`: the forward's maps that are only passed on (a ReLU's
+        output that is not a feature, a pool's output) and the backward's gradients share them, since their
+        lifetimes do not meet; one or two per shape."""
+        shape = tuple(shape)
+        taken = {t.data_ptr() for t in avoid if t is not None}
+        pool = self._bufs.setdefault(("work", shape), [])
+        for t in pool:
+            if t.data_ptr() not in taken:
+                return t
+        t = torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
+        pool.append(t)
+        return t
+
+    def run(self, h: torch.Tensor, loss_fn: Callable[[dict, dict], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`h` `[N, 3, H, W]` float32 on CPU, already preprocessed (`VGG19.preprocess`). `loss_fn(features,
+        sinks)` gets the feature maps (leaf tensors) and, per layer, a zeroed buffer of its shape and layout that
+        the loss may add its gradient into directly (`grad_into` of `gram_matrix` / `content_loss`); gradients it
+        returns through autograd are added too. Returns (loss, dloss/dh): the loss a detached scalar, the
+        gradient a new tensor of h's shape."""
+        if tuple(h.shape) != self._shape:
+            self._bufs.clear()
+            self._shape = tuple(h.shape)
+        h = h.detach().contiguous(memory_format=torch.channels_last)
+        feats, steps = self._forward(h)
+        leaves = {n: f.detach().requires_grad_(True) for n, f in feats.items()}
+        sinks = {n: self._buf(("sink", n), f.shape).zero_() for n, f in feats.items()}
+        with torch.enable_grad():
+            loss = loss_fn(leaves, sinks)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        for n, g in zip(leaves, grads):
+            if g is not None:
+                sinks[n].add_(g)
+        return loss.detach(), self._backward(h, steps, sinks)
+
+    def _forward(self, h: torch.Tensor):
+        feats: dict[str, torch.Tensor] = {}
+        # What the backward walks: ('conv', name, input, the input's layer name or None for h), ('relu', name,
+        # pre-ReLU map), ('pool', name, a map of the pool input's shape, indices or None). Only the pre-ReLU maps
+        # and the max-pool indices are read there (a ReLU's mask is pre > 0; a pool's backward takes its input for
+        # the shape only, so it gets the pre-ReLU map of the same shape), so a map that is passed on and is not a
+        # feature lives in a scratch buffer (`_work`).
+        steps = []
+        x, x_name = h, None
+        n = h.shape[0]
+
+        def done():
+            return len(feats) == len(self.wanted)
+
+        for name in self.names:
+            w = self.w[name]
+            pre = self._buf(("pre", name), (n, w.shape[0], x.shape[2], x.shape[3]))
+            _conv_into(pre, x, w, self.b[name])
+            steps.append(("conv", name, x, x_name))
+            if name in self.wanted:
+                feats[name] = pre
+                if done():
+                    break
+            relu = name.replace("conv", "relu")
+            if name in self.wanted:   # the pre-ReLU map is a feature: the ReLU writes elsewhere
+                post = self._buf(("post", relu), pre.shape) if relu in self.wanted else self._work(pre.shape)
+                torch.clamp_min(pre, 0, out=post)
+            else:
+                post = pre.relu_()
+            steps.append(("relu", relu, pre))
+            if relu in self.wanted:
+                feats[relu] = post
+                if done():
+                    break
+            x, x_name = post, relu
+            if _block_end(name):
+                pool = f"pool{name[4]}"
+                shape = (n, post.shape[1], post.shape[2] // 2, post.shape[3] // 2)
+                out = self._buf(("pool", pool), shape) if pool in self.wanted else self._work(shape, (post,))
+                if self.pooling == "max":
+                    idx = self._buf(("idx", pool), shape, torch.int64)
+                    torch.ops.aten.max_pool2d_with_indices.out(post, [2, 2], [2, 2], [0, 0], [1, 1], False,
+                                                               out=out, indices=idx)
+                else:
+                    idx = None
+                    torch.ops.aten.avg_pool2d.out(post, [2, 2], [2, 2], [0, 0], False, True, None, out=out)
+                steps.append(("pool", pool, pre, idx))
+                if pool in self.wanted:
+                    feats[pool] = out
+                    if done():
+                        break
+                x, x_name = out, pool
+        return feats, steps
+
+    def _backward(self, h: torch.Tensor, steps, sinks: dict) -> torch.Tensor:
+        g: Optional[torch.Tensor] = None   # the loss's gradient w.r.t. the current step's output
+        fused = set()                      # sinks a convolution's input gradient was written into
+
+        for step in reversed(steps):
+            kind, name = step[0], step[1]
+            sink = sinks.get(name)
+            if sink is not None and name not in fused:   # this layer's own loss gradient
+                g = sink if g is None else sink.add_(g)
+            if g is None:   # nothing past this point reaches a loss (cannot happen: the last step is a feature)
+                continue
+            if kind == "pool":
+                _, _, like, idx = step
+                gi = self._work(like.shape, (g,))
+                if idx is not None:
+                    torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+                        g, like, [2, 2], [2, 2], [0, 0], [1, 1], False, idx, grad_input=gi)
+                else:
+                    torch.ops.aten.avg_pool2d_backward.grad_input(
+                        g, like, [2, 2], [2, 2], [0, 0], False, True, None, grad_input=gi)
+                g = gi
+            elif kind == "relu":
+                torch.ops.aten.threshold_backward.grad_input(g, step[2], 0, grad_input=g)
+            else:
+                _, _, x, x_name = step
+                if x is h:
+                    gi = torch.empty_like(h)
+                    _conv_into(gi, g, self.wt[name], None)
+                elif x_name in sinks:   # the input is a feature: its loss gradient + this one, in one pass
+                    gi = sinks[x_name]
+                    fused.add(x_name)
+                    _POINTWISE.binary(gi, g, self.wt[name], None, _PAD, _STRIDE, _DIL, 1, "add", None, None, [],
+                                      None)
+                else:
+                    gi = self._work(x.shape, (g,))
+                    _conv_into(gi, g, self.wt[name], None)
+                g = gi
+        return g
+
+
+class VGGObjective(torch.autograd.Function):
+    """loss = loss_fn(features of h) as an autograd node over `h`: the forward computes the loss and its gradient
+    (`BufferedVGG.run`), the backward returns that gradient times the incoming one."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, runner: BufferedVGG, loss_fn: Callable[[dict], torch.Tensor]) -> torch.Tensor:
+        loss, grad = runner.run(h, loss_fn)
+        ctx.save_for_backward(grad)
+        return loss.to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None
+
+
+__all__ = ["BufferedVGG", "VGGObjective"]
