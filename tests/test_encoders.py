@@ -229,8 +229,10 @@ def test_encoder_initialised_inversion_starts_at_the_encoder_latent(tmp_path, me
     I.invert_image(G, target, method=method, encoder=enc, config=cfg, prior=prior,
                    perceptual={"lpips_vgg": _ZeroLPIPS(), "lpips_alex": _ZeroLPIPS()},
                    callback=lambda p: seen.append(p.image.detach().cpu().clone()))
-    assert torch.equal(seen[0], encoded.image)
-    assert not torch.equal(seen[1], encoded.image)  # and it then moves
+    # the same up to float rounding: under grad the synthesis scales activations instead of weights
+    # (core.ops.modulated_conv2d's choice for optimised styles)
+    torch.testing.assert_close(seen[0], encoded.image, rtol=0, atol=1e-5)
+    assert (seen[1] - encoded.image).abs().max() > 1e-3  # and it then moves
 
 
 def test_encoder_methods(tmp_path, G, rosinality, expected):

@@ -160,6 +160,35 @@ def test_modulated_conv2d_matches_reference(demodulate, up, padding, kernel, inp
         torch.testing.assert_close(got, expected, **EXACT)
 
 
+def test_modulated_conv2d_scales_activations_when_only_the_styles_are_optimised(monkeypatch):
+    """fused=None: one sample modulates the weights, except when the styles need a gradient through a fixed weight
+    (the inversion / editing loops): then the weight-gradient convolution is avoided by scaling the activations.
+    Either way the value and the style gradient are the reference's."""
+    import sys
+    M = sys.modules["core.ops.modulated_conv2d"]   # the package exports a function of the same name
+    seen = []
+    real = M.conv2d_resample
+
+    def spy(x, w, *a, **k):
+        seen.append(k.get("groups", 1) if w.requires_grad or not torch.is_grad_enabled() else "fixed")
+        return real(x, w, *a, **k)
+
+    monkeypatch.setattr(M, "conv2d_resample", spy)
+    x, w, s = rand(1, 4, 6, 6, seed=6), rand(5, 4, 3, 3, seed=1), rand(1, 4, seed=2)
+    kw = dict(padding=1)
+    with torch.no_grad():
+        M.modulated_conv2d(x, w, s, **kw)
+    styles = s.clone().requires_grad_(True)
+    y = M.modulated_conv2d(x, w, styles, **kw)
+    weight = w.clone().requires_grad_(True)
+    M.modulated_conv2d(x, weight, styles, **kw)
+    assert seen == [1, "fixed", 1]   # no grad: weights; styles only: the shared fixed weight; both: weights
+    (g,) = torch.autograd.grad(y.square().sum(), styles)
+    sr = s.clone().requires_grad_(True)
+    (gr,) = torch.autograd.grad(modulated_conv2d_ref(x, w, sr, **kw).square().sum(), sr)
+    torch.testing.assert_close(g, gr, **EXACT)
+
+
 def test_modulated_conv2d_reference_is_equation():
     """The reference itself against eqs. 1-3 written out for one output pixel."""
     x, w, s = rand(1, 3, 3, 3), rand(2, 3, 3, 3, seed=1), rand(1, 3, seed=2)

@@ -365,7 +365,8 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
                 for those layers (names from `noise_layer_names`).
             force_fp32: run fp16-trained blocks in fp32 even on CUDA (None = `self.force_fp32`).
             generator: the random source for noise_mode='random'.
-            fused_modconv: modulate the weights (True) or the activations (False); None: weights for N = 1.
+            fused_modconv: modulate the weights (True) or the activations (False); None: weights for N = 1
+                unless the styles are optimised through fixed weights (see `modulated_conv2d`).
 
         Returns:
             `SynthesisState(x [N, C, stop, stop], img, stage=stop)`: `img` is the RGB skip at `stop` px for

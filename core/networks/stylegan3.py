@@ -313,7 +313,8 @@ class SynthesisNetwork(StyleSpaceMixin, nn.Module):
             stop: the last stage to run (None: the ToRGB layer).
             noise_mode, noise, generator: accepted for symmetry with StyleGAN2; no effect (StyleGAN3 is noise-free).
             force_fp32: run fp16-trained layers in fp32 even on CUDA (None = `self.force_fp32`).
-            fused_modconv: modulate the weights (True) or the activations (False); None: weights for N = 1.
+            fused_modconv: modulate the weights (True) or the activations (False); None: weights for N = 1
+                unless the styles are optimised through fixed weights (see `modulated_conv2d`).
 
         Returns:
             `SynthesisState(x, img, stage=stop)`: `img` is the image `[N, img_channels, R, R]` float32
