@@ -117,11 +117,64 @@ class BicubicDown(torch.nn.Module):
         return F.conv2d(x, self.k2.to(x), stride=(1, self.factor), groups=3)
 
 
+def load_barbershop_generator(src: str):
+    """Barbershop's `models/stylegan2/model.py` module from a checkout at `src` (ZPdesu/Barbershop), imported at run
+    time and never copied here. Its `op` package compiles CUDA code when imported; on a CPU its functions take their
+    own pure-PyTorch branch (`upfirdn2d_native`, the leaky ReLU on `input + bias`), so the compile is skipped (the
+    loader is stubbed while its two files are executed) and that branch is what runs."""
+    import importlib.util
+    import types
+    from unittest import mock
+    root = Path(src) / "models" / "stylegan2"
+    if not (root / "model.py").is_file():
+        raise SystemExit(f"--barbershop-src: {root / 'model.py'} not found; give a checkout of "
+                         f"https://github.com/ZPdesu/Barbershop")
+    pkg = types.ModuleType("models")
+    pkg.__path__ = [str(root.parent)]
+    sub = types.ModuleType("models.stylegan2")
+    sub.__path__ = [str(root)]
+    op = types.ModuleType("models.stylegan2.op")
+    names: dict = {}
+    with mock.patch("torch.utils.cpp_extension.load", lambda *a, **k: None):
+        for f in ("fused_act.py", "upfirdn2d.py"):
+            scope = {"__name__": f"models.stylegan2.op.{f[:-3]}", "__file__": str(root / "op" / f)}
+            exec(compile((root / "op" / f).read_text(), str(root / "op" / f), "exec"), scope)  # noqa: S102
+            names.update(scope)
+    op.FusedLeakyReLU, op.fused_leaky_relu, op.upfirdn2d = (names["FusedLeakyReLU"], names["fused_leaky_relu"],
+                                                            names["upfirdn2d"])
+    sys.modules.update({"models": pkg, "models.stylegan2": sub, "models.stylegan2.op": op})
+    spec = importlib.util.spec_from_file_location("models.stylegan2.model", root / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class ReferenceSynthesis:
+    """The port's synthesis calls made on Barbershop's own generator, as its Embedding / Alignment / Blending call
+    it: W+ `generator([w], input_is_latent=True)` with fresh noise; F at 32 x 32 `start_layer=0, end_layer=3`; from F
+    `start_layer=4, layer_in=F` (the 32 px RGB skip dropped)."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def image(self, ws):
+        return self.net([ws], input_is_latent=True, randomize_noise=True)[0]
+
+    def features(self, ws):
+        return self.net([ws], input_is_latent=True, randomize_noise=True, start_layer=0, end_layer=3)[0]
+
+    def from_features(self, ws, feats):
+        return self.net([ws], input_is_latent=True, randomize_noise=True, start_layer=4, end_layer=8,
+                        layer_in=feats)[0]
+
+
 class Port:
     """Barbershop's loops, step by step (timing only: the results are not used)."""
 
-    def __init__(self, G, parser, lpips, vgg, cfg, prior):
+    def __init__(self, G, parser, lpips, vgg, cfg, prior, reference: "ReferenceSynthesis | None" = None):
         self.G, self.parser, self.lpips, self.cfg, self.prior = G, parser, lpips, cfg, prior
+        self.reference = reference    # Barbershop's own generator (same weights), else ours
         R = G.img_resolution
         self.down_seg = BicubicDown(max(1, R // cfg.seg_size))
         self.down_256 = BicubicDown(max(1, R // cfg.lpips_size))
@@ -134,10 +187,19 @@ class Port:
         self.gen = torch.Generator(device=G.w_avg.device).manual_seed(0)
 
     def synth(self, ws):
+        if self.reference is not None:
+            return self.reference.image(ws)
         return self.G.synthesis(ws, noise_mode="random", generator=self.gen)
 
     def synth_fs(self, ws, feats):
+        if self.reference is not None:
+            return self.reference.from_features(ws, feats)
         return synthesize_fs(self.G, ws, feats, None, noise_mode="random", generator=self.gen)
+
+    def synth_f(self, ws):
+        if self.reference is not None:
+            return self.reference.features(ws)
+        return self.G.synthesis.run(ws, stop=32, noise_mode="random", generator=self.gen).x
 
     def seg(self, img):
         """The reference's `seg(im)`: main logits and both auxiliary heads at the parser's input size."""
@@ -164,7 +226,7 @@ class Port:
 
     def fs(self, target, wplus, steps, tick):
         with torch.no_grad():
-            F0 = self.G.synthesis.run(wplus, stop=32, noise_mode="random", generator=self.gen).x
+            F0 = self.synth_f(wplus)
         feats = F0.clone().requires_grad_(True)
         codes = [wplus[:, i].clone().requires_grad_(i >= self.first) for i in range(self.G.num_ws)]
         opt = torch.optim.Adam(codes[self.first:] + [feats], lr=self.cfg.lr)
@@ -295,10 +357,25 @@ CONFIGS = {**BG.CONFIGS, "q128": lambda: BG.stylegan2_config(128, 16384, 2),    
            "s64": lambda: BG.stylegan2_config(64, 2048, 2)}                        # --gpu-target --smoke on a CPU
 
 
-def build(config: str, device, seed: int = 0):
-    """Generator (random config weights), LPIPS, VGG16, a BiSeNet-16 parser, three photos."""
+def build(config: str, device, seed: int = 0, barbershop_src: str = ""):
+    """Generator (random config weights), LPIPS, VGG16, a BiSeNet-16 parser, three photos; with `barbershop_src`
+    also Barbershop's generator (a ReferenceSynthesis), seeded in its own layout, ours loaded from its weights."""
     torch.manual_seed(seed)
-    G = core.build_generator(CONFIGS[config](), seed=seed)
+    reference = None
+    if barbershop_src:
+        from core.loaders.rosinality import generator_from_rosinality
+        cfg = CONFIGS[config]()
+        multiplier = cfg.synthesis.channel_base // 16384   # rosinality: 512 channels up to 32 px, then 2^k x cm
+        if multiplier not in (1, 2) or cfg.arch != "stylegan2":
+            raise SystemExit(f"--barbershop-src: config {config} has no rosinality counterpart")
+        net = load_barbershop_generator(barbershop_src).Generator(cfg.img_resolution, 512, 8,
+                                                                  channel_multiplier=multiplier)
+        net = net.eval().requires_grad_(False).to(device)
+        G, _ = generator_from_rosinality({"g_ema": {k: v.cpu() for k, v in net.state_dict().items()}},
+                                         "Barbershop's generator")
+        reference = ReferenceSynthesis(net)
+    else:
+        G = core.build_generator(CONFIGS[config](), seed=seed)
     core.compute_w_avg(G, num_samples=1000, seed=seed)
     G = G.requires_grad_(False).eval().to(device)
     R = G.img_resolution
@@ -309,12 +386,20 @@ def build(config: str, device, seed: int = 0):
     with torch.no_grad():
         ws = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device), None)
         photos = G.synthesis(ws, noise_mode="const").clamp(-1, 1)
-    return G, lpips, vgg, parser, ws, photos, seg
+        if reference is not None:   # the same network: the same image from the same ws and noise
+            theirs = reference.net([ws], input_is_latent=True, randomize_noise=False)[0]
+            err = (theirs - G.synthesis(ws, noise_mode="const")).abs().max().item()
+            print(f"Barbershop's generator and ours on the same weights: max |difference| {err:.2e} "
+                  f"(images in [-1, 1])", flush=True)
+            if err > 1e-3:
+                raise SystemExit("Barbershop's generator and ours disagree: not the same weights")
+    return G, lpips, vgg, parser, ws, photos, seg, reference
 
 
 def interleaved(args) -> None:
     device = torch.device(args.device)
-    G, lpips, vgg, parser, ws, photos, seg = build(args.config, device)
+    G, lpips, vgg, parser, ws, photos, seg, reference = build(args.config, device,
+                                                              barbershop_src=args.barbershop_src)
     R = G.img_resolution
     n = args.steps
     cfg = replace(DEFAULTS, w_steps=n, fs_steps=n, target_fill_steps=n, align_steps1=n, align_steps2=n,
@@ -355,7 +440,7 @@ def interleaved(args) -> None:
         "blend": lambda tick: SC._blend(G, lpips, src[0], src[2], src[0].feats, face, hair, ms, cfg,
                                         stages("blend", n, tick)),
     }
-    port = Port(G, parser, lpips, vgg, cfg, prior)
+    port = Port(G, parser, lpips, vgg, cfg, prior, reference)
     init = ws[0:1].clone()
     with torch.no_grad():
         struct = port.down_256(port.synth(ws[1:2]))
@@ -421,7 +506,7 @@ def gpu_target(args) -> None:
                          "to check the script")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = "s64" if args.smoke and device.type == "cpu" else "f1024"
-    G, lpips, vgg, parser, ws, photos, seg = build(config, device)
+    G, lpips, vgg, parser, ws, photos, seg, _ = build(config, device)
     cfg = composite_config(args.preset)
     if args.smoke:
         cfg = replace(cfg, w_steps=2, fs_steps=2, target_fill_steps=1, align_steps1=2, align_steps2=2, blend_steps=2,
@@ -525,6 +610,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2, help="runs per stage and side (alternating which goes first)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--barbershop-src", default="", help="a checkout of ZPdesu/Barbershop: the port then runs "
+                    "Barbershop's own generator (same weights) instead of ours")
     ap.add_argument("--gpu-target", action="store_true", help="issue 17's H100 end-to-end targets (PASS/FAIL)")
     ap.add_argument("--preset", default="reference", help="--gpu-target's preset (reference, balanced, quick)")
     ap.add_argument("--smoke", action="store_true", help="--gpu-target with 1-2 steps a stage (checks the script)")
