@@ -29,10 +29,13 @@ seconds less so (OpenMP's spin-waiting counts in both).
     python bench/bench_neural_style.py --device cuda --gpu-target
     python bench/bench_neural_style.py --quick --keep-memory  # glibc keeps freed memory: no page faults
 
-Page faults: glibc maps every allocation over 32 MB afresh, so each evaluation at 512 px faults in ~1 GB of new
-pages (about a third of its time on this CPU, in the kernel, for both sides alike). `--keep-memory` reruns the
-process with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=4000000000 (the same can be set for ComfyUI itself) and
-shows both sides without that cost.
+Page faults: glibc maps every allocation over 32 MB afresh, so an autograd evaluation at 512 px faults in ~1 GB of
+new pages (about a third of its time on this CPU, in the kernel). Ours on the CPU runs the network through
+`core.losses.vgg19_buffered` (buffers kept across evaluations), so only the tutorial loop pays it; that is most of
+the margin at 512 px, while at 256 px (maps of 16 MB, below glibc's threshold) the sides differ by the arithmetic
+alone and both convolve at close to this CPU's peak. `--keep-memory` reruns the process with MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=4000000000 (the same can be set for ComfyUI itself) and shows the tutorial loop without
+that cost.
 """
 
 from __future__ import annotations

@@ -22,23 +22,35 @@ pass a step for both blending terms and blocks 1-3 only, the structure image's G
 relu4_3 only, no auxiliary parser heads.
 
 Networks: random weights with the real architectures (StyleGAN2 config-f, LPIPS-VGG, VGG16, BiSeNet-16 as
-Barbershop's seg.pth), so the timings compare the loops, not the weights. Settings: `--config f1024` is the
-reference's own (parser and CE at 512, LPIPS / style at 256); `--config f256` (the default) runs both sides at
-256 px with the parser and CE at 256 on both (ours' default for a 256 px generator; the reference itself only runs
-at 1024); --quick a 128 px StyleGAN2 (half channels, LPIPS / style / parser at 128) so that it ends in minutes:
-indicative of the loops' ratio, not of 1024 px timings.
+Barbershop's seg.pth). By default both sides run OUR generator, LPIPS and parser, so the ratio is the loops' alone.
+`--barbershop-src PATH` (a checkout of https://github.com/ZPdesu/Barbershop, imported at run time, never copied
+here) makes the port run Barbershop's own generator (`models/stylegan2/model.py`, on the CPU its own pure-PyTorch
+branch of upfirdn2d and the leaky ReLU), seeded in its layout, with ours loaded from those weights (the two images
+are checked to agree): the reference's per-step cost as the reference code computes it. Settings: `--config f1024`
+is the reference's own (parser and CE at 512, LPIPS / style at 256); `--config f256` (the default) runs both sides
+at 256 px with the parser and CE at 256 on both (ours' default for a 256 px generator; the reference itself only
+runs at 1024); --quick a 128 px StyleGAN2 (half channels, LPIPS / style / parser at 128) so that it ends in
+minutes: indicative of the loops' ratio, not of 1024 px timings.
 
     flock /tmp/sgs-bench.lock python bench/bench_segment_composite.py --quick        # minutes on a quiet 2-core CPU
-    flock /tmp/sgs-bench.lock python bench/bench_segment_composite.py --config f1024 --steps 3 --rounds 2
+    flock /tmp/sgs-bench.lock python bench/bench_segment_composite.py --quick --barbershop-src ../Barbershop
+    flock /tmp/sgs-bench.lock python bench/bench_segment_composite.py --config f1024 --steps 3 --rounds 1 \
+        --barbershop-src ../Barbershop                                               # ~15 min: the issue's goal
     python bench/bench_segment_composite.py --gpu-target          # on an H100: the issue's end-to-end targets
     python bench/bench_segment_composite.py --quality             # the quick preset's loss gap (tiny networks)
 
-Measured (2026-12-06, --quick, 2 shared CPU cores, load average 2.4-3.5 during the stages): port/ours W+ 1.16x,
-FS 1.04x, target fill 1.03x, alignment 1 0.88x, alignment 2 1.41x, blending 1.63x; per photo 1.14x, composite with
-cached embeddings 1.22x, three uncached photos 1.16x: the 1.5x goal is NOT met loop for loop. Both sides run the
-same generator, LPIPS and parser per step; what ours saves is the repeated target / structure-image work (LPIPS of
-the targets, Gram matrices, VGG past relu4_3, the parser's auxiliary heads). Ours' other savings are outside this
-comparison: one embedding per distinct photo, cached embeddings across runs, the parser at the generator's size.
+Measured (2026-12-07, 2 CPU cores, load average 0.6-2.0), three uncached photos at the reference's step counts:
+  * `--config f1024 --steps 3 --rounds 1 --barbershop-src` (the reference's settings and generator): W+ 1.66x,
+    FS 1.69x, target fill 1.78x, alignment 1 1.74x, alignment 2 1.90x, blending 2.11x; per photo 1.66x, cached
+    composite 1.89x, **three uncached photos 1.70x** (ours 14.5 h, the port 24.7 h on this CPU): the 1.5x goal is met.
+  * `--quick --barbershop-src`: 2.01-2.88x per stage, three uncached photos 2.09x.
+  * `--quick` (both sides on our generator, the loops alone): W+ 1.29x, FS 1.30x, target fill 1.04x, alignment 1
+    0.96x, alignment 2 2.19x, blending 1.95x; three uncached photos 1.34x.
+Where ours gains: in every optimisation step our generator's forward + backward (the activation-scaled modulated
+convolution when only the styles need a gradient: no weight-gradient convolution; polyphase upsampling) is
+1.6x Barbershop's at 1024 px and 2x at 128 px; and the loops skip the repeated target / structure-image work
+(LPIPS of the targets, Gram matrices, VGG past relu4_3, the parser's auxiliary heads). Outside either comparison:
+one embedding per distinct photo, cached embeddings across runs, the parser at the generator's size.
 
 `--gpu-target` runs `segment_composite` end to end on CUDA at 1024 px (random-weight networks of the real
 architectures, the `--preset`, default reference): three uncached photos (the II2S prior computed before and timed
