@@ -193,3 +193,21 @@ def test_mask_pairs_take_the_autograd_gradients_on_the_buffered_path(vgg, monkey
     want = torch.tensor([h["loss"] for h in slow.history])
     torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=0)
     torch.testing.assert_close(got, want, rtol=1e-3, atol=0)   # L-BFGS amplifies the last bits
+
+
+def test_a_failing_buffered_path_falls_back_to_autograd_with_one_warning(vgg, monkeypatch, caplog):
+    content, style = rand(1, 3, 32, 32, seed=1), rand(1, 3, 32, 32, seed=2)
+    kw = dict(vgg=vgg, method="tutorial", size=32, steps=3)
+    monkeypatch.setattr(B.BufferedVGG, "supported", staticmethod(lambda *a: False))
+    slow = NS.style_transfer(content, style, **kw)
+    monkeypatch.undo()
+
+    def broken(*a, **k):
+        raise RuntimeError("mkldnn_convolution_pointwise_binary_: unsupported")
+
+    monkeypatch.setattr(B, "_conv_into", broken)
+    monkeypatch.setattr("core.log._warned", set())
+    with caplog.at_level("WARNING", logger="stylegan_studio"):
+        got = NS.style_transfer(content, style, **kw)
+    assert [h["loss"] for h in got.history] == [h["loss"] for h in slow.history]
+    assert sum("buffered CPU path failed" in r.getMessage() for r in caplog.records) == 1

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from ..losses.style import gram_distance, gram_matrix, resize_mask
 from ..losses.vgg19 import VGG19, check_layers
 from ..losses.vgg19_buffered import BufferedVGG, VGGObjective
+from ..log import warn_once
 from ..optimize import (ProgressCallback, StepProgress, autograd_ready, check_finite, finish_requested, loss_values,
                         trainable)
 
@@ -504,8 +505,9 @@ def _run_scale(net, r: Recipe, content, styles, weights, masks, style_long, laye
 
     # CPU float32: the network's forward and backward in buffers kept across evaluations (no page faults for
     # ~1 GB of new feature maps per evaluation at 512 px); otherwise autograd through VGG19.forward
-    runner = (BufferedVGG(net, layers, r.pooling)
-              if fmt == torch.channels_last and BufferedVGG.supported(net, content, r.pooling) else None)
+    fast = {"runner": BufferedVGG(net, layers, r.pooling)
+            if fmt == torch.channels_last and BufferedVGG.supported(net, content, r.pooling) else None,
+            "proven": False}
 
     def feature_loss(feats, sinks=None):
         sinks = sinks or {}
@@ -518,18 +520,30 @@ def _run_scale(net, r: Recipe, content, styles, weights, masks, style_long, laye
                 s = s + w_r * lw[l] * gram_distance(g, grams[l], normalize=r.gram).sum()
         return r.content_weight * c + r.style_weight * s, {"content": c, "style": s}
 
+    def buffered(x):
+        box = {}
+
+        def features_loss(feats, sinks):
+            loss, box["terms"] = feature_loss(feats, sinks)
+            return loss
+
+        loss = VGGObjective.apply(net.preprocess(x), fast["runner"], features_loss)
+        return loss, {k: v.detach() for k, v in box["terms"].items()}
+
     def objective(x):
-        if runner is None:
+        loss = None
+        if fast["runner"] is not None:
+            try:
+                loss, terms = buffered(x)
+                fast["proven"] = True
+            except RuntimeError as e:   # a oneDNN build without the in-place op's fast case: autograd instead
+                if fast["proven"] or "out of memory" in str(e).lower():
+                    raise
+                warn_once("neural_style:buffered", f"Neural Style: the buffered CPU path failed ({e}); using "
+                                                   f"autograd (slower)")
+                fast["runner"] = None
+        if loss is None:
             loss, terms = feature_loss(net(x.contiguous(memory_format=fmt), layers, r.pooling))
-        else:
-            box = {}
-
-            def features_loss(feats, sinks):
-                loss, box["terms"] = feature_loss(feats, sinks)
-                return loss
-
-            loss = VGGObjective.apply(net.preprocess(x), runner, features_loss)
-            terms = {k: v.detach() for k, v in box["terms"].items()}
         if r.tv_weight:
             terms["tv"] = tv_loss(x).sum()
             loss = loss + r.tv_weight * terms["tv"]

@@ -11,13 +11,15 @@ input needs a gradient), each step writing into a buffer kept for the next evalu
   y = conv(x) + y into a zeroed buffer (bias included);
 - ReLU: in place when its input is not a wanted feature, else `clamp_min(out=)` into its own buffer;
 - pooling: the structured `max_pool2d_with_indices.out` / `avg_pool2d.out`;
-- backward: ReLU by `threshold_backward(grad_input=)` in place; pooling by the structured backward ops with
-  `grad_input=`; a convolution's input gradient as the forward convolution of the output gradient with the
+- backward: ReLU by `threshold_backward(grad_input=)` in place (mask pre > 0); pooling by the structured backward
+  ops with `grad_input=`; a convolution's input gradient as the forward convolution of the output gradient with the
   transposed, flipped kernel (dx = conv2d(dy, Wᵀ flipped, padding 1): stride 1, 3×3, zero padding), written the
-  same way; each feature's loss gradient added where its layer is.
+  same way — straight into the next layer's loss-gradient buffer when that layer is a feature.
 
 The loss itself (Gram matrices, content distances, masks, ...) stays ordinary autograd code on the feature maps
-(`loss_fn` receives leaf tensors that are views of the buffers). `VGGObjective.apply(h, runner, loss_fn)` is the
+(`loss_fn` receives leaf tensors that are views of the buffers) and adds each feature's gradient into a per-layer
+sink buffer: the Gram and content-MSE backwards write there directly (`grad_into`), anything else autograd returns
+is added to it. `VGGObjective.apply(h, runner, loss_fn)` is the
 autograd entry: its forward runs everything and keeps the input gradient, its backward hands it on, so the
 preprocessing before `h` and any other loss on the image stay in the caller's graph.
 
@@ -45,8 +47,8 @@ def _conv_into(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: Optional[
 
 
 class BufferedVGG:
-    """Runs `loss_fn(features)` on `net`'s feature maps `layers` of inputs of one shape and returns the loss and
-    its gradient w.r.t. the (preprocessed) input; buffers are made on the first call and reused while the input
+    """Runs `loss_fn(features, sinks)` on `net`'s feature maps `layers` of inputs of one shape and returns the loss
+    and its gradient w.r.t. the (preprocessed) input; buffers are made on the first call and reused while the input
     shape stays the same. Not thread-safe: one runner per optimisation."""
 
     @staticmethod
