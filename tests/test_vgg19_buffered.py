@@ -48,9 +48,17 @@ LAYER_SETS = {
 }
 
 
+@pytest.fixture(scope="module")
+def nets(vgg):
+    return {"torchvision": vgg, "caffe": V.random_vgg19(seed=1, format="caffe"),
+            "adain": V.random_vgg19(seed=2, format="adain")}
+
+
 @pytest.mark.parametrize("case", list(LAYER_SETS))
-@pytest.mark.parametrize("hw", [(32, 32), (37, 45)])
-def test_loss_and_input_gradient_equal_autograd(vgg, case, hw):
+@pytest.mark.parametrize("hw,fmt", [((32, 32), "torchvision"), ((37, 45), "torchvision"), ((37, 45), "adain"),
+                                    ((33, 32), "caffe")])
+def test_loss_and_input_gradient_equal_autograd(nets, case, hw, fmt):
+    vgg = nets[fmt]
     layers, pooling = LAYER_SETS[case]
     x = rand(1, 3, *hw, seed=1)
     with torch.no_grad():
@@ -117,7 +125,7 @@ def test_supported_only_where_the_path_is_exact(vgg, monkeypatch):
     x = torch.zeros(1, 3, 8, 8)
     assert B.BufferedVGG.supported(vgg, x, "max") and B.BufferedVGG.supported(vgg, x, "avg")
     assert B.BufferedVGG.supported(V.random_vgg19(0, format="caffe"), x, "max")
-    assert not B.BufferedVGG.supported(V.random_vgg19(0, format="adain"), x, "max")   # reflection padding
+    assert B.BufferedVGG.supported(V.random_vgg19(0, format="adain"), x, "max")       # reflection padding too
     assert not B.BufferedVGG.supported(V.random_vgg19(0).double(), x.double(), "max")  # oneDNN: float32 only
     assert not B.BufferedVGG.supported(V.random_vgg19(0), x.double(), "max")
     monkeypatch.setattr(B, "_POINTWISE", None)                                        # a build without it

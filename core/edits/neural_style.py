@@ -28,11 +28,11 @@ colour mean and covariance to the content's. Coarse-to-fine `scales`: each scale
 result, upsampled. A batch of content images is stylised one frame after another, each frame from the previous
 frame's result when `init_from_previous` (video frames).
 
-Speed: on a CPU in float32 with channels-last (the default) and the torchvision or Caffe weights, every evaluation
+Speed: on a CPU in float32 with channels-last (the default), whichever VGG-19 weights, every evaluation
 runs the network through `core.losses.vgg19_buffered` (forward and backward written out into buffers kept for the
 whole run, the loss gradients added in place by the Gram / content-MSE backwards): the same numbers as autograd to
 float rounding, without allocating ~1 GB of fresh maps per 512 px evaluation. Elsewhere (CUDA, MPS, float64,
-AdaIN's reflection-padded network, `channels_last=False`) autograd runs `VGG19.forward`.
+`channels_last=False`) autograd runs `VGG19.forward`.
 
 Images are RGB `[N, 3, H, W]` in [0, 1] (ComfyUI's range). Every step's `StepProgress` (phase 'style', image in
 [-1, 1]) goes to `callback`; raising in it cancels (nothing is returned), `FINISH` ends the run with the current

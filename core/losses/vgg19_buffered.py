@@ -23,8 +23,9 @@ is added to it. `VGGObjective.apply(h, runner, loss_fn)` is the
 autograd entry: its forward runs everything and keeps the input gradient, its backward hands it on, so the
 preprocessing before `h` and any other loss on the image stay in the caller's graph.
 
-`BufferedVGG.supported(...)` says when this path applies: CPU float32 with oneDNN, zero-padded convolutions (the
-torchvision and Caffe formats; AdaIN's reflection padding takes the autograd path), floor-mode pooling. The
+`BufferedVGG.supported(...)` says when this path applies: CPU float32 with oneDNN, any of the three formats (AdaIN's
+reflection padding is written into a padded scratch buffer first, its backward folded back by
+`reflection_pad2d_backward`, and its pools use ceil mode). The
 autograd path (`VGG19.forward`) is the specification: tests compare the two, values and gradients.
 """
 
@@ -38,12 +39,15 @@ from .vgg19 import CONV_NAMES, VGG19, _block_end, check_layers
 
 _POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise_", None)
 _PAD, _STRIDE, _DIL = [1, 1], [1, 1], [1, 1]
+_REFLECT = [1, 1, 1, 1]
 
 
-def _conv_into(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor]) -> None:
-    """out = conv2d(x, w, b, padding=1), written into `out` (oneDNN's in-place 'add' post-op on a zeroed buffer)."""
+def _conv_into(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor],
+               padding: int = 1) -> None:
+    """out = conv2d(x, w, b, padding=padding), written into `out` (oneDNN's in-place 'add' post-op on a zeroed
+    buffer)."""
     out.zero_()
-    _POINTWISE.binary(out, x, w, b, _PAD, _STRIDE, _DIL, 1, "add", None, None, [], None)
+    _POINTWISE.binary(out, x, w, b, [padding, padding], _STRIDE, _DIL, 1, "add", None, None, [], None)
 
 
 class BufferedVGG:
@@ -55,7 +59,7 @@ class BufferedVGG:
     def supported(net: VGG19, x: torch.Tensor, pooling: str) -> bool:
         return (_POINTWISE is not None and torch.backends.mkldnn.is_available() and x.device.type == "cpu"
                 and x.dtype == torch.float32 and next(net.parameters()).dtype == torch.float32
-                and net.format in ("torchvision", "caffe") and pooling in ("max", "avg"))
+                and net.format in ("torchvision", "caffe", "adain") and pooling in ("max", "avg"))
 
     def __init__(self, net: VGG19, layers: Sequence[str], pooling: str):
         wanted = list(dict.fromkeys(check_layers(layers)))
@@ -63,6 +67,7 @@ class BufferedVGG:
             raise ValueError("BufferedVGG needs at least one layer")
         self.wanted = set(wanted)
         self.pooling = pooling
+        self.reflect = net.format == "adain"   # AdaIN's VGG: reflection padding and ceil-mode pooling
         # the convolutions up to the deepest layer asked for
         depth = max(CONV_NAMES.index(n.replace("relu", "conv")) if not n.startswith("pool")
                     else CONV_NAMES.index({"1": "conv1_2", "2": "conv2_2", "3": "conv3_4", "4": "conv4_4",
@@ -136,7 +141,12 @@ class BufferedVGG:
         for name in self.names:
             w = self.w[name]
             pre = self._buf(("pre", name), (n, w.shape[0], x.shape[2], x.shape[3]))
-            _conv_into(pre, x, w, self.b[name])
+            if self.reflect:
+                padded = self._work((n, x.shape[1], x.shape[2] + 2, x.shape[3] + 2), (x,))
+                torch.ops.aten.reflection_pad2d.out(x, _REFLECT, out=padded)
+                _conv_into(pre, padded, w, self.b[name], padding=0)
+            else:
+                _conv_into(pre, x, w, self.b[name])
             steps.append(("conv", name, x, x_name))
             if name in self.wanted:
                 feats[name] = pre
@@ -156,15 +166,16 @@ class BufferedVGG:
             x, x_name = post, relu
             if _block_end(name):
                 pool = f"pool{name[4]}"
-                shape = (n, post.shape[1], post.shape[2] // 2, post.shape[3] // 2)
+                ceil = self.reflect
+                shape = (n, post.shape[1], (post.shape[2] + ceil) // 2, (post.shape[3] + ceil) // 2)
                 out = self._buf(("pool", pool), shape) if pool in self.wanted else self._work(shape, (post,))
                 if self.pooling == "max":
                     idx = self._buf(("idx", pool), shape, torch.int64)
-                    torch.ops.aten.max_pool2d_with_indices.out(post, [2, 2], [2, 2], [0, 0], [1, 1], False,
+                    torch.ops.aten.max_pool2d_with_indices.out(post, [2, 2], [2, 2], [0, 0], [1, 1], ceil,
                                                                out=out, indices=idx)
                 else:
                     idx = None
-                    torch.ops.aten.avg_pool2d.out(post, [2, 2], [2, 2], [0, 0], False, True, None, out=out)
+                    torch.ops.aten.avg_pool2d.out(post, [2, 2], [2, 2], [0, 0], ceil, True, None, out=out)
                 steps.append(("pool", pool, pre, idx))
                 if pool in self.wanted:
                     feats[pool] = out
@@ -189,16 +200,24 @@ class BufferedVGG:
                 gi = self._work(like.shape, (g,))
                 if idx is not None:
                     torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
-                        g, like, [2, 2], [2, 2], [0, 0], [1, 1], False, idx, grad_input=gi)
+                        g, like, [2, 2], [2, 2], [0, 0], [1, 1], self.reflect, idx, grad_input=gi)
                 else:
                     torch.ops.aten.avg_pool2d_backward.grad_input(
-                        g, like, [2, 2], [2, 2], [0, 0], False, True, None, grad_input=gi)
+                        g, like, [2, 2], [2, 2], [0, 0], self.reflect, True, None, grad_input=gi)
                 g = gi
             elif kind == "relu":
                 torch.ops.aten.threshold_backward.grad_input(g, step[2], 0, grad_input=g)
             else:
                 _, _, x, x_name = step
-                if x is h:
+                if self.reflect:   # the padded image's gradient (a full convolution), folded back onto x
+                    gp = self._work((h.shape[0], x.shape[1], x.shape[2] + 2, x.shape[3] + 2), (g,))
+                    _conv_into(gp, g, self.wt[name], None, padding=2)
+                    gi = torch.empty_like(h) if x is h else self._work(x.shape, (g, gp))
+                    torch.ops.aten.reflection_pad2d_backward.grad_input(gp, x, _REFLECT, grad_input=gi)
+                    if x_name in sinks:
+                        gi = sinks[x_name].add_(gi)
+                        fused.add(x_name)
+                elif x is h:
                     gi = torch.empty_like(h)
                     _conv_into(gi, g, self.wt[name], None)
                 elif x_name in sinks:   # the input is a feature: its loss gradient + this one, in one pass
