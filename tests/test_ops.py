@@ -321,6 +321,38 @@ def test_conv2d_resample_gradients(up, down, kernel, padding):
                                     [x.clone().requires_grad_(), w.clone().requires_grad_()])
 
 
+@pytest.mark.parametrize("up,down,padding,kernel", [(1, 1, 1, 3), (1, 1, [1, 2, 0, 1], 3), (1, 2, 1, 3),
+                                                     (2, 1, 1, 3), (2, 1, 0, 1)])
+def test_conv2d_resample_weight_gradient_on_nchw_copies_matches_autograd(up, down, padding, kernel):
+    """float32 channels-last on the CPU with a weight that needs a gradient takes `_WeightGradNCHW` (the weight
+    gradient on NCHW copies): values, both gradients and a second-order gradient as plain autograd's."""
+    import sys
+    M = sys.modules["core.ops.conv2d_resample"]
+    f = FILTERS["taps4_2d"].float()
+    x = rand(1, 6, 9, 9, seed=1).float().contiguous(memory_format=torch.channels_last)
+    w = rand(5, 6, kernel, kernel, seed=2).float()
+    b = rand(5, seed=3).float()
+    kw = dict(up=up, down=down, padding=padding, bias=b)
+    calls = []
+    real = M._WeightGradNCHW.apply
+    fast = lambda x_, w_: M.conv2d_resample(x_, w_, f, **kw)  # noqa: E731
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(M._WeightGradNCHW, "apply", lambda *a: calls.append(1) or real(*a))
+        got = _grads(fast, x, w)
+        assert calls   # the NCHW weight-gradient path ran
+        xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        (gw,) = torch.autograd.grad(fast(xg, wg).square().sum(), wg, create_graph=True)
+        (gx2,) = torch.autograd.grad(gw.square().sum(), xg)
+    plain = lambda x_, w_: M.conv2d_resample(x_.contiguous(), w_, f, **kw)  # noqa: E731  NCHW: F.conv2d
+    want = _grads(plain, x, w)
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+    xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    (gw_ref,) = torch.autograd.grad(plain(xg, wg).square().sum(), wg, create_graph=True)
+    (gx2_ref,) = torch.autograd.grad(gw_ref.square().sum(), xg)
+    torch.testing.assert_close(gx2, gx2_ref, rtol=1e-3, atol=1e-3)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("up", [1, 2])
