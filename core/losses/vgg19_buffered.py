@@ -9,7 +9,8 @@ input needs a gradient), each step writing into a buffer kept for the next evalu
 
 - convolution: oneDNN's in-place fused op (`mkldnn::_convolution_pointwise_`, what torch.compile emits on CPU),
   y = conv(x) + y into a zeroed buffer (bias included);
-- ReLU: in place when its input is not a wanted feature, else `clamp_min(out=)` into its own buffer;
+- ReLU: in place when the convolution's output is not a wanted feature, else `clamp_min(out=)` into another
+  buffer;
 - pooling: the structured `max_pool2d_with_indices.out` / `avg_pool2d.out`;
 - backward: ReLU by `threshold_backward(grad_input=)` in place (mask pre > 0); pooling by the structured backward
   ops with `grad_input=`; a convolution's input gradient as the forward convolution of the output gradient with the
@@ -19,14 +20,14 @@ input needs a gradient), each step writing into a buffer kept for the next evalu
 The loss itself (Gram matrices, content distances, masks, ...) stays ordinary autograd code on the feature maps
 (`loss_fn` receives leaf tensors that are views of the buffers) and adds each feature's gradient into a per-layer
 sink buffer: the Gram and content-MSE backwards write there directly (`grad_into`), anything else autograd returns
-is added to it. `VGGObjective.apply(h, runner, loss_fn)` is the
-autograd entry: its forward runs everything and keeps the input gradient, its backward hands it on, so the
-preprocessing before `h` and any other loss on the image stay in the caller's graph.
+is added to it. `VGGObjective.apply(h, runner, loss_fn)` is the autograd entry: its forward runs everything and
+keeps the input gradient, its backward hands it on, so the preprocessing before `h` and any other loss on the image
+stay in the caller's graph.
 
-`BufferedVGG.supported(...)` says when this path applies: CPU float32 with oneDNN, any of the three formats (AdaIN's
-reflection padding is written into a padded scratch buffer first, its backward folded back by
-`reflection_pad2d_backward`, and its pools use ceil mode). The
-autograd path (`VGG19.forward`) is the specification: tests compare the two, values and gradients.
+`BufferedVGG.supported(...)` says when this path applies: CPU float32 with oneDNN, any of the three formats
+(AdaIN's reflection padding is written into a padded scratch buffer first, its backward folded back by
+`reflection_pad2d_backward`, and its pools use ceil mode). The autograd path (`VGG19.forward`) is the
+specification: tests compare the two, values and gradients.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ class BufferedVGG:
                 if self.reflect:   # the padded image's gradient (a full convolution), folded back onto x
                     gp = self._work((h.shape[0], x.shape[1], x.shape[2] + 2, x.shape[3] + 2), (g,))
                     _conv_into(gp, g, self.wt[name], None, padding=2)
-                    gi = torch.empty_like(h) if x is h else self._work(x.shape, (g, gp))
+                    gi = torch.empty_like(h) if x is h else self._work(x.shape, (g, gp, x))
                     torch.ops.aten.reflection_pad2d_backward.grad_input(gp, x, _REFLECT, grad_input=gi)
                     if x_name in sinks:
                         gi = sinks[x_name].add_(gi)
@@ -237,7 +238,8 @@ class VGGObjective(torch.autograd.Function):
     (`BufferedVGG.run`), the backward returns that gradient times the incoming one."""
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, runner: BufferedVGG, loss_fn: Callable[[dict], torch.Tensor]) -> torch.Tensor:
+    def forward(ctx, h: torch.Tensor, runner: BufferedVGG,
+                loss_fn: Callable[[dict, dict], torch.Tensor]) -> torch.Tensor:
         loss, grad = runner.run(h, loss_fn)
         ctx.save_for_backward(grad)
         return loss.to(h.dtype)
