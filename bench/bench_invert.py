@@ -172,7 +172,7 @@ def lpips_curve(args, nets, nvidia, projector) -> None:
         with torch.no_grad():
             w = G.mapping(torch.randn([1, G.z_dim], generator=torch.Generator().manual_seed(1)).to(device), None,
                           truncation_psi=0.7)
-            target = G.synthesis(w, noise_mode="const")
+            target = G.synthesis(w, noise_mode="const").clamp(-1, 1)
     nets = {k: v.to(device) for k, v in nets.items()}
     eval_net = nets["lpips_vgg"]
     method = I.DEFAULT_METHOD
@@ -247,7 +247,7 @@ def main(argv=None) -> None:
         with torch.no_grad():
             w = G.mapping(torch.randn([1, G.z_dim], generator=torch.Generator().manual_seed(1)), None,
                           truncation_psi=0.7)
-            target = G.synthesis(w)
+            target = G.synthesis(w).clamp(-1, 1)   # a random network overshoots; a photo is in [-1, 1]
         print(f"\n== {name}: {G.arch} {G.img_resolution} px")
         ours = {}
         for method in args.methods.split(","):
