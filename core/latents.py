@@ -969,11 +969,51 @@ def _check_fs_tensors(path: Path, tensors: dict, space: str, skip: Optional[str]
                               f"skip 'keep' stores and 'drop' does not); {LATENT_HINT}")
 
 
+def mapped_w_covariance(G: Generator, num_samples: int, *, seed: int = 0, chunk: int = 8192,
+                        class_idx: Optional[int] = None,
+                        transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                        callback: Optional[Callable[[int, int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean `[w_dim]` and covariance `[w_dim, w_dim]` (float64, unbiased) of transform(w), w = mapping(z) for
+    `num_samples` z ~ N(0, I) drawn with `torch.Generator().manual_seed(seed)` (no truncation), streamed `chunk` at
+    a time so memory does not grow with num_samples. The sums run around the first chunk's mean, which keeps them
+    exact in float64. A conditional generator gets class `class_idx`, or a random class per sample (None).
+    `callback(done, total)` after each chunk (may raise to cancel). Used by the II2S prior (transform LeakyReLU(5))
+    and GANSpace (w itself)."""
+    rng = torch.Generator().manual_seed(int(seed))
+    device = G.w_avg.device
+    total = torch.zeros(G.w_dim, dtype=torch.float64)
+    outer = torch.zeros(G.w_dim, G.w_dim, dtype=torch.float64)
+    shift = None
+    done = 0
+    with torch.no_grad():
+        while done < num_samples:
+            n = min(chunk, num_samples - done)
+            z = torch.randn([n, G.z_dim], generator=rng)
+            c = None
+            if G.c_dim:
+                idx = torch.full([n], int(class_idx)) if class_idx is not None else \
+                    torch.randint(G.c_dim, [n], generator=rng)
+                c = torch.nn.functional.one_hot(idx, G.c_dim).float().to(device)
+            w = G.mapping(z.to(device), c)[:, 0]
+            v = (w if transform is None else transform(w)).to("cpu", torch.float64)
+            if shift is None:
+                shift = v.mean(0)
+            v = v - shift
+            total += v.sum(0)
+            outer += v.t() @ v
+            done += n
+            if callback is not None:
+                callback(done, num_samples)
+    mean = total / num_samples
+    cov = (outer - num_samples * torch.outer(mean, mean)) / max(1, num_samples - 1)
+    return mean + shift, cov
+
+
 __all__ = [
     "Latent", "GeneratorRef", "generator_ref", "check_compatible", "seeds_to_z", "parse_seeds", "sample_latents",
     "latent_to_ws", "latent_to_styles", "styles_to_latent", "convert_latent", "synthesize", "slerp", "interpolate_latents", "interpolation_times",
     "style_mix_layers", "parse_layers", "mix_styles", "save_latent", "load_latent", "layer_resolutions",
     "LatentFileError", "check_latent_count", "batch_seeds", "check_truncation", "MAX_LATENTS", "MAX_SEED",
     "FS_RESOLUTION", "FS_SKIPS", "DEFAULT_FS_SKIP", "check_fs_generator", "fs_first_w", "fs_channels", "fs_from_wplus",
-    "synthesize_fs",
+    "synthesize_fs", "mapped_w_covariance",
 ]

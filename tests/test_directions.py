@@ -109,6 +109,24 @@ def test_ganspace_components_orthonormal_ordered_and_one_sigma(G2):
 
 # --- Applying --------------------------------------------------------------------------------------------------
 
+def test_mapped_w_covariance_equals_torch_cov_of_the_same_samples(G2):
+    """The streamed mean / covariance (GANSpace's and the II2S prior's) against torch.cov of the same w, drawn with
+    the same generator, for chunks that do not divide the count and a transform."""
+    from core.latents import mapped_w_covariance
+    n, seed = 250, 7
+    z = torch.randn([n, G2.z_dim], generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        w = G2.mapping(z, None)[:, 0].double()
+    for transform, ref in ((None, w), (lambda t: torch.nn.functional.leaky_relu(t, 5.0),
+                                       torch.nn.functional.leaky_relu(w, 5.0))):
+        seen = []
+        mean, cov = mapped_w_covariance(G2, n, seed=seed, chunk=60, transform=transform,
+                                        callback=lambda d, t: seen.append((d, t)))
+        torch.testing.assert_close(mean, ref.mean(0), rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(cov, torch.cov(ref.t()), rtol=1e-5, atol=1e-9)
+        assert seen == [(60, n), (120, n), (180, n), (240, n), (250, n)]
+
+
 @pytest.fixture(scope="module")
 def dirs(G64):
     return sefa(G64, num=4)

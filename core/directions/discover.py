@@ -10,7 +10,7 @@ import torch
 
 from ..errors import LatentError
 from ..files import describe
-from ..latents import generator_ref
+from ..latents import generator_ref, mapped_w_covariance
 from ..networks import Generator
 from .base import MAX_DIRECTIONS, SEFA_VARIANTS, Directions, check_layer_range
 
@@ -139,31 +139,8 @@ def ganspace(G: Generator, *, num_samples: int = DEFAULT_GANSPACE_SAMPLES,
     layers = check_layer_range(layers, G.num_ws)
     if G.c_dim and class_idx is not None and not 0 <= int(class_idx) < G.c_dim:
         raise LatentError(f"class_idx must be in 0..{G.c_dim - 1} for {G.info.name}, got {class_idx}")
-    device = G.w_avg.device
-    rng = torch.Generator().manual_seed(seed)
-    total = torch.zeros(G.w_dim, dtype=torch.float64)
-    outer = torch.zeros(G.w_dim, G.w_dim, dtype=torch.float64)
-    shift = None                          # the first chunk's mean: accumulating around it keeps float64 exact
-    done = 0
-    while done < num_samples:
-        n = min(GANSPACE_CHUNK, num_samples - done)
-        z = torch.randn([n, G.z_dim], generator=rng)
-        c = None
-        if G.c_dim:
-            idx = torch.full([n], int(class_idx)) if class_idx is not None else \
-                torch.randint(G.c_dim, [n], generator=rng)
-            c = torch.nn.functional.one_hot(idx, G.c_dim).float().to(device)
-        w = G.mapping(z.to(device), c)[:, 0].to("cpu", torch.float64)
-        if shift is None:
-            shift = w.mean(0)
-        w = w - shift
-        total += w.sum(0)
-        outer += w.t() @ w
-        done += n
-        if callback is not None:
-            callback(done, num_samples)
-    mean = total / num_samples
-    cov = (outer - num_samples * torch.outer(mean, mean)) / (num_samples - 1)
+    _, cov = mapped_w_covariance(G, num_samples, seed=seed, chunk=GANSPACE_CHUNK, class_idx=class_idx,
+                                 callback=callback)
     ev, ec = torch.linalg.eigh(cov)
     order = torch.argsort(ev, descending=True)[:num_components]
     var, comps = ev[order].clamp_min(0), ec[:, order].t()

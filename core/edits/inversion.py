@@ -33,7 +33,7 @@ from torch import nn
 from ..deltas import WeightDelta, clone_generator, compute_weight_delta
 from ..errors import LatentError
 from ..files import read_safetensors, write_safetensors
-from ..latents import Latent, check_latent_count, generator_ref
+from ..latents import Latent, check_latent_count, generator_ref, mapped_w_covariance
 from ..log import logger
 from ..networks import Generator
 from ..optimize import (ProgressCallback, StepProgress, finish_requested, autograd_ready, check_finite, descend, has_inference_tensors,
@@ -320,26 +320,8 @@ def compute_w_prior(G: Generator, num_samples: int = 1_000_000, *, seed: int = 0
                     callback: Optional[Callable[[int, int], None]] = None) -> WPrior:
     """PCA prior of II2S from `num_samples` mapped z (the reference uses 10⁶), streamed in float64 so
     memory stays at one batch. `callback(done, total)` may raise to cancel."""
-    gen = torch.Generator().manual_seed(int(seed))
-    device = G.w_avg.device
-    s = torch.zeros(G.w_dim, dtype=torch.float64)
-    ss = torch.zeros(G.w_dim, G.w_dim, dtype=torch.float64)
-    done = 0
-    with torch.no_grad():
-        while done < num_samples:
-            n = min(batch_size, num_samples - done)
-            z = torch.randn([n, G.z_dim], generator=gen)
-            c = None
-            if G.c_dim:
-                c = F.one_hot(torch.randint(0, G.c_dim, [n], generator=gen), G.c_dim).float().to(device)
-            v = F.leaky_relu(G.mapping(z.to(device), c)[:, 0], negative_slope=5.0).double().cpu()
-            s += v.sum(0)
-            ss += v.t() @ v
-            done += n
-            if callback is not None:
-                callback(done, num_samples)
-    mean = s / num_samples
-    cov = (ss - num_samples * torch.outer(mean, mean)) / max(1, num_samples - 1)
+    mean, cov = mapped_w_covariance(G, num_samples, seed=seed, chunk=batch_size,
+                                    transform=lambda w: F.leaky_relu(w, negative_slope=5.0), callback=callback)
     evals, evecs = torch.linalg.eigh(cov)                      # ascending
     order = torch.argsort(evals, descending=True)
     evals, evecs = evals[order].clamp_min(1e-12), evecs[:, order]
