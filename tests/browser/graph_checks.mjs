@@ -24,6 +24,31 @@ export function nodeOverlaps() {
   return { nodes: boxes, overlaps };
 }
 
+// Screen points along a slider widget of node `nodeId` (the node centred at scale 1 first): one per entry of
+// `at`, each {value: v} or {fraction: f} of the slider's range (null: its current value). With the slider's range,
+// type and value, for a mouse drag from one point to another.
+export function sliderPoints({ nodeId, name, at }) {
+  const node = window.app.graph.getNodeById(nodeId);
+  const canvas = window.app.canvas;
+  canvas.ds.scale = 1;
+  canvas.centerOnNode?.(node);
+  canvas.setDirty(true, true);
+  canvas.draw(true, true);
+  const slider = node.widgets.find((w) => w.name === name);
+  const height = window.LiteGraph?.NODE_WIDGET_HEIGHT ?? 20;
+  const y = node.pos[1] + (slider.y ?? slider.last_y ?? 0) + height / 2;
+  const margin = 15;
+  const width = node.size[0] - 2 * margin;
+  const { min, max } = slider.options;
+  const rect = canvas.canvas.getBoundingClientRect();
+  const points = at.map((p) => {
+    const v = p == null ? slider.value : p.value ?? min + p.fraction * (max - min);
+    const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + margin + width * (v - min) / Math.max(max - min, 1e-9), y]);
+    return [rect.left + cx, rect.top + cy];
+  });
+  return { points, min, max, type: slider.type, value: slider.value };
+}
+
 // Show the whole graph (nodes and groups) on the canvas.
 export function fitGraph() {
   const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;

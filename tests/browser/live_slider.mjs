@@ -9,7 +9,7 @@
 // Prints one JSON line: { ok, pageErrors, consoleErrors, extensionLoaded, beforeRun, ready, before, after, drag,
 //                         previews, times, promptInputs, seconds }.
 import { readFileSync } from "node:fs";
-import { launchBrowser, openApp, watchRuns } from "./graph_checks.mjs";
+import { launchBrowser, openApp, sliderPoints, watchRuns } from "./graph_checks.mjs";
 
 const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const started = Date.now();
@@ -72,28 +72,10 @@ try {
   result.before = await serverState(page);
 
   // Drag the strength slider with the mouse from its middle (0) to near its right end.
-  const where = await page.evaluate((id) => {
-    const node = window.app.graph.getNodeById(id);
-    const canvas = window.app.canvas;
-    canvas.ds.scale = 1;
-    canvas.centerOnNode?.(node);
-    canvas.setDirty(true, true);
-    canvas.draw(true, true);
-    const slider = node.widgets.find((w) => w.name === "strength");
-    const height = window.LiteGraph?.NODE_WIDGET_HEIGHT ?? 20;
-    const y = node.pos[1] + (slider.y ?? slider.last_y ?? 0) + height / 2;
-    const margin = 15;
-    const width = node.size[0] - 2 * margin;
-    const { min, max } = slider.options;
-    const x = (v) => node.pos[0] + margin + width * (v - min) / (max - min);
-    const rect = canvas.canvas.getBoundingClientRect();
-    const toScreen = ([gx, gy]) => {
-      const [cx, cy] = canvas.ds.convertOffsetToCanvas([gx, gy]);
-      return [rect.left + cx, rect.top + cy];
-    };
-    return { from: toScreen([x(slider.value), y]), to: toScreen([x(min + 0.95 * (max - min)), y]), min, max,
-      type: slider.type, start: slider.value };
-  }, cfg.editNode);
+  const slider = await page.evaluate(sliderPoints, { nodeId: cfg.editNode, name: "strength",
+                                                    at: [null, { fraction: 0.95 }] });
+  const where = { from: slider.points[0], to: slider.points[1], min: slider.min, max: slider.max,
+                  type: slider.type, start: slider.value };
   result.drag = { ...where };
   const signatures = [];
   const keep = (s) => {

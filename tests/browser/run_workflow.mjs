@@ -8,7 +8,7 @@
 // Prints one JSON line: { ok, pageErrors, consoleErrors, loaded, live: {...}, finish, final: {...}, frames,
 //                         seconds }.
 import { readFileSync } from "node:fs";
-import { launchBrowser, nodeOverlaps, openApp } from "./graph_checks.mjs";
+import { launchBrowser, nodeOverlaps, openApp, sliderPoints } from "./graph_checks.mjs";
 
 
 const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
@@ -168,28 +168,10 @@ try {
   if (cfg.frameNode != null) {
     result.frames = { afterRun: await shownFrame() };
     if (cfg.dragToFrame) {
-      // Drag the slider with the mouse, from its left end to where frame `dragToFrame` lies.
-      const where = await page.evaluate(({ frameNode, target }) => {
-        const node = window.app.graph.getNodeById(frameNode);
-        const canvas = window.app.canvas;
-        canvas.ds.scale = 1;
-        canvas.centerOnNode?.(node);
-        canvas.setDirty(true, true);
-        canvas.draw(true, true);
-        const slider = node.widgets.find((w) => w.name === "sgs_frame");
-        const height = window.LiteGraph?.NODE_WIDGET_HEIGHT ?? 20;
-        const y = node.pos[1] + (slider.y ?? slider.last_y ?? 0) + height / 2;
-        const margin = 15;
-        const width = node.size[0] - 2 * margin;
-        const max = slider.options.max;
-        const x = (frame) => node.pos[0] + margin + width * (frame - 1) / Math.max(max - 1, 1);
-        const rect = canvas.canvas.getBoundingClientRect();
-        const toScreen = ([gx, gy]) => {
-          const [cx, cy] = canvas.ds.convertOffsetToCanvas([gx, gy]);
-          return [rect.left + cx, rect.top + cy];
-        };
-        return { from: toScreen([x(1) + 2, y]), to: toScreen([x(target), y]) };
-      }, { frameNode: cfg.frameNode, target: cfg.dragToFrame });
+      // Drag the slider with the mouse, from its left end (frame 1) to where frame `dragToFrame` lies.
+      const slider = await page.evaluate(sliderPoints, { nodeId: cfg.frameNode, name: "sgs_frame",
+                                                         at: [{ fraction: 0 }, { value: cfg.dragToFrame }] });
+      const where = { from: [slider.points[0][0] + 2, slider.points[0][1]], to: slider.points[1] };
       await page.waitForTimeout(300);
       await page.mouse.move(...where.from);
       await page.mouse.down();
