@@ -15,16 +15,20 @@ Issue 18's targets, measured in ONE process on the same (seeded random) VGG-19 w
   * `--gpu-target`: 500 L-BFGS iterations of `gatys2016` at 512 px, PASS when <= 10 s (the goal is for an
     H100; on another device the line says so).
 
-Interleaving: every side runs in its own thread, in lock step — one evaluation of side A, one of side B, one of
-side C, then A again (the order rotates every round) — so that a change in the machine's load hits every side
-alike. Each side's first evaluation (with its setup) is a warm-up and not timed; the ratio reported is the
-median over rounds of (tutorial loop's seconds / ours) within the same round. The load average is printed
-before and after every size. Beside wall-clock seconds, the process's CPU seconds per iteration (all its threads;
-only one side runs at a time) and their ratio: on a loaded machine time-slicing inflates wall-clock seconds, CPU
-seconds less so (OpenMP's spin-waiting counts in both).
+Timing: every side runs uninterrupted blocks of evaluations in the main thread, as a real run does — a fresh run per
+block, its first evaluation (setup, buffers) not timed, then `--iters` timed evaluations — and the sides take turns
+block by block (`--rounds` blocks each, the order rotating every round), so that a change in the machine's load hits
+every side alike; the ratio reported is the median over rounds of (tutorial loop's block median / this side's). The
+load average is printed before and after every size. Beside wall-clock seconds, the process's CPU seconds per
+iteration and their ratio: on a loaded machine time-slicing inflates wall-clock seconds, CPU seconds less so
+(OpenMP's spin-waiting counts in both). `--lockstep` runs the earlier design instead (every side in its own thread,
+the sides taking turns after EVERY evaluation): each evaluation then starts straight after the other loop's, and at
+256 px it measured ours 1.21–1.25x where blocks measured 1.26–1.48x (median 1.38x) in the same processes (six
+pairs, 2026-12-07) — the buffered path lost more to the switching than the tutorial loop; no real run switches.
 
     python bench/bench_neural_style.py                      # 256 and 512 px, memory at 1024, CPU
-    python bench/bench_neural_style.py --quick              # the same, fewer iterations (< ~3 min when quiet)
+    python bench/bench_neural_style.py --quick              # the same, fewer rounds (< ~3 min when quiet)
+    python bench/bench_neural_style.py --sizes 256 --rounds 8 --no-memory --no-gatys
     python bench/bench_neural_style.py --sizes 256 --iters 5 --no-memory --contiguous
     python bench/bench_neural_style.py --device cuda --gpu-target
     python bench/bench_neural_style.py --quick --keep-memory  # glibc keeps freed memory: no page faults
@@ -135,7 +139,8 @@ class _Done(Exception):
 
 
 class Side:
-    """One optimisation run in its own thread, paused after every evaluation until the coordinator lets it go on.
+    """`--lockstep`: one optimisation run in its own thread, paused after every evaluation until the coordinator lets
+    it go on.
 
     `run(tick)` runs the optimisation and calls `tick()` once per evaluation (after its backward). The seconds
     between being let go and the next tick are one iteration: the optimiser's work after the previous
@@ -242,27 +247,81 @@ def _load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def time_size(vgg, size: int, iters: int, device, contiguous: bool, gatys: bool) -> None:
+def block(run: Callable[[Callable[[], None]], None], iters: int, device) -> tuple[list[float], list[float]]:
+    """One uninterrupted block: `run(tick)` (a fresh run; `tick()` is called once per evaluation, after its backward)
+    until `iters` evaluations after the first have been timed. Returns (wall-clock, CPU) seconds per iteration: the
+    time from one tick to the next, the optimiser's own work after an evaluation and the next evaluation."""
+    times: list[float] = []
+    cpu: list[float] = []
+    last: list = []
+
+    def tick():
+        _sync(device)
+        now, c = time.perf_counter(), time.process_time()
+        if last:   # the first evaluation (and the run's setup) is the warm-up
+            times.append(now - last[0])
+            cpu.append(c - last[1])
+        if len(times) >= iters:
+            raise _Done
+        last[:] = [time.perf_counter(), time.process_time()]
+
+    try:
+        run(tick)
+    except _Done:
+        pass
+    if len(times) < iters:
+        raise RuntimeError(f"the run ended after {len(times) + 1} evaluations; {iters + 1} were asked for")
+    return times, cpu
+
+
+def time_ours(vgg, content, style, iters: int, method: str, device) -> list[float]:
+    """Seconds per iteration of `style_transfer(method=...)` on `content` / `style` (one block of `iters` timed
+    evaluations after a warm-up); bench_gpu.py uses it."""
+    return block(run_ours(vgg, content, style, method, iters + 1), iters, device)[0]
+
+
+def _sides(vgg, content, style, device, contiguous: bool, gatys: bool, evaluations: int) -> list:
+    """(name, factory of a fresh run(tick)) per side, the tutorial loop first."""
+    sides = [("tutorial loop", lambda: run_tutorial(vgg, content, style, device)),
+             ("ours tutorial", lambda: run_ours(vgg, content, style, "tutorial", evaluations))]
+    if contiguous:
+        sides.append(("ours tutorial (contiguous)",
+                      lambda: run_ours(vgg, content, style, "tutorial", evaluations, False)))
+    if gatys:
+        sides.append(("ours gatys2016", lambda: run_ours(vgg, content, style, "gatys2016", evaluations)))
+    return sides
+
+
+def time_size(vgg, size: int, iters: int, rounds: int, device, contiguous: bool, gatys: bool,
+              lockstep: bool = False) -> None:
     g = torch.Generator().manual_seed(size)
     content = torch.rand(1, 3, size, size, generator=g).to(device)
     style = torch.rand(1, 3, size, size, generator=g).to(device)
-    n = iters + 1
-    sides = [Side("tutorial loop", run_tutorial(vgg, content, style, device), n, device),
-             Side("ours tutorial", run_ours(vgg, content, style, "tutorial", n), n, device)]
-    if contiguous:
-        sides.append(Side("ours tutorial (contiguous)", run_ours(vgg, content, style, "tutorial", n, False), n,
-                          device))
-    if gatys:
-        sides.append(Side("ours gatys2016", run_ours(vgg, content, style, "gatys2016", n), n, device))
     print(f"{size:5d} px  before: {_load()}", flush=True)
-    interleave(sides)
-    ref, ref_cpu = sides[0].times, sides[0].cpu
-    for s in sides:
-        ratios = [a / b for a, b in zip(ref, s.times)]
-        cpu_ratios = [a / b for a, b in zip(ref_cpu, s.cpu)]
-        print(f"{size:5d} px  {s.name:28s} {statistics.median(s.times):8.3f} s/iteration  (median of {len(s.times)}; "
-              f"tutorial loop / this, per round: {statistics.median(ratios):.2f}x, range "
-              f"{min(ratios):.2f}-{max(ratios):.2f}; CPU seconds {statistics.median(s.cpu):.3f}, "
+    if lockstep:
+        n = iters * rounds + 1
+        named = [Side(name, make(), n, device) for name, make in _sides(vgg, content, style, device, contiguous,
+                                                                          gatys, n)]
+        interleave(named)   # every evaluation is a round of its own
+        results = {s.name: ([[t] for t in s.times], [[c] for c in s.cpu]) for s in named}
+    else:
+        sides = _sides(vgg, content, style, device, contiguous, gatys, iters + 1)
+        results = {name: ([], []) for name, _ in sides}
+        for r in range(rounds):
+            k = r % len(sides)
+            for name, make in sides[k:] + sides[:k]:
+                t, c = block(make(), iters, device)
+                results[name][0].append(t)
+                results[name][1].append(c)
+    ref_t, ref_c = results["tutorial loop"]
+    for name, (ts, cs) in results.items():
+        ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(ref_t, ts)]
+        cpu_ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(ref_c, cs)]
+        flat, flat_cpu = [x for t in ts for x in t], [x for c in cs for x in c]
+        unit = "per evaluation (lock step)" if lockstep else f"per round of {iters}"
+        print(f"{size:5d} px  {name:28s} {statistics.median(flat):8.3f} s/iteration  (median of {len(flat)}; "
+              f"tutorial loop / this, {unit}: {statistics.median(ratios):.2f}x, range "
+              f"{min(ratios):.2f}-{max(ratios):.2f}; CPU seconds {statistics.median(flat_cpu):.3f}, "
               f"{statistics.median(cpu_ratios):.2f}x)", flush=True)
     print(f"{size:5d} px  after:  {_load()}", flush=True)
 
@@ -344,8 +403,11 @@ def gpu_target(vgg, device, iters: int) -> bool:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="256,512")
-    ap.add_argument("--iters", type=int, default=8, help="timed iterations per side and size (after a warm-up)")
-    ap.add_argument("--quick", action="store_true", help="3 iterations per side, 1 for the memory runs")
+    ap.add_argument("--iters", type=int, default=4, help="timed iterations per block (after a warm-up evaluation)")
+    ap.add_argument("--rounds", type=int, default=4, help="blocks per side and size, the sides taking turns")
+    ap.add_argument("--lockstep", action="store_true",
+                    help="the sides in threads, taking turns after every evaluation (iters x rounds of them)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of 3 iterations per side, 1 for the memory runs")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--memory-size", type=int, default=1024)
     ap.add_argument("--memory-iters", type=int, default=2)
@@ -364,7 +426,7 @@ def main():
     if args.keep_memory and any(os.environ.get(k) != v for k, v in KEEP_MEMORY.items()):
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **KEEP_MEMORY})
     if args.quick:
-        args.iters, args.memory_iters = 3, 1
+        args.iters, args.rounds, args.memory_iters = 3, 2, 1
     if args.child:
         print(json.dumps(memory_child(args.child, args.memory_size, args.memory_iters, args.device)))
         return
@@ -376,7 +438,7 @@ def main():
           f"{_load()}, glibc {'keeps freed memory' if keep else 'returns tensors over 32 MB to the OS (default)'}",
           flush=True)
     for size in [int(s) for s in args.sizes.split(",") if s]:
-        time_size(vgg, size, args.iters, device, args.contiguous, not args.no_gatys)
+        time_size(vgg, size, args.iters, args.rounds, device, args.contiguous, not args.no_gatys, args.lockstep)
     ok = True
     if args.gpu_target:
         ok = gpu_target(vgg, device, args.gpu_target_iters)
