@@ -35,9 +35,10 @@ pairs, 2026-12-07) — the buffered path lost more to the switching than the tut
 
 Page faults: glibc maps every allocation over 32 MB afresh, so an autograd evaluation at 512 px faults in ~1 GB of
 new pages (about a third of its time on this CPU, in the kernel). Ours on the CPU runs the network through
-`core.losses.vgg19_buffered` (buffers kept across evaluations), so only the tutorial loop pays it; that is most of
-the margin at 512 px, while at 256 px (maps of 16 MB, below glibc's threshold) the sides differ by the arithmetic
-alone and both convolve at close to this CPU's peak. `--keep-memory` reruns the process with MALLOC_MMAP_MAX_=0
+`core.losses.vgg19_buffered` (buffers kept across evaluations), so only the tutorial loop pays it; at 256 px (maps
+of 16 MB, below glibc's threshold) nobody does, and both sides' direct convolutions run at close to this CPU's peak:
+there the margin is arithmetic — ours runs conv2_1 and deeper as Winograd F(4x4, 3x3) convolutions on AVX2 CPUs
+(`core.ops.winograd`), the tutorial loop does not. `--keep-memory` reruns the process with MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=4000000000 (the same can be set for ComfyUI itself) and shows the tutorial loop without
 that cost.
 """
