@@ -19,7 +19,7 @@ The kernel transform G g Gᵀ is computed in float64.
 it), any padding 0–2 (zeros), any map size (the last tiles are cropped), batches one image at a time. Scratch
 buffers come from a `Workspace` that several convolutions may share (one runs at a time); the output is made in
 bands of tile rows of about `Workspace.chunk_bytes` of scratch each (4 MB: they stay in the caches between the
-steps; measured faster than 1, 8 or 32 MB bands), so the scratch memory does not grow with the map.
+steps; measured faster than 1, 8 or 32 MB bands), so the scratch memory does not grow with the map's height.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ class WinogradConv:
     """out = conv2d(x, weight, bias, padding) (stride 1, 3×3 kernel, zero padding 0–2) by F(4×4, 3×3), for maps
     `[N, C_in, H, W]` written into `out` `[N, C_out, H + 2·padding − 2, W + 2·padding − 2]` (channels-last float
     tensors: read and written as [H, W, C] matrices without a copy; other layouts work, slower). The output is made
-    in bands of tile rows, each from its own zero-padded copy of the input rows it needs, so the scratch memory is
-    bounded by the workspace's `chunk_bytes` whatever the map size."""
+    in bands of tile rows, each from its own zero-padded copy of the input rows it needs, so each scratch buffer
+    holds about the workspace's `chunk_bytes` (at least MIN_BAND_TILES tiles, and one row of tiles), not the map."""
 
     def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, padding: int = 1,
                  workspace: Optional[Workspace] = None):
