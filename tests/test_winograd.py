@@ -149,6 +149,7 @@ def test_buffered_vgg_with_winograd_equals_autograd(fmt, layers, pooling, monkey
     used = {(name, backward) for name, backward, _ in runner._wino}
     assert ("conv2_1", False) in used and ("conv2_1", True) in used and ("conv3_1", False) in used
     assert not any(name in ("conv1_1", "conv1_2") for name, _ in used)
+    assert set(runner._kernels) == {(n, bw) for n in runner.names for bw in (False, True)} - used  # no unused copies
     torch.testing.assert_close(loss.detach(), ref.detach(), rtol=1e-4, atol=0)
     torch.testing.assert_close(grad, ref_grad, rtol=0, atol=1e-3 * ref_grad.abs().max().item())
     # switched off: oneDNN only, as exact as before

@@ -79,12 +79,9 @@ class BufferedVGG:
                     else CONV_NAMES.index({"1": "conv1_2", "2": "conv2_2", "3": "conv3_4", "4": "conv4_4",
                                            "5": "conv5_4"}[n[4]]) for n in wanted)
         self.names = CONV_NAMES[:depth + 1]
-        fmt = torch.channels_last
-        self.w = {n: net.convs[n].weight.detach().contiguous(memory_format=fmt) for n in self.names}
+        self.weight = {n: net.convs[n].weight.detach() for n in self.names}
         self.b = {n: net.convs[n].bias.detach().contiguous() for n in self.names}
-        # dx = conv2d(dy, W transposed (in <-> out) and flipped in space)
-        self.wt = {n: net.convs[n].weight.detach().transpose(0, 1).flip(2, 3).contiguous(memory_format=fmt)
-                   for n in self.names}
+        self._kernels: dict = {}   # oneDNN's channels-last kernels, made when first used (`_kernel`)
         self._bufs: dict = {}
         self._shape: Optional[tuple] = None
         # convolutions with many channels on large maps by Winograd's F(4x4, 3x3) (core.ops.winograd), where it
@@ -136,20 +133,36 @@ class BufferedVGG:
                 sinks[n].add_(g)
         return loss.detach(), self._backward(h, steps, sinks)
 
+    def _kernel(self, name: str, backward: bool) -> torch.Tensor:
+        """Layer `name`'s kernel for oneDNN, channels-last; for the backward transposed (in <-> out) and flipped in
+        space (dx = conv2d(dy, that, padding 1))."""
+        k = self._kernels.get((name, backward))
+        if k is None:
+            w = self.weight[name]
+            k = (w.transpose(0, 1).flip(2, 3) if backward else w).contiguous(memory_format=torch.channels_last)
+            self._kernels[(name, backward)] = k
+        return k
+
     def _convolve(self, name: str, out: torch.Tensor, x: torch.Tensor, padding: int, backward: bool = False,
                   accumulate: bool = False) -> None:
         """out = conv(x) (+ the bias, in the forward), or out += conv(x): layer `name`'s kernel, or in the backward
         its transposed, flipped kernel (the input gradient); by F(4x4, 3x3) where `winograd.worthwhile`, else
         oneDNN's direct convolution."""
-        w = self.wt[name] if backward else self.w[name]
         b = None if backward else self.b[name]
-        if self.winograd and worthwhile(w.shape[1], w.shape[0], out.shape[2], out.shape[3]):
+        c_out, c_in = self.weight[name].shape[:2]
+        if backward:
+            c_out, c_in = c_in, c_out
+        if self.winograd and worthwhile(c_in, c_out, out.shape[2], out.shape[3]):
             key = (name, backward, padding)
             conv = self._wino.get(key)
             if conv is None:
-                conv = self._wino[key] = WinogradConv(w, b, padding, self._ws)
+                w = self.weight[name]
+                conv = self._wino[key] = WinogradConv(w.transpose(0, 1).flip(2, 3) if backward else w, b, padding,
+                                                      self._ws)
             conv(x, out, accumulate=accumulate)
-        elif accumulate:
+            return
+        w = self._kernel(name, backward)
+        if accumulate:
             _POINTWISE.binary(out, x, w, b, [padding, padding], _STRIDE, _DIL, 1, "add", None, None, [], None)
         else:
             _conv_into(out, x, w, b, padding)
@@ -169,8 +182,7 @@ class BufferedVGG:
             return len(feats) == len(self.wanted)
 
         for name in self.names:
-            w = self.w[name]
-            pre = self._buf(("pre", name), (n, w.shape[0], x.shape[2], x.shape[3]))
+            pre = self._buf(("pre", name), (n, self.weight[name].shape[0], x.shape[2], x.shape[3]))
             if self.reflect:
                 padded = self._work((n, x.shape[1], x.shape[2] + 2, x.shape[3] + 2), (x,))
                 torch.ops.aten.reflection_pad2d.out(x, _REFLECT, out=padded)
