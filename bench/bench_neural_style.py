@@ -24,7 +24,8 @@ iteration and their ratio: on a loaded machine time-slicing inflates wall-clock 
 (OpenMP's spin-waiting counts in both). `--lockstep` runs the earlier design instead (every side in its own thread,
 the sides taking turns after EVERY evaluation): each evaluation then starts straight after the other loop's, and at
 256 px it measured ours 1.21–1.25x where blocks measured 1.26–1.48x (median 1.38x) in the same processes (six
-pairs, 2026-12-07) — the buffered path lost more to the switching than the tutorial loop; no real run switches.
+pairs, 2026-12-07, oneDNN only), and 1.45x where blocks measured 1.58x with the Winograd layers — the buffered path
+loses more to the switching than the tutorial loop; no real run switches.
 
     python bench/bench_neural_style.py                      # 256 and 512 px, memory at 1024, CPU
     python bench/bench_neural_style.py --quick              # the same, fewer rounds (< ~3 min when quiet)

@@ -32,7 +32,7 @@ Speed: on a CPU in float32 with channels-last (the default), whichever VGG-19 we
 runs the network through `core.losses.vgg19_buffered` (forward and backward written out into buffers kept for the
 whole run, the loss gradients added in place by the Gram / content-MSE backwards), without allocating ~1 GB of
 fresh maps per 512 px evaluation; on AVX2 CPUs its layers with many channels on maps of 32×32 and more (conv2_1 and
-deeper) run as Winograd F(4×4, 3×3) convolutions (`core.ops.winograd`, 1.4–2.5× faster per layer). The numbers are
+deeper) run as Winograd F(4×4, 3×3) convolutions (`core.ops.winograd`, 1.3–2.5× faster per layer). The numbers are
 autograd's to float rounding, or to ~1e-5 of each map's magnitude on the Winograd layers (an L-BFGS run follows the
 same path: tests/test_winograd.py). Elsewhere (CUDA, MPS, float64, `channels_last=False`, which is also the exact
 path) autograd runs `VGG19.forward`.

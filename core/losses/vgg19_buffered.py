@@ -11,7 +11,7 @@ input needs a gradient), each step writing into a buffer kept for the next evalu
   y = conv(x) + y into a zeroed buffer (bias included); or, for the layers with many channels on large maps
   (`core.ops.winograd.worthwhile`: conv2_1 and deeper from 32×32 maps on; on AVX2 CPUs, `winograd=None`),
   Winograd's F(4×4, 3×3) (`core.ops.winograd`), 4× less arithmetic in its products, written into the same
-  buffers: 1.4–2.5× faster per layer than oneDNN on a 2-core AVX2 CPU, equal to ~1e-5 of each map's magnitude;
+  buffers: 1.3–2.5× faster per layer than oneDNN on a 2-core AVX2 CPU, equal to ~1e-5 of each map's magnitude;
 - ReLU: in place when the convolution's output is not a wanted feature, else `clamp_min(out=)` into another
   buffer;
 - pooling: the structured `max_pool2d_with_indices.out` / `avg_pool2d.out`;
