@@ -52,7 +52,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from ..losses.style import gram_distance, gram_matrix, resize_mask
+from ..losses.style import gram_distance, gram_matrix, resize_mask, usable_sink
 from ..losses.vgg19 import VGG19, check_layers
 from ..losses.vgg19_buffered import BufferedVGG, VGGObjective
 from ..log import warn_once
@@ -295,11 +295,8 @@ def content_loss(f: torch.Tensor, p: torch.Tensor, kind: str,
     `grad_into`: as `core.losses.style.gram_matrix`'s (used by 'mse' when the layouts match)."""
     if kind == "mse" and f.shape[0] == 1:
         if p.shape == f.shape and p.dtype == f.dtype:
-            if grad_into is not None and (grad_into.shape != f.shape or grad_into.stride() != f.stride()
-                                          or grad_into.dtype != f.dtype):
-                grad_into = None
             # the tutorial's F.mse_loss (the same rounding), layout kept
-            return _MSE.apply(f, p, grad_into).reshape(1)
+            return _MSE.apply(f, p, usable_sink(grad_into, f)).reshape(1)
         return F.mse_loss(f, p).reshape(1)
     d = (f - p).flatten(1)
     if kind == "half_sum":
@@ -539,7 +536,7 @@ def _run_scale(net, r: Recipe, content, styles, weights, masks, style_long, laye
             try:
                 loss, terms = buffered(x)
                 fast["proven"] = True
-            except RuntimeError as e:   # a oneDNN build without the in-place op's fast case: autograd instead
+            except RuntimeError as e:   # the buffered path failing on the first evaluation (a oneDNN build): autograd
                 if fast["proven"] or "out of memory" in str(e).lower():
                     raise
                 warn_once("neural_style:buffered", f"Neural Style: the buffered CPU path failed ({e}); using "

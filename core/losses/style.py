@@ -128,6 +128,15 @@ def _gram_view(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return features.contiguous().view(n, c, h * w), True
 
 
+def usable_sink(grad_into: Optional[torch.Tensor], features: torch.Tensor) -> Optional[torch.Tensor]:
+    """`grad_into` if a backward can add the features' gradient into it as it is (the same shape, dtype and strides),
+    else None (the gradient then flows through autograd)."""
+    if grad_into is None or (grad_into.shape, grad_into.dtype, grad_into.stride()) != \
+            (features.shape, features.dtype, features.stride()):
+        return None
+    return grad_into
+
+
 def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
                 normalize: str = "gatys", grad_into: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-image Gram matrices `[N, C, C]` of `features` `[N, C, H, W]`, scaled as `normalize` says (see the
@@ -149,10 +158,7 @@ def gram_matrix(features: torch.Tensor, mask: Optional[torch.Tensor] = None, *,
         mask = mask.to(features)
         features = features * mask
         grad_into = None
-    if grad_into is not None and (grad_into.shape != features.shape or grad_into.dtype != features.dtype
-                                  or grad_into.stride() != features.stride()):
-        grad_into = None
-    gram = _Gram.apply(features, grad_into)
+    gram = _Gram.apply(features, usable_sink(grad_into, features))
     if normalize == "none":
         return gram
     if normalize == "barbershop":
@@ -203,4 +209,4 @@ def style_loss(features: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
     return total
 
 
-__all__ = ["NORMALIZATIONS", "resize_mask", "gram_matrix", "gram_distance", "style_loss"]
+__all__ = ["NORMALIZATIONS", "resize_mask", "usable_sink", "gram_matrix", "gram_distance", "style_loss"]

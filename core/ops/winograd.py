@@ -135,7 +135,7 @@ class WinogradConv:
         # bands of tile rows: scratch buffers of about `chunk_bytes` (they stay in the caches between the steps),
         # yet at least MIN_BAND_TILES tiles (the products' efficiency), all bands about the same size
         rows = max(-(-MIN_BAND_TILES // tw), self.ws.chunk_bytes // (36 * tw * max(c, self.c_out) * x.element_size()))
-        bands = -(-th // max(1, rows))
+        bands = -(-th // rows)
         rows = -(-th // bands)
         for i in range(n):
             src, dst = x[i].permute(1, 2, 0), out[i].permute(1, 2, 0)   # [h, w, C_in], [ho, wo, C_out]
